@@ -1,0 +1,309 @@
+"""The value model of every topic (UTF-8 JSON on the wire).
+
+Raw models (:class:`RawEvent`, :class:`RawLabel`) describe what producers may
+send and are lenient where DESIGN.md says so (timestamp as RFC 3339 or epoch
+milliseconds, optional feature set).  Every other model is written by Driftline
+itself and is strict.
+
+>>> e = RawEvent.model_validate_json(
+...     '{"event_id": "e-1", "entity_id": "c-42", "timestamp": 1795017600123,'
+...     ' "features": {"salary": 72000.0, "car": "sedan"}}')
+>>> e.timestamp.isoformat()
+'2026-11-18T16:00:00.123000+00:00'
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+__all__ = [
+    "DeadLetter",
+    "DlqReason",
+    "DriftEvent",
+    "DriftKind",
+    "FeatureValue",
+    "FeatureVector",
+    "LabelValue",
+    "Lineage",
+    "OffsetRange",
+    "PredictionRecord",
+    "RawEvent",
+    "RawLabel",
+    "RegistryEvent",
+    "RegistryEventKind",
+    "RetrainRequest",
+    "Timestamp",
+    "ValidEvent",
+    "ValidLabel",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _coerce_time(value: Any) -> Any:
+    # Epoch milliseconds are allowed by the contract; bools are ints in Python
+    # and must not sneak through as 1 ms after the epoch.
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+    return value
+
+
+def _require_tz(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a timezone (e.g. a trailing 'Z')")
+    return value.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_coerce_time),
+    AfterValidator(_require_tz),
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+]
+"""A timezone-aware UTC instant; accepts RFC 3339 or epoch ms; serialises as RFC 3339."""
+
+FeatureValue = float | int | str | bool | None
+"""One raw or computed feature value."""
+
+LabelValue = int | float | str | bool
+"""Ground truth: a class (int / str / bool) or a regression target (float)."""
+
+_Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RawEvent(_Strict):
+    """An event as a producer sends it to ``driftline.events`` or ``POST /v1/events``."""
+
+    event_id: _Id
+    entity_id: _Id
+    timestamp: Timestamp
+    featureset: str | None = None
+    features: dict[str, FeatureValue]
+
+
+class RawLabel(_Strict):
+    """A label (ground truth) as sent to ``driftline.labels`` or ``POST /v1/labels``."""
+
+    event_id: _Id
+    entity_id: _Id
+    timestamp: Timestamp
+    label: LabelValue
+
+
+class ValidEvent(_Strict):
+    """An event that passed its feature set's schema and constraints."""
+
+    event_id: str
+    entity_id: str
+    event_time: Timestamp
+    featureset: str
+    featureset_version: int
+    features: dict[str, FeatureValue]
+    ingested_at: Timestamp
+
+
+class ValidLabel(_Strict):
+    """A label that passed validation."""
+
+    event_id: str
+    entity_id: str
+    event_time: Timestamp
+    label: LabelValue
+    ingested_at: Timestamp
+
+
+class DlqReason(StrEnum):
+    """Why a record was dead-lettered."""
+
+    UNPARSEABLE = "unparseable"
+    """Not UTF-8, or not a JSON object."""
+    SCHEMA = "schema"
+    """Missing fields, wrong types, unknown fields."""
+    CONSTRAINT = "constraint"
+    """A value outside its declared range or allowed set, or not finite."""
+    UNKNOWN_FEATURESET = "unknown_featureset"
+    """The feature set named (or implied) is not registered."""
+    DUPLICATE = "duplicate"
+    """An event id already seen inside the dedup window."""
+    TOO_LARGE = "too_large"
+    """Larger than the configured maximum record size."""
+
+
+class DeadLetter(_Strict):
+    """A record that could not be accepted, kept byte for byte with the reason."""
+
+    original_b64: str
+    """The record's value exactly as received, base64."""
+    original_key: str | None = None
+    """The record's Kafka key (UTF-8, replaced where invalid), if any."""
+    reason: DlqReason
+    detail: str
+    """What is wrong, for a person: field, value, rule."""
+    source: Literal["kafka", "http"]
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    kind: Literal["event", "label"]
+    received_at: Timestamp
+
+    def original(self) -> bytes:
+        """The original bytes."""
+        return base64.b64decode(self.original_b64)
+
+    @staticmethod
+    def encode_original(raw: bytes) -> str:
+        """Base64 text of raw bytes, for :attr:`original_b64`."""
+        return base64.b64encode(raw).decode("ascii")
+
+
+class FeatureVector(_Strict):
+    """The feature values of an entity as of one event: the point-in-time log."""
+
+    event_id: str
+    entity_id: str
+    event_time: Timestamp
+    featureset: str
+    featureset_version: int
+    values: dict[str, FeatureValue]
+    """Raw values of the event and the entity's aggregates including that event."""
+    produced_at: Timestamp
+
+
+class PredictionRecord(_Strict):
+    """One answered (or shadow) prediction."""
+
+    request_id: str
+    event_id: str | None = None
+    entity_id: str
+    model_name: str
+    model_version: int
+    variant: Literal["champion", "challenger", "shadow", "pinned"] = "champion"
+    shadow: bool = False
+    features: dict[str, FeatureValue]
+    prediction: LabelValue | None
+    probabilities: dict[str, float] = Field(default_factory=dict)
+    latency_ms: float
+    served_at: Timestamp
+
+
+class OffsetRange(_Strict):
+    """A contiguous range of offsets of one topic partition (``last`` inclusive)."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+class Lineage(_Strict):
+    """Where a model version came from."""
+
+    featureset: str
+    featureset_version: int
+    offsets: list[OffsetRange] = Field(default_factory=list)
+    event_time_from: Timestamp | None = None
+    event_time_to: Timestamp | None = None
+    examples: int = 0
+    parent_version: int | None = None
+    trigger_id: str | None = None
+    """The retrain request id (or schedule tick) that produced it."""
+
+
+class RegistryEventKind(StrEnum):
+    """What happened in the registry."""
+
+    REGISTERED = "registered"
+    ALIAS_SET = "alias_set"
+    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"
+
+
+class RegistryEvent(_Strict):
+    """One change to the registry; the ``driftline.models`` log is the source of truth."""
+
+    event_id: str
+    kind: RegistryEventKind
+    model_name: str
+    version: int
+    alias: str | None = None
+    previous_version: int | None = None
+    actor: str
+    reason: str = ""
+    trigger: str | None = None
+    at: Timestamp
+    sha256: str | None = None
+    signature: str | None = None
+    size_bytes: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: Lineage | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    """The model spec (and training reference statistics) recorded with the version."""
+
+
+class DriftKind(StrEnum):
+    """Which distribution moved."""
+
+    DATA = "data"
+    PREDICTION = "prediction"
+    CONCEPT = "concept"
+
+
+class DriftEvent(_Strict):
+    """A drift detection."""
+
+    drift_id: str
+    model_name: str
+    kind: DriftKind
+    features: list[str] = Field(default_factory=list)
+    detector: str
+    statistic: float
+    threshold: float
+    window: int
+    """Number of observations the statistic was computed over."""
+    severity: Literal["info", "warning", "critical"]
+    detected_at: Timestamp
+    onset_event_time: Timestamp | None = None
+    onset_offsets: dict[str, int] = Field(default_factory=dict)
+    """``"topic:partition" -> offset`` where the drift is estimated to start."""
+    trace_ids: list[str] = Field(default_factory=list)
+
+
+class RetrainRequest(_Strict):
+    """Ask training for a new candidate; ``request_id`` is the dedup key."""
+
+    request_id: str
+    model_name: str
+    reason: str
+    drift_ids: list[str] = Field(default_factory=list)
+    since_event_time: Timestamp | None = None
+    since_offsets: dict[str, int] = Field(default_factory=dict)
+    requested_at: Timestamp

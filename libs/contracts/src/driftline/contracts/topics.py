@@ -1,0 +1,103 @@
+"""Every Kafka topic of the platform, declared once.
+
+Services import the :class:`Topic` objects from here; no topic name is written
+anywhere else.  :data:`ALL_TOPICS` is what provisioning creates.
+
+>>> EVENTS_VALID.name, EVENTS_VALID.value_model.__name__
+('driftline.events.valid', 'ValidEvent')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from driftline.contracts.messages import (
+    DeadLetter,
+    DriftEvent,
+    FeatureVector,
+    PredictionRecord,
+    RawEvent,
+    RawLabel,
+    RegistryEvent,
+    RetrainRequest,
+    ValidEvent,
+    ValidLabel,
+)
+
+__all__ = [
+    "ALL_TOPICS",
+    "DLQ",
+    "DRIFT",
+    "EVENTS",
+    "EVENTS_VALID",
+    "FEATURES",
+    "LABELS",
+    "LABELS_VALID",
+    "MODELS",
+    "PREDICTIONS",
+    "RETRAIN",
+    "Topic",
+    "topic_by_name",
+]
+
+DAY_MS = 24 * 3600 * 1000
+INFINITE = -1
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic's contract: name, partitions, what the key is, the value model, retention."""
+
+    name: str
+    partitions: int
+    key: str
+    value_model: type[BaseModel]
+    retention_ms: int = 7 * DAY_MS
+    notes: str = ""
+    config: dict[str, str] = field(default_factory=dict)
+
+    def topic_config(self) -> dict[str, str]:
+        """Broker-side topic configuration used at creation."""
+        return {"retention.ms": str(self.retention_ms), **self.config}
+
+
+EVENTS = Topic(
+    "driftline.events", 6, "entity id (optional)", RawEvent,
+    notes="written by producers; anything can arrive here",
+)
+LABELS = Topic(
+    "driftline.labels", 6, "entity id (optional)", RawLabel,
+    notes="ground truth, usually delayed",
+)
+EVENTS_VALID = Topic("driftline.events.valid", 6, "entity id", ValidEvent)
+LABELS_VALID = Topic("driftline.labels.valid", 6, "entity id", ValidLabel)
+DLQ = Topic(
+    "driftline.dlq", 3, "original key", DeadLetter, retention_ms=30 * DAY_MS,
+    notes="nothing is dropped silently",
+)
+FEATURES = Topic(
+    "driftline.features", 6, "entity id", FeatureVector, retention_ms=30 * DAY_MS,
+    notes="the offline log; training reads it, so serving and training see the same features",
+)
+PREDICTIONS = Topic("driftline.predictions", 6, "entity id", PredictionRecord)
+MODELS = Topic(
+    "driftline.models", 1, "model name", RegistryEvent, retention_ms=INFINITE,
+    notes="infinite retention: the audit trail; one partition keeps one global order",
+)
+DRIFT = Topic("driftline.drift", 1, "model name", DriftEvent, retention_ms=30 * DAY_MS)
+RETRAIN = Topic("driftline.retrain", 1, "model name", RetrainRequest, retention_ms=30 * DAY_MS)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    EVENTS, LABELS, EVENTS_VALID, LABELS_VALID, DLQ, FEATURES, PREDICTIONS, MODELS, DRIFT, RETRAIN,
+)
+
+
+def topic_by_name(name: str) -> Topic:
+    """The declared topic called ``name``; :class:`KeyError` names the known ones."""
+    for t in ALL_TOPICS:
+        if t.name == name:
+            return t
+    known = ", ".join(t.name for t in ALL_TOPICS)
+    raise KeyError(f"no topic {name!r} is declared; known topics: {known}")

@@ -1,0 +1,27 @@
+"""aiokafka helpers: JSON values, W3C trace-context headers, topic provisioning.
+
+Producing injects the active span's ``traceparent`` into the record headers;
+consuming extracts it again so the next hop continues the same trace.
+"""
+
+from driftline.kafkaio.clients import (
+    encode_value,
+    make_consumer,
+    make_producer,
+    send_model,
+    wait_for_kafka,
+)
+from driftline.kafkaio.provision import provision_topics
+from driftline.kafkaio.tracing import context_from_headers, headers_from_context, traceparent_of
+
+__all__ = [
+    "context_from_headers",
+    "encode_value",
+    "headers_from_context",
+    "make_consumer",
+    "make_producer",
+    "provision_topics",
+    "send_model",
+    "traceparent_of",
+    "wait_for_kafka",
+]

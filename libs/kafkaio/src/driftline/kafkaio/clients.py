@@ -1,0 +1,116 @@
+"""Producer and consumer factories and JSON encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from driftline.contracts.errors import UnavailableError
+from driftline.contracts.topics import Topic
+from driftline.kafkaio.tracing import headers_from_context
+from driftline.settings import KafkaSettings
+
+
+def encode_value(value: BaseModel) -> bytes:
+    """UTF-8 JSON of a message model."""
+    return value.model_dump_json().encode("utf-8")
+
+
+def make_producer(settings: KafkaSettings, name: str, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (``acks=all``) named ``<client_id>-<name>``; not started."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{name}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: KafkaSettings,
+    name: str,
+    *topics: Topic,
+    group_id: str | None,
+    **overrides: Any,
+) -> AIOKafkaConsumer:
+    """A consumer of ``topics`` in ``group_id`` with manual commits; not started.
+
+    Offsets are committed by the caller after the effects of a batch are durable,
+    which is what makes delivery at-least-once.
+    """
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{name}",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*(t.name for t in topics), **options)
+
+
+async def send_model(
+    producer: AIOKafkaProducer,
+    topic: Topic,
+    key: str | None,
+    value: BaseModel,
+    *,
+    extra_headers: list[tuple[str, bytes]] | None = None,
+) -> asyncio.Future[Any]:
+    """Queue ``value`` on ``topic`` with the current trace context; returns the delivery future.
+
+    Raises :class:`TypeError` if ``value`` is not the topic's declared model, so a
+    wrong payload cannot reach a topic.
+    """
+    if not isinstance(value, topic.value_model):
+        raise TypeError(
+            f"{topic.name} carries {topic.value_model.__name__}, not {type(value).__name__}"
+        )
+    headers = headers_from_context() + list(extra_headers or ())
+    fut: asyncio.Future[Any] = await producer.send(
+        topic.name,
+        value=encode_value(value),
+        key=key.encode("utf-8") if key is not None else None,
+        headers=headers or None,
+    )
+    return fut
+
+
+async def wait_for_kafka(settings: KafkaSettings, timeout_s: float | None = None) -> None:
+    """Return once a metadata request succeeds; :class:`UnavailableError` after the wait.
+
+    Services call this at start so that a missing broker gives one clear message
+    instead of a stream of connection warnings.
+    """
+    deadline = time.monotonic() + (timeout_s if timeout_s is not None else settings.startup_wait_s)
+    last: Exception | None = None
+    while True:
+        client = AIOKafkaClient(
+            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+        )
+        try:
+            await client.bootstrap()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+        finally:
+            await client.close()
+        if time.monotonic() >= deadline:
+            raise UnavailableError(
+                f"Kafka at {settings.bootstrap_servers} did not answer a metadata request "
+                f"within {timeout_s or settings.startup_wait_s:.0f}s ({last}). Start it with "
+                "`driftline infra up` or set DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS."
+            )
+        await asyncio.sleep(0.5)

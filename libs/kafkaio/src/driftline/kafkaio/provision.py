@@ -1,0 +1,60 @@
+"""Idempotent creation of the declared topics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
+
+from driftline.contracts.errors import FailedPreconditionError
+from driftline.contracts.topics import ALL_TOPICS, Topic
+from driftline.settings import KafkaSettings
+
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def provision_topics(
+    settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS
+) -> list[str]:
+    """Create every topic that does not exist yet; returns the names it created.
+
+    Safe to run any number of times, from any number of processes at once.
+    """
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-provision",
+        request_timeout_ms=settings.request_timeout_ms,
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=t.name,
+                    num_partitions=t.partitions,
+                    replication_factor=settings.default_replication_factor,
+                    topic_configs=t.topic_config(),
+                )
+                for t in missing
+            ]
+        )
+        created: list[str] = []
+        for entry in response.topic_errors:
+            name, code = entry[0], entry[1]
+            if code == 0:
+                created.append(name)
+            elif code == _TOPIC_ALREADY_EXISTS:
+                continue  # created concurrently by another process: fine
+            else:
+                message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
+                raise FailedPreconditionError(f"could not create topic {name}: {message}")
+        return created
+    finally:
+        await admin.close()

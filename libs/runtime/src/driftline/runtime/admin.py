@@ -1,0 +1,76 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` for every service (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from driftline.telemetry import ServiceMetrics
+
+
+@dataclass
+class Health:
+    """Readiness as a set of named conditions; ready when every one holds.
+
+    >>> h = Health("serving")
+    >>> h.set("model_loaded", False); h.ready
+    False
+    >>> h.set("model_loaded", True); h.ready
+    True
+    """
+
+    service: str
+    conditions: dict[str, bool] = field(default_factory=dict)
+
+    def set(self, name: str, ok: bool) -> None:
+        """Record whether condition ``name`` holds."""
+        self.conditions[name] = ok
+
+    @property
+    def ready(self) -> bool:
+        """True when every registered condition holds (and at least one is registered)."""
+        return bool(self.conditions) and all(self.conditions.values())
+
+
+def build_admin_app(health: Health, metrics: ServiceMetrics, *, title: str | None = None) -> FastAPI:
+    """The admin app; a service may add routes of its own (ingestion's API does)."""
+    app = FastAPI(title=title or f"driftline {health.service}", version="0.1.0")
+
+    @app.get("/healthz", tags=["admin"], summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": health.service}
+
+    @app.get("/readyz", tags=["admin"], summary="Readiness, with each condition")
+    async def readyz() -> JSONResponse:
+        metrics.ready.set(1 if health.ready else 0)
+        body = {"ready": health.ready, "service": health.service, "conditions": health.conditions}
+        return JSONResponse(body, status_code=200 if health.ready else 503)
+
+    @app.get("/metrics", tags=["admin"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        metrics.ready.set(1 if health.ready else 0)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve ``app`` until ``stop`` is set; the process's own signal handling stays in charge."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    # uvicorn would otherwise install its own SIGINT/SIGTERM handlers.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()  # surface a bind failure
+        return
+    server.should_exit = True
+    await task

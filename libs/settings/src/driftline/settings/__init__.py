@@ -1,0 +1,42 @@
+"""Typed settings for every Driftline process.
+
+One :class:`PlatformSettings` model holds the shared sections (Kafka, Redis,
+telemetry, local infra) and one section per service.  Values come, in order of
+precedence, from keyword arguments, ``DRIFTLINE_*`` environment variables (nested
+with ``__``, e.g. ``DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS``), and an optional YAML
+file named by ``DRIFTLINE_CONFIG``.  A bad value fails at start with the file and
+line at fault (see :func:`load_settings`).
+"""
+
+from driftline.settings.loader import ConfigError, load_settings
+from driftline.settings.models import (
+    AdminSettings,
+    FeaturesSettings,
+    InfraSettings,
+    IngestionSettings,
+    KafkaSettings,
+    MonitoringSettings,
+    PlatformSettings,
+    RedisSettings,
+    RegistrySettings,
+    ServingSettings,
+    TelemetrySettings,
+    TrainingSettings,
+)
+
+__all__ = [
+    "AdminSettings",
+    "ConfigError",
+    "FeaturesSettings",
+    "InfraSettings",
+    "IngestionSettings",
+    "KafkaSettings",
+    "MonitoringSettings",
+    "PlatformSettings",
+    "RedisSettings",
+    "RegistrySettings",
+    "ServingSettings",
+    "TelemetrySettings",
+    "TrainingSettings",
+    "load_settings",
+]

@@ -1,0 +1,215 @@
+"""The settings models.  Every field has a docstring: it is the documentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES: tuple[str, ...] = (
+    "ingestion",
+    "features",
+    "training",
+    "registry",
+    "serving",
+    "monitoring",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class KafkaSettings(_Section):
+    """How to reach Kafka and how the local broker is laid out."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated ``host:port`` list of brokers clients connect to."""
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    """KRaft controller listener port of the local broker (``driftline infra``)."""
+    client_id: str = "driftline"
+    """Prefix for client ids, so broker logs name the service."""
+    startup_wait_s: float = Field(default=30.0, gt=0)
+    """How long a service waits for Kafka at start before exiting non-zero."""
+    request_timeout_ms: int = Field(default=30_000, gt=0)
+    """Client request timeout."""
+    default_replication_factor: int = Field(default=1, ge=1)
+    """Replication factor used when provisioning topics (1 for a single node)."""
+
+
+class RedisSettings(_Section):
+    """How to reach the Redis online store."""
+
+    host: str = "127.0.0.1"
+    """Redis host."""
+    port: int = Field(default=6379, ge=1, le=65535)
+    """Redis port."""
+    db: int = Field(default=0, ge=0)
+    """Logical database number."""
+    startup_wait_s: float = Field(default=15.0, gt=0)
+    """How long a service waits for Redis at start before exiting non-zero."""
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL for these settings."""
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class TelemetrySettings(_Section):
+    """Traces, metrics and logs."""
+
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC collector endpoint (``http://host:4317``); traces are exported only when set."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Minimum level of log records written."""
+    log_format: Literal["json", "text"] = "json"
+    """``json``: one JSON object a line carrying the trace id; ``text`` for humans."""
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Fraction of new traces that are sampled (children follow their parent)."""
+
+
+class InfraSettings(_Section):
+    """The local platform started by ``driftline infra up``."""
+
+    state_dir: Path = Path(".driftline")
+    """Where broker and Redis data, pid files and logs live (git-ignored)."""
+    kafka_version: str = "4.4.0"
+    """Apache Kafka version (``org.apache.kafka:kafka_2.13``) Maven fetches."""
+    jar_cache: Path = Path("~/.cache/driftline/kafka").expanduser()
+    """Where the Kafka jars are cached, outside the repo, fetched once per version."""
+    kafka_heap: str = "512m"
+    """Maximum JVM heap of the local broker (``-Xmx``)."""
+    redis_server: str = "redis-server"
+    """The ``redis-server`` executable."""
+    ready_timeout_s: float = Field(default=90.0, gt=0)
+    """How long ``infra up`` waits for Kafka and Redis to answer."""
+
+
+class AdminSettings(_Section):
+    """Every service's HTTP admin endpoint (``/healthz``, ``/readyz``, ``/metrics``)."""
+
+    host: str = "127.0.0.1"
+    """Interface the admin HTTP server binds."""
+    port: int = Field(ge=0, le=65535)
+    """Admin HTTP port (0 picks a free one)."""
+
+
+class _ServiceSection(_Section):
+    admin: AdminSettings
+
+
+class IngestionSettings(_ServiceSection):
+    """Ingestion: raw events and labels in, validated records or dead letters out."""
+
+    admin: AdminSettings = AdminSettings(port=8081)
+    """Admin and public HTTP API (``POST /v1/events``, ``POST /v1/labels``)."""
+    api_key: str | None = None
+    """When set, HTTP callers must send it as ``X-API-Key``."""
+    dedup_window_s: float = Field(default=3600.0, gt=0)
+    """How long an event id is remembered to drop duplicates."""
+    max_record_bytes: int = Field(default=64 * 1024, gt=0)
+    """Records larger than this are dead-lettered as ``too_large``."""
+    featuresets_dir: Path = Path("examples/featuresets")
+    """Directory of feature-set YAML files to validate against."""
+
+
+class FeaturesSettings(_ServiceSection):
+    """Feature store: streaming aggregates, the Redis online store, the feature log."""
+
+    admin: AdminSettings = AdminSettings(port=8082)
+    """Admin HTTP endpoint."""
+    grpc_host: str = "127.0.0.1"
+    """Interface the FeatureStore gRPC server binds."""
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    """FeatureStore gRPC port."""
+    featuresets_dir: Path = Path("examples/featuresets")
+    """Directory of feature-set YAML files."""
+
+
+class TrainingSettings(_ServiceSection):
+    """Training: label join, online learning, candidates."""
+
+    admin: AdminSettings = AdminSettings(port=8083)
+    """Admin HTTP endpoint."""
+    models_dir: Path = Path("examples/models")
+    """Directory of model-spec YAML files."""
+    registry_target: str = "127.0.0.1:50052"
+    """Registry gRPC address."""
+
+
+class RegistrySettings(_ServiceSection):
+    """Model registry: versions, aliases, signed artifacts."""
+
+    admin: AdminSettings = AdminSettings(port=8084)
+    """Admin HTTP endpoint."""
+    grpc_host: str = "127.0.0.1"
+    """Interface the Registry gRPC server binds."""
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    """Registry gRPC port."""
+    artifact_dir: Path = Path(".driftline/artifacts")
+    """Content-addressed artifact store."""
+    signing_key: str = "driftline-dev-signing-key"
+    """HMAC-SHA256 key artifacts are signed and verified with. Change it outside development."""
+    token: str | None = None
+    """When set, mutating RPCs need ``authorization: Bearer <token>`` metadata."""
+
+
+class ServingSettings(_ServiceSection):
+    """Serving: Predictor and the Open Inference Protocol."""
+
+    admin: AdminSettings = AdminSettings(port=8085)
+    """Admin HTTP endpoint."""
+    grpc_host: str = "127.0.0.1"
+    """Interface the serving gRPC server binds."""
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    """Predictor and GRPCInferenceService port."""
+    features_target: str = "127.0.0.1:50051"
+    """FeatureStore gRPC address."""
+    registry_target: str = "127.0.0.1:50052"
+    """Registry gRPC address."""
+
+
+class MonitoringSettings(_ServiceSection):
+    """Monitoring: drift detectors, retraining trigger, dashboard."""
+
+    admin: AdminSettings = AdminSettings(port=8086)
+    """Admin HTTP endpoint; also serves the dashboard."""
+
+
+class PlatformSettings(BaseSettings):
+    """Everything a Driftline process can be configured with.
+
+    >>> s = PlatformSettings(kafka={"bootstrap_servers": "127.0.0.1:19092"})
+    >>> s.kafka.bootstrap_servers, s.serving.grpc_port
+    ('127.0.0.1:19092', 50053)
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    """Kafka connection and local broker layout."""
+    redis: RedisSettings = RedisSettings()
+    """Redis connection."""
+    telemetry: TelemetrySettings = TelemetrySettings()
+    """Traces, metrics, logs."""
+    infra: InfraSettings = InfraSettings()
+    """Local platform (``driftline infra``)."""
+    ingestion: IngestionSettings = IngestionSettings()
+    """Ingestion service."""
+    features: FeaturesSettings = FeaturesSettings()
+    """Feature store service."""
+    training: TrainingSettings = TrainingSettings()
+    """Training service."""
+    registry: RegistrySettings = RegistrySettings()
+    """Registry service."""
+    serving: ServingSettings = ServingSettings()
+    """Serving service."""
+    monitoring: MonitoringSettings = MonitoringSettings()
+    """Monitoring service."""

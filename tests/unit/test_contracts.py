@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from driftline.contracts import errors
+from driftline.contracts.messages import DeadLetter, DlqReason, RawEvent, RawLabel, ValidEvent
+from driftline.contracts.topics import ALL_TOPICS, EVENTS, EVENTS_VALID, MODELS, topic_by_name
+from driftline.kafkaio import send_model
+
+DESIGN = Path(__file__).resolve().parents[3] / "shared" / "DESIGN.md"
+
+
+def test_rfc3339_and_epoch_millis_mean_the_same_instant() -> None:
+    a = RawEvent.model_validate_json(
+        '{"event_id":"e","entity_id":"c","timestamp":"2026-11-23T16:00:00.123Z","features":{}}'
+    )
+    b = RawEvent.model_validate_json(
+        '{"event_id":"e","entity_id":"c","timestamp":1795449600123,"features":{}}'
+    )
+    assert a.timestamp == b.timestamp == datetime(2026, 11, 23, 16, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"event_id":"e","entity_id":"c","timestamp":"2026-11-23T16:00:00","features":{}}',
+        '{"event_id":"e","entity_id":"c","timestamp":true,"features":{}}',
+        '{"event_id":"","entity_id":"c","timestamp":1,"features":{}}',
+        '{"event_id":"e","entity_id":"c","timestamp":1,"features":{},"extra":1}',
+        '{"event_id":"e","timestamp":1,"features":{}}',
+        '{"event_id":"e","entity_id":"c","timestamp":1,"features":{"a":[1]}}',
+    ],
+    ids=["naive-time", "bool-time", "empty-id", "unknown-field", "no-entity", "list-value"],
+)
+def test_raw_event_rejects_bad_payloads(payload: str) -> None:
+    with pytest.raises(ValidationError):
+        RawEvent.model_validate_json(payload)
+
+
+def test_feature_values_keep_their_types() -> None:
+    e = RawEvent.model_validate_json(
+        '{"event_id":"e","entity_id":"c","timestamp":1,'
+        '"features":{"i":41,"f":1.5,"s":"sedan","b":true,"n":null}}'
+    )
+    assert e.features == {"i": 41, "f": 1.5, "s": "sedan", "b": True, "n": None}
+    assert type(e.features["i"]) is int and type(e.features["b"]) is bool
+
+
+def test_label_round_trip_serialises_rfc3339() -> None:
+    label = RawLabel(event_id="e", entity_id="c", timestamp=1000, label=1)  # type: ignore[arg-type]
+    assert '"timestamp":"1970-01-01T00:00:01.000000Z"' in label.model_dump_json()
+    assert RawLabel.model_validate_json(label.model_dump_json()) == label
+
+
+def test_dead_letter_keeps_original_bytes() -> None:
+    raw = b"\xff\xfe not utf-8 {"
+    dl = DeadLetter(
+        original_b64=DeadLetter.encode_original(raw),
+        reason=DlqReason.UNPARSEABLE,
+        detail="not UTF-8",
+        source="kafka",
+        source_topic=EVENTS.name,
+        source_partition=0,
+        source_offset=7,
+        kind="event",
+        received_at=datetime.now(UTC),
+    )
+    again = DeadLetter.model_validate_json(dl.model_dump_json())
+    assert again.original() == raw
+    assert again.reason is DlqReason.UNPARSEABLE
+
+
+def test_every_design_topic_is_declared_once() -> None:
+    names = [t.name for t in ALL_TOPICS]
+    assert len(names) == len(set(names))
+    design_topics = set(re.findall(r"^\| `(driftline\.[a-z.]+)` \|", DESIGN.read_text(), re.M))
+    assert design_topics == set(names)
+    assert MODELS.retention_ms == -1
+    assert topic_by_name("driftline.events.valid") is EVENTS_VALID
+    with pytest.raises(KeyError, match="known topics"):
+        topic_by_name("driftline.nope")
+
+
+def test_errors_map_to_grpc_and_http() -> None:
+    table = {
+        errors.InvalidArgumentError: ("INVALID_ARGUMENT", 422, False),
+        errors.NotFoundError: ("NOT_FOUND", 404, False),
+        errors.UnavailableError: ("UNAVAILABLE", 503, True),
+        errors.UnauthenticatedError: ("UNAUTHENTICATED", 401, False),
+        errors.DeadlineExceededError: ("DEADLINE_EXCEEDED", 504, True),
+    }
+    for cls, expected in table.items():
+        e = cls("x")
+        assert isinstance(e, errors.DriftlineError)
+        assert (e.grpc_code, e.http_status, e.retriable) == expected
+
+
+class _RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, **kw: Any) -> asyncio.Future[None]:
+        self.sent.append({"topic": topic, **kw})
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def test_send_model_refuses_the_wrong_model_for_a_topic() -> None:
+    producer = _RecordingProducer()
+    raw = RawLabel(event_id="e", entity_id="c", timestamp=1, label=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="driftline.events.valid carries ValidEvent"):
+        await send_model(producer, EVENTS_VALID, "c", raw)  # type: ignore[arg-type]
+    assert producer.sent == []
