@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from driftline.contracts import errors
-from driftline.contracts.messages import DeadLetter, DlqReason, RawEvent, RawLabel, ValidEvent
+from driftline.contracts.messages import DeadLetter, DlqReason, RawEvent, RawLabel
 from driftline.contracts.topics import ALL_TOPICS, EVENTS, EVENTS_VALID, MODELS, topic_by_name
 from driftline.kafkaio import send_model
 
@@ -116,6 +116,6 @@ class _RecordingProducer:
 async def test_send_model_refuses_the_wrong_model_for_a_topic() -> None:
     producer = _RecordingProducer()
     raw = RawLabel(event_id="e", entity_id="c", timestamp=1, label=0)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="driftline.events.valid carries ValidEvent"):
+    with pytest.raises(TypeError, match=r"driftline\.events\.valid carries ValidEvent"):
         await send_model(producer, EVENTS_VALID, "c", raw)  # type: ignore[arg-type]
     assert producer.sent == []

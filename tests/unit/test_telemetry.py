@@ -16,7 +16,9 @@ from driftline.telemetry import JsonFormatter, configure_tracing
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = configure_tracing(
-        "test", TelemetrySettings(), extra_processors=[SimpleSpanProcessor(exporter)],
+        "test",
+        TelemetrySettings(),
+        extra_processors=[SimpleSpanProcessor(exporter)],
         install_global=False,
     )
     return provider, exporter

@@ -64,33 +64,60 @@ class Topic:
 
 
 EVENTS = Topic(
-    "driftline.events", 6, "entity id (optional)", RawEvent,
+    "driftline.events",
+    6,
+    "entity id (optional)",
+    RawEvent,
     notes="written by producers; anything can arrive here",
 )
 LABELS = Topic(
-    "driftline.labels", 6, "entity id (optional)", RawLabel,
+    "driftline.labels",
+    6,
+    "entity id (optional)",
+    RawLabel,
     notes="ground truth, usually delayed",
 )
 EVENTS_VALID = Topic("driftline.events.valid", 6, "entity id", ValidEvent)
 LABELS_VALID = Topic("driftline.labels.valid", 6, "entity id", ValidLabel)
 DLQ = Topic(
-    "driftline.dlq", 3, "original key", DeadLetter, retention_ms=30 * DAY_MS,
+    "driftline.dlq",
+    3,
+    "original key",
+    DeadLetter,
+    retention_ms=30 * DAY_MS,
     notes="nothing is dropped silently",
 )
 FEATURES = Topic(
-    "driftline.features", 6, "entity id", FeatureVector, retention_ms=30 * DAY_MS,
+    "driftline.features",
+    6,
+    "entity id",
+    FeatureVector,
+    retention_ms=30 * DAY_MS,
     notes="the offline log; training reads it, so serving and training see the same features",
 )
 PREDICTIONS = Topic("driftline.predictions", 6, "entity id", PredictionRecord)
 MODELS = Topic(
-    "driftline.models", 1, "model name", RegistryEvent, retention_ms=INFINITE,
+    "driftline.models",
+    1,
+    "model name",
+    RegistryEvent,
+    retention_ms=INFINITE,
     notes="infinite retention: the audit trail; one partition keeps one global order",
 )
 DRIFT = Topic("driftline.drift", 1, "model name", DriftEvent, retention_ms=30 * DAY_MS)
 RETRAIN = Topic("driftline.retrain", 1, "model name", RetrainRequest, retention_ms=30 * DAY_MS)
 
 ALL_TOPICS: tuple[Topic, ...] = (
-    EVENTS, LABELS, EVENTS_VALID, LABELS_VALID, DLQ, FEATURES, PREDICTIONS, MODELS, DRIFT, RETRAIN,
+    EVENTS,
+    LABELS,
+    EVENTS_VALID,
+    LABELS_VALID,
+    DLQ,
+    FEATURES,
+    PREDICTIONS,
+    MODELS,
+    DRIFT,
+    RETRAIN,
 )
 
 

@@ -11,7 +11,6 @@ from driftline.contracts.errors import FailedPreconditionError
 from driftline.contracts.topics import ALL_TOPICS, Topic
 from driftline.settings import KafkaSettings
 
-
 _TOPIC_ALREADY_EXISTS = 36
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -37,7 +39,9 @@ class Health:
         return bool(self.conditions) and all(self.conditions.values())
 
 
-def build_admin_app(health: Health, metrics: ServiceMetrics, *, title: str | None = None) -> FastAPI:
+def build_admin_app(
+    health: Health, metrics: ServiceMetrics, *, title: str | None = None
+) -> FastAPI:
     """The admin app; a service may add routes of its own (ingestion's API does)."""
     app = FastAPI(title=title or f"driftline {health.service}", version="0.1.0")
 
@@ -59,12 +63,18 @@ def build_admin_app(health: Health, metrics: ServiceMetrics, *, title: str | Non
     return app
 
 
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM to the service's own handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` until ``stop`` is set; the process's own signal handling stays in charge."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    # uvicorn would otherwise install its own SIGINT/SIGTERM handlers.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,7 @@ file named by ``DRIFTLINE_CONFIG``.  A bad value fails at start with the file an
 line at fault (see :func:`load_settings`).
 """
 
-from driftline.settings.loader import ConfigError, load_settings
+from driftline.settings.loader import ConfigError, load_settings, locate, read_yaml_with_lines
 from driftline.settings.models import (
     AdminSettings,
     FeaturesSettings,
@@ -39,4 +39,6 @@ __all__ = [
     "TelemetrySettings",
     "TrainingSettings",
     "load_settings",
+    "locate",
+    "read_yaml_with_lines",
 ]

@@ -113,6 +113,12 @@ class IngestionSettings(_ServiceSection):
     """Records larger than this are dead-lettered as ``too_large``."""
     featuresets_dir: Path = Path("examples/featuresets")
     """Directory of feature-set YAML files to validate against."""
+    consumer_group: str = "driftline-ingestion"
+    """Kafka consumer group of the ingestion replicas."""
+    instance_id: str = "0"
+    """Stable id of this replica; its Kafka transactional id is derived from it."""
+    batch_size: int = Field(default=1000, ge=1)
+    """Most records validated and written in one Kafka transaction."""
 
 
 class FeaturesSettings(_ServiceSection):

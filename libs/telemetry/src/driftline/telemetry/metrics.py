@@ -9,7 +9,20 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -28,8 +41,10 @@ class ServiceMetrics:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         self.info = Gauge(
-            "driftline_service_info", "Constant 1, labelled with the service name",
-            ["service"], registry=self.registry,
+            "driftline_service_info",
+            "Constant 1, labelled with the service name",
+            ["service"],
+            registry=self.registry,
         )
         self.info.labels(service=service).set(1)
         self.ready = Gauge(
@@ -42,15 +57,20 @@ class ServiceMetrics:
             "driftline_messages_out", "Kafka records produced", ["topic"], registry=self.registry
         )
         self.consumer_lag = Gauge(
-            "driftline_consumer_lag", "Records behind the end of a partition",
-            ["topic", "partition"], registry=self.registry,
+            "driftline_consumer_lag",
+            "Records behind the end of a partition",
+            ["topic", "partition"],
+            registry=self.registry,
         )
         self.errors = Counter(
             "driftline_errors", "Errors by kind", ["kind"], registry=self.registry
         )
         self.request_latency = Histogram(
-            "driftline_request_latency_seconds", "Request latency by method and outcome code",
-            ["method", "code"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "driftline_request_latency_seconds",
+            "Request latency by method and outcome code",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
 
     def render(self) -> bytes:
