@@ -24,7 +24,7 @@ system: ## Install system packages (redis-server, kcat, promtool) with apt-get w
 
 .PHONY: install
 install: uv system ## Install Python packages (uv sync) and fetch the Kafka jars once
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-packages
 	$(RUN) driftline infra fetch
 
 .PHONY: proto
