@@ -143,6 +143,29 @@ class TrainingSettings(_ServiceSection):
     """Directory of model-spec YAML files."""
     registry_target: str = "127.0.0.1:50052"
     """Registry gRPC address."""
+    registry_token: str | None = None
+    """Bearer token sent with mutating registry RPCs, when the registry requires one."""
+    registry_wait_s: float = Field(default=30.0, gt=0)
+    """How long the service waits for the registry at start before exiting non-zero."""
+    consumer_group: str = "driftline-training"
+    """Kafka consumer group of the online learners (features, labels, retrain requests)."""
+    instance_id: str = "0"
+    """Stable id of this replica, used in client ids."""
+    batch_size: int = Field(default=1000, ge=1)
+    """Most records taken from Kafka in one poll."""
+    snapshot_every: int = Field(default=5000, ge=1)
+    """Register a candidate version of the online model every this many labeled examples."""
+    allowed_lateness_s: float = Field(default=3600.0, gt=0)
+    """How long (event time) after its event a label may still join its feature vector;
+    the join watermark is the newest event time seen minus this."""
+    orphan_retention_s: float = Field(default=3600.0, gt=0)
+    """How long (event time, past the watermark) a label whose vector is unknown waits for it."""
+    expired_capacity: int = Field(default=100_000, ge=0)
+    """Evicted (never labeled) vectors kept so that a label arriving after eviction still joins."""
+    eval_window: int = Field(default=2000, ge=1)
+    """Most recent joined examples kept to compare a candidate with the champion."""
+    actor: str = "driftline-training"
+    """The actor recorded on versions and alias changes this service makes."""
 
 
 class RegistrySettings(_ServiceSection):
@@ -160,6 +183,14 @@ class RegistrySettings(_ServiceSection):
     """HMAC-SHA256 key artifacts are signed and verified with. Change it outside development."""
     token: str | None = None
     """When set, mutating RPCs need ``authorization: Bearer <token>`` metadata."""
+    max_artifact_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Largest artifact RegisterVersion accepts."""
+    chunk_bytes: int = Field(default=1024 * 1024, gt=0, le=4 * 1024 * 1024)
+    """Size of the artifact chunks DownloadArtifact streams."""
+    write_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a mutation waits for its event to be read back from ``driftline.models``."""
+    instance_id: str = "0"
+    """Stable id of this replica; names its Kafka clients."""
 
 
 class ServingSettings(_ServiceSection):
@@ -175,6 +206,32 @@ class ServingSettings(_ServiceSection):
     """FeatureStore gRPC address."""
     registry_target: str = "127.0.0.1:50052"
     """Registry gRPC address."""
+    models: list[str] = Field(default_factory=list)
+    """Names of the models to serve; empty serves every model the registry lists."""
+    signing_key: str | None = None
+    """HMAC key artifacts are verified with; unset uses ``registry.signing_key``."""
+    feature_timeout_ms: float = Field(default=100.0, gt=0)
+    """Deadline of one ``GetOnlineFeatures`` call (shortened to the caller's own deadline)."""
+    feature_policy: Literal["impute", "fail"] = "impute"
+    """Missing or stale online features: ``impute`` leaves them out of the model's input
+    (River models handle absent keys); ``fail`` answers FAILED_PRECONDITION naming them."""
+    feature_policy_by_model: dict[str, Literal["impute", "fail"]] = Field(default_factory=dict)
+    """Per-model override of ``feature_policy`` (model name -> policy)."""
+    canary_percent: float = Field(default=0.0, ge=0.0, le=100.0)
+    """Share of entities sent to the canary alias at start; changed at run time by SetCanary."""
+    canary_alias: str = "challenger"
+    """Alias the canary share goes to."""
+    max_batch: int = Field(default=10_000, ge=1)
+    """Most requests in one PredictBatch and most rows in one ModelInfer."""
+    prediction_log_buffer: int = Field(default=20_000, ge=1)
+    """Most predictions waiting for Kafka; beyond it new ones are dropped and counted
+    (``driftline_serving_prediction_log_dropped_total``), never blocking an RPC."""
+    prediction_log_batch: int = Field(default=500, ge=1)
+    """Most predictions handed to the Kafka producer in one go."""
+    registry_retry_s: float = Field(default=2.0, gt=0)
+    """Pause between attempts to reach the registry when a model cannot be loaded yet."""
+    pinned_cache_size: int = Field(default=8, ge=0)
+    """Explicitly requested (pinned) versions kept loaded, least recently used evicted."""
 
 
 class MonitoringSettings(_ServiceSection):
@@ -182,6 +239,39 @@ class MonitoringSettings(_ServiceSection):
 
     admin: AdminSettings = AdminSettings(port=8086)
     """Admin HTTP endpoint; also serves the dashboard."""
+    consumer_group: str = "driftline-monitoring"
+    """Kafka consumer group of the monitor (one replica per group holds all detector state)."""
+    instance_id: str = "0"
+    """Stable id of this replica, used in client ids."""
+    trigger_kinds: list[Literal["data", "prediction", "concept"]] = ["concept"]
+    """Drift kinds that may cause a retraining request; the others are only reported."""
+    retrain_min_severity: Literal["info", "warning", "critical"] = "warning"
+    """Detections below this severity never cause a retraining request."""
+    debounce_s: float = Field(default=0.0, ge=0)
+    """After an episode's first detection, gather further detections this long before requesting."""
+    cooldown_s: float = Field(default=600.0, ge=0)
+    """After a request, detections of the same model join that episode for this long."""
+    concept_warmup: int = Field(default=3600, ge=0)
+    """Labelled predictions the error reference absorbs before concept drift can be reported
+    (after start and after each champion change): a model still learning is not drifting."""
+    concept_min_shift: float = Field(default=0.05, gt=0, lt=1)
+    """Smallest absolute rise of the live error rate that counts as concept drift."""
+    concept_threshold: float = Field(default=14.0, gt=0)
+    """CUSUM threshold of the error-rise detector (higher: fewer false alarms, later detection)."""
+    drift_window: int = Field(default=1000, ge=10)
+    """Records per data / prediction drift window (PSI, KS, Jensen–Shannon)."""
+    psi_threshold: float = Field(default=0.2, gt=0)
+    """PSI at or above which a numeric feature (or the output) has drifted."""
+    js_threshold: float = Field(default=0.1, gt=0, le=1)
+    """Jensen–Shannon divergence at or above which a categorical feature has drifted."""
+    kswin_every: int = Field(default=20, ge=0)
+    """KSWIN sees every n-th value of a numeric feature (0 disables it; it costs ~0.7 ms each)."""
+    accuracy_window: int = Field(default=1000, ge=1)
+    """Labelled predictions the live accuracy is computed over."""
+    join_capacity: int = Field(default=200_000, ge=1)
+    """Most predictions (and early labels) held while waiting for the other half of the join."""
+    publish_interval_s: float = Field(default=5.0, gt=0)
+    """How often gauges and the in-memory time series are refreshed."""
 
 
 class PlatformSettings(BaseSettings):

@@ -1,0 +1,1 @@
+"""Ingestion: raw events and labels in; validated records or dead letters out."""

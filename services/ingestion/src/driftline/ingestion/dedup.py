@@ -1,0 +1,88 @@
+"""Event-id deduplication inside a time window.
+
+A claim names its *owner*, the position the record came from (``topic:partition:
+offset``, or an HTTP request id).  Claiming an id that the same owner already
+holds succeeds: that is a replay of the same record after a crash (its earlier
+transaction was aborted), not a duplicate.  Claiming an id that another owner
+holds fails: a true duplicate.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from driftline.contracts.errors import UnavailableError
+
+
+class DedupStore(ABC):
+    """Remembers event ids for ``window_s`` seconds."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+
+    @abstractmethod
+    async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        """Claim ``(key, owner)`` pairs in order; True where the claim is this owner's."""
+
+
+class InMemoryDedupStore(DedupStore):
+    """A process-local store, for unit tests and single-process tools."""
+
+    def __init__(self, window_s: float) -> None:
+        super().__init__(window_s)
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        now = time.monotonic()
+        while self._seen:
+            key, (_, expires) = next(iter(self._seen.items()))
+            if expires > now:
+                break
+            del self._seen[key]
+        out = []
+        for key, owner in claims:
+            held = self._seen.get(key)
+            if held is None:
+                self._seen[key] = (owner, now + self.window_s)
+                out.append(True)
+            else:
+                out.append(held[0] == owner)
+        return out
+
+
+class RedisDedupStore(DedupStore):
+    """Claims as ``SET key owner NX PX window`` in one pipeline per batch.
+
+    Shared by every ingestion replica and survives restarts.
+    """
+
+    def __init__(self, redis: Redis, window_s: float, prefix: str = "dl:dedup:") -> None:
+        super().__init__(window_s)
+        self._redis = redis
+        self._prefix = prefix
+
+    async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
+        if not claims:
+            return []
+        px = int(self.window_s * 1000)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, owner in claims:
+                    pipe.set(self._prefix + key, owner, nx=True, px=px, get=True)
+                previous = await pipe.execute()
+        except RedisError as exc:
+            raise UnavailableError(f"dedup store (Redis) failed: {exc}") from exc
+        out = []
+        for (_, owner), prev in zip(claims, previous, strict=True):
+            if prev is None:
+                out.append(True)
+            else:
+                held = prev.decode() if isinstance(prev, bytes) else str(prev)
+                out.append(held == owner)
+        return out

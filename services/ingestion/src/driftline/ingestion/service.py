@@ -1,0 +1,83 @@
+"""Wiring: settings → core, Kafka loop, HTTP API, admin endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from driftline.contracts.errors import UnavailableError
+from driftline.ingestion.core import IngestionCore
+from driftline.ingestion.dedup import RedisDedupStore
+from driftline.ingestion.http_api import add_ingest_routes
+from driftline.ingestion.kafka_loop import KafkaIngestLoop
+from driftline.ingestion.writer import OutcomeCounters
+from driftline.kafkaio import make_producer, provision_topics, wait_for_kafka
+from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.settings import PlatformSettings, RedisSettings
+from driftline.specs import load_featuresets
+from driftline.telemetry import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+async def wait_for_redis(settings: RedisSettings) -> Redis:
+    """A connected client, or :class:`UnavailableError` after the start-up wait."""
+    client = Redis(host=settings.host, port=settings.port, db=settings.db)
+    deadline = asyncio.get_running_loop().time() + settings.startup_wait_s
+    while True:
+        try:
+            await client.ping()
+            return client
+        except (OSError, RedisError) as exc:
+            last: Exception = exc
+        if asyncio.get_running_loop().time() >= deadline:
+            await client.aclose()
+            raise UnavailableError(
+                f"Redis at {settings.host}:{settings.port} did not answer PING within "
+                f"{settings.startup_wait_s:.0f}s ({last}). Start it with `driftline infra up` "
+                "or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
+            )
+        await asyncio.sleep(0.5)
+
+
+async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
+    """Run ingestion until ``stop`` is set."""
+    cfg = settings.ingestion
+    catalog = load_featuresets(cfg.featuresets_dir)
+    metrics = ServiceMetrics("ingestion")
+    health = Health("ingestion")
+    counters = OutcomeCounters(metrics.registry)
+    health.set("kafka", False)
+    health.set("redis", False)
+
+    await wait_for_kafka(settings.kafka)
+    await provision_topics(settings.kafka)
+    health.set("kafka", True)
+    redis = await wait_for_redis(settings.redis)
+    health.set("redis", True)
+
+    core = IngestionCore(
+        catalog, RedisDedupStore(redis, cfg.dedup_window_s), max_record_bytes=cfg.max_record_bytes
+    )
+    http_producer = make_producer(settings.kafka, f"ingestion-http-{cfg.instance_id}")
+    await http_producer.start()
+    app = build_admin_app(health, metrics, title="Driftline ingestion")
+    add_ingest_routes(app, core, http_producer, counters, cfg.api_key)
+    loop = KafkaIngestLoop(core, settings, metrics, counters)
+    log.info(
+        "ingestion ready: %d feature set(s) (%s), HTTP on %s:%d",
+        len(catalog),
+        ", ".join(s.name for s in catalog),
+        cfg.admin.host,
+        cfg.admin.port,
+    )
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
+            tg.create_task(loop.run(stop))
+    finally:
+        await http_producer.stop()
+        await redis.aclose()
