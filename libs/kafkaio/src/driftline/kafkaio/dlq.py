@@ -43,18 +43,18 @@ async def read_dead_letters(
         client_id=f"{settings.client_id}-dlq-reader",
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches cluster metadata
-        parts = consumer.partitions_for_topic(DLQ.name) or set()
-        tps = [TopicPartition(DLQ.name, p) for p in sorted(parts)]
-        if not tps:
-            return []
+        # The declaration is the contract for the partition count.
+        tps = [TopicPartition(DLQ.name, p) for p in range(DLQ.partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, begin[tp])
         out: list[StoredLetter] = []
         remaining = {tp for tp in tps if end[tp] > 0}
         for tp in list(remaining):

@@ -1,0 +1,264 @@
+"""Conversions between registry protobuf messages and the typed models.
+
+Shared by the client and the registry service, so the two sides agree on one
+mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from driftline.contracts.messages import Lineage, OffsetRange
+from driftline.registry_client.models import (
+    AliasChange,
+    AliasChangeKind,
+    ArtifactMetadata,
+    ModelSummary,
+    ModelVersionInfo,
+    ParamValue,
+    VersionStatus,
+)
+from driftline.v1 import common_pb2, registry_pb2
+
+__all__ = [
+    "alias_change_from_pb",
+    "alias_change_to_pb",
+    "artifact_metadata_from_pb",
+    "datetime_from_pb",
+    "datetime_to_pb",
+    "lineage_from_pb",
+    "lineage_to_pb",
+    "params_from_pb",
+    "params_to_pb",
+    "struct_from_dict",
+    "struct_to_dict",
+    "summary_from_pb",
+    "version_from_pb",
+    "version_to_pb",
+]
+
+_STATUS_TO_PB: dict[VersionStatus, int] = {
+    "registered": registry_pb2.MODEL_VERSION_STATUS_REGISTERED,
+    "rejected": registry_pb2.MODEL_VERSION_STATUS_REJECTED,
+    "archived": registry_pb2.MODEL_VERSION_STATUS_ARCHIVED,
+}
+_STATUS_FROM_PB: dict[int, VersionStatus] = {v: k for k, v in _STATUS_TO_PB.items()}
+_KIND_TO_PB: dict[AliasChangeKind, int] = {
+    "set": registry_pb2.ALIAS_CHANGE_KIND_SET,
+    "rolled_back": registry_pb2.ALIAS_CHANGE_KIND_ROLLED_BACK,
+    "deleted": registry_pb2.ALIAS_CHANGE_KIND_DELETED,
+}
+_KIND_FROM_PB: dict[int, AliasChangeKind] = {v: k for k, v in _KIND_TO_PB.items()}
+
+
+def datetime_to_pb(value: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime."""
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def datetime_from_pb(ts: Timestamp) -> datetime:
+    """An aware UTC datetime of a protobuf Timestamp."""
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def struct_from_dict(data: Mapping[str, Any]) -> Struct:
+    """A ``google.protobuf.Struct`` of a JSON-like mapping."""
+    s = Struct()
+    s.update(dict(data))
+    return s
+
+
+def struct_to_dict(s: Struct) -> dict[str, Any]:
+    """A plain dict of a ``google.protobuf.Struct``."""
+    out: dict[str, Any] = json_format.MessageToDict(s)
+    return out
+
+
+def params_to_pb(params: Mapping[str, ParamValue]) -> dict[str, common_pb2.Value]:
+    """``map<string, Value>`` entries of scalar parameters."""
+    out: dict[str, common_pb2.Value] = {}
+    for key, value in params.items():
+        if value is None:
+            out[key] = common_pb2.Value()
+        elif isinstance(value, bool):
+            out[key] = common_pb2.Value(bool_value=value)
+        elif isinstance(value, int):
+            out[key] = common_pb2.Value(int64_value=value)
+        elif isinstance(value, float):
+            out[key] = common_pb2.Value(double_value=value)
+        else:
+            out[key] = common_pb2.Value(string_value=str(value))
+    return out
+
+
+def params_from_pb(params: Mapping[str, common_pb2.Value]) -> dict[str, ParamValue]:
+    """Scalar parameters of ``map<string, Value>``."""
+    out: dict[str, ParamValue] = {}
+    for key, value in params.items():
+        kind = value.WhichOneof("kind")
+        out[key] = None if kind is None else getattr(value, kind)
+    return out
+
+
+def lineage_to_pb(
+    lineage: Lineage | None, drift_ids: list[str] | None = None
+) -> registry_pb2.Lineage:
+    """The protobuf Lineage of the contracts' Lineage (empty when ``None``)."""
+    pb = registry_pb2.Lineage(drift_ids=list(drift_ids or ()))
+    if lineage is None:
+        return pb
+    pb.featureset = lineage.featureset
+    pb.featureset_version = lineage.featureset_version
+    pb.examples = lineage.examples
+    pb.trigger_id = lineage.trigger_id or ""
+    if lineage.parent_version is not None:
+        pb.parent_version = lineage.parent_version
+    for r in lineage.offsets:
+        pb.offsets.append(
+            common_pb2.OffsetRange(topic=r.topic, partition=r.partition, first=r.first, last=r.last)
+        )
+    if lineage.event_time_from is not None:
+        pb.event_time.start.CopyFrom(datetime_to_pb(lineage.event_time_from))
+    if lineage.event_time_to is not None:
+        pb.event_time.end.CopyFrom(datetime_to_pb(lineage.event_time_to))
+    return pb
+
+
+def lineage_from_pb(pb: registry_pb2.Lineage) -> tuple[Lineage | None, list[str]]:
+    """``(lineage, drift_ids)``; lineage is ``None`` when the message is empty."""
+    drift_ids = list(pb.drift_ids)
+    if not _has_lineage_content(pb):
+        return None, drift_ids
+    lineage = Lineage(
+        featureset=pb.featureset,
+        featureset_version=pb.featureset_version,
+        offsets=[
+            OffsetRange(topic=r.topic, partition=r.partition, first=r.first, last=r.last)
+            for r in pb.offsets
+        ],
+        event_time_from=(
+            datetime_from_pb(pb.event_time.start) if pb.event_time.HasField("start") else None
+        ),
+        event_time_to=(
+            datetime_from_pb(pb.event_time.end) if pb.event_time.HasField("end") else None
+        ),
+        examples=pb.examples,
+        parent_version=pb.parent_version if pb.HasField("parent_version") else None,
+        trigger_id=pb.trigger_id or None,
+    )
+    return lineage, drift_ids
+
+
+def _has_lineage_content(pb: registry_pb2.Lineage) -> bool:
+    copy = registry_pb2.Lineage()
+    copy.CopyFrom(pb)
+    copy.ClearField("drift_ids")
+    return copy.ByteSize() > 0
+
+
+def version_to_pb(v: ModelVersionInfo) -> registry_pb2.ModelVersion:
+    """The protobuf ModelVersion of a :class:`ModelVersionInfo`."""
+    pb = registry_pb2.ModelVersion(
+        name=v.name,
+        version=v.version,
+        sha256=v.sha256,
+        signature=v.signature,
+        created_at=datetime_to_pb(v.created_at),
+        metrics=v.metrics,
+        lineage=lineage_to_pb(v.lineage, v.drift_ids),
+        aliases=sorted(v.aliases),
+        status=_STATUS_TO_PB[v.status],  # type: ignore[arg-type]
+        params=params_to_pb(v.params),
+        spec=struct_from_dict(v.spec),
+        artifact_format=v.artifact_format,
+        size_bytes=v.size_bytes,
+        created_by=v.created_by,
+        tags=v.tags,
+        signature_key_id=v.signature_key_id,
+    )
+    return pb
+
+
+def version_from_pb(pb: registry_pb2.ModelVersion) -> ModelVersionInfo:
+    """The :class:`ModelVersionInfo` of a protobuf ModelVersion."""
+    lineage, drift_ids = lineage_from_pb(pb.lineage)
+    return ModelVersionInfo(
+        name=pb.name,
+        version=pb.version,
+        sha256=pb.sha256,
+        signature=pb.signature,
+        signature_key_id=pb.signature_key_id,
+        created_at=datetime_from_pb(pb.created_at),
+        created_by=pb.created_by,
+        metrics=dict(pb.metrics),
+        lineage=lineage,
+        drift_ids=drift_ids,
+        aliases=list(pb.aliases),
+        status=_STATUS_FROM_PB.get(pb.status, "registered"),
+        params=params_from_pb(pb.params),
+        spec=struct_to_dict(pb.spec),
+        artifact_format=pb.artifact_format,
+        size_bytes=pb.size_bytes,
+        tags=dict(pb.tags),
+    )
+
+
+def artifact_metadata_from_pb(pb: registry_pb2.ArtifactMetadata) -> ArtifactMetadata:
+    """The :class:`ArtifactMetadata` of its protobuf message."""
+    return ArtifactMetadata(
+        model_version=version_from_pb(pb.model_version),
+        size_bytes=pb.size_bytes,
+        sha256=pb.sha256,
+        signature=pb.signature,
+        signature_algorithm=pb.signature_algorithm,
+        signature_key_id=pb.signature_key_id,
+        artifact_format=pb.artifact_format,
+    )
+
+
+def alias_change_to_pb(c: AliasChange) -> registry_pb2.AliasChange:
+    """The protobuf AliasChange of an :class:`AliasChange`."""
+    pb = registry_pb2.AliasChange(
+        event_id=c.event_id,
+        name=c.name,
+        alias=c.alias,
+        kind=_KIND_TO_PB[c.kind],  # type: ignore[arg-type]
+        actor=c.actor,
+        reason=c.reason,
+        trigger_id=c.trigger_id,
+        changed_at=datetime_to_pb(c.changed_at),
+    )
+    if c.version is not None:
+        pb.version = c.version
+    if c.previous_version is not None:
+        pb.previous_version = c.previous_version
+    return pb
+
+
+def alias_change_from_pb(pb: registry_pb2.AliasChange) -> AliasChange:
+    """The :class:`AliasChange` of its protobuf message."""
+    return AliasChange(
+        event_id=pb.event_id,
+        name=pb.name,
+        alias=pb.alias,
+        kind=_KIND_FROM_PB.get(pb.kind, "set"),
+        version=pb.version if pb.HasField("version") else None,
+        previous_version=pb.previous_version if pb.HasField("previous_version") else None,
+        actor=pb.actor,
+        reason=pb.reason,
+        trigger_id=pb.trigger_id,
+        changed_at=datetime_from_pb(pb.changed_at),
+    )
+
+
+def summary_from_pb(pb: registry_pb2.ModelSummary) -> ModelSummary:
+    """The :class:`ModelSummary` of its protobuf message."""
+    return ModelSummary(name=pb.name, latest_version=pb.latest_version, aliases=dict(pb.aliases))

@@ -1,0 +1,96 @@
+"""What the registry hands back, as typed pydantic models (the pb2 types stay at the edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftline.contracts.messages import Lineage
+
+__all__ = [
+    "ALIASES",
+    "AliasChange",
+    "AliasChangeKind",
+    "ArtifactMetadata",
+    "ModelSummary",
+    "ModelVersionInfo",
+    "ParamValue",
+    "VersionStatus",
+]
+
+ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
+"""The alias names the registry accepts."""
+
+VersionStatus = Literal["registered", "rejected", "archived"]
+AliasChangeKind = Literal["set", "rolled_back", "deleted"]
+ParamValue = float | int | str | bool | None
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelVersionInfo(_Frozen):
+    """One immutable model version and the aliases pointing at it now."""
+
+    name: str
+    version: int
+    sha256: str
+    signature: str
+    signature_key_id: str = ""
+    created_at: datetime
+    created_by: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: Lineage | None = None
+    drift_ids: list[str] = Field(default_factory=list)
+    """Drift detections behind the retrain request that produced it."""
+    aliases: list[str] = Field(default_factory=list)
+    status: VersionStatus = "registered"
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    spec: dict[str, Any] = Field(default_factory=dict)
+    artifact_format: str = ""
+    size_bytes: int = 0
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def trigger_id(self) -> str | None:
+        """The retrain request / schedule tick that produced this version, if any."""
+        return self.lineage.trigger_id if self.lineage else None
+
+
+class ArtifactMetadata(_Frozen):
+    """What precedes an artifact download; verify ``sha256``/``signature`` before use."""
+
+    model_version: ModelVersionInfo
+    size_bytes: int
+    sha256: str
+    signature: str
+    signature_algorithm: str
+    signature_key_id: str
+    artifact_format: str
+
+
+class AliasChange(_Frozen):
+    """One move of an alias, as recorded on the ``driftline.models`` log."""
+
+    event_id: str
+    name: str
+    alias: str
+    kind: AliasChangeKind
+    version: int | None
+    """``None`` when the alias was deleted."""
+    previous_version: int | None
+    actor: str
+    reason: str = ""
+    trigger_id: str = ""
+    changed_at: datetime
+
+
+class ModelSummary(_Frozen):
+    """A registered model: its latest version number and aliases."""
+
+    name: str
+    latest_version: int
+    aliases: dict[str, int] = Field(default_factory=dict)

@@ -1,0 +1,115 @@
+"""The ``driftline.models`` log: writing events and following them into the core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from driftline.contracts.messages import RegistryEvent
+from driftline.contracts.topics import MODELS
+from driftline.kafkaio import make_consumer, make_producer, send_model
+from driftline.registry.core import RegistryCore
+from driftline.registry.registry_metrics import RegistryMetrics
+from driftline.settings import KafkaSettings
+
+__all__ = ["KafkaRegistryLog"]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaRegistryLog:
+    """Writes registry events (``acks=all``, idempotent) and follows the topic from offset 0.
+
+    The follower reads without a consumer group: every replica reads the whole
+    log and builds the whole state.  :attr:`caught_up` is set once the end of
+    the log as of start-up has been applied.
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, metrics: RegistryMetrics, *, instance_id: str = "0"
+    ) -> None:
+        self._kafka = kafka
+        self._metrics = metrics
+        self._instance = instance_id
+        self._producer: AIOKafkaProducer | None = None
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start the producer."""
+        self._producer = make_producer(self._kafka, f"registry-{self._instance}")
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, event: RegistryEvent) -> None:
+        """Write ``event`` keyed by model name; returns once every in-sync replica has it."""
+        if self._producer is None:
+            raise RuntimeError("KafkaRegistryLog.publish before start()")
+        delivery = await send_model(self._producer, MODELS, event.model_name, event)
+        await delivery
+        self._metrics.base.messages_out.labels(topic=MODELS.name).inc()
+
+    async def follow(self, core: RegistryCore, stop: asyncio.Event) -> None:
+        """Replay the log into ``core`` from the beginning, then keep applying new events."""
+        consumer = make_consumer(
+            self._kafka,
+            f"registry-{self._instance}-follower",
+            group_id=None,
+            fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        try:
+            # One partition by contract (one global order); read them all regardless.
+            tps = [TopicPartition(MODELS.name, p) for p in range(MODELS.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            log.info(
+                "replaying %s up to %s", MODELS.name, {tp.partition: o for tp, o in end.items()}
+            )
+            while not stop.is_set():
+                if not self.caught_up.is_set() and await self._at(consumer, end):
+                    core.caught_up = True
+                    self.caught_up.set()
+                    log.info("registry state rebuilt: %d version(s)", core.state.version_count)
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        self._apply(core, record.value, record.offset, record.headers)
+        finally:
+            await consumer.stop()
+
+    @staticmethod
+    async def _at(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+        for tp, offset in end.items():
+            if await consumer.position(tp) < offset:
+                return False
+        return True
+
+    def _apply(
+        self,
+        core: RegistryCore,
+        value: bytes | None,
+        offset: int,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        self._metrics.base.messages_in.labels(topic=MODELS.name).inc()
+        try:
+            event = RegistryEvent.model_validate_json(value or b"")
+        except ValidationError as exc:
+            # The log is the audit trail: a bad record is counted and skipped, never fatal.
+            self._metrics.events.labels(outcome="invalid").inc()
+            self._metrics.base.errors.labels(kind="invalid_registry_event").inc()
+            log.error("skipping invalid event at %s offset %d: %s", MODELS.name, offset, exc)
+            return
+        outcome = core.on_event(event)
+        if not outcome.applied:
+            log.info("event %s (%s) ignored: %s", event.event_id, event.kind, outcome.reason)
+        self._metrics.observe(event, outcome, core.state)

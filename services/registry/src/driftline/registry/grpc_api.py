@@ -1,0 +1,315 @@
+"""The ``driftline.v1.Registry`` gRPC servicer: parse, call the core, format.
+
+Errors from the core (:class:`DriftlineError`) become the matching status with
+their message; anything else is logged and answered INTERNAL.  Every call is
+timed into ``driftline_request_latency_seconds{method, code}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+
+from driftline.artifacts import SIGNATURE_ALGORITHM
+from driftline.contracts.errors import (
+    DriftlineError,
+    InvalidArgumentError,
+    UnauthenticatedError,
+)
+from driftline.registry.core import Registration, RegistryCore
+from driftline.registry_client.convert import (
+    alias_change_to_pb,
+    datetime_from_pb,
+    lineage_from_pb,
+    params_from_pb,
+    struct_to_dict,
+    version_to_pb,
+)
+from driftline.registry_client.grpc_errors import status_code_of
+from driftline.registry_client.models import AliasChange, ModelVersionInfo
+from driftline.telemetry import ServiceMetrics
+from driftline.v1 import registry_pb2, registry_pb2_grpc
+
+__all__ = ["RegistryServicer"]
+
+log = logging.getLogger(__name__)
+
+_Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Handler = Callable[[Any, _Req, _Ctx], Awaitable[_Resp]]
+
+
+def _rpc(
+    method: str, *, mutating: bool
+) -> Callable[[_Handler[_Req, _Resp]], _Handler[_Req, _Resp]]:
+    """Wrap a unary-response handler: auth, error mapping, latency metric."""
+
+    def wrap(fn: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
+        async def handler(self: RegistryServicer, request: _Req, context: _Ctx) -> _Resp:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if mutating:
+                    self.authorize(context)
+                return await fn(self, request, context)
+            except DriftlineError as exc:
+                code = status_code_of(exc)
+                await context.abort(code, exc.message)
+                raise  # unreachable: abort raises
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"{method} failed inside the registry; see its logs")
+                raise
+            finally:
+                self.metrics.request_latency.labels(method=method, code=code.name).observe(
+                    time.perf_counter() - start
+                )
+
+        handler.__name__ = fn.__name__
+        handler.__doc__ = fn.__doc__
+        return handler
+
+    return wrap
+
+
+def _selector(request: Any) -> tuple[int | None, str | None]:
+    which = request.WhichOneof("selector")
+    if which == "version":
+        if request.version < 1:
+            raise InvalidArgumentError(f"version must be >= 1, got {request.version}")
+        return int(request.version), None
+    if which == "alias":
+        return None, str(request.alias)
+    return None, None
+
+
+def _change_response(
+    change: AliasChange, version: ModelVersionInfo | None
+) -> registry_pb2.AliasChangeResponse:
+    resp = registry_pb2.AliasChangeResponse(change=alias_change_to_pb(change))
+    if version is not None:
+        resp.model_version.CopyFrom(version_to_pb(version))
+    return resp
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    """Thin gRPC edge over :class:`RegistryCore`."""
+
+    def __init__(
+        self,
+        core: RegistryCore,
+        metrics: ServiceMetrics,
+        *,
+        token: str | None = None,
+        chunk_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.core = core
+        self.metrics = metrics
+        self._expected_auth = f"Bearer {token}" if token else None
+        self._chunk = chunk_bytes
+
+    def authorize(self, context: _Ctx) -> None:
+        """Raise :class:`UnauthenticatedError` unless the call carries the configured token."""
+        if self._expected_auth is None:
+            return
+        sent = next(
+            (str(v) for k, v in (context.invocation_metadata() or ()) if k == "authorization"),
+            None,
+        )
+        if sent is None:
+            raise UnauthenticatedError(
+                "this registry requires a token for changes: send the metadata "
+                "'authorization: Bearer <token>' (the registry's DRIFTLINE_REGISTRY__TOKEN)"
+            )
+        if not hmac.compare_digest(sent.encode(), self._expected_auth.encode()):
+            raise UnauthenticatedError(
+                "the 'authorization' metadata is not 'Bearer <token>' with this registry's token"
+            )
+
+    @_rpc("RegisterVersion", mutating=True)
+    async def RegisterVersion(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.RegisterVersionRequest],
+        context: _Ctx,
+    ) -> registry_pb2.ModelVersion:
+        """Upload: metadata first, then chunks."""
+        meta: registry_pb2.RegisterVersionMetadata | None = None
+        parts: list[bytes] = []
+        received = 0
+        limit = self.core.max_artifact_bytes
+        async for msg in request_iterator:
+            which = msg.WhichOneof("payload")
+            if meta is None:
+                if which != "metadata":
+                    raise InvalidArgumentError(
+                        "the first RegisterVersion message must carry `metadata` "
+                        "(model name, metrics, lineage); artifact chunks follow it"
+                    )
+                meta = msg.metadata
+                continue
+            if which != "chunk":
+                raise InvalidArgumentError("only the first RegisterVersion message may be metadata")
+            received += len(msg.chunk)
+            if received > limit:
+                raise InvalidArgumentError(
+                    f"the artifact exceeds the limit of {limit} bytes "
+                    "(DRIFTLINE_REGISTRY__MAX_ARTIFACT_BYTES)"
+                )
+            parts.append(msg.chunk)
+        if meta is None:
+            raise InvalidArgumentError("RegisterVersion got no messages; send metadata then chunks")
+        lineage, drift_ids = lineage_from_pb(meta.lineage)
+        reg = Registration(
+            name=meta.model_name,
+            metrics=dict(meta.metrics),
+            lineage=lineage,
+            drift_ids=drift_ids,
+            params=params_from_pb(meta.params),
+            spec=struct_to_dict(meta.spec),
+            artifact_format=meta.artifact_format,
+            sha256=meta.sha256,
+            size_bytes=meta.size_bytes,
+            actor=meta.actor,
+            idempotency_key=meta.idempotency_key,
+            tags=dict(meta.tags),
+        )
+        version, _created = await self.core.register(reg, b"".join(parts))
+        return version_to_pb(version)
+
+    @_rpc("GetVersion", mutating=False)
+    async def GetVersion(
+        self, request: registry_pb2.GetVersionRequest, context: _Ctx
+    ) -> registry_pb2.ModelVersion:
+        """One version by number, alias or latest."""
+        version, alias = _selector(request)
+        return version_to_pb(self.core.get(request.name, version, alias))
+
+    @_rpc("ListVersions", mutating=False)
+    async def ListVersions(
+        self, request: registry_pb2.ListVersionsRequest, context: _Ctx
+    ) -> registry_pb2.ListVersionsResponse:
+        """A page of versions."""
+        if request.page_size < 0:
+            raise InvalidArgumentError("page_size must be >= 0 (0: server default)")
+        page, nxt = self.core.list_versions(request.name, request.page_size, request.page_token)
+        return registry_pb2.ListVersionsResponse(
+            versions=[version_to_pb(v) for v in page], next_page_token=nxt
+        )
+
+    @_rpc("ListModels", mutating=False)
+    async def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: _Ctx
+    ) -> registry_pb2.ListModelsResponse:
+        """Every model."""
+        return registry_pb2.ListModelsResponse(
+            models=[
+                registry_pb2.ModelSummary(
+                    name=m.name, latest_version=m.latest_version, aliases=m.aliases
+                )
+                for m in self.core.list_models()
+            ]
+        )
+
+    async def DownloadArtifact(
+        self,
+        request: registry_pb2.DownloadArtifactRequest,
+        context: _Ctx,
+    ) -> AsyncIterator[registry_pb2.DownloadArtifactResponse]:
+        """Metadata first (with sha256 and signature), then chunks."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            version, alias = _selector(request)
+            info, data = await self.core.artifact(request.name, version, alias)
+            yield registry_pb2.DownloadArtifactResponse(
+                metadata=registry_pb2.ArtifactMetadata(
+                    model_version=version_to_pb(info),
+                    size_bytes=len(data),
+                    sha256=info.sha256,
+                    signature=info.signature,
+                    signature_algorithm=SIGNATURE_ALGORITHM,
+                    signature_key_id=info.signature_key_id,
+                    artifact_format=info.artifact_format,
+                )
+            )
+            for offset in range(0, len(data), self._chunk):
+                yield registry_pb2.DownloadArtifactResponse(
+                    chunk=data[offset : offset + self._chunk]
+                )
+        except DriftlineError as exc:
+            code = status_code_of(exc)
+            await context.abort(code, exc.message)
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("DownloadArtifact failed")
+            await context.abort(code, "DownloadArtifact failed inside the registry; see its logs")
+        finally:
+            self.metrics.request_latency.labels(method="DownloadArtifact", code=code.name).observe(
+                time.perf_counter() - start
+            )
+
+    @_rpc("SetAlias", mutating=True)
+    async def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: _Ctx
+    ) -> registry_pb2.AliasChangeResponse:
+        """Move an alias."""
+        if request.version < 1:
+            raise InvalidArgumentError(f"version must be >= 1, got {request.version}")
+        change, version = await self.core.set_alias(
+            request.name,
+            request.alias,
+            request.version,
+            actor=request.actor,
+            reason=request.reason,
+            expected_version=(
+                request.expected_version if request.HasField("expected_version") else None
+            ),
+            trigger_id=request.trigger_id,
+        )
+        return _change_response(change, version)
+
+    @_rpc("DeleteAlias", mutating=True)
+    async def DeleteAlias(
+        self, request: registry_pb2.DeleteAliasRequest, context: _Ctx
+    ) -> registry_pb2.AliasChangeResponse:
+        """Remove an alias."""
+        change = await self.core.delete_alias(
+            request.name, request.alias, actor=request.actor, reason=request.reason
+        )
+        return _change_response(change, None)
+
+    @_rpc("Rollback", mutating=True)
+    async def Rollback(
+        self, request: registry_pb2.RollbackRequest, context: _Ctx
+    ) -> registry_pb2.AliasChangeResponse:
+        """Move an alias back."""
+        as_of = datetime_from_pb(request.as_of) if request.HasField("as_of") else None
+        change, version = await self.core.rollback(
+            request.name,
+            request.alias or "champion",
+            as_of=as_of,
+            actor=request.actor,
+            reason=request.reason,
+        )
+        return _change_response(change, version)
+
+    @_rpc("GetAliasHistory", mutating=False)
+    async def GetAliasHistory(
+        self,
+        request: registry_pb2.GetAliasHistoryRequest,
+        context: _Ctx,
+    ) -> registry_pb2.GetAliasHistoryResponse:
+        """Alias changes, oldest first."""
+        if request.limit < 0:
+            raise InvalidArgumentError("limit must be >= 0 (0: no limit)")
+        changes = self.core.history(request.name, request.alias, request.limit)
+        return registry_pb2.GetAliasHistoryResponse(
+            changes=[alias_change_to_pb(c) for c in changes]
+        )

@@ -1,0 +1,152 @@
+"""Wiring: settings → artifact store, core, Kafka log, gRPC server, admin HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from driftline.artifacts import ArtifactStore
+from driftline.contracts.errors import UnavailableError
+from driftline.contracts.topics import MODELS
+from driftline.kafkaio import provision_topics, wait_for_kafka
+from driftline.registry.core import RegistryCore
+from driftline.registry.event_log import KafkaRegistryLog
+from driftline.registry.grpc_api import RegistryServicer
+from driftline.registry.registry_metrics import RegistryMetrics
+from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.settings import PlatformSettings
+from driftline.telemetry import ServiceMetrics
+from driftline.v1 import registry_pb2, registry_pb2_grpc
+
+__all__ = ["RegistryService", "serve"]
+
+log = logging.getLogger(__name__)
+
+_SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+
+
+class RegistryService:
+    """One registry replica; :meth:`start` returns once the log is replayed and gRPC listens.
+
+    Usable in-process (tests, benchmarks) as well as from ``python -m driftline.registry``.
+    """
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        self.settings = settings
+        cfg = settings.registry
+        self.metrics = ServiceMetrics("registry")
+        self.registry_metrics = RegistryMetrics(self.metrics)
+        self.health = Health("registry")
+        self.health.set("kafka", False)
+        self.health.set("log_replayed", False)
+        self.log = KafkaRegistryLog(
+            settings.kafka, self.registry_metrics, instance_id=cfg.instance_id
+        )
+        self.core = RegistryCore(
+            ArtifactStore(cfg.artifact_dir),
+            cfg.signing_key,
+            self.log.publish,
+            write_timeout_s=cfg.write_timeout_s,
+            max_artifact_bytes=cfg.max_artifact_bytes,
+        )
+        self.grpc_port = 0
+        """The bound gRPC port (known after :meth:`start`)."""
+        self._stop = asyncio.Event()
+        self._server: grpc.aio.Server | None = None
+        self._health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Wait for Kafka, provision topics, replay the log, start serving gRPC."""
+        kafka = self.settings.kafka
+        await wait_for_kafka(kafka)
+        await provision_topics(kafka)
+        self.health.set("kafka", True)
+        await self.log.start()
+        self._follower = asyncio.create_task(self.log.follow(self.core, self._stop))
+        caught_up = asyncio.create_task(self.log.caught_up.wait())
+        done, _ = await asyncio.wait(
+            {caught_up, self._follower}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._follower in done:
+            caught_up.cancel()
+            await self.log.stop()
+            self._follower.result()  # surfaces the follower's failure
+            raise UnavailableError(f"stopped before {MODELS.name} was replayed")
+        self.health.set("log_replayed", True)
+        self.registry_metrics.versions.set(self.core.state.version_count)
+        self.registry_metrics.models.set(len(self.core.state.models))
+
+        cfg = self.settings.registry
+        max_msg = cfg.chunk_bytes * 2 + 1024 * 1024
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max(max_msg, 8 * 1024 * 1024)),
+                ("grpc.max_send_message_length", max(max_msg, 8 * 1024 * 1024)),
+            ]
+        )
+        registry_pb2_grpc.add_RegistryServicer_to_server(
+            RegistryServicer(self.core, self.metrics, token=cfg.token, chunk_bytes=cfg.chunk_bytes),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
+        reflection.enable_server_reflection(
+            (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{cfg.grpc_host}:{cfg.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        if self.grpc_port == 0:
+            raise UnavailableError(f"could not bind the registry's gRPC server to {address}")
+        await server.start()
+        self._server = server
+        for name in ("", _SERVICE_NAME):
+            await self._health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "registry ready on %s:%d: %d model(s), %d version(s)",
+            cfg.grpc_host,
+            self.grpc_port,
+            len(self.core.state.models),
+            self.core.state.version_count,
+        )
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set or the log follower fails (which is re-raised)."""
+        assert self._follower is not None, "start() first"
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({stopper, self._follower}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if self._follower in done:
+            self._follower.result()
+
+    async def stop(self) -> None:
+        """Stop serving (with a short grace period), the follower and the producer."""
+        self._stop.set()
+        if self._server is not None:
+            await self._health_servicer.enter_graceful_shutdown()
+            await self._server.stop(grace=2.0)
+            self._server = None
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self.log.stop()
+
+
+async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
+    """Run the registry until ``stop`` is set."""
+    service = RegistryService(settings)
+    app = build_admin_app(service.health, service.metrics, title="Driftline registry")
+    admin = settings.registry.admin
+    http = asyncio.create_task(serve_http(app, admin.host, admin.port, stop))
+    try:
+        await service.start()
+        await service.wait(stop)
+    finally:
+        stop.set()
+        await service.stop()
+        await http

@@ -1,0 +1,267 @@
+"""The registry's state as a pure function of the ``driftline.models`` log.
+
+:meth:`RegistryState.apply` is deterministic: replaying the same events in the
+same order rebuilds the same state, on any replica, after any restart.  An
+event that conflicts with the state at its position in the log (a version
+number already taken, a dedup key already used, a compare-and-set whose
+expected value no longer holds) is *ignored* — the log keeps it for the audit
+trail, the state does not change, and the writer that produced it sees the
+outcome and retries or reports the conflict.  That is how several replicas
+write to one log without a distributed lock.
+
+Encodings on top of :class:`RegistryEvent` (kept here, in one place):
+
+* ``alias_set`` with ``version == 0`` deletes the alias (versions start at 1).
+* ``previous_version`` of an alias event is the value the writer saw; the event
+  only applies while the alias still has that value.
+* version attributes the event model has no field for (params, tags, artifact
+  format, drift ids, signing key id, idempotency key) travel in
+  ``spec["_registry"]`` and are removed from the spec the user sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from driftline.contracts.messages import RegistryEvent, RegistryEventKind
+from driftline.registry_client.models import (
+    ALIASES,
+    AliasChange,
+    AliasChangeKind,
+    ModelSummary,
+    ModelVersionInfo,
+)
+
+__all__ = [
+    "DELETED_VERSION",
+    "EXTRAS_KEY",
+    "ApplyOutcome",
+    "ModelState",
+    "RegistryState",
+    "dedup_key_of",
+    "split_spec",
+]
+
+EXTRAS_KEY = "_registry"
+"""Key in ``RegistryEvent.spec`` holding registry-only version attributes."""
+
+DELETED_VERSION = 0
+"""``alias_set`` to this version removes the alias."""
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What applying one event did: ``applied`` or ignored with a reason a person can read."""
+
+    event_id: str
+    applied: bool
+    reason: str = ""
+
+
+@dataclass
+class ModelState:
+    """One model: its versions (index = version - 1), aliases and alias history."""
+
+    name: str
+    versions: list[ModelVersionInfo] = field(default_factory=list)
+    aliases: dict[str, int] = field(default_factory=dict)
+    history: list[AliasChange] = field(default_factory=list)
+    dedup: dict[str, int] = field(default_factory=dict)
+    """Idempotency key (or trigger id) -> the version it created."""
+
+    @property
+    def latest(self) -> int:
+        """The highest version number (0 when none)."""
+        return len(self.versions)
+
+    def version(self, number: int) -> ModelVersionInfo | None:
+        """Version ``number`` with its current aliases, or ``None``."""
+        if not 1 <= number <= len(self.versions):
+            return None
+        v = self.versions[number - 1]
+        aliases = sorted(a for a, n in self.aliases.items() if n == number)
+        return v.model_copy(update={"aliases": aliases}) if aliases else v
+
+
+def split_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(user_spec, extras)`` of an event's spec."""
+    user = {k: v for k, v in spec.items() if k != EXTRAS_KEY}
+    extras = spec.get(EXTRAS_KEY)
+    return user, dict(extras) if isinstance(extras, Mapping) else {}
+
+
+def dedup_key_of(event: RegistryEvent) -> str | None:
+    """The key that makes a registration idempotent: idempotency key, else trigger id."""
+    _, extras = split_spec(event.spec)
+    key = extras.get("idempotency_key") or event.trigger
+    return str(key) if key else None
+
+
+class RegistryState:
+    """Every model's versions and aliases, built only by :meth:`apply`."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelState] = {}
+        self.applied_events: set[str] = set()
+        self.events_seen = 0
+        self.alias_changes = 0
+
+    # -- the state machine ---------------------------------------------------------
+
+    def apply(self, event: RegistryEvent) -> ApplyOutcome:
+        """Apply one event of the log; ignores (and says why) one that conflicts."""
+        self.events_seen += 1
+        if event.event_id in self.applied_events:
+            return ApplyOutcome(event.event_id, False, "event already applied")
+        if event.kind is RegistryEventKind.REGISTERED:
+            outcome = self._register(event)
+        elif event.kind in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
+            outcome = self._move_alias(event)
+        else:
+            outcome = self._reject(event)
+        if outcome.applied:
+            self.applied_events.add(event.event_id)
+        return outcome
+
+    def _register(self, event: RegistryEvent) -> ApplyOutcome:
+        model = self.models.get(event.model_name) or ModelState(event.model_name)
+        key = dedup_key_of(event)
+        if key is not None and key in model.dedup:
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"duplicate: key {key!r} already created version {model.dedup[key]}",
+            )
+        if event.version != model.latest + 1:
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"conflict: version {event.version} of {event.model_name!r} is not the next "
+                f"number ({model.latest + 1})",
+            )
+        if not event.sha256 or not event.signature:
+            return ApplyOutcome(event.event_id, False, "invalid: registration without artifact")
+        spec, extras = split_spec(event.spec)
+        info = ModelVersionInfo(
+            name=event.model_name,
+            version=event.version,
+            sha256=event.sha256,
+            signature=event.signature,
+            signature_key_id=str(extras.get("signature_key_id", "")),
+            created_at=event.at,
+            created_by=event.actor,
+            metrics=dict(event.metrics),
+            lineage=event.lineage,
+            drift_ids=[str(d) for d in extras.get("drift_ids", [])],
+            params=dict(extras.get("params", {})),
+            spec=spec,
+            artifact_format=str(extras.get("artifact_format", "")),
+            size_bytes=event.size_bytes or 0,
+            tags={str(k): str(v) for k, v in dict(extras.get("tags", {})).items()},
+        )
+        model.versions.append(info)
+        if key is not None:
+            model.dedup[key] = event.version
+        self.models[event.model_name] = model
+        return ApplyOutcome(event.event_id, True)
+
+    def _move_alias(self, event: RegistryEvent) -> ApplyOutcome:
+        model = self.models.get(event.model_name)
+        if model is None:
+            return ApplyOutcome(event.event_id, False, f"unknown model {event.model_name!r}")
+        alias = event.alias or ""
+        if alias not in ALIASES:
+            return ApplyOutcome(event.event_id, False, f"invalid alias {alias!r}")
+        deleting = event.version == DELETED_VERSION
+        if not deleting and model.version(event.version) is None:
+            return ApplyOutcome(
+                event.event_id, False, f"unknown version {event.version} of {model.name!r}"
+            )
+        current = model.aliases.get(alias)
+        if current != event.previous_version:
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"conflict: {alias} points at {current}, the change expected "
+                f"{event.previous_version}",
+            )
+        if deleting and current is None:
+            return ApplyOutcome(event.event_id, False, f"alias {alias!r} is not set")
+        kind: AliasChangeKind
+        if deleting:
+            kind = "deleted"
+            del model.aliases[alias]
+        else:
+            kind = "rolled_back" if event.kind is RegistryEventKind.ROLLED_BACK else "set"
+            model.aliases[alias] = event.version
+        model.history.append(
+            AliasChange(
+                event_id=event.event_id,
+                name=model.name,
+                alias=alias,
+                kind=kind,
+                version=None if deleting else event.version,
+                previous_version=current,
+                actor=event.actor,
+                reason=event.reason,
+                trigger_id=event.trigger or "",
+                changed_at=event.at,
+            )
+        )
+        self.alias_changes += 1
+        return ApplyOutcome(event.event_id, True)
+
+    def _reject(self, event: RegistryEvent) -> ApplyOutcome:
+        model = self.models.get(event.model_name)
+        if model is None or model.version(event.version) is None:
+            return ApplyOutcome(
+                event.event_id, False, f"unknown version {event.version} of {event.model_name!r}"
+            )
+        idx = event.version - 1
+        model.versions[idx] = model.versions[idx].model_copy(update={"status": "rejected"})
+        return ApplyOutcome(event.event_id, True)
+
+    # -- queries -------------------------------------------------------------------
+
+    def summaries(self) -> list[ModelSummary]:
+        """Every model, sorted by name."""
+        return [
+            ModelSummary(name=m.name, latest_version=m.latest, aliases=dict(m.aliases))
+            for m in sorted(self.models.values(), key=lambda m: m.name)
+        ]
+
+    def alias_history(self, name: str, alias: str = "") -> list[AliasChange]:
+        """Changes of ``alias`` (all aliases when empty), oldest first; ``[]`` for unknown."""
+        model = self.models.get(name)
+        if model is None:
+            return []
+        return [c for c in model.history if not alias or c.alias == alias]
+
+    def alias_at(self, name: str, alias: str, when: datetime) -> int | None:
+        """The version ``alias`` pointed at at ``when`` (``None``: unset then)."""
+        pointed: int | None = None
+        for change in self.alias_history(name, alias):
+            if change.changed_at > when:
+                break
+            pointed = change.version
+        return pointed
+
+    @property
+    def version_count(self) -> int:
+        """Versions over all models."""
+        return sum(m.latest for m in self.models.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, comparable picture of the whole state (for tests and debugging)."""
+        return {
+            name: {
+                "versions": [v.model_dump(mode="json") for v in m.versions],
+                "aliases": dict(m.aliases),
+                "history": [c.model_dump(mode="json") for c in m.history],
+                "dedup": dict(m.dedup),
+            }
+            for name, m in sorted(self.models.items())
+        }

@@ -1,0 +1,55 @@
+"""The ``driftline models`` command functions against a running registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from driftline.contracts.errors import NotFoundError
+from driftline.registry_client import cli_commands
+
+from .conftest import StartRegistry, client_of, model_name
+
+pytestmark = pytest.mark.integration
+
+
+async def test_list_show_promote_rollback_history(start_registry: StartRegistry) -> None:
+    name = model_name()
+    service = await start_registry(token="cli-token")
+    target = f"127.0.0.1:{service.grpc_port}"
+    async with client_of(service, token="cli-token") as client:
+        await client.register(name, b"v1", metrics={"accuracy": 0.61})
+        await client.register(name, b"v2", metrics={"accuracy": 0.97}, trigger_id="retrain-9")
+
+    Rows = list[cli_commands.Row]
+
+    def run() -> tuple[str, str, Rows, Rows, str, Rows]:
+        promoted = cli_commands.models_promote(
+            target, name, 1, reason="baseline", token="cli-token"
+        )
+        cli_commands.models_promote(target, name, 2, token="cli-token")
+        rolled = cli_commands.models_rollback(target, name, reason="regression", token="cli-token")
+        models = [r for r in cli_commands.models_list(target) if r["model"] == name]
+        versions = cli_commands.models_list(target, name)
+        shown = cli_commands.models_show(target, name, version=2)
+        history = cli_commands.models_history(target, name)
+        return promoted, rolled, models, versions, shown, history
+
+    promoted, rolled, models, versions, shown, history = await asyncio.to_thread(run)
+    assert promoted == f"{name}:champion -> v1 (was unset)"
+    assert rolled == f"{name}:champion rolled back to v1 (was v2)"
+    assert models == [{"model": name, "latest": "2", "aliases": "champion=v1"}]
+    assert [(r["version"], r["aliases"], r["trigger"]) for r in versions] == [
+        ("1", "champion", ""),
+        ("2", "", "retrain-9"),
+    ]
+    assert "accuracy=0.97" in versions[1]["metrics"]
+    assert f"{name} v2" in shown and "accuracy=0.97" in shown
+    assert [(r["kind"], r["from"], r["to"], r["reason"]) for r in history] == [
+        ("set", "", "1", "baseline"),
+        ("set", "1", "2", "promoted from the CLI"),
+        ("rolled_back", "2", "1", "regression"),
+    ]
+    with pytest.raises(NotFoundError):
+        await asyncio.to_thread(cli_commands.models_show, target, f"{name}-missing")
