@@ -1,0 +1,77 @@
+"""driftline.infra: the real local platform (Apache Kafka in KRaft mode and redis-server).
+
+- :class:`LocalPlatform` is what ``driftline infra up|down|status`` drives;
+- :class:`KafkaNode` and :class:`RedisNode` run standalone with any state
+  directory and ports (the test harness and benchmarks use free ports in a
+  temporary directory);
+- :func:`wait_for_kafka` / :func:`wait_for_redis` are what a service calls at
+  start: they raise :class:`DependencyUnavailableError` after the wait;
+- :func:`ensure_kafka_jars` fetches the broker jars with Maven once per version.
+"""
+
+from driftline.infra.component import ComponentStatus, LocalComponent, PortClaim, StartOutcome
+from driftline.infra.errors import (
+    DependencyUnavailableError,
+    InfraError,
+    MissingToolError,
+    PortInUseError,
+    StartupError,
+)
+from driftline.infra.jars import ensure_kafka_jars, fetch_kafka_jars, kafka_libs_dir
+from driftline.infra.kafka_node import DEFAULT_JVM_OPTIONS, KafkaNode, new_cluster_id
+from driftline.infra.layout import INFRA_DIR_ENV, find_infra_dir
+from driftline.infra.pidfile import PidRecord, parse_pid_file, read_pid_file, running_pid
+from driftline.infra.platform import LocalPlatform
+from driftline.infra.ports import ensure_port_free, free_port, parse_host_port, port_is_free
+from driftline.infra.process import ManagedProcess, StopOutcome, tail_lines
+from driftline.infra.readiness import (
+    kafka_answers,
+    kafka_answers_async,
+    redis_answers,
+    wait_for_kafka,
+    wait_for_redis,
+)
+from driftline.infra.redis_node import RedisNode
+from driftline.infra.templates import TemplateError, render_template
+from driftline.infra.tools import require_tool
+
+__all__ = [
+    "DEFAULT_JVM_OPTIONS",
+    "INFRA_DIR_ENV",
+    "ComponentStatus",
+    "DependencyUnavailableError",
+    "InfraError",
+    "KafkaNode",
+    "LocalComponent",
+    "LocalPlatform",
+    "ManagedProcess",
+    "MissingToolError",
+    "PidRecord",
+    "PortClaim",
+    "PortInUseError",
+    "RedisNode",
+    "StartOutcome",
+    "StartupError",
+    "StopOutcome",
+    "TemplateError",
+    "ensure_kafka_jars",
+    "ensure_port_free",
+    "fetch_kafka_jars",
+    "find_infra_dir",
+    "free_port",
+    "kafka_answers",
+    "kafka_answers_async",
+    "kafka_libs_dir",
+    "new_cluster_id",
+    "parse_host_port",
+    "parse_pid_file",
+    "port_is_free",
+    "read_pid_file",
+    "redis_answers",
+    "render_template",
+    "require_tool",
+    "running_pid",
+    "tail_lines",
+    "wait_for_kafka",
+    "wait_for_redis",
+]

@@ -1,0 +1,66 @@
+"""Loopback ports: parsing ``host:port``, checking one is free, picking free ones."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from driftline.infra.errors import PortInUseError
+
+__all__ = ["ensure_port_free", "free_port", "parse_host_port", "port_is_free"]
+
+
+def parse_host_port(address: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Split ``host:port`` (first entry of a comma-separated list; ``[v6]:port`` allowed).
+
+    >>> parse_host_port("127.0.0.1:9092,other:9092")
+    ('127.0.0.1', 9092)
+    >>> parse_host_port(":19092")
+    ('127.0.0.1', 19092)
+    """
+    first = address.split(",")[0].strip()
+    host, sep, port_text = first.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{address!r} is not host:port")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"{address!r}: port {port} is out of range")
+    host = host.strip("[]") or default_host
+    return host, port
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a TCP server could bind ``host:port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def ensure_port_free(host: str, port: int, *, what: str, setting: str) -> None:
+    """Raise :class:`PortInUseError` naming ``setting`` when ``host:port`` is taken."""
+    if not port_is_free(host, port):
+        raise PortInUseError(
+            f"port {port} on {host} (for {what}) is already in use by another process; "
+            f"stop that process or choose another port with {setting}",
+            host=host,
+            port=port,
+            setting=setting,
+        )
+
+
+def free_port(host: str = "127.0.0.1", *, exclude: frozenset[int] = frozenset()) -> int:
+    """A port the kernel says is free on ``host`` now (for tests and benchmarks)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in exclude:
+            return port

@@ -1,0 +1,189 @@
+"""``driftline run | up | down | status``: the services on top of the infrastructure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from driftline.cli.context import CliState, console, err_console, progress, state
+from driftline.cli.infra_commands import fail
+from driftline.cli.status_view import infra_table, services_table
+from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
+from driftline.infra import InfraError, LocalComponent, LocalPlatform, StartupError
+from driftline.settings.loader import CONFIG_ENV
+
+SERVICES_HELP = ", ".join(SERVICE_NAMES)
+
+
+def run(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help=f"One of: {SERVICES_HELP}.")],
+) -> None:
+    """Run one service in the foreground (execs `python -m driftline.<service>`).
+
+    Extra arguments after the service name are passed to it.
+    """
+    if service not in SERVICE_NAMES:
+        err_console.print(f"driftline: unknown service {service!r}; one of {SERVICES_HELP}")
+        raise typer.Exit(2)
+    cli = state(ctx)
+    cli.settings()  # a bad configuration fails here, with exit 2
+    if not service_built(service):
+        err_console.print(f"service {service} is not built yet", highlight=False)
+        raise typer.Exit(2)
+    if cli.config is not None:
+        os.environ[CONFIG_ENV] = str(cli.config.absolute())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    argv = [sys.executable, "-m", service_module(service), *ctx.args]
+    os.execv(sys.executable, argv)
+
+
+def _services(cli: CliState) -> list[ServiceProcess]:
+    settings = cli.settings()
+    return [ServiceProcess(name, settings, cli.config) for name in SERVICE_NAMES]
+
+
+def _start_services(services: list[ServiceProcess], timeout: float) -> list[ServiceProcess]:
+    """Start every built service not already running; wait for health; return those started."""
+    started: list[ServiceProcess] = []
+    waiting: list[ServiceProcess] = []
+    for svc in services:
+        if not svc.built:
+            console.print(f"{svc.name}: service {svc.name} is not built yet", style="yellow")
+            continue
+        pid = svc.running_pid()
+        if pid is not None:
+            console.print(f"{svc.name}: already running (pid {pid})", highlight=False)
+            continue
+        svc.start()
+        started.append(svc)
+        waiting.append(svc)
+    for svc in waiting:
+        try:
+            seconds = svc.wait_healthy(timeout)
+        except StartupError as exc:
+            err_console.print(exc.message, style="red", highlight=False, markup=False)
+            continue
+        where = svc.health_url if svc.admin_port else "(admin port 0: health not checked)"
+        console.print(
+            f"{svc.name}: healthy (pid {svc.running_pid()}) {where} in {seconds:.1f}s",
+            highlight=False,
+        )
+    return started
+
+
+def _wait_for_signal(services: list[ServiceProcess]) -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reported: set[str] = set()
+    try:
+        console.print("running; Ctrl-C stops everything", style="bold")
+        while not stop.wait(1.0):
+            for svc in services:
+                code = svc.process.exit_code()
+                if code is not None and svc.name not in reported:
+                    reported.add(svc.name)
+                    err_console.print(
+                        f"{svc.name} exited with status {code}; last lines of {svc.log_file}:\n"
+                        f"{svc.process.log_tail(30)}",
+                        style="red",
+                        highlight=False,
+                        markup=False,
+                    )
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def up(
+    ctx: typer.Context,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Start everything in the background and return."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for each service's /healthz.")
+    ] = 60.0,
+) -> None:
+    """Start Kafka, Redis and every built service, each as its own process.
+
+    Logs go to <state_dir>/logs/<service>.log.  In the foreground, Ctrl-C or
+    SIGTERM stops what this command started; with --detach, use `driftline down`.
+    """
+    cli = state(ctx)
+    settings = cli.settings()
+    platform = LocalPlatform(settings, progress=progress)
+    try:
+        outcomes = platform.up()
+    except InfraError as exc:
+        raise fail(exc) from None
+    for outcome in outcomes:
+        console.print(outcome.describe(), highlight=False)
+    infra_started = {o.name for o in outcomes if not o.already_running}
+    services = _services(cli)
+    started: list[ServiceProcess] = []
+    try:
+        started = _start_services(services, timeout)
+        if detach:
+            console.print("detached; `driftline down` stops everything", highlight=False)
+            return
+        _wait_for_signal(started)
+    except KeyboardInterrupt:
+        pass
+    if detach:
+        return
+    console.print("shutting down…")
+    for svc in reversed(started):
+        console.print(svc.stop().describe(), highlight=False)
+    components: list[LocalComponent] = [platform.kafka, platform.redis]
+    for component in components:
+        if component.name in infra_started:
+            console.print(component.stop().describe(), highlight=False)
+        else:
+            console.print(f"{component.name}: left running (it was up before)", highlight=False)
+
+
+def down(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.")
+    ] = 30.0,
+) -> None:
+    """Stop the services started by `driftline up --detach`, then Kafka and Redis."""
+    cli = state(ctx)
+    for svc in reversed(_services(cli)):
+        outcome = svc.stop(timeout)
+        if outcome.pid is not None:
+            console.print(outcome.describe(), highlight=False)
+    for outcome in LocalPlatform(cli.settings(), progress=progress).down(timeout):
+        console.print(outcome.describe(), highlight=False)
+
+
+def status(ctx: typer.Context) -> None:
+    """Show the infrastructure and every service: state, pid, address, health."""
+    cli = state(ctx)
+    platform = LocalPlatform(cli.settings(), progress=progress)
+    console.print(infra_table(platform.status()))
+    console.print(services_table([svc.status() for svc in _services(cli)]))
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    """Add ``run``, ``up``, ``down`` and ``status`` to the root command."""
+    app.command(
+        "run",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(run)
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)

@@ -1,0 +1,155 @@
+"""The Driftline services as OS processes: which are built, start, health wait, stop.
+
+Each service runs as ``python -m driftline.cli run <service>`` (which execs
+``python -m driftline.<service>``, so the pid stays the same) in its own
+session, with its log in ``<state_dir>/logs/<service>.log`` and its pid file in
+``<state_dir>/run/<service>.pid``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from driftline.infra import ManagedProcess, StartupError, StopOutcome
+from driftline.settings import AdminSettings, PlatformSettings
+from driftline.settings.loader import CONFIG_ENV
+from driftline.settings.models import SERVICE_NAMES
+
+__all__ = [
+    "SERVICE_NAMES",
+    "ServiceProcess",
+    "ServiceStatus",
+    "service_built",
+    "service_module",
+]
+
+
+def service_module(name: str) -> str:
+    """The module ``python -m`` runs for service ``name``."""
+    return f"driftline.{name}"
+
+
+def service_built(name: str) -> bool:
+    """Whether ``driftline.<name>`` exists with a ``__main__`` (checked without importing it)."""
+    try:
+        spec = importlib.util.find_spec(service_module(name))
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    locations = spec.submodule_search_locations or []
+    return any((Path(loc) / "__main__.py").is_file() for loc in locations)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as ``driftline status`` sees it."""
+
+    name: str
+    built: bool
+    pid: int | None
+    admin_url: str
+    healthy: bool
+    log_file: Path
+
+
+class ServiceProcess:
+    """One service process managed by ``driftline up`` / ``down``."""
+
+    def __init__(self, name: str, settings: PlatformSettings, config: Path | None = None) -> None:
+        if name not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
+        self.name = name
+        self.config = config
+        state_dir = settings.infra.state_dir.expanduser().absolute()
+        self.process = ManagedProcess(
+            name,
+            pid_file=state_dir / "run" / f"{name}.pid",
+            log_file=state_dir / "logs" / f"{name}.log",
+        )
+        admin: AdminSettings = getattr(settings, name).admin
+        host = "127.0.0.1" if admin.host in ("0.0.0.0", "", "::") else admin.host
+        self.admin_port = admin.port
+        self.health_url = f"http://{host}:{admin.port}/healthz"
+
+    @property
+    def built(self) -> bool:
+        """Whether the service's module exists."""
+        return service_built(self.name)
+
+    @property
+    def log_file(self) -> Path:
+        """Where its output goes."""
+        return self.process.log_file
+
+    def running_pid(self) -> int | None:
+        """Its pid if it is running (from our pid file)."""
+        return self.process.running_pid()
+
+    def command(self) -> list[str]:
+        """``python -m driftline.cli [--config F] run <name>``."""
+        argv = [sys.executable, "-m", "driftline.cli"]
+        if self.config is not None:
+            argv += ["--config", str(self.config.absolute())]
+        return [*argv, "run", self.name]
+
+    def start(self) -> int:
+        """Spawn it detached (cwd = the current directory); return its pid."""
+        env = dict(os.environ)
+        if self.config is not None:
+            env[CONFIG_ENV] = str(self.config.absolute())
+        return self.process.spawn(self.command(), cwd=Path.cwd(), env=env)
+
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        """Whether ``GET /healthz`` on its admin port answers 200."""
+        if self.admin_port == 0:
+            return False
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=timeout_s) as response:
+                return int(response.status) == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def wait_healthy(self, timeout_s: float) -> float:
+        """Wait for ``/healthz`` → 200; return seconds taken; :class:`StartupError` otherwise."""
+        started = time.monotonic()
+        if self.admin_port == 0:
+            return 0.0
+        deadline = started + timeout_s
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return time.monotonic() - started
+            code = self.process.exit_code()
+            if code is not None:
+                raise StartupError(
+                    f"{self.name} exited with status {code} while starting. "
+                    f"Last lines of {self.log_file}:\n{self.process.log_tail(30)}"
+                )
+            time.sleep(0.2)
+        raise StartupError(
+            f"{self.name}: {self.health_url} did not answer 200 within {timeout_s:g}s. "
+            f"Last lines of {self.log_file}:\n{self.process.log_tail(30)}"
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> StopOutcome:
+        """SIGTERM, wait, SIGKILL: only the process named by our pid file."""
+        return self.process.stop(timeout=timeout_s)
+
+    def status(self) -> ServiceStatus:
+        """Built or not, pid, admin URL, health."""
+        pid = self.running_pid()
+        return ServiceStatus(
+            name=self.name,
+            built=self.built,
+            pid=pid,
+            admin_url=self.health_url.removesuffix("/healthz"),
+            healthy=pid is not None and self.healthy(),
+            log_file=self.log_file,
+        )
