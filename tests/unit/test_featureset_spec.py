@@ -43,8 +43,11 @@ def test_good_spec_loads_with_default_names(tmp_path: Path) -> None:
         (GOOD.replace("type: float", "type: decimal"), 6, "fields.loan.type"),
         (GOOD.replace("window: 1h, hop: 5m", "window: 1h, hop: 7m"), 9, "whole number of hops"),
         (GOOD.replace("field: loan, fn: mean", "field: salary, fn: mean"), 9, "'salary' is not"),
-        (GOOD.replace("{type: string, allowed: [sedan, suv]}", "{type: string, min: 1}"), 7,
-         "numeric fields"),
+        (
+            GOOD.replace("{type: string, allowed: [sedan, suv]}", "{type: string, min: 1}"),
+            7,
+            "numeric fields",
+        ),
         (GOOD.replace("ttl: 30m", "ttl: soon"), 4, "not a duration"),
         (GOOD.replace("version: 2", "version: 0"), 2, "version"),
         (GOOD + "owner: me\n", 11, "owner"),

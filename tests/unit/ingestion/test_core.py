@@ -22,20 +22,38 @@ def core(max_bytes: int = 4096) -> IngestionCore:
 
 def event(i: int, **features: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "salary": 50000.0, "commission": 12000.0, "age": 41, "elevel": 2, "car": 3,
-        "zipcode": 4, "hvalue": 300000.0, "hyears": 10, "loan": 120000.0,
+        "salary": 50000.0,
+        "commission": 12000.0,
+        "age": 41,
+        "elevel": 2,
+        "car": 3,
+        "zipcode": 4,
+        "hvalue": 300000.0,
+        "hyears": 10,
+        "loan": 120000.0,
     }
     base.update(features)
     return {
-        "event_id": f"e-{i}", "entity_id": f"c-{i % 7}",
-        "timestamp": "2026-11-23T16:00:00Z", "featureset": "loans", "features": base,
+        "event_id": f"e-{i}",
+        "entity_id": f"c-{i % 7}",
+        "timestamp": "2026-11-23T16:00:00Z",
+        "featureset": "loans",
+        "features": base,
     }
 
 
 def kafka_item(value: bytes | None, offset: int, kind: str = "event") -> Incoming:
     return Incoming(
-        value, b"k", Source(kind=kind, via="kafka", owner=f"t:0:{offset}",  # type: ignore[arg-type]
-                            topic="t", partition=0, offset=offset)
+        value,
+        b"k",
+        Source(
+            kind=kind,
+            via="kafka",
+            owner=f"t:0:{offset}",  # type: ignore[arg-type]
+            topic="t",
+            partition=0,
+            offset=offset,
+        ),
     )
 
 
@@ -72,13 +90,23 @@ async def test_every_agrawal_record_is_accepted_as_is() -> None:
         (json.dumps(event(1, loan=None)).encode(), DlqReason.SCHEMA, "loan is required"),
         (json.dumps(event(1, age=130)).encode(), DlqReason.CONSTRAINT, "above the maximum"),
         (json.dumps(event(1, elevel=9)).encode(), DlqReason.CONSTRAINT, "allowed values"),
-        (b'{"event_id":"e","entity_id":"c","timestamp":1,"featureset":"loans",'
-         b'"features":{"salary":NaN}}', DlqReason.CONSTRAINT, "not a finite number"),
+        (
+            b'{"event_id":"e","entity_id":"c","timestamp":1,"featureset":"loans",'
+            b'"features":{"salary":NaN}}',
+            DlqReason.CONSTRAINT,
+            "not a finite number",
+        ),
         (json.dumps(event(1, salary=float("inf"))).encode(), DlqReason.CONSTRAINT, "finite"),
-        (json.dumps({**event(1), "featureset": "cars"}).encode(),
-         DlqReason.UNKNOWN_FEATURESET, "'cars' is not registered"),
-        (json.dumps({**event(1), "timestamp": "yesterday"}).encode(), DlqReason.SCHEMA,
-         "timestamp"),
+        (
+            json.dumps({**event(1), "featureset": "cars"}).encode(),
+            DlqReason.UNKNOWN_FEATURESET,
+            "'cars' is not registered",
+        ),
+        (
+            json.dumps({**event(1), "timestamp": "yesterday"}).encode(),
+            DlqReason.SCHEMA,
+            "timestamp",
+        ),
     ],
 )
 async def test_bad_records_are_dead_lettered_with_reason(

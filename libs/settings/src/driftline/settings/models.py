@@ -259,12 +259,12 @@ class MonitoringSettings(_ServiceSection):
     concept_threshold: float = Field(default=14.0, gt=0)
     """CUSUM threshold of the error-rise detector (higher: fewer false alarms, later detection)."""
     drift_window: int = Field(default=1000, ge=10)
-    """Records per data / prediction drift window (PSI, KS, Jensen–Shannon)."""
+    """Records per data / prediction drift window (PSI, KS, Jensen-Shannon)."""
     psi_threshold: float = Field(default=0.2, gt=0)
     """PSI at or above which a numeric feature (or the output) has drifted."""
     js_threshold: float = Field(default=0.1, gt=0, le=1)
-    """Jensen–Shannon divergence at or above which a categorical feature has drifted."""
-    kswin_every: int = Field(default=20, ge=0)
+    """Jensen-Shannon divergence at or above which a categorical feature has drifted."""
+    kswin_every: int = Field(default=100, ge=0)
     """KSWIN sees every n-th value of a numeric feature (0 disables it; it costs ~0.7 ms each)."""
     accuracy_window: int = Field(default=1000, ge=1)
     """Labelled predictions the live accuracy is computed over."""

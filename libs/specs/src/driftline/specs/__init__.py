@@ -11,15 +11,33 @@ from driftline.specs.featureset import (
     load_featureset,
     load_featuresets,
 )
+from driftline.specs.model import (
+    ALLOWED_COMPONENTS,
+    ALLOWED_METRICS,
+    ModelSpec,
+    PromotionPolicy,
+    RetrainingPolicy,
+    load_model_spec,
+    load_model_specs,
+    metric_key,
+)
 
 __all__ = [
+    "ALLOWED_COMPONENTS",
+    "ALLOWED_METRICS",
     "AggregationSpec",
     "FeatureSetCatalog",
     "FeatureSetSpec",
     "FieldSpec",
+    "ModelSpec",
+    "PromotionPolicy",
     "RecordRejected",
+    "RetrainingPolicy",
     "SpecError",
     "load_featureset",
     "load_featuresets",
+    "load_model_spec",
+    "load_model_specs",
+    "metric_key",
     "parse_duration",
 ]

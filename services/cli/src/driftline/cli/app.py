@@ -9,6 +9,7 @@ import typer
 
 from driftline.cli.context import CliState
 from driftline.cli.dlq import dlq_app
+from driftline.cli.eval_drift import register_eval_drift
 from driftline.cli.infra_commands import infra_app
 from driftline.cli.models import models_app
 from driftline.cli.service_commands import register_service_commands
@@ -47,3 +48,4 @@ app.add_typer(infra_app, name="infra")
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
 register_service_commands(app)
+register_eval_drift(app)

@@ -1,0 +1,445 @@
+"""The monitor's core: records of the four input topics in, drift events and retrain requests out.
+
+No sockets here: the Kafka loop decodes records, calls one ``on_*`` method per
+record and publishes the :class:`Outputs` it returns.
+
+* ``driftline.features`` → per-feature data drift (:class:`DistributionMonitor`
+  per feature set, against the champion's recorded reference when there is one);
+* ``driftline.predictions`` → prediction drift (the output distribution of each
+  model's champion) and one half of the label join;
+* ``driftline.labels.valid`` → the other half: each joined pair is one outcome of
+  the live error stream, fed to the model's :class:`ErrorRiseDetector` and to its
+  live accuracy;
+* ``driftline.models`` → champion changes: the error detector and the output
+  reference re-baseline, the feature reference switches to the new version's,
+  and the retraining episode (if any) closes.
+
+Every detection becomes a :class:`DriftEvent`; :class:`RetrainPolicy` decides
+which of them become :class:`RetrainRequest` s.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from driftline.contracts.messages import (
+    DriftEvent,
+    DriftKind,
+    FeatureValue,
+    FeatureVector,
+    LabelValue,
+    PredictionRecord,
+    RegistryEvent,
+    RegistryEventKind,
+    RetrainRequest,
+    ValidLabel,
+    utcnow,
+)
+from driftline.monitoring.distribution_drift import (
+    DistributionConfig,
+    DistributionMonitor,
+    Finding,
+)
+from driftline.monitoring.error_rise import ErrorRise, ErrorRiseConfig, ErrorRiseDetector
+from driftline.monitoring.label_join import LabelJoin
+from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
+from driftline.monitoring.timeseries import TimeSeriesStore
+from driftline.settings import MonitoringSettings
+
+__all__ = ["ModelState", "MonitorCore", "Outputs"]
+
+CHAMPION = "champion"
+
+
+@dataclass
+class Outputs:
+    """What one input record caused: detections to publish and retraining requests."""
+
+    drift: list[DriftEvent] = field(default_factory=list)
+    retrain: list[RetrainRequest] = field(default_factory=list)
+
+    def extend(self, other: Outputs) -> None:
+        """Append ``other`` 's items."""
+        self.drift.extend(other.drift)
+        self.retrain.extend(other.retrain)
+
+
+@dataclass
+class _Served:
+    """What the join carries from a prediction to its label."""
+
+    model_name: str
+    model_version: int
+    served_at: datetime
+
+
+class ModelState:
+    """Per-model detector state: the error stream, live accuracy, the output distribution."""
+
+    def __init__(self, name: str, settings: MonitoringSettings) -> None:
+        self.name = name
+        self.champion_version: int | None = None
+        self.featureset: str | None = None
+        self.error = ErrorRiseDetector(
+            ErrorRiseConfig(
+                warmup=settings.concept_warmup,
+                min_shift=settings.concept_min_shift,
+                threshold=settings.concept_threshold,
+            )
+        )
+        self.outputs = DistributionMonitor(
+            DistributionConfig(
+                window=settings.drift_window,
+                psi_threshold=settings.psi_threshold,
+                js_threshold=settings.js_threshold,
+                kswin_every=0,
+            )
+        )
+        self.recent: deque[int] = deque(maxlen=settings.accuracy_window)
+        self.recent_errors = 0
+        self.labelled = 0
+        # Event time of each recent outcome, so a detection's onset index becomes a time.
+        self._times: deque[tuple[int, datetime]] = deque(maxlen=50_000)
+
+    @property
+    def live_accuracy(self) -> float | None:
+        """Accuracy over the last ``accuracy_window`` labelled predictions."""
+        if not self.recent:
+            return None
+        return 1.0 - self.recent_errors / len(self.recent)
+
+    def add_outcome(self, error: bool, at: datetime) -> ErrorRise | None:
+        """Feed one joined outcome."""
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_errors -= self.recent[0]
+        self.recent.append(1 if error else 0)
+        self.recent_errors += 1 if error else 0
+        self._times.append((self.error.n, at))
+        self.labelled += 1
+        return self.error.update(error)
+
+    def time_of(self, index: int) -> datetime | None:
+        """Event time of outcome ``index`` (the oldest remembered if it is older)."""
+        if not self._times:
+            return None
+        first = self._times[0][0]
+        pos = min(max(index - first, 0), len(self._times) - 1)
+        return self._times[pos][1]
+
+    def rebaseline(self) -> None:
+        """A new champion: new error baseline, new output reference."""
+        self.error.rebaseline()
+        self.outputs.set_reference(None)
+        self.recent.clear()
+        self.recent_errors = 0
+
+
+def _is_wrong(prediction: LabelValue | None, label: LabelValue) -> bool | None:
+    """Whether a classification was wrong; None when the pair is not a classification."""
+    if prediction is None:
+        return True
+    if isinstance(label, float) and not label.is_integer():
+        return None  # a regression target: no error stream of right / wrong
+    if isinstance(prediction, bool) or isinstance(label, bool):
+        return bool(prediction) != bool(label)
+    if isinstance(prediction, int | float) and isinstance(label, int | float):
+        return not math.isclose(float(prediction), float(label))
+    return str(prediction) != str(label)
+
+
+class MonitorCore:
+    """All detector state of one monitor replica.
+
+    ``clock`` gives "now" (tests pass a fake one); event times come from the records.
+    """
+
+    def __init__(
+        self,
+        settings: MonitoringSettings,
+        clock: Callable[[], datetime] = utcnow,
+        series: TimeSeriesStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.series = series or TimeSeriesStore()
+        self.policy = RetrainPolicy(
+            RetrainPolicyConfig(
+                trigger_kinds=frozenset(DriftKind(k) for k in settings.trigger_kinds),
+                min_severity=settings.retrain_min_severity,
+                debounce_s=settings.debounce_s,
+                cooldown_s=settings.cooldown_s,
+            )
+        )
+        self.models: dict[str, ModelState] = {}
+        self.features: dict[str, DistributionMonitor] = {}
+        self.join: LabelJoin[_Served] = LabelJoin(settings.join_capacity)
+        self.references: dict[tuple[str, int], dict[str, Any]] = {}
+        self.featureset_of: dict[str, str] = {}
+        self.counts: dict[str, int] = {
+            "features": 0,
+            "predictions": 0,
+            "labels": 0,
+            "registry": 0,
+            "joined": 0,
+            "unjoinable": 0,
+            "not_classification": 0,
+        }
+        self._window_time: dict[str, datetime] = {}
+        self.detections: dict[tuple[str, str, str], int] = {}
+        """``(model, kind, detector) -> count`` of drift events emitted."""
+
+    # ----------------------------------------------------------------- helpers
+
+    def model(self, name: str) -> ModelState:
+        """The state of model ``name`` (created on first sight)."""
+        st = self.models.get(name)
+        if st is None:
+            st = self.models[name] = ModelState(name, self.settings)
+        return st
+
+    def _drift(
+        self,
+        model_name: str,
+        kind: DriftKind,
+        detector: str,
+        *,
+        features: list[str],
+        statistic: float,
+        threshold: float,
+        window: int,
+        severity: Any,
+        onset: datetime | None,
+        trace_id: str | None,
+    ) -> DriftEvent:
+        now = self.clock()
+        event = DriftEvent(
+            drift_id=f"drift-{uuid.uuid4().hex[:16]}",
+            model_name=model_name,
+            kind=kind,
+            features=features,
+            detector=detector,
+            statistic=statistic if math.isfinite(statistic) else 0.0,
+            threshold=threshold,
+            window=window,
+            severity=severity,
+            detected_at=now,
+            onset_event_time=onset,
+            trace_ids=[trace_id] if trace_id else [],
+        )
+        key = (model_name, kind.value, detector)
+        self.detections[key] = self.detections.get(key, 0) + 1
+        self.series.mark(
+            now.timestamp(),
+            "drift",
+            model=model_name,
+            drift_kind=kind.value,
+            detector=detector,
+            features=features,
+            severity=severity,
+        )
+        return event
+
+    def _emit(self, events: list[DriftEvent]) -> Outputs:
+        out = Outputs(drift=events)
+        now = self.clock()
+        for ev in events:
+            for req in self.policy.observe(ev, now):
+                out.retrain.append(req)
+                self.series.mark(
+                    now.timestamp(), "retrain", model=req.model_name, request_id=req.request_id
+                )
+        return out
+
+    def _findings(
+        self,
+        model_name: str,
+        kind: DriftKind,
+        findings: list[Finding],
+        times: Mapping[int, datetime],
+        trace_id: str | None,
+    ) -> list[DriftEvent]:
+        return [
+            self._drift(
+                model_name,
+                kind,
+                f.detector,
+                features=[f.feature],
+                statistic=f.statistic,
+                threshold=f.threshold,
+                window=f.window,
+                severity=f.severity,
+                onset=times.get(f.onset_index),
+                trace_id=trace_id,
+            )
+            for f in findings
+        ]
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_features(self, vector: FeatureVector, trace_id: str | None = None) -> Outputs:
+        """One point-in-time feature vector from ``driftline.features``."""
+        self.counts["features"] += 1
+        mon = self.features.get(vector.featureset)
+        if mon is None:
+            mon = self.features[vector.featureset] = DistributionMonitor(
+                DistributionConfig(
+                    window=self.settings.drift_window,
+                    psi_threshold=self.settings.psi_threshold,
+                    js_threshold=self.settings.js_threshold,
+                    kswin_every=self.settings.kswin_every,
+                ),
+                reference=self._champion_reference(vector.featureset),
+            )
+        if mon.records == mon.window_start:
+            self._window_time[vector.featureset] = vector.event_time
+        findings = mon.update(vector.values)
+        if not findings:
+            return Outputs()
+        owner = self._model_of_featureset(vector.featureset)
+        times = {f.onset_index: vector.event_time for f in findings}
+        for f in findings:
+            if f.detector in ("psi", "ks", "js"):
+                times[f.onset_index] = self._window_time.get(vector.featureset, vector.event_time)
+        return self._emit(self._findings(owner, DriftKind.DATA, findings, times, trace_id))
+
+    def on_prediction(self, record: PredictionRecord, trace_id: str | None = None) -> Outputs:
+        """One prediction from ``driftline.predictions`` (shadow ones are not the served model)."""
+        self.counts["predictions"] += 1
+        if record.shadow or record.variant != CHAMPION:
+            return Outputs()
+        st = self.model(record.model_name)
+        out_values: dict[str, FeatureValue] = {"prediction": record.prediction}
+        for cls, p in record.probabilities.items():
+            out_values[f"p[{cls}]"] = p
+        if st.outputs.records == st.outputs.window_start:
+            self._window_time[f"model:{record.model_name}"] = record.served_at
+        findings = st.outputs.update(out_values)
+        start_time = self._window_time.get(f"model:{record.model_name}", record.served_at)
+        times = {f.onset_index: start_time for f in findings}
+        events = self._findings(record.model_name, DriftKind.PREDICTION, findings, times, trace_id)
+        out = self._emit(events) if events else Outputs()
+        if record.event_id is None:
+            self.counts["unjoinable"] += 1
+            return out
+        pair = self.join.add_prediction(
+            record.event_id,
+            record.prediction,
+            _Served(record.model_name, record.model_version, record.served_at),
+        )
+        if pair is not None:
+            out.extend(self._outcome(*pair, trace_id=trace_id))
+        return out
+
+    def on_label(self, label: ValidLabel, trace_id: str | None = None) -> Outputs:
+        """One validated label from ``driftline.labels.valid``."""
+        self.counts["labels"] += 1
+        pair = self.join.add_label(label.event_id, label.label)
+        if pair is None:
+            return Outputs()
+        return self._outcome(*pair, trace_id=trace_id)
+
+    def _outcome(
+        self,
+        prediction: LabelValue | None,
+        label: LabelValue,
+        served: _Served,
+        *,
+        trace_id: str | None,
+    ) -> Outputs:
+        wrong = _is_wrong(prediction, label)
+        if wrong is None:
+            self.counts["not_classification"] += 1
+            return Outputs()
+        self.counts["joined"] += 1
+        st = self.model(served.model_name)
+        if st.champion_version is not None and served.model_version != st.champion_version:
+            # A late label of the previous champion says nothing about the current one.
+            return Outputs()
+        rise = st.add_outcome(wrong, served.served_at)
+        if rise is None:
+            return Outputs()
+        big = rise.recent_rate - rise.reference_rate >= 2 * self.settings.concept_min_shift
+        event = self._drift(
+            served.model_name,
+            DriftKind.CONCEPT,
+            "error-rise",
+            features=[],
+            statistic=rise.statistic,
+            threshold=rise.threshold,
+            window=rise.window,
+            severity="critical" if big else "warning",
+            onset=st.time_of(rise.onset_index),
+            trace_id=trace_id,
+        )
+        return self._emit([event])
+
+    def on_registry(self, event: RegistryEvent) -> Outputs:
+        """One registry event: remember references; a champion change re-baselines."""
+        self.counts["registry"] += 1
+        if event.kind == RegistryEventKind.REGISTERED:
+            ref = event.spec.get("reference")
+            if isinstance(ref, dict):
+                self.references[(event.model_name, event.version)] = ref
+            fs = event.lineage.featureset if event.lineage else event.spec.get("featureset")
+            if isinstance(fs, str):
+                self.featureset_of[event.model_name] = fs
+            return Outputs()
+        is_champion = (
+            event.kind == RegistryEventKind.ALIAS_SET and event.alias == CHAMPION
+        ) or event.kind == RegistryEventKind.ROLLED_BACK
+        if not is_champion:
+            return Outputs()
+        st = self.model(event.model_name)
+        if st.champion_version == event.version:
+            return Outputs()
+        first = st.champion_version is None
+        st.champion_version = event.version
+        st.featureset = self.featureset_of.get(event.model_name)
+        if not first:
+            st.rebaseline()
+        self.policy.champion_changed(event.model_name)
+        if st.featureset and st.featureset in self.features:
+            ref = self.references.get((event.model_name, event.version))
+            if ref is not None:
+                self.features[st.featureset].set_reference(ref)
+        self.series.mark(
+            self.clock().timestamp(), "champion", model=event.model_name, version=event.version
+        )
+        return Outputs()
+
+    def tick(self) -> Outputs:
+        """Release debounced retraining requests; call every second or so."""
+        return Outputs(retrain=self.policy.tick(self.clock()))
+
+    # ------------------------------------------------------------------ lookup
+
+    def _model_of_featureset(self, featureset: str) -> str:
+        for model, fs in self.featureset_of.items():
+            if fs == featureset:
+                return model
+        return featureset
+
+    def _champion_reference(self, featureset: str) -> dict[str, Any] | None:
+        for model, fs in self.featureset_of.items():
+            st = self.models.get(model)
+            if fs == featureset and st is not None and st.champion_version is not None:
+                return self.references.get((model, st.champion_version))
+        return None
+
+    def sample(self, now_s: float) -> None:
+        """Append the current statistics to the time series (call every few seconds)."""
+        for name, st in self.models.items():
+            acc = st.live_accuracy
+            if acc is not None:
+                self.series.record(f"accuracy/{name}", now_s, acc)
+            self.series.record(f"error_cusum/{name}", now_s, st.error.statistic)
+        for fs, mon in self.features.items():
+            for feature, stats in mon.latest.items():
+                for stat, value in stats.items():
+                    self.series.record(f"{stat}/{fs}/{feature}", now_s, value)

@@ -1,0 +1,151 @@
+"""The retraining trigger: drift detections in, at most one retrain request per episode out.
+
+An *episode* starts with the first detection of a triggering kind (by default
+only concept drift: the model's error rose) for a model and lasts until its
+cooldown has passed.  Detections inside an episode are attached to it, never
+turned into new requests, so one drift cannot cause a storm.  The request id is
+derived from the model name and the episode's onset, so a monitor that replays
+the same input after a restart asks for the same retraining again under the same
+id and training can drop the duplicate.
+
+A new champion (the retraining landed) closes the episode at once: the detectors
+re-baseline on the new model and a later drift is a new episode.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from driftline.contracts.messages import DriftEvent, DriftKind
+>>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+>>> def drift(i: int) -> DriftEvent:
+...     return DriftEvent(drift_id=f"d{i}", model_name="loans", kind=DriftKind.CONCEPT,
+...         detector="error-rise", statistic=20.0, threshold=14.0, window=100,
+...         severity="critical", detected_at=t0 + timedelta(seconds=i),
+...         onset_event_time=t0)
+>>> policy = RetrainPolicy(RetrainPolicyConfig(cooldown_s=600))
+>>> [len(policy.observe(drift(i), now=t0 + timedelta(seconds=i))) for i in (1, 2, 900)]
+[1, 0, 1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from driftline.contracts.messages import DriftEvent, DriftKind, RetrainRequest
+
+__all__ = ["Episode", "RetrainPolicy", "RetrainPolicyConfig"]
+
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class RetrainPolicyConfig:
+    """Which detections trigger retraining, and how they are grouped."""
+
+    trigger_kinds: frozenset[DriftKind] = frozenset({DriftKind.CONCEPT})
+    """Drift kinds that may start an episode; the others are only reported."""
+    min_severity: str = "warning"
+    """Detections below this severity (``info`` < ``warning`` < ``critical``) never trigger."""
+    debounce_s: float = 0.0
+    """Wait this long after an episode's first detection, gathering more, before requesting."""
+    cooldown_s: float = 600.0
+    """After a request, further detections for the model join the same episode for this long."""
+
+
+@dataclass
+class Episode:
+    """One drift episode of one model."""
+
+    model_name: str
+    started_at: datetime
+    onset: datetime | None
+    drift_ids: list[str] = field(default_factory=list)
+    request: RetrainRequest | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def request_id(self) -> str:
+        """The dedup key: stable for the same model and onset."""
+        anchor = (self.onset or self.started_at).isoformat()
+        digest = hashlib.sha256(f"{self.model_name}|{anchor}".encode()).hexdigest()[:16]
+        return f"retrain-{self.model_name}-{digest}"
+
+
+class RetrainPolicy:
+    """Turns :class:`DriftEvent` s into :class:`RetrainRequest` s; no I/O.
+
+    Call :meth:`observe` for every detection, :meth:`tick` now and then (it
+    releases debounced requests) and :meth:`champion_changed` when the registry
+    moves a model's champion alias.
+    """
+
+    def __init__(self, config: RetrainPolicyConfig | None = None) -> None:
+        self.config = config or RetrainPolicyConfig()
+        self._episodes: dict[str, Episode] = {}
+        self.requests_issued = 0
+        self.suppressed = 0
+
+    def triggers(self, event: DriftEvent) -> bool:
+        """Whether ``event`` is of a kind and severity that may cause retraining."""
+        return event.kind in self.config.trigger_kinds and _SEVERITY_RANK[
+            event.severity
+        ] >= _SEVERITY_RANK.get(self.config.min_severity, 1)
+
+    def episode(self, model_name: str) -> Episode | None:
+        """The open episode of a model, if any."""
+        return self._episodes.get(model_name)
+
+    def observe(self, event: DriftEvent, now: datetime) -> list[RetrainRequest]:
+        """Account for one detection; returns the requests to publish now (zero or one)."""
+        if not self.triggers(event):
+            return []
+        self._expire(event.model_name, now)
+        ep = self._episodes.get(event.model_name)
+        if ep is None:
+            ep = Episode(event.model_name, started_at=now, onset=event.onset_event_time)
+            self._episodes[event.model_name] = ep
+        elif ep.request is not None:
+            self.suppressed += 1
+        if event.onset_event_time is not None and (
+            ep.onset is None or (ep.request is None and event.onset_event_time < ep.onset)
+        ):
+            ep.onset = event.onset_event_time
+        ep.drift_ids.append(event.drift_id)
+        ep.reasons.append(
+            f"{event.kind.value} drift ({event.detector}"
+            + (f" on {', '.join(event.features)}" if event.features else "")
+            + f": {event.statistic:.4g} > {event.threshold:.4g})"
+        )
+        return self.tick(now)
+
+    def tick(self, now: datetime) -> list[RetrainRequest]:
+        """Release requests whose debounce has passed; returns them."""
+        out: list[RetrainRequest] = []
+        for ep in self._episodes.values():
+            if ep.request is not None:
+                continue
+            if now - ep.started_at < timedelta(seconds=self.config.debounce_s):
+                continue
+            ep.request = RetrainRequest(
+                request_id=ep.request_id(),
+                model_name=ep.model_name,
+                reason="; ".join(dict.fromkeys(ep.reasons)),
+                drift_ids=list(ep.drift_ids),
+                since_event_time=ep.onset,
+                requested_at=now,
+            )
+            ep.started_at = now  # the cooldown runs from the request
+            self.requests_issued += 1
+            out.append(ep.request)
+        return out
+
+    def champion_changed(self, model_name: str) -> None:
+        """A new champion serves: the episode (if any) is over."""
+        self._episodes.pop(model_name, None)
+
+    def _expire(self, model_name: str, now: datetime) -> None:
+        ep = self._episodes.get(model_name)
+        if (
+            ep is not None
+            and ep.request is not None
+            and now - ep.started_at >= timedelta(seconds=self.config.cooldown_s)
+        ):
+            del self._episodes[model_name]

@@ -1,0 +1,43 @@
+"""Wiring: settings → core, Kafka loop, admin HTTP (``/metrics``, ``/api/timeseries``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from driftline.kafkaio import provision_topics, wait_for_kafka
+from driftline.monitoring.core import MonitorCore
+from driftline.monitoring.kafka_loop import KafkaMonitorLoop
+from driftline.monitoring.monitor_metrics import MonitorMetrics
+from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.settings import PlatformSettings
+from driftline.telemetry import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["serve"]
+
+
+async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
+    """Run the monitor until ``stop`` is set; :class:`UnavailableError` if Kafka never answers."""
+    cfg = settings.monitoring
+    metrics = ServiceMetrics("monitoring")
+    monitor_metrics = MonitorMetrics(metrics)
+    health = Health("monitoring")
+    health.set("kafka", False)
+    await wait_for_kafka(settings.kafka)
+    await provision_topics(settings.kafka)
+    health.set("kafka", True)
+    core = MonitorCore(cfg)
+    app = build_admin_app(health, metrics, title="Driftline monitoring")
+
+    @app.get("/api/timeseries", tags=["dashboard"], summary="Recent series and markers")
+    async def timeseries() -> dict[str, Any]:
+        return core.series.snapshot()
+
+    loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics)
+    log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
+        tg.create_task(loop.run(stop))

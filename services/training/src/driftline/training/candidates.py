@@ -1,0 +1,127 @@
+"""Where candidate versions go: the registry, behind a small interface.
+
+Two implementations: :class:`driftline.training.registry_sink.RegistrySink`
+(the real registry over gRPC) and :class:`InMemorySink` (unit tests and
+benchmarks, no sockets).  Both honour the same contract: registering twice with
+the same idempotency key returns the first version instead of a new one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from driftline.contracts.messages import Lineage
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A version as the training service needs to know it."""
+
+    name: str
+    version: int
+    metrics: dict[str, float]
+    lineage: Lineage | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current champion: its version and the (verified, deserialized) model."""
+
+    version: RegisteredVersion
+    model: Any
+
+
+class CandidateSink(Protocol):
+    """What training needs from a model registry."""
+
+    async def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        metrics: Mapping[str, float],
+        lineage: Lineage,
+        spec: Mapping[str, Any],
+        idempotency_key: str,
+        actor: str,
+        drift_ids: tuple[str, ...] = (),
+    ) -> RegisteredVersion:
+        """Register ``model``; the same ``idempotency_key`` returns the first version."""
+        ...
+
+    async def champion_version(self, name: str) -> RegisteredVersion | None:
+        """The version the ``champion`` alias of ``name`` points at, or None."""
+        ...
+
+    async def load_model(self, name: str, version: int) -> Any:
+        """The verified, deserialized model of a version."""
+        ...
+
+    async def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str, reason: str, trigger_id: str
+    ) -> None:
+        """Point ``alias`` at ``version``."""
+        ...
+
+    async def find_by_trigger(self, name: str, trigger_id: str) -> RegisteredVersion | None:
+        """The version of ``name`` whose lineage names ``trigger_id``, if one exists."""
+        ...
+
+
+@dataclass
+class _Stored:
+    version: RegisteredVersion
+    model: Any
+    key: str
+
+
+@dataclass
+class InMemorySink:
+    """A registry in a dict, for tests and benchmarks (models are deep-copied on the way in)."""
+
+    versions: dict[str, list[_Stored]] = field(default_factory=dict)
+    aliases: dict[str, dict[str, int]] = field(default_factory=dict)
+    alias_log: list[tuple[str, str, int, str]] = field(default_factory=list)
+
+    async def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        metrics: Mapping[str, float],
+        lineage: Lineage,
+        spec: Mapping[str, Any],
+        idempotency_key: str,
+        actor: str,
+        drift_ids: tuple[str, ...] = (),
+    ) -> RegisteredVersion:
+        stored = self.versions.setdefault(name, [])
+        for s in stored:
+            if s.key == idempotency_key:
+                return s.version
+        v = RegisteredVersion(name, len(stored) + 1, dict(metrics), lineage)
+        stored.append(_Stored(v, copy.deepcopy(model), idempotency_key))
+        return v
+
+    async def champion_version(self, name: str) -> RegisteredVersion | None:
+        number = self.aliases.get(name, {}).get("champion")
+        return None if number is None else self.versions[name][number - 1].version
+
+    async def load_model(self, name: str, version: int) -> Any:
+        return copy.deepcopy(self.versions[name][version - 1].model)
+
+    async def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str, reason: str, trigger_id: str
+    ) -> None:
+        self.aliases.setdefault(name, {})[alias] = version
+        self.alias_log.append((name, alias, version, reason))
+
+    async def find_by_trigger(self, name: str, trigger_id: str) -> RegisteredVersion | None:
+        for s in self.versions.get(name, []):
+            if s.version.lineage is not None and s.version.lineage.trigger_id == trigger_id:
+                return s.version
+        return None

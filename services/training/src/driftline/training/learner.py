@@ -1,0 +1,208 @@
+"""Online learning with prequential (test-then-train) evaluation, and lineage tracking.
+
+The learner predicts when a feature vector *arrives* (as serving would, before
+the label exists) and, when the label joins, updates the metric with that
+prediction and only then learns.  This is exactly River's
+``evaluate.progressive_val_score(..., delay=...)`` protocol, so the prequential
+figure on ``/metrics`` is comparable with River's own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from driftline.contracts.messages import FeatureVector, LabelValue, Lineage, OffsetRange
+from driftline.specs import ModelSpec, metric_key
+from driftline.training.label_join import JoinedExample, Position
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model said about one input: the label and, for classifiers, probabilities."""
+
+    label: Any = None
+    proba: dict[Any, float] | None = None
+
+    def for_metric(self, metric: Any) -> Any:
+        """The form ``metric`` wants: probabilities unless it requires labels."""
+        if metric.requires_labels or self.proba is None:
+            return self.label
+        return self.proba
+
+
+def predict(model: Any, x: Mapping[str, Any], *, want_proba: bool) -> Prediction:
+    """``model``'s prediction for ``x`` (probabilities only when a metric needs them)."""
+    proba = model.predict_proba_one(x) if want_proba else None
+    if proba is not None:
+        label = max(proba, key=proba.__getitem__) if proba else None
+        return Prediction(label, proba)
+    return Prediction(model.predict_one(x), None)
+
+
+def _usable(y_pred: Any) -> bool:
+    # River skips the metric update when the model could not answer yet.
+    return y_pred is not None and y_pred != {}
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    """One recent labeled example kept to compare candidate and champion."""
+
+    x: dict[str, Any]
+    y: LabelValue
+    event_time: datetime
+    prediction: Prediction
+    """The online learner's prediction, made before it learned this example."""
+
+
+def evaluate(
+    model: Any, examples: Iterable[EvalExample], spec: ModelSpec, metric_names: Sequence[str]
+) -> dict[str, float]:
+    """Score ``model`` (frozen) on ``examples``: ``{metric_key: value, "eval_examples": n}``."""
+    metrics = {name: spec.build_metric(name) for name in metric_names}
+    want_proba = spec.task != "regression" and any(not m.requires_labels for m in metrics.values())
+    n = 0
+    for ex in examples:
+        pred = predict(model, ex.x, want_proba=want_proba)
+        for m in metrics.values():
+            y_pred = pred.for_metric(m)
+            if _usable(y_pred):
+                m.update(ex.y, y_pred)
+        n += 1
+    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
+    out["eval_examples"] = float(n)
+    return out
+
+
+def score_recorded(
+    examples: Iterable[EvalExample], spec: ModelSpec, metric_names: Sequence[str]
+) -> dict[str, float]:
+    """Score the predictions recorded in ``examples`` (made before each was learned)."""
+    metrics = {name: spec.build_metric(name) for name in metric_names}
+    n = 0
+    for ex in examples:
+        for m in metrics.values():
+            y_pred = ex.prediction.for_metric(m)
+            if _usable(y_pred):
+                m.update(ex.y, y_pred)
+        n += 1
+    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
+    out["eval_examples"] = float(n)
+    return out
+
+
+@dataclass
+class LineageTracker:
+    """Accumulates what a model learned from: offsets per partition, event times, count."""
+
+    featureset: str
+    featureset_version: int = 0
+    examples: int = 0
+    first_time: datetime | None = None
+    last_time: datetime | None = None
+    ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, example: JoinedExample[Any]) -> None:
+        """Record one learned example."""
+        self.examples += 1
+        self.featureset_version = max(self.featureset_version, example.vector.featureset_version)
+        t = example.event_time
+        if self.first_time is None or t < self.first_time:
+            self.first_time = t
+        if self.last_time is None or t > self.last_time:
+            self.last_time = t
+        for pos in (example.vector_pos, example.label_pos):
+            if pos is not None:
+                self._offset(pos)
+
+    def _offset(self, pos: Position) -> None:
+        key = (pos.topic, pos.partition)
+        first, last = self.ranges.get(key, (pos.offset, pos.offset))
+        self.ranges[key] = (min(first, pos.offset), max(last, pos.offset))
+
+    def lineage(self, *, parent_version: int | None, trigger_id: str | None) -> Lineage:
+        """The lineage of a version trained on what was recorded so far."""
+        return Lineage(
+            featureset=self.featureset,
+            featureset_version=self.featureset_version,
+            offsets=[
+                OffsetRange(topic=t, partition=p, first=f, last=last)
+                for (t, p), (f, last) in sorted(self.ranges.items())
+            ],
+            event_time_from=self.first_time,
+            event_time_to=self.last_time,
+            examples=self.examples,
+            parent_version=parent_version,
+            trigger_id=trigger_id,
+        )
+
+
+class OnlineLearner:
+    """A River pipeline learning test-then-train, with its prequential metric.
+
+    ``observe`` is the ``attach`` callback of :class:`LabelJoin`: it predicts on
+    arrival.  ``learn`` updates the metrics with that prediction, then learns.
+    The last ``eval_window`` examples (with the pre-learning predictions) are
+    kept for the candidate-vs-champion comparison.
+    """
+
+    def __init__(self, spec: ModelSpec, *, eval_window: int, model: Any = None) -> None:
+        self.spec = spec
+        self.model = model if model is not None else spec.build_pipeline()
+        self.metric = spec.build_metric()
+        self.promotion_metric = spec.build_metric(spec.promotion.metric)
+        self._want_proba = spec.task != "regression" and (
+            not self.metric.requires_labels or not self.promotion_metric.requires_labels
+        )
+        self.recent: deque[EvalExample] = deque(maxlen=eval_window)
+        self.learned = 0
+        self.lineage = LineageTracker(featureset=spec.featureset)
+
+    def features(self, vector: FeatureVector) -> dict[str, Any]:
+        """The model's view of a vector (see :meth:`ModelSpec.select`)."""
+        return self.spec.select(vector.values)
+
+    def observe(self, vector: FeatureVector) -> Prediction:
+        """Predict for a newly arrived vector, before its label exists."""
+        return predict(self.model, self.features(vector), want_proba=self._want_proba)
+
+    def learn(self, example: JoinedExample[Prediction]) -> None:
+        """Test (update metrics with the arrival prediction), then train."""
+        x = self.features(example.vector)
+        y = example.label.label
+        for m in (self.metric, self.promotion_metric):
+            y_pred = example.attachment.for_metric(m)
+            if _usable(y_pred):
+                m.update(y, y_pred)
+        self.model.learn_one(x, y)
+        self.learned += 1
+        self.lineage.add(example)
+        self.recent.append(EvalExample(x, y, example.event_time, example.attachment))
+
+    @property
+    def prequential(self) -> float:
+        """The prequential value of the spec's metric so far."""
+        return float(self.metric.get())
+
+    def metrics(self) -> dict[str, float]:
+        """Prequential metrics, as recorded with a version."""
+        out = {
+            metric_key(self.spec.metric): float(self.metric.get()),
+            "examples": float(self.learned),
+        }
+        out[f"prequential_{metric_key(self.spec.promotion.metric)}"] = float(
+            self.promotion_metric.get()
+        )
+        return out
+
+
+def recent_after(examples: Iterable[EvalExample], since: datetime | None) -> list[EvalExample]:
+    """Examples with an event time after ``since`` (all when None): data a model has not seen."""
+    if since is None:
+        return list(examples)
+    cut = since if since.tzinfo else since.replace(tzinfo=UTC)
+    return [e for e in examples if e.event_time > cut]

@@ -1,0 +1,119 @@
+"""Retraining: which data to replay, and training a fresh candidate on it.
+
+Pure logic: the Kafka replay (``replay.py``) reads what :func:`plan_replay`
+asks for; :func:`train_fresh` learns a new pipeline from the spec on the older
+part of the window and keeps the most recent slice for evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from driftline.contracts.errors import InvalidArgumentError
+from driftline.contracts.messages import RetrainRequest
+from driftline.specs import ModelSpec
+from driftline.training.label_join import JoinedExample
+from driftline.training.learner import EvalExample, LineageTracker, Prediction
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """Where a replay starts (per topic) and how much of what it reads is kept."""
+
+    since_event_time: datetime | None
+    """Seek every partition to the first record at or after this time."""
+    since_offsets: dict[tuple[str, int], int]
+    """Explicit start offsets, ``(topic, partition) -> offset``; win over the time."""
+    tail_records: int | None
+    """Without a start: seek each partition this many records back from its end."""
+    keep_examples: int | None
+    """Keep at most the newest this many joined examples."""
+    keep_seconds: float | None
+    """Keep only examples within this event-time span of the newest one."""
+
+
+def parse_offsets(raw: dict[str, int]) -> dict[tuple[str, int], int]:
+    """``{"driftline.features:3": 120}`` → ``{("driftline.features", 3): 120}``."""
+    out: dict[tuple[str, int], int] = {}
+    for key, offset in raw.items():
+        topic, sep, part = key.rpartition(":")
+        if not sep or not topic or not part.isdigit() or offset < 0:
+            raise InvalidArgumentError(
+                f"since_offsets key {key!r} (offset {offset}) is not 'topic:partition' -> offset>=0"
+            )
+        out[(topic, int(part))] = offset
+    return out
+
+
+def plan_replay(request: RetrainRequest, spec: ModelSpec) -> ReplayPlan:
+    """The replay for ``request``: its ``since`` if given, else the spec's window."""
+    policy = spec.retraining
+    offsets = parse_offsets(request.since_offsets)
+    since = request.since_event_time
+    tail = None
+    if since is None and not offsets:
+        # No start: read back far enough that the window can be filled even if
+        # every partition but one were empty.
+        n = policy.window_examples
+        tail = n if n is not None else None
+    return ReplayPlan(
+        since_event_time=since,
+        since_offsets=offsets,
+        tail_records=tail,
+        keep_examples=policy.window_examples,
+        keep_seconds=policy.window_seconds,
+    )
+
+
+def select_window(
+    examples: Sequence[JoinedExample[Any]], plan: ReplayPlan
+) -> list[JoinedExample[Any]]:
+    """The examples a candidate may use, oldest first by event time."""
+    ordered = sorted(examples, key=lambda e: (e.event_time, e.event_id))
+    if plan.since_event_time is not None:
+        ordered = [e for e in ordered if e.event_time >= plan.since_event_time]
+    if plan.keep_seconds is not None and ordered:
+        cut = ordered[-1].event_time - timedelta(seconds=plan.keep_seconds)
+        ordered = [e for e in ordered if e.event_time >= cut]
+    if plan.keep_examples is not None:
+        ordered = ordered[-plan.keep_examples :]
+    return ordered
+
+
+@dataclass
+class FreshCandidate:
+    """A pipeline trained from scratch on a window, with its held-out slice."""
+
+    model: Any
+    lineage: LineageTracker
+    holdout: list[EvalExample]
+    trained_on: int
+
+
+def split_holdout(n: int, fraction: float, min_eval: int) -> int:
+    """How many of ``n`` examples (the newest) are held out: the fraction, at least
+    ``min_eval`` when the window allows, and never all of them."""
+    if n < 2:
+        return 0
+    held = max(math.ceil(n * fraction), min(min_eval, n // 2))
+    return min(held, n - 1)
+
+
+def train_fresh(spec: ModelSpec, window: Sequence[JoinedExample[Any]]) -> FreshCandidate:
+    """Learn a new pipeline on all but the newest slice of ``window`` (event-time order)."""
+    held = split_holdout(len(window), spec.retraining.holdout, spec.promotion.min_eval_examples)
+    train, test = window[: len(window) - held], window[len(window) - held :]
+    model = spec.build_pipeline()
+    lineage = LineageTracker(featureset=spec.featureset)
+    for ex in train:
+        model.learn_one(spec.select(ex.vector.values), ex.label.label)
+        lineage.add(ex)
+    holdout = [
+        EvalExample(spec.select(ex.vector.values), ex.label.label, ex.event_time, Prediction())
+        for ex in test
+    ]
+    return FreshCandidate(model, lineage, holdout, len(train))

@@ -1,0 +1,66 @@
+"""Prometheus metrics of training, read from the cores at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from driftline.training.core import TrainingCore
+
+
+class TrainingCollector(Collector):
+    """Prequential metric, learned examples, join outcomes, candidates, retrains per model."""
+
+    def __init__(self, cores: Sequence[TrainingCore]) -> None:
+        self.cores = cores
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        preq = GaugeMetricFamily(
+            "driftline_training_prequential",
+            "Prequential (test-then-train) value of the model's metric",
+            labels=["model", "metric"],
+        )
+        learned = CounterMetricFamily(
+            "driftline_training_examples_learned", "Labeled examples learned", labels=["model"]
+        )
+        join = CounterMetricFamily(
+            "driftline_training_join_records",
+            "Feature vectors and labels through the label join, by outcome",
+            labels=["model", "outcome"],
+        )
+        waiting = GaugeMetricFamily(
+            "driftline_training_join_waiting",
+            "Records held by the join: vectors waiting for a label, labels waiting for a vector",
+            labels=["model", "side"],
+        )
+        candidates = CounterMetricFamily(
+            "driftline_training_candidates",
+            "Candidate versions registered, by alias given",
+            labels=["model", "alias"],
+        )
+        retrains = CounterMetricFamily(
+            "driftline_training_retrain_requests",
+            "Retrain requests by outcome",
+            labels=["model", "outcome"],
+        )
+        for core in self.cores:
+            name = core.spec.name
+            preq.add_metric([name, core.spec.metric], core.learner.prequential)
+            learned.add_metric([name], core.learner.learned)
+            stats = core.join.stats
+            for f in fields(stats):
+                join.add_metric([name, f.name], getattr(stats, f.name))
+            waiting.add_metric([name, "vectors"], core.join.pending)
+            waiting.add_metric([name, "labels"], core.join.orphans)
+            for alias in ("champion", "challenger"):
+                n = sum(1 for o in core.candidates if o.alias == alias)
+                candidates.add_metric([name, alias], n)
+            r = core.retrains
+            for outcome, n in (
+                ("handled", r.handled), ("duplicate", r.duplicates), ("skipped", r.skipped),
+            ):  # fmt: skip
+                retrains.add_metric([name, outcome], n)
+        yield from (preq, learned, join, waiting, candidates, retrains)

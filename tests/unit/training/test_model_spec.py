@@ -1,0 +1,124 @@
+"""Model specs: the example loads and builds; bad specs fail with file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftline.specs import ModelSpec, SpecError, load_featureset, load_model_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "examples" / "models" / "loans.yaml"
+
+GOOD = """\
+name: m
+featureset: loans
+task: binary
+pipeline:
+  - preprocessing.StandardScaler
+  - tree.HoeffdingAdaptiveTreeClassifier:
+      grace_period: 50
+      drift_detector: {drift.ADWIN: {delta: 0.01}}
+metric: Accuracy
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_spec_loads_and_builds_a_fresh_tree() -> None:
+    spec = load_model_spec(EXAMPLE)
+    featureset = load_featureset(ROOT / "examples" / "featuresets" / "loans.yaml")
+    spec.check_featureset(featureset)
+    a, b = spec.build_pipeline(), spec.build_pipeline()
+    assert type(a).__name__ == "HoeffdingAdaptiveTreeClassifier"
+    assert a is not b
+    a.learn_one({"salary": 1.0}, 1)
+    assert b.predict_one({"salary": 1.0}) is None  # b did not learn from a's example
+
+
+def test_nested_estimator_and_pipeline_are_built(tmp_path: Path) -> None:
+    spec = load_model_spec(_write(tmp_path, GOOD))
+    model = spec.build_pipeline()
+    assert list(model.steps) == ["StandardScaler", "HoeffdingAdaptiveTreeClassifier"]
+    tree = model["HoeffdingAdaptiveTreeClassifier"]
+    assert type(tree.drift_detector).__name__ == "ADWIN"
+    assert tree.drift_detector.delta == 0.01
+
+
+def test_variadic_parameter_is_a_list(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "  - preprocessing.StandardScaler\n",
+        "  - compose.Select: {keys: [salary, age]}\n",
+    )
+    model = load_model_spec(_write(tmp_path, text)).build_pipeline()
+    assert model["Select"].transform_one({"salary": 1, "age": 2, "car": 3}) == {
+        "salary": 1,
+        "age": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "needle"),
+    [
+        (
+            "  - preprocessing.StandardScaler\n",
+            "  - os.System\n",
+            5,
+            "'os.System' is not an allowed",
+        ),
+        ("      grace_period: 50\n", "      grace_perod: 50\n", 7, "no parameter 'grace_perod'"),
+        (
+            "{drift.ADWIN: {delta: 0.01}}",
+            "{builtins.Eval: {x: 1}}",
+            8,
+            "'builtins.Eval' is not an allowed",
+        ),
+        ("metric: Accuracy\n", "metric: Bogus\n", 9, "'Bogus' is not an allowed metric"),
+        ("metric: Accuracy\n", "metric: MAE\n", 9, "MAE is a regression metric"),
+    ],
+)
+def test_bad_spec_names_the_line(
+    tmp_path: Path, old: str, new: str, line: int, needle: str
+) -> None:
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(SpecError) as info:
+        load_model_spec(path)
+    message = str(info.value)
+    assert f"{path}:{line}:" in message, message
+    assert needle in message
+
+
+def test_transformer_only_before_the_estimator(tmp_path: Path) -> None:
+    text = GOOD.replace("  - preprocessing.StandardScaler\n", "  - naive_bayes.GaussianNB\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:5: .*GaussianNB is not a transformer"):
+        load_model_spec(_write(tmp_path, text))
+
+
+def test_estimator_must_fit_the_task(tmp_path: Path) -> None:
+    text = GOOD.replace("task: binary", "task: regression").replace(
+        "metric: Accuracy", "metric: MAE\npromotion: {metric: MAE}"
+    )
+    with pytest.raises(
+        SpecError, match=r"spec.yaml:6: pipeline.1: the last step must be a regressor"
+    ):
+        load_model_spec(_write(tmp_path, text))
+
+
+def test_retraining_window_is_examples_or_duration() -> None:
+    base = load_model_spec(EXAMPLE).model_dump()
+    by_time = ModelSpec.model_validate(base | {"retraining": {"window": "6h"}})
+    assert by_time.retraining.window_seconds == 6 * 3600
+    assert by_time.retraining.window_examples is None
+    assert load_model_spec(EXAMPLE).retraining.window_examples == 20000
+
+
+def test_select_drops_unlisted_and_missing_features() -> None:
+    spec = load_model_spec(EXAMPLE)
+    x = spec.select({"salary": 50000.0, "age": None, "count_1h": 3})
+    assert x == {"salary": 50000.0}
