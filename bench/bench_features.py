@@ -1,0 +1,303 @@
+"""Features service benchmark → ``bench/out/features.json``.
+
+Against a running Kafka broker and redis-server (``driftline infra up``, or the
+``DRIFTLINE_*`` settings), with the service started here as its own process:
+
+1. baseline: raw aiokafka produce + consume of 200-byte JSON records;
+2. sustained end-to-end rate: ValidEvents produced → values in Redis (the
+   worker counts a vector out only after its batch's Redis write), with the
+   backlog (produced - processed) sampled every second;
+3. freshness at 1,000 events/s: produce → readable through GetOnlineFeatures;
+4. GetOnlineFeatures latency over gRPC for 1 and 100 entities.
+
+Usage: ``uv run python bench/bench_features.py [--duration 60]`` (10-minute run:
+``--duration 600``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from driftline.contracts.messages import ValidEvent
+from driftline.contracts.topics import EVENTS_VALID, FEATURES
+from driftline.kafkaio import provision_topics
+from driftline.settings import load_settings
+from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "features.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def event_bytes(i: int, entity: str, rng: random.Random, run: str) -> tuple[bytes, bytes]:
+    now = datetime.now(UTC)
+    e = ValidEvent(
+        event_id=f"b-{run}-{i}",
+        entity_id=entity,
+        event_time=now,
+        featureset="loans",
+        featureset_version=1,
+        features={
+            "salary": rng.uniform(20000, 150000),
+            "commission": rng.uniform(0, 85000),
+            "age": rng.randint(20, 80),
+            "elevel": rng.randint(0, 4),
+            "car": rng.randint(1, 20),
+            "zipcode": rng.randint(0, 8),
+            "hvalue": rng.uniform(0, 1_200_000),
+            "hyears": rng.randint(1, 30),
+            "loan": rng.uniform(0, 500_000),
+        },
+        ingested_at=now,
+    )
+    return entity.encode(), e.model_dump_json().encode()
+
+
+async def baseline(bootstrap: str, n: int) -> float:
+    """Raw aiokafka produce+consume rate (records/s) of 200-byte JSON records."""
+    topic = f"bench.baseline.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, EVENTS_VALID.partitions, 1)])
+    await admin.close()
+    payload = json.dumps({"k": "x" * 180, "i": 0}).encode()[:200]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    got = 0
+
+    async def consume() -> None:
+        nonlocal got
+        while got < n:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            got += sum(len(r) for r in batches.values())
+
+    t0 = time.perf_counter()
+    reader = asyncio.create_task(consume())
+    for i in range(n):
+        await producer.send(topic, payload, key=str(i % 50).encode())
+    await producer.flush()
+    await reader
+    elapsed = time.perf_counter() - t0
+    await producer.stop()
+    await consumer.stop()
+    return n / elapsed
+
+
+def processed(admin_port: int) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
+    m = re.search(
+        rb'driftline_messages_out_total\{topic="' + FEATURES.name.encode() + rb'"\} ([0-9.e+]+)',
+        text,
+    )
+    return int(float(m.group(1))) if m else 0
+
+
+async def sustained(
+    bootstrap: str, admin_port: int, duration: float, rate: int, run: str
+) -> dict[str, Any]:
+    """Produce at ``rate`` events/s for ``duration`` s; processed rate and backlog over time."""
+    rng = random.Random(1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    start_count = processed(admin_port)
+    sent = 0
+    backlog: list[int] = []
+    t0 = time.perf_counter()
+    next_sample = t0 + 1
+    entities = [f"bench-{run}-{i}" for i in range(5000)]
+    while (now := time.perf_counter()) - t0 < duration:
+        due = int((now - t0) * rate)
+        while sent < due:
+            k, v = event_bytes(sent, entities[sent % len(entities)], rng, run)
+            await producer.send(EVENTS_VALID.name, v, key=k)
+            sent += 1
+        if now >= next_sample:
+            backlog.append(sent - (processed(admin_port) - start_count))
+            next_sample += 1
+        await asyncio.sleep(0.005)
+    await producer.flush()
+    produced_at = time.perf_counter()
+    while processed(admin_port) - start_count < sent:
+        await asyncio.sleep(0.05)
+        if time.perf_counter() - produced_at > 120:
+            break
+    done = time.perf_counter()
+    await producer.stop()
+    total = processed(admin_port) - start_count
+    return {
+        "target_rate": rate,
+        "events": sent,
+        "processed": total,
+        "seconds": round(done - t0, 2),
+        "events_per_s": round(total / (done - t0), 1),
+        "drain_after_produce_s": round(done - produced_at, 2),
+        "max_backlog_events": max(backlog) if backlog else 0,
+        "max_backlog_s_at_target": round((max(backlog) if backlog else 0) / rate, 2),
+    }
+
+
+async def freshness(bootstrap: str, grpc_port: int, seconds: float, run: str) -> dict[str, Any]:
+    """At 1,000 events/s, every 20th event's entity is new; time until GetOnlineFeatures sees it."""
+    rng = random.Random(2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    await producer.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+    lat: list[float] = []
+
+    async def watch(entity: str, sent_at: float) -> None:
+        req = feature_store_pb2.GetOnlineFeaturesRequest(
+            featureset="loans", entity_ids=[entity], feature_names=["salary"]
+        )
+        while time.perf_counter() - sent_at < 10:
+            resp = await stub.GetOnlineFeatures(req)
+            if resp.entities[0].features[0].status == common_pb2.FEATURE_STATUS_PRESENT:
+                lat.append(time.perf_counter() - sent_at)
+                return
+            await asyncio.sleep(0.002)
+
+    watchers = []
+    n = int(seconds * 1000)
+    t0 = time.perf_counter()
+    for i in range(n):
+        target = t0 + i / 1000
+        if (d := target - time.perf_counter()) > 0:
+            await asyncio.sleep(d)
+        entity = f"fresh-{run}-{i}" if i % 20 == 0 else f"bg-{run}-{i % 500}"
+        k, v = event_bytes(i, entity, rng, run + "f")
+        fut = await producer.send(EVENTS_VALID.name, v, key=k)
+        if i % 20 == 0:
+            sent_at = time.perf_counter()
+            fut.add_done_callback(lambda _f: None)
+            watchers.append(asyncio.create_task(watch(entity, sent_at)))
+    await asyncio.gather(*watchers)
+    await producer.stop()
+    await channel.close()
+    return {
+        "rate": 1000,
+        "samples": len(lat),
+        "p50_ms": round(statistics.median(lat) * 1000, 2),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 2),
+    }
+
+
+async def read_latency(grpc_port: int, entities: list[str], n: int) -> dict[str, Any]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+    req = feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
+    for _ in range(50):
+        await stub.GetOnlineFeatures(req)
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await stub.GetOnlineFeatures(req)
+        lat.append(time.perf_counter() - t)
+    await channel.close()
+    return {
+        "entities": len(entities),
+        "requests": n,
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    settings = load_settings()
+    bootstrap = settings.kafka.bootstrap_servers
+    await provision_topics(settings.kafka)
+    run = uuid.uuid4().hex[:6]
+    grpc_port, admin_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DRIFTLINE_FEATURES__GRPC_PORT": str(grpc_port),
+        "DRIFTLINE_FEATURES__ADMIN__PORT": str(admin_port),
+        "DRIFTLINE_FEATURES__FEATURESETS_DIR": str(ROOT / "examples" / "featuresets"),
+        "DRIFTLINE_TELEMETRY__LOG_LEVEL": "WARNING",
+    }
+    log = (ROOT / "bench" / "out" / "features-worker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "driftline.features"], env=env, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2)
+                if json.loads(body.read())["ready"]:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    "the features service did not become ready; see features-worker.log"
+                )
+            await asyncio.sleep(0.5)
+        # Let the worker catch up with whatever the topic already holds.
+        before = -1
+        while (now := processed(admin_port)) != before:
+            before = now
+            await asyncio.sleep(2)
+        base = await baseline(bootstrap, args.baseline_events)
+        print(f"baseline {base:,.0f} records/s", flush=True)
+        sus = await sustained(bootstrap, admin_port, args.duration, args.rate, run)
+        print(f"sustained {sus}", flush=True)
+        fresh = await freshness(bootstrap, grpc_port, args.freshness_seconds, run)
+        print(f"freshness {fresh}", flush=True)
+        ents = [f"bench-{run}-{i}" for i in range(100)]
+        one = await read_latency(grpc_port, ents[:1], 2000)
+        hundred = await read_latency(grpc_port, ents, 1000)
+        print(f"reads {one} {hundred}", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {
+        "measured_at": datetime.now(UTC).isoformat(),
+        "machine_cores": os.cpu_count(),
+        "baseline_aiokafka_records_per_s": round(base, 1),
+        "sustained": sus,
+        "ratio_to_baseline": round(sus["events_per_s"] / base, 3),
+        "freshness_at_1000_per_s": fresh,
+        "get_online_features_1_entity": one,
+        "get_online_features_100_entities": hundred,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60, help="sustained phase, seconds")
+    parser.add_argument("--rate", type=int, default=8000, help="offered events/s in that phase")
+    parser.add_argument("--baseline-events", type=int, default=200_000)
+    parser.add_argument("--freshness-seconds", type=float, default=15)
+    result = asyncio.run(main(parser.parse_args()))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

@@ -1,0 +1,397 @@
+"""Serving benchmark: Predict with feature fetch, throughput, ModelInfer rows/s, vs a bare echo.
+
+Runs, each in its own process on loopback: a real Kafka broker (predictions are
+logged to it), a bare ``grpc.aio`` echo server (the baseline, measured in the
+same run), gRPC peers playing the registry and the feature store (the loans
+feature set with online values for 1,000 entities, and a Hoeffding tree trained
+on Agrawal as champion), and ``python -m driftline.serving``. Writes
+``bench/out/serving.json``.
+
+    uv run python bench/bench_serving.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "serving.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SIGNING_KEY = "bench-signing-key"
+MODEL = "loans-risk"
+ENTITIES = 1000
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU microseconds a server process spends per unit of work during a phase.
+
+    Wall-clock latency depends on everything else the machine runs; the server's
+    own CPU time per request does not, so it is reported next to each phase.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = cpu_seconds(pid)
+
+    def per(self, units: float) -> float:
+        return round((cpu_seconds(self.pid) - self.start) / max(units, 1) * 1e6, 1)
+
+
+# -- the peer processes ------------------------------------------------------------------
+
+
+async def run_echo(port: int) -> None:
+    """A bare Predictor that answers an empty response: the gRPC round-trip floor."""
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
+
+    class Echo(predictor_pb2_grpc.PredictorServicer):
+        async def Predict(self, request: Any, context: Any) -> Any:
+            return predictor_pb2.PredictResponse(request_id=request.request_id)
+
+    server = grpc.aio.server()
+    predictor_pb2_grpc.add_PredictorServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def run_peers(registry_port: int, features_port: int) -> None:
+    """Registry (one signed champion) and feature store (1,000 entities) over the real protos."""
+    from google.protobuf.struct_pb2 import Struct
+    from river import tree
+    from river.datasets import synth
+
+    from driftline.artifacts import digest, dump_model, sign
+    from driftline.v1 import (
+        common_pb2,
+        feature_store_pb2,
+        feature_store_pb2_grpc,
+        registry_pb2,
+        registry_pb2_grpc,
+    )
+
+    types = {
+        "salary": 1, "commission": 1, "age": 2, "elevel": 2, "car": 2,
+        "zipcode": 2, "hvalue": 1, "hyears": 2, "loan": 1,
+    }  # fmt: skip
+    model = tree.HoeffdingTreeClassifier(grace_period=100)
+    for x, y in synth.Agrawal(seed=1).take(5000):
+        model.learn_one(x, y)
+    data = dump_model(model)
+    sha, sig = digest(data), sign(data, SIGNING_KEY)
+    spec = Struct()
+    spec.update({"featureset": "loans", "task": "binary", "features": list(types)})
+    version = registry_pb2.ModelVersion(
+        name=MODEL, version=1, sha256=sha, signature=sig, spec=spec, aliases=["champion"]
+    )
+    online: dict[str, list[Any]] = {}
+    for i, (x, _) in enumerate(synth.Agrawal(seed=2).take(ENTITIES)):
+        values = []
+        for name, value in x.items():
+            v = (
+                common_pb2.Value(int64_value=value)
+                if isinstance(value, int)
+                else common_pb2.Value(double_value=value)
+            )
+            values.append(
+                feature_store_pb2.FeatureValue(
+                    name=name, value=v, status=common_pb2.FEATURE_STATUS_PRESENT, age_ms=1200
+                )
+            )
+        online[f"bench-{i}"] = values
+
+    class Registry(registry_pb2_grpc.RegistryServicer):
+        async def ListModels(self, request: Any, context: Any) -> Any:
+            summary = registry_pb2.ModelSummary(
+                name=MODEL, latest_version=1, aliases={"champion": 1}
+            )
+            return registry_pb2.ListModelsResponse(models=[summary])
+
+        async def DownloadArtifact(self, request: Any, context: Any) -> Any:
+            yield registry_pb2.DownloadArtifactResponse(
+                metadata=registry_pb2.ArtifactMetadata(
+                    model_version=version, sha256=sha, signature=sig, size_bytes=len(data)
+                )
+            )
+            yield registry_pb2.DownloadArtifactResponse(chunk=data)
+
+    class Features(feature_store_pb2_grpc.FeatureStoreServicer):
+        async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
+            response = feature_store_pb2.GetOnlineFeaturesResponse(
+                featureset="loans", feature_names=request.feature_names
+            )
+            for e in request.entity_ids:
+                response.entities.add(entity_id=e, features=online.get(e, []))
+            return response
+
+        async def ListFeatureSets(self, request: Any, context: Any) -> Any:
+            info = feature_store_pb2.FeatureSetInfo(name="loans", version=1)
+            for n, t in types.items():
+                info.features.add(name=n, type=t)  # type: ignore[arg-type]
+            return feature_store_pb2.ListFeatureSetsResponse(featuresets=[info])
+
+    server = grpc.aio.server()
+    registry_pb2_grpc.add_RegistryServicer_to_server(Registry(), server)
+    server.add_insecure_port(f"127.0.0.1:{registry_port}")
+    fs_server = grpc.aio.server()
+    feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(Features(), fs_server)
+    fs_server.add_insecure_port(f"127.0.0.1:{features_port}")
+    await server.start()
+    await fs_server.start()
+    await server.wait_for_termination()
+
+
+# -- the load ----------------------------------------------------------------------------
+
+
+async def latency(target: str, n: int, server_pid: int) -> dict[str, float]:
+    """Sequential Predicts (concurrency 1), entities with online features."""
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = predictor_pb2_grpc.PredictorStub(channel)
+        reqs = [
+            predictor_pb2.PredictRequest(entity_id=f"bench-{i % ENTITIES}", model_name=MODEL)
+            for i in range(n)
+        ]
+        for r in reqs[:200]:
+            await stub.Predict(r, timeout=5)
+        lat = []
+        cpu = CpuMeter(server_pid)
+        for r in reqs:
+            t = time.perf_counter()
+            await stub.Predict(r, timeout=5)
+            lat.append(time.perf_counter() - t)
+    return {
+        "requests": n,
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+        "server_cpu_us_per_request": cpu.per(n),
+    }
+
+
+async def throughput(
+    target: str, concurrency: int, seconds: float, server_pid: int
+) -> dict[str, float]:
+    """``concurrency`` clients on one channel sending Predicts for ``seconds``."""
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
+
+    lat: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = predictor_pb2_grpc.PredictorStub(channel)
+        end = time.perf_counter() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            while time.perf_counter() < end:
+                r = predictor_pb2.PredictRequest(
+                    entity_id=f"bench-{i % ENTITIES}", model_name=MODEL
+                )
+                t = time.perf_counter()
+                try:
+                    await stub.Predict(r, timeout=5)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                lat.append(time.perf_counter() - t)
+                i += concurrency
+
+        started = time.perf_counter()
+        cpu = CpuMeter(server_pid)
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "requests_per_s": round(len(lat) / elapsed, 1),
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+        "errors": errors,
+        "server_cpu_us_per_request": cpu.per(len(lat)),
+    }
+
+
+async def infer_rows(
+    target: str, rows_per_request: int, seconds: float, server_pid: int
+) -> dict[str, float]:
+    """Sequential ModelInfer calls with raw inputs of ``rows_per_request`` rows."""
+    from river.datasets import synth
+
+    from driftline.serving.tensor_codec import encode_raw
+    from inference import grpc_service_pb2 as oip
+    from inference import grpc_service_pb2_grpc as oip_grpc
+
+    rows = [x for x, _ in synth.Agrawal(seed=3).take(rows_per_request)]
+    request = oip.ModelInferRequest(model_name=MODEL)
+    for name in rows[0]:
+        dt = "INT64" if isinstance(rows[0][name], int) else "FP64"
+        request.inputs.add(name=name, datatype=dt, shape=[rows_per_request, 1])
+        request.raw_input_contents.append(encode_raw(dt, [r[name] for r in rows]))
+    lat = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(5):
+            await stub.ModelInfer(request, timeout=10)
+        end = time.perf_counter() + seconds
+        started = time.perf_counter()
+        cpu = CpuMeter(server_pid)
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            await stub.ModelInfer(request, timeout=10)
+            lat.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - started
+    return {
+        "rows_per_request": rows_per_request,
+        "requests": len(lat),
+        "rows_per_s": round(len(lat) * rows_per_request / elapsed, 1),
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+        "server_cpu_us_per_row": cpu.per(len(lat) * rows_per_request),
+    }
+
+
+def _wait_ready(admin_port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serving exited ({proc.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2) as r:
+                if json.loads(r.read())["ready"]:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"serving not ready in 90 s; see {log}")
+
+
+def _metric(admin_port: int, prefix: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
+    from driftline.infra import free_port
+
+    echo_port, reg_port, fs_port, grpc_port, admin_port = (free_port() for _ in range(5))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    log = OUT.parent / "serving-bench.log"
+    out = log.open("wb")
+    me = [sys.executable, str(Path(__file__).resolve())]
+    procs = [
+        subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out),
+        subprocess.Popen(
+            [*me, "--role", "peers", "--port", str(reg_port), "--port2", str(fs_port)], stderr=out
+        ),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(
+        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+        DRIFTLINE_SERVING__GRPC_PORT=str(grpc_port),
+        DRIFTLINE_SERVING__ADMIN__PORT=str(admin_port),
+        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{fs_port}",
+        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{reg_port}",
+        DRIFTLINE_SERVING__SIGNING_KEY=SIGNING_KEY,
+        DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
+    )
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
+    )
+    procs.append(serving)
+    try:
+        _wait_ready(admin_port, serving, log)
+        target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
+        echo_pid, serving_pid = procs[0].pid, serving.pid
+        echo_c1 = await latency(echo, args.requests, echo_pid)
+        predict_c1 = await latency(target, args.requests, serving_pid)
+        print(f"c=1 echo {echo_c1} predict {predict_c1}", flush=True)
+        echo_c16 = await throughput(echo, 16, args.seconds, echo_pid)
+        predict_c16 = await throughput(target, 16, args.seconds, serving_pid)
+        print(f"c=16 echo {echo_c16} predict {predict_c16}", flush=True)
+        infer = await infer_rows(target, 256, args.seconds, serving_pid)
+        print(f"ModelInfer {infer}", flush=True)
+        await asyncio.sleep(1.0)
+        logged = _metric(admin_port, "driftline_serving_prediction_log_written_total")
+        dropped = _metric(admin_port, "driftline_serving_prediction_log_dropped_total")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        out.close()
+    ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
+    return {
+        "measured_at": datetime.now(UTC).isoformat(),
+        "machine_cores": os.cpu_count(),
+        "setup": "serving, echo, registry+feature-store peers, Kafka and this client each in "
+        "their own process on loopback; Predict fetches 9 online features per request",
+        "echo_c1": echo_c1,
+        "predict_c1": predict_c1,
+        "predict_c1_p50_ratio_to_echo": round(ratio, 2),
+        "echo_c16": echo_c16,
+        "predict_c16": predict_c16,
+        "model_infer_256_rows": infer,
+        "prediction_log": {"records_written": logged, "records_dropped": dropped},
+        "targets": {
+            "predict_c1_p50_ms<=2": predict_c1["p50_ms"] <= 2.0,
+            "predict_c1_p50<=3x_echo": ratio <= 3.0,
+            "predict_c1_p99_ms<=10": predict_c1["p99_ms"] <= 10.0,
+            "c16_req_per_s>=1000": predict_c16["requests_per_s"] >= 1000,
+            "c16_p99_ms<=50": predict_c16["p99_ms"] <= 50.0,
+            "infer_rows_per_s>=20000": infer["rows_per_s"] >= 20_000,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--role", choices=["bench", "echo", "peers"], default="bench")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port2", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=3000, help="c=1 requests per target")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
+    args = parser.parse_args()
+    if args.role == "echo":
+        asyncio.run(run_echo(args.port))
+        return
+    if args.role == "peers":
+        asyncio.run(run_peers(args.port, args.port2))
+        return
+    from local_platform import local_platform
+
+    with local_platform(redis=False) as platform:
+        result = asyncio.run(measure(args, platform.bootstrap_servers))
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""``python -m driftline.features``: the worker, the FeatureStore gRPC server and the admin app.
+
+Waits for Kafka and Redis (exit status 3 with one clear line when either stays
+unreachable), provisions the declared topics, then runs until SIGTERM/SIGINT,
+when it finishes the batch in flight and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+
+from redis.exceptions import RedisError
+
+from driftline.contracts.errors import UnavailableError
+from driftline.features.grpc_server import start_grpc_server
+from driftline.features.lookup import OnlineFeatureLookup
+from driftline.features.metrics import FeaturesMetrics
+from driftline.features.online_store import OnlineStore, RedisOnlineStore
+from driftline.features.worker import FeaturesWorker
+from driftline.kafkaio import provision_topics, wait_for_kafka
+from driftline.runtime import Health, build_admin_app, run_service, serve_http
+from driftline.settings import ConfigError, PlatformSettings, RedisSettings, load_settings
+from driftline.specs import SpecError, load_featuresets
+from driftline.telemetry import configure_logging, configure_tracing
+
+log = logging.getLogger("driftline.features")
+
+
+async def wait_for_redis(store: OnlineStore, settings: RedisSettings) -> None:
+    """Return once Redis answers PING; :class:`UnavailableError` after the start-up wait."""
+    deadline = time.monotonic() + settings.startup_wait_s
+    while True:
+        try:
+            await store.ping()
+            return
+        except (RedisError, OSError) as exc:
+            last: Exception = exc
+        if time.monotonic() >= deadline:
+            raise UnavailableError(
+                f"Redis at {settings.host}:{settings.port} did not answer PING within "
+                f"{settings.startup_wait_s:.0f}s ({last}). Start it with `driftline infra up` "
+                "or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
+            )
+        await asyncio.sleep(0.5)
+
+
+async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
+    """Run the features service until ``stop`` is set."""
+    cfg = settings.features
+    catalog = load_featuresets(cfg.featuresets_dir)
+    metrics = FeaturesMetrics()
+    health = Health("features")
+    store = RedisOnlineStore(settings.redis.url)
+    try:
+        await wait_for_kafka(settings.kafka)
+        await wait_for_redis(store, settings.redis)
+        health.set("redis", True)
+        created = await provision_topics(settings.kafka)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        admin = build_admin_app(health, metrics)
+        http = asyncio.create_task(serve_http(admin, cfg.admin.host, cfg.admin.port, stop))
+        lookup = OnlineFeatureLookup(catalog, store)
+        server, port = await start_grpc_server(lookup, metrics, cfg.grpc_host, cfg.grpc_port)
+        health.set("grpc", True)
+        log.info("FeatureStore gRPC on %s:%d", cfg.grpc_host, port)
+        worker = FeaturesWorker(
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            replication_factor=settings.kafka.default_replication_factor,
+            catalog=catalog,
+            store=store,
+            metrics=metrics,
+            health=health,
+            state_dir=settings.infra.state_dir / "features" / f"worker-{port}",
+            client_id=settings.kafka.client_id,
+        )
+        # Start-up includes table recovery from the changelog, which can take a
+        # while; SIGTERM must still be able to end it.
+        starting = asyncio.create_task(worker.start())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            log.info("features worker started for %s", ", ".join(s.name for s in catalog))
+        done, _ = await asyncio.wait({stopper, http}, return_when=asyncio.FIRST_COMPLETED)
+        if http in done:
+            stopper.cancel()
+            http.result()  # an admin bind failure ends the process with its error
+        log.info("stopping")
+        health.set("stopping", False)
+        if not starting.done():
+            starting.cancel()  # stopped during recovery: abandon the start
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        await worker.stop()
+        await server.stop(grace=2.0)
+        stop.set()
+        await http
+    finally:
+        await store.close()
+
+
+def main() -> int:
+    """Entry point; returns the process exit status."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"driftline features: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("features", settings.telemetry)
+    # Faust and mode narrate every rebalance and fetch at INFO.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for name in ("faust", "mode", "aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(quiet)
+    configure_tracing("driftline-features", settings.telemetry)
+    try:
+        load_featuresets(settings.features.featuresets_dir)
+    except SpecError as exc:
+        print(f"driftline features: {exc}", file=sys.stderr)
+        return 2
+    return run_service("features", lambda stop: serve(settings, stop))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

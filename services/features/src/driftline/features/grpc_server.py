@@ -1,0 +1,205 @@
+"""gRPC ``driftline.v1.FeatureStore``: a thin edge over :class:`OnlineFeatureLookup`.
+
+Also serves ``grpc.health.v1`` (``SERVING`` once started) and server reflection.
+Errors map through the platform error table: unknown feature set → NOT_FOUND,
+bad request → INVALID_ARGUMENT, Redis unreachable → UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.exceptions import RedisError
+
+from driftline.contracts.errors import DriftlineError
+from driftline.contracts.messages import FeatureValue
+from driftline.features.lookup import OnlineFeatureLookup
+from driftline.features.online_store import FeatureStatus
+from driftline.telemetry import ServiceMetrics
+from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
+
+__all__ = ["FeatureStoreServicer", "start_grpc_server"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
+
+_STATUS = {
+    FeatureStatus.PRESENT: common_pb2.FEATURE_STATUS_PRESENT,
+    FeatureStatus.MISSING: common_pb2.FEATURE_STATUS_MISSING,
+    FeatureStatus.STALE: common_pb2.FEATURE_STATUS_STALE,
+}
+_TYPES = {
+    "float": feature_store_pb2.FEATURE_TYPE_DOUBLE,
+    "int": feature_store_pb2.FEATURE_TYPE_INT64,
+    "string": feature_store_pb2.FEATURE_TYPE_STRING,
+    "bool": feature_store_pb2.FEATURE_TYPE_BOOL,
+}
+
+
+def _value(v: FeatureValue) -> common_pb2.Value:
+    if v is None:
+        return common_pb2.Value()
+    if isinstance(v, bool):
+        return common_pb2.Value(bool_value=v)
+    if isinstance(v, int):
+        return common_pb2.Value(int64_value=v)
+    if isinstance(v, float):
+        return common_pb2.Value(double_value=v)
+    return common_pb2.Value(string_value=v)
+
+
+def _timestamp_us(t_us: int) -> Timestamp:
+    return Timestamp(seconds=t_us // 1_000_000, nanos=(t_us % 1_000_000) * 1000)
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
+    """Parses requests, calls the lookup, formats responses."""
+
+    def __init__(self, lookup: OnlineFeatureLookup, metrics: ServiceMetrics) -> None:
+        self.lookup = lookup
+        self.metrics = metrics
+
+    async def GetOnlineFeatures(
+        self,
+        request: feature_store_pb2.GetOnlineFeaturesRequest,
+        context: grpc.aio.ServicerContext[
+            feature_store_pb2.GetOnlineFeaturesRequest,
+            feature_store_pb2.GetOnlineFeaturesResponse,
+        ],
+    ) -> feature_store_pb2.GetOnlineFeaturesResponse:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            result = await self.lookup.get(
+                request.featureset, list(request.entity_ids), list(request.feature_names)
+            )
+        except DriftlineError as exc:
+            code = exc.grpc_code
+            await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+        except RedisError as exc:
+            code = "UNAVAILABLE"
+            log.warning("online store read failed: %s", exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
+            )
+        finally:
+            self.metrics.request_latency.labels(method="GetOnlineFeatures", code=code).observe(
+                time.perf_counter() - started
+            )
+        read_at_us = round(result.read_at * 1e6)
+        entities = []
+        names = result.names
+        for entity_id, row in zip(result.entity_ids, result.rows, strict=True):
+            features = []
+            for name, r in zip(names, row, strict=True):
+                if r.event_time_us is None:
+                    features.append(
+                        feature_store_pb2.FeatureValue(name=name, status=_STATUS[r.status])
+                    )
+                    continue
+                features.append(
+                    feature_store_pb2.FeatureValue(
+                        name=name,
+                        value=_value(r.value) if r.status is FeatureStatus.PRESENT else None,
+                        status=_STATUS[r.status],
+                        event_time=_timestamp_us(r.event_time_us),
+                        age_ms=(read_at_us - r.event_time_us) // 1000,
+                    )
+                )
+            entities.append(
+                feature_store_pb2.EntityFeatures(entity_id=entity_id, features=features)
+            )
+        return feature_store_pb2.GetOnlineFeaturesResponse(
+            featureset=result.spec.name,
+            featureset_version=result.spec.version,
+            feature_names=names,
+            entities=entities,
+            read_at=_timestamp_us(read_at_us),
+        )
+
+    async def ListFeatureSets(
+        self,
+        request: feature_store_pb2.ListFeatureSetsRequest,
+        context: grpc.aio.ServicerContext[
+            feature_store_pb2.ListFeatureSetsRequest, feature_store_pb2.ListFeatureSetsResponse
+        ],
+    ) -> feature_store_pb2.ListFeatureSetsResponse:
+        infos = []
+        for spec in self.lookup.catalog:
+            features = [
+                feature_store_pb2.FeatureInfo(
+                    name=name, type=_TYPES[f.type], kind="raw", description=f.description
+                )
+                for name, f in spec.fields.items()
+            ]
+            for agg in spec.aggregations:
+                if agg.fn == "count":
+                    ftype = feature_store_pb2.FEATURE_TYPE_INT64
+                elif agg.fn == "last" and agg.field is not None:
+                    ftype = _TYPES[spec.fields[agg.field].type]
+                else:
+                    ftype = feature_store_pb2.FEATURE_TYPE_DOUBLE
+                features.append(
+                    feature_store_pb2.FeatureInfo(
+                        name=agg.name,
+                        type=ftype,
+                        kind=agg.fn,
+                        source=agg.field or "",
+                        window=_duration(agg.window),
+                        hop=_duration(agg.hop_s),
+                    )
+                )
+            infos.append(
+                feature_store_pb2.FeatureSetInfo(
+                    name=spec.name,
+                    version=spec.version,
+                    entity_key=spec.entity,
+                    features=features,
+                    ttl=_duration(spec.ttl),
+                )
+            )
+        return feature_store_pb2.ListFeatureSetsResponse(featuresets=infos)
+
+
+async def start_grpc_server(
+    lookup: OnlineFeatureLookup, metrics: ServiceMetrics, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """Start the FeatureStore, health and reflection services; returns the server and port.
+
+    Raises :class:`RuntimeError` when the address cannot be bound.
+    """
+    server = grpc.aio.server()
+    feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(
+        FeatureStoreServicer(lookup, metrics), server
+    )
+    # grpc-health's asyncio servicer lives in ``health.aio``, which its stubs omit.
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"cannot bind the FeatureStore gRPC server to {host}:{port}")
+    await server.start()
+    for name in (SERVICE_NAME, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound

@@ -1,0 +1,256 @@
+"""The online store: each entity's freshest feature values, each with its event time.
+
+Writes are *event-time monotonic*: a feature is overwritten only by a value whose
+event time is the same or newer, so a late or replayed event never replaces a
+newer value, and replaying the same write is harmless.  TTL is enforced on read:
+a value older than the feature set's TTL (relative to the reader's clock) comes
+back ``STALE`` with no value.
+
+Two implementations pass one shared test suite: :class:`RedisOnlineStore` (the
+real one) and :class:`InMemoryOnlineStore` (for unit tests).
+
+>>> import asyncio
+>>> from driftline.specs import FeatureSetSpec
+>>> spec = FeatureSetSpec(name="a", version=1, entity="e", ttl=60, fields={"x": {"type": "int"}})
+>>> store = InMemoryOnlineStore()
+>>> asyncio.run(store.write("a", [EntityWrite("e1", {"x": (7, 1_000_000)})]))
+>>> [r.status.value for r in asyncio.run(store.read(spec, ["e1", "e2"], ["x"], now=30.0))[0]]
+['present']
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import NoScriptError
+
+from driftline.contracts.messages import FeatureValue
+from driftline.specs import FeatureSetSpec
+
+__all__ = [
+    "EntityWrite",
+    "FeatureRead",
+    "FeatureStatus",
+    "InMemoryOnlineStore",
+    "OnlineStore",
+    "RedisOnlineStore",
+    "entity_key",
+]
+
+TimedValue = tuple[FeatureValue, int]
+"""A value and its event time in epoch microseconds."""
+
+
+class FeatureStatus(StrEnum):
+    """Freshness of one online value at read time."""
+
+    PRESENT = "present"
+    MISSING = "missing"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class EntityWrite:
+    """Feature values of one entity to store: name -> (value, event time in epoch µs)."""
+
+    entity_id: str
+    values: Mapping[str, TimedValue]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRead:
+    """One feature of one entity as read: ``value`` is None unless PRESENT."""
+
+    value: FeatureValue
+    event_time_us: int | None
+    status: FeatureStatus
+
+
+_MISSING = FeatureRead(None, None, FeatureStatus.MISSING)
+
+
+def entity_key(featureset: str, entity_id: str) -> str:
+    """The Redis key of one entity's hash: ``dl:f:{featureset}:{entity}``."""
+    return f"dl:f:{featureset}:{entity_id}"
+
+
+def _classify(value: FeatureValue, t_us: int, ttl_s: float, now: float) -> FeatureRead:
+    if now - t_us / 1e6 > ttl_s:
+        return FeatureRead(None, t_us, FeatureStatus.STALE)
+    return FeatureRead(value, t_us, FeatureStatus.PRESENT)
+
+
+class OnlineStore(abc.ABC):
+    """Where the serving path reads features; the worker writes them."""
+
+    @abc.abstractmethod
+    async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
+        """Store the values of many entities; each feature only if its event time is not older.
+
+        Raises on a storage failure (the caller retries: writes are idempotent).
+        """
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        featureset: FeatureSetSpec,
+        entity_ids: Sequence[str],
+        names: Sequence[str],
+        now: float,
+    ) -> list[list[FeatureRead]]:
+        """One row per entity id (in order), one :class:`FeatureRead` per name (in order).
+
+        ``now`` is the reader's clock in epoch seconds; values older than the
+        feature set's TTL are STALE.
+        """
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook, nothing to check in memory
+        """Raise if the store cannot be reached."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class InMemoryOnlineStore(OnlineStore):
+    """A dict-backed store with the same semantics as Redis, for tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, TimedValue]] = {}
+
+    async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
+        for w in writes:
+            row = self._data.setdefault(entity_key(featureset, w.entity_id), {})
+            for name, (value, t_us) in w.values.items():
+                current = row.get(name)
+                if current is None or current[1] <= t_us:
+                    row[name] = (value, t_us)
+
+    async def read(
+        self,
+        featureset: FeatureSetSpec,
+        entity_ids: Sequence[str],
+        names: Sequence[str],
+        now: float,
+    ) -> list[list[FeatureRead]]:
+        out = []
+        for entity_id in entity_ids:
+            row = self._data.get(entity_key(featureset.name, entity_id), {})
+            reads = []
+            for name in names:
+                stored = row.get(name)
+                if stored is None:
+                    reads.append(_MISSING)
+                else:
+                    reads.append(_classify(stored[0], stored[1], featureset.ttl, now))
+            out.append(reads)
+        return out
+
+
+# Each hash field holds "<event time µs>|<JSON value>".  For every feature the
+# script keeps the stored one when its event time is newer than the new one's,
+# all in one round trip and atomically with respect to other writers.
+_WRITE_SCRIPT = """
+local n = #ARGV / 3
+local fields = {}
+for i = 1, n do fields[i] = ARGV[3 * i - 2] end
+local current = redis.call('HMGET', KEYS[1], unpack(fields))
+local updates = {}
+for i = 1, n do
+  local t = tonumber(ARGV[3 * i - 1])
+  local cur = current[i]
+  local keep = false
+  if cur then
+    local bar = string.find(cur, '|', 1, true)
+    if bar and tonumber(string.sub(cur, 1, bar - 1)) > t then keep = true end
+  end
+  if not keep then
+    updates[#updates + 1] = fields[i]
+    updates[#updates + 1] = ARGV[3 * i - 1] .. '|' .. ARGV[3 * i]
+  end
+end
+if #updates > 0 then redis.call('HSET', KEYS[1], unpack(updates)) end
+return #updates / 2
+"""
+
+
+class RedisOnlineStore(OnlineStore):
+    """Redis hashes ``dl:f:{featureset}:{entity}``, one field per feature.
+
+    Writes go through a Lua script (event-time monotonic) in one pipeline per
+    call; reads are one pipelined ``HMGET`` per entity.  Uses hiredis for
+    parsing when it is installed.
+    """
+
+    def __init__(self, url: str, *, max_connections: int = 32, pool_timeout_s: float = 5.0) -> None:
+        # A blocking pool makes a burst of readers queue for a connection
+        # instead of failing with "Too many connections".
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s
+        )
+        self._redis: Redis = Redis(connection_pool=pool)
+        self._script = self._redis.register_script(_WRITE_SCRIPT)
+        self._script_loaded = False
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
+        if not writes:
+            return
+        # The script is loaded once so the pipeline carries EVALSHA only; a Redis
+        # restart empties its script cache, hence the one reload-and-retry.
+        if not self._script_loaded:
+            await self._load_script()
+        try:
+            await self._write(featureset, writes)
+        except NoScriptError:
+            await self._load_script()
+            await self._write(featureset, writes)
+
+    async def _load_script(self) -> None:
+        await self._redis.script_load(_WRITE_SCRIPT)
+        self._script_loaded = True
+
+    async def _write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for w in writes:
+            args: list[Any] = []
+            for name, (value, t_us) in w.values.items():
+                args += (name, t_us, json.dumps(value))
+            pipe.evalsha(self._script.sha, 1, entity_key(featureset, w.entity_id), *args)
+        await pipe.execute()
+
+    async def read(
+        self,
+        featureset: FeatureSetSpec,
+        entity_ids: Sequence[str],
+        names: Sequence[str],
+        now: float,
+    ) -> list[list[FeatureRead]]:
+        if not entity_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for entity_id in entity_ids:
+            pipe.hmget(entity_key(featureset.name, entity_id), list(names))
+        rows: list[list[bytes | None]] = await pipe.execute()
+        ttl = featureset.ttl
+        out = []
+        for row in rows:
+            reads = []
+            for raw in row:
+                if raw is None:
+                    reads.append(_MISSING)
+                    continue
+                t_text, _, payload = raw.partition(b"|")
+                reads.append(_classify(json.loads(payload), int(t_text), ttl, now))
+            out.append(reads)
+        return out

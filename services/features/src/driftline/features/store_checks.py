@@ -1,0 +1,119 @@
+"""The conformance suite every :class:`~driftline.features.online_store.OnlineStore` passes.
+
+Each check is an async function taking a fresh, empty store.  The unit tests run
+them on the in-memory store and the integration tests on real Redis, so both
+implementations are held to the same semantics::
+
+    @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
+    async def test_store(check, store):
+        await check(store)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from driftline.contracts.messages import FeatureValue
+from driftline.features.online_store import EntityWrite, FeatureStatus, OnlineStore
+from driftline.specs import FeatureSetSpec
+
+__all__ = ["ALL_CHECKS", "SPEC"]
+
+SPEC = FeatureSetSpec.model_validate(
+    {
+        "name": "checks",
+        "version": 1,
+        "entity": "e",
+        "ttl": "60s",
+        "fields": {
+            "x": {"type": "float"},
+            "s": {"type": "string"},
+            "b": {"type": "bool"},
+            "i": {"type": "int", "required": False},
+        },
+    }
+)
+T0 = 1_795_017_600_000_000  # µs
+NOW = T0 / 1e6 + 10
+
+
+async def check_round_trip_keeps_types_and_times(store: OnlineStore) -> None:
+    vals: dict[str, tuple[FeatureValue, int]] = {
+        "x": (1.5, T0),
+        "s": ("sedan", T0),
+        "b": (True, T0 + 1),
+        "i": (None, T0),
+    }
+    await store.write(SPEC.name, [EntityWrite("e1", vals)])
+    [row] = await store.read(SPEC, ["e1"], ["x", "s", "b", "i"], NOW)
+    assert [(r.value, r.event_time_us, r.status) for r in row] == [
+        (1.5, T0, FeatureStatus.PRESENT),
+        ("sedan", T0, FeatureStatus.PRESENT),
+        (True, T0 + 1, FeatureStatus.PRESENT),
+        (None, T0, FeatureStatus.PRESENT),
+    ]
+    assert type(row[0].value) is float and type(row[2].value) is bool
+
+
+async def check_unknown_entity_and_feature_are_missing(store: OnlineStore) -> None:
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (1.0, T0)})])
+    rows = await store.read(SPEC, ["nobody", "e1"], ["x", "s"], NOW)
+    assert [[r.status for r in row] for row in rows] == [
+        [FeatureStatus.MISSING, FeatureStatus.MISSING],
+        [FeatureStatus.PRESENT, FeatureStatus.MISSING],
+    ]
+    assert rows[0][0].value is None and rows[0][0].event_time_us is None
+
+
+async def check_older_event_never_overwrites_newer(store: OnlineStore) -> None:
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (2.0, T0 + 5), "s": ("new", T0 + 5)})])
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (1.0, T0), "s": ("old", T0 + 9)})])
+    [row] = await store.read(SPEC, ["e1"], ["x", "s"], NOW)
+    assert [(r.value, r.event_time_us) for r in row] == [(2.0, T0 + 5), ("old", T0 + 9)]
+
+
+async def check_same_event_time_overwrites(store: OnlineStore) -> None:
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (2.0, T0)})])
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (3.0, T0)})])
+    [[r]] = await store.read(SPEC, ["e1"], ["x"], NOW)
+    assert r.value == 3.0
+
+
+async def check_ttl_is_enforced_on_read(store: OnlineStore) -> None:
+    await store.write(SPEC.name, [EntityWrite("e1", {"x": (1.0, T0)})])
+    [[fresh]] = await store.read(SPEC, ["e1"], ["x"], T0 / 1e6 + 59)
+    [[stale]] = await store.read(SPEC, ["e1"], ["x"], T0 / 1e6 + 61)
+    assert fresh.status is FeatureStatus.PRESENT and fresh.value == 1.0
+    assert stale.status is FeatureStatus.STALE and stale.value is None
+    assert stale.event_time_us == T0
+
+
+async def check_batches_keep_request_order_and_duplicates(store: OnlineStore) -> None:
+    writes = [EntityWrite(f"e{i}", {"x": (float(i), T0 + i)}) for i in range(50)]
+    await store.write(SPEC.name, writes)
+    ids = ["e7", "e3", "e7", "e49"]
+    rows = await store.read(SPEC, ids, ["x"], NOW)
+    assert [row[0].value for row in rows] == [7.0, 3.0, 7.0, 49.0]
+
+
+async def check_feature_sets_are_separate(store: OnlineStore) -> None:
+    await store.write("other", [EntityWrite("e1", {"x": (1.0, T0)})])
+    [[r]] = await store.read(SPEC, ["e1"], ["x"], NOW)
+    assert r.status is FeatureStatus.MISSING
+
+
+async def check_empty_calls(store: OnlineStore) -> None:
+    await store.write(SPEC.name, [])
+    assert await store.read(SPEC, [], ["x"], NOW) == []
+
+
+ALL_CHECKS: list[Callable[[OnlineStore], Awaitable[None]]] = [
+    check_round_trip_keeps_types_and_times,
+    check_unknown_entity_and_feature_are_missing,
+    check_older_event_never_overwrites_newer,
+    check_same_event_time_overwrites,
+    check_ttl_is_enforced_on_read,
+    check_batches_keep_request_order_and_duplicates,
+    check_feature_sets_are_separate,
+    check_empty_calls,
+]

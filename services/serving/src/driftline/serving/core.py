@@ -1,0 +1,365 @@
+"""The serving core: route, fetch online features, merge, score, log. No sockets.
+
+Both transports (``driftline.v1.Predictor`` and the Open Inference Protocol)
+call :class:`ServingCore`; it raises :class:`DriftlineError` subclasses that the
+transports turn into gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from driftline.contracts.errors import (
+    DeadlineExceededError,
+    DriftlineError,
+    InvalidArgumentError,
+    UnavailableError,
+)
+from driftline.serving.canary import CanarySetting, in_canary
+from driftline.serving.feature_merge import (
+    FeaturePolicy,
+    MergedFeatures,
+    merge_features,
+    validate_request_features,
+)
+from driftline.serving.feature_source import FeatureSource, OnlineValue
+from driftline.serving.loaded_model import LoadedModel, Scored
+from driftline.serving.model_table import ModelTable, ServedModel
+from driftline.serving.prediction_log import PendingPrediction, PredictionLog
+
+__all__ = ["PredictCall", "PredictOutcome", "ServingCore"]
+
+MAX_ENTITY_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PredictCall:
+    """One prediction request, transport-free.
+
+    ``alias`` / ``version`` pin the model; neither set means the champion, subject
+    to the canary split. ``features`` are request-time features (override online ones).
+    """
+
+    entity_id: str
+    model_name: str = ""
+    features: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+    alias: str | None = None
+    version: int | None = None
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class PredictOutcome:
+    """An answered prediction."""
+
+    request_id: str
+    model: LoadedModel
+    variant: str
+    prediction: Any
+    probabilities: dict[str, float]
+    merged: MergedFeatures
+    event_id: str | None
+    served_at: float
+    """Epoch seconds."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    call: PredictCall
+    request_id: str
+    model: LoadedModel
+    variant: str
+    shadow: LoadedModel | None
+    request_features: dict[str, Any]
+    online: Mapping[str, OnlineValue] = field(default_factory=dict)
+
+
+def _prefixed(exc: DriftlineError, prefix: str) -> DriftlineError:
+    return type(exc)(f"{prefix}{exc.message}")
+
+
+class ServingCore:
+    """Answers predictions with the models of a :class:`ModelTable`.
+
+    ``feature_timeout_s`` bounds each feature-store read; it is shortened to the
+    caller's remaining deadline when that is sooner.
+    """
+
+    def __init__(
+        self,
+        table: ModelTable,
+        features: FeatureSource,
+        log: PredictionLog,
+        *,
+        policy: FeaturePolicy = "impute",
+        policy_by_model: Mapping[str, FeaturePolicy] | None = None,
+        feature_timeout_s: float = 0.1,
+        max_batch: int = 10_000,
+    ) -> None:
+        self.table = table
+        self.features = features
+        self.log = log
+        self._policy = policy
+        self._policy_by_model = dict(policy_by_model or {})
+        self._feature_timeout_s = feature_timeout_s
+        self.max_batch = max_batch
+
+    def policy_for(self, model_name: str) -> FeaturePolicy:
+        """The missing/stale feature policy of ``model_name``."""
+        return self._policy_by_model.get(model_name, self._policy)
+
+    # -- routing --------------------------------------------------------------------
+
+    async def route(
+        self, model_name: str, entity_id: str, *, alias: str | None, version: int | None
+    ) -> tuple[ServedModel, LoadedModel, str]:
+        """``(served, model, variant)`` answering a request for ``model_name``.
+
+        Variant is ``pinned`` for an explicit version or a non-standard alias,
+        the alias name for ``champion``/``challenger``, and for un-pinned requests
+        ``challenger`` when the entity falls in the canary share, else ``champion``.
+        """
+        served = self.table.get(model_name)
+        if version is not None:
+            if version < 1:
+                raise InvalidArgumentError(f"version must be >= 1, got {version}")
+            return served, await self.table.version(served.name, version), "pinned"
+        if alias:
+            if alias == "shadow":
+                raise InvalidArgumentError(
+                    "the shadow model's predictions are logged, never returned; ask for "
+                    "the champion, the challenger or a version"
+                )
+            model = self.table.alias(served.name, alias)
+            return served, model, alias if alias in ("champion", "challenger") else "pinned"
+        canary = served.canary
+        if canary.percent > 0 and in_canary(entity_id, canary.percent):
+            challenger = served.aliases.get(canary.alias)
+            if challenger is not None:
+                return served, challenger, "challenger"
+        return served, self.table.alias(served.name, "champion"), "champion"
+
+    def set_canary(
+        self, model_name: str, percent: float, alias: str, *, actor: str, reason: str
+    ) -> ServedModel:
+        """Route ``percent`` of entities of ``model_name`` to ``alias`` from now on."""
+        if not 0.0 <= percent <= 100.0 or percent != percent:
+            raise InvalidArgumentError(f"percent must be within [0, 100], got {percent}")
+        alias = alias or "challenger"
+        if alias in ("champion", "shadow"):
+            raise InvalidArgumentError(
+                f"the canary cannot go to the {alias!r} alias; use 'challenger' or another alias"
+            )
+        setting = CanarySetting(percent, alias, datetime.now(UTC), actor, reason)
+        return self.table.set_canary(model_name, setting)
+
+    # -- Predictor ------------------------------------------------------------------
+
+    async def predict(
+        self, calls: Sequence[PredictCall], *, timeout_s: float | None = None, batch: bool = False
+    ) -> list[PredictOutcome]:
+        """Answer ``calls`` in order; one feature-store read per model involved.
+
+        With ``batch`` set, an invalid request fails the whole call and the error
+        names its index (``requests[3]: …``).
+        """
+        started = time.perf_counter()
+        if not calls:
+            raise InvalidArgumentError("no requests: send at least one PredictRequest")
+        if len(calls) > self.max_batch:
+            raise InvalidArgumentError(
+                f"{len(calls)} requests in one batch; at most {self.max_batch} are allowed"
+            )
+        prepared: list[_Prepared] = []
+        for i, call in enumerate(calls):
+            try:
+                prepared.append(await self._prepare(call))
+            except DriftlineError as exc:
+                raise (_prefixed(exc, f"requests[{i}]: ") if batch else exc) from None
+        await self._fetch_online(prepared, started, timeout_s)
+        out: list[PredictOutcome] = []
+        now = time.time()
+        trace = otel_context.get_current()
+        for i, p in enumerate(prepared):
+            policy = self.policy_for(p.model.name)
+            try:
+                merged = merge_features(
+                    p.model, p.call.entity_id, p.online, p.request_features, policy
+                )
+            except DriftlineError as exc:
+                raise (_prefixed(exc, f"requests[{i}]: ") if batch else exc) from None
+            prediction, probabilities = p.model.score(merged.x)
+            out.append(
+                PredictOutcome(
+                    p.request_id,
+                    p.model,
+                    p.variant,
+                    prediction,
+                    probabilities,
+                    merged,
+                    p.call.event_id,
+                    now,
+                )
+            )
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        for p, o in zip(prepared, out, strict=True):
+            self.log.offer(
+                PendingPrediction(
+                    o.request_id,
+                    o.event_id,
+                    p.call.entity_id,
+                    o.model,
+                    o.variant,
+                    o.merged.x,
+                    o.prediction,
+                    o.probabilities,
+                    latency_ms,
+                    now,
+                    p.shadow,
+                    trace,
+                )
+            )
+        return out
+
+    async def _prepare(self, call: PredictCall) -> _Prepared:
+        if not call.entity_id:
+            raise InvalidArgumentError("entity_id is required: the entity to predict for")
+        if len(call.entity_id) > MAX_ENTITY_ID:
+            raise InvalidArgumentError(
+                f"entity_id is {len(call.entity_id)} characters; at most {MAX_ENTITY_ID}"
+            )
+        served, model, variant = await self.route(
+            call.model_name, call.entity_id, alias=call.alias, version=call.version
+        )
+        request_features = validate_request_features(model, call.features)
+        shadow = served.aliases.get("shadow")
+        return _Prepared(
+            call,
+            call.request_id or uuid.uuid4().hex,
+            model,
+            variant,
+            shadow,
+            request_features,
+        )
+
+    async def _fetch_online(
+        self, prepared: list[_Prepared], started: float, timeout_s: float | None
+    ) -> None:
+        groups: dict[int, list[_Prepared]] = {}
+        for p in prepared:
+            groups.setdefault(id(p.model), []).append(p)
+        reads = []
+        for group in groups.values():
+            model = group[0].model
+            names = [
+                n for n in model.feature_names if any(n not in p.request_features for p in group)
+            ]
+            if names:
+                reads.append(self._read(model, group, names, started, timeout_s))
+        if len(reads) == 1:
+            await reads[0]
+        elif reads:
+            await asyncio.gather(*reads)
+
+    async def _read(
+        self,
+        model: LoadedModel,
+        group: list[_Prepared],
+        names: list[str],
+        started: float,
+        timeout_s: float | None,
+    ) -> None:
+        budget = self._feature_timeout_s
+        callers = False
+        if timeout_s is not None:
+            remaining = timeout_s - (time.perf_counter() - started)
+            if remaining <= 0:
+                raise DeadlineExceededError("the deadline passed before features were read")
+            if remaining < budget:
+                budget, callers = remaining, True
+        try:
+            rows = await self.features.online(
+                model.featureset, [p.call.entity_id for p in group], names, budget
+            )
+        except DeadlineExceededError as exc:
+            if callers:
+                raise
+            raise UnavailableError(exc.message) from exc
+        for p, row in zip(group, rows, strict=True):
+            p.online = row
+
+    # -- Open Inference Protocol ----------------------------------------------------
+
+    async def resolve(self, model_name: str, version: str) -> tuple[ServedModel, LoadedModel, str]:
+        """``(served, model, variant)`` an OIP request names: an empty version is the
+        champion, digits that version, anything else an alias."""
+        version = version.strip()
+        if not version:
+            return await self.route(model_name, "", alias="champion", version=None)
+        if version.isdigit():
+            return await self.route(model_name, "", alias=None, version=int(version))
+        return await self.route(model_name, "", alias=version, version=None)
+
+    def infer(
+        self,
+        served: ServedModel,
+        model: LoadedModel,
+        columns: Mapping[str, Sequence[Any]],
+        n_rows: int,
+        *,
+        variant: str,
+        request_id: str,
+        entity_ids: Sequence[str] | None = None,
+    ) -> list[Scored]:
+        """Score ``n_rows`` rows given as one column per feature, in one pass.
+
+        Columns must be named after the model's features (any subset: absent
+        features are missing values). Every row is logged like a prediction.
+        """
+        started = time.perf_counter()
+        if n_rows > self.max_batch:
+            raise InvalidArgumentError(
+                f"{n_rows} rows in one request; at most {self.max_batch} are allowed"
+            )
+        names = list(columns)
+        unknown = [n for n in names if n not in model.by_name]
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown input(s) {', '.join(map(repr, unknown))} for model {model.describe()}; "
+                f"its inputs are: {', '.join(model.feature_names)}"
+            )
+        cols = [columns[n] for n in names]
+        rows = [dict(zip(names, values, strict=True)) for values in zip(*cols, strict=True)]
+        scored = model.score_many(rows)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        now = time.time()
+        trace = otel_context.get_current()
+        shadow = served.aliases.get("shadow")
+        offer = self.log.offer
+        for i, (x, (prediction, probabilities)) in enumerate(zip(rows, scored, strict=True)):
+            offer(
+                PendingPrediction(
+                    f"{request_id}/{i}",
+                    None,
+                    entity_ids[i] if entity_ids is not None else "",
+                    model,
+                    variant,
+                    x,
+                    prediction,
+                    probabilities,
+                    latency_ms,
+                    now,
+                    shadow,
+                    trace,
+                )
+            )
+        return scored

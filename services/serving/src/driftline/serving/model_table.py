@@ -1,0 +1,255 @@
+"""The models this replica serves, by name and alias, and how they are swapped.
+
+A new version is loaded completely (downloaded, verified, unpickled) before one
+reference is replaced, so requests never wait for a load and never see half a
+model: a request that picked the old champion finishes with it; the next one
+gets the new one. asyncio runs one task at a time, so replacing the alias dict
+in a single assignment is the whole swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from driftline.contracts.errors import DriftlineError, NotFoundError, UnavailableError
+from driftline.contracts.messages import RegistryEvent, RegistryEventKind
+from driftline.serving.canary import CanarySetting
+from driftline.serving.loaded_model import LoadedModel
+from driftline.serving.model_source import ModelSource
+
+__all__ = ["FOLLOWED_ALIASES", "ModelTable", "ServedModel"]
+
+log = logging.getLogger(__name__)
+
+FOLLOWED_ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
+"""Aliases serving keeps loaded and follows on ``driftline.models``."""
+
+
+@dataclass
+class ServedModel:
+    """One model name: its loaded aliases, its canary and recently pinned versions."""
+
+    name: str
+    canary: CanarySetting
+    aliases: dict[str, LoadedModel] = field(default_factory=dict)
+    pinned: OrderedDict[int, LoadedModel] = field(default_factory=OrderedDict)
+
+    def loaded(self, version: int) -> LoadedModel | None:
+        """A version already in memory (under an alias or pinned), if any."""
+        for m in self.aliases.values():
+            if m.version == version:
+                return m
+        return self.pinned.get(version)
+
+
+class ModelTable:
+    """Every served model; the core asks it which :class:`LoadedModel` answers a request."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        only: Sequence[str] = (),
+        pinned_cache_size: int = 8,
+        canary: CanarySetting | None = None,
+        on_change: Callable[[], None] | None = None,
+        on_load: Callable[[str], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._only = frozenset(only)
+        self._pinned_cache_size = pinned_cache_size
+        self._default_canary = canary or CanarySetting()
+        self._on_change = on_change
+        self._on_load = on_load
+        self._models: dict[str, ServedModel] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[LoadedModel]] = {}
+        self.synced = False
+        """True once the registry's current aliases have been loaded at least once."""
+
+    # -- reading (request path) -------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Served model names, sorted."""
+        return sorted(self._models)
+
+    @property
+    def ready(self) -> bool:
+        """True when at least one model has a champion loaded."""
+        return any("champion" in m.aliases for m in self._models.values())
+
+    def follows(self, name: str) -> bool:
+        """Whether this replica serves model ``name`` (every model when no list is configured)."""
+        return not self._only or name in self._only
+
+    def get(self, name: str) -> ServedModel:
+        """The served model ``name``.
+
+        An empty name means the only served model. Raises :class:`UnavailableError`
+        before the first registry sync and :class:`NotFoundError` for a name not served.
+        """
+        served = self._models.get(name)
+        if served is not None:
+            return served
+        if not name and len(self._models) == 1:
+            return next(iter(self._models.values()))
+        if not self.synced:
+            raise UnavailableError(
+                "serving has not loaded its models from the registry yet; retry shortly"
+            )
+        if not name:
+            raise NotFoundError(
+                "no model_name given and this server serves "
+                f"{len(self._models)} models ({', '.join(self.names) or 'none'}); name one"
+            )
+        raise NotFoundError(
+            f"model {name!r} is not served here; served models: {', '.join(self.names) or 'none'}"
+        )
+
+    def alias(self, name: str, alias: str) -> LoadedModel:
+        """The version loaded under ``alias``.
+
+        Raises :class:`UnavailableError` when the model has no champion loaded yet,
+        :class:`NotFoundError` when another alias is not set.
+        """
+        served = self.get(name)
+        model = served.aliases.get(alias)
+        if model is not None:
+            return model
+        if alias == "champion":
+            raise UnavailableError(
+                f"model {served.name!r} has no champion loaded yet; promote a version "
+                "(driftline models promote) or retry shortly"
+            )
+        raise NotFoundError(
+            f"model {served.name!r} has no {alias!r} alias loaded; loaded aliases: "
+            f"{', '.join(sorted(served.aliases)) or 'none'}"
+        )
+
+    async def version(self, name: str, version: int) -> LoadedModel:
+        """A pinned version: from memory, or loaded once from the registry and cached (LRU)."""
+        served = self.get(name)
+        found = served.loaded(version)
+        if found is not None:
+            if version in served.pinned:
+                served.pinned.move_to_end(version)
+            return found
+        key = (served.name, version)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._source.load(served.name, version=version))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(key, None))
+        model = await asyncio.shield(pending)
+        served.pinned[version] = model
+        while len(served.pinned) > self._pinned_cache_size:
+            served.pinned.popitem(last=False)
+        return model
+
+    # -- changing (lifecycle) ---------------------------------------------------------
+
+    def set_canary(self, name: str, canary: CanarySetting) -> ServedModel:
+        """Replace the canary of model ``name``."""
+        served = self.get(name)
+        served.canary = canary
+        return served
+
+    def _served(self, name: str) -> ServedModel:
+        served = self._models.get(name)
+        if served is None:
+            served = ServedModel(name, self._default_canary)
+            self._models[name] = served
+        return served
+
+    async def sync(self) -> None:
+        """Load every followed alias of every served model as the registry has them now.
+
+        Raises :class:`UnavailableError` when the registry cannot be reached;
+        a version that fails to load is logged and skipped (the others still load).
+        """
+        listing = await self._source.list_models()
+        for name, aliases in sorted(listing.items()):
+            if not self.follows(name):
+                continue
+            self._served(name)
+            for alias, version in sorted(aliases.items()):
+                if alias in FOLLOWED_ALIASES or alias == self._models[name].canary.alias:
+                    await self.point(name, alias, version)
+        for name in self._only:
+            self._served(name)
+        self.synced = True
+        self._changed()
+
+    async def point(self, name: str, alias: str, version: int) -> bool:
+        """Load ``version`` (unless in memory) and then swap it in under ``alias``.
+
+        Returns whether the alias now points at ``version``; a failed load leaves
+        the previous version serving and is logged.
+        """
+        served = self._served(name)
+        current = served.aliases.get(alias)
+        if current is not None and current.version == version:
+            return True
+        model = served.loaded(version)
+        if model is None:
+            try:
+                model = await self._source.load(name, version=version)
+            except DriftlineError as exc:
+                log.error("cannot load model %r v%d for %r: %s", name, version, alias, exc.message)
+                self._loaded("failed")
+                return False
+            except Exception:
+                # An artifact that verifies but does not unpickle (a River class
+                # missing here, say) must not stop the follower: the old version
+                # keeps serving and the failure is counted and logged.
+                log.exception("cannot deserialize model %r v%d for %r", name, version, alias)
+                self._loaded("failed")
+                return False
+            self._loaded("loaded")
+        # The swap: one assignment of a new dict; readers hold the old one or the new one.
+        served.aliases = {**served.aliases, alias: model}
+        log.info(
+            "model %r alias %r -> v%d (was %s)",
+            name,
+            alias,
+            version,
+            f"v{current.version}" if current else "unset",
+        )
+        self._changed()
+        return True
+
+    async def apply(self, event: RegistryEvent) -> bool:
+        """Follow one ``driftline.models`` event; True when it changed what is served."""
+        if not self.follows(event.model_name):
+            return False
+        if event.kind == RegistryEventKind.REGISTERED:
+            if event.model_name not in self._models:
+                self._served(event.model_name)
+                self._changed()
+            return False
+        if event.kind not in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
+            return False
+        alias = event.alias or "champion"
+        served = self._served(event.model_name)
+        if alias not in FOLLOWED_ALIASES and alias != served.canary.alias:
+            return False
+        return await self.point(event.model_name, alias, event.version)
+
+    def loaded_aliases(self) -> dict[str, dict[str, int]]:
+        """model -> alias -> loaded version (for metrics and logs)."""
+        return {
+            name: {a: m.version for a, m in served.aliases.items()}
+            for name, served in self._models.items()
+        }
+
+    def _loaded(self, outcome: str) -> None:
+        if self._on_load is not None:
+            self._on_load(outcome)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()

@@ -1,0 +1,83 @@
+"""Serving's Prometheus series, on the service's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from driftline.telemetry import ServiceMetrics
+
+__all__ = ["ServingMetrics"]
+
+
+class ServingMetrics:
+    """Request latency and outcomes, predictions, the prediction log and loaded versions.
+
+    >>> m = ServingMetrics(ServiceMetrics("serving"))
+    >>> m.observe("Predict", "OK", 0.001)
+    >>> b'driftline_serving_requests_total{code="OK",method="Predict"} 1.0' in m.base.render()
+    True
+    """
+
+    def __init__(self, base: ServiceMetrics) -> None:
+        self.base = base
+        registry = base.registry
+        self.requests = Counter(
+            "driftline_serving_requests",
+            "RPCs answered, by method and gRPC status code",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "driftline_serving_predictions",
+            "Predictions returned (rows for ModelInfer), by model and variant",
+            ["model", "variant"],
+            registry=registry,
+        )
+        self.log_dropped = Counter(
+            "driftline_serving_prediction_log_dropped",
+            "Predictions not logged to driftline.predictions, by reason "
+            "(buffer_full: Kafka too slow; kafka_error: the send failed)",
+            ["reason"],
+            registry=registry,
+        )
+        self.log_written = Counter(
+            "driftline_serving_prediction_log_written",
+            "Prediction records handed to Kafka, by kind (answered / shadow)",
+            ["kind"],
+            registry=registry,
+        )
+        self.log_buffered = Gauge(
+            "driftline_serving_prediction_log_buffered",
+            "Predictions waiting in the bounded buffer for Kafka",
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "driftline_serving_model_loads",
+            "Model version loads, by outcome (loaded / failed)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "driftline_serving_model_version",
+            "The version loaded under each alias",
+            ["model", "alias"],
+            registry=registry,
+        )
+        self.registry_events = Counter(
+            "driftline_serving_registry_events",
+            "driftline.models records seen, by outcome (applied / ignored / invalid)",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        """Record one RPC's latency and outcome."""
+        self.base.request_latency.labels(method=method, code=code).observe(seconds)
+        self.requests.labels(method=method, code=code).inc()
+
+    def show_versions(self, loaded: dict[str, dict[str, int]]) -> None:
+        """Publish the loaded version of every alias."""
+        self.model_version.clear()
+        for model, aliases in loaded.items():
+            for alias, version in aliases.items():
+                self.model_version.labels(model=model, alias=alias).set(version)

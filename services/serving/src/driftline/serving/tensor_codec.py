@@ -1,0 +1,259 @@
+"""Open Inference Protocol tensors <-> Python columns.
+
+Inputs arrive either typed (``InferTensorContents``, the repeated field that
+matches the datatype) or raw (``raw_input_contents``: little-endian, row-major
+bytes; BYTES elements each prefixed by a 4-byte little-endian length). Outputs
+go back the way the request came.
+
+>>> raw = encode_raw("FP64", [1.5, -2.0])
+>>> decode_raw("FP64", raw, 2)
+[1.5, -2.0]
+>>> decode_raw("BYTES", encode_raw("BYTES", ["a", "bc"]), 2)
+[b'a', b'bc']
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from driftline.contracts.errors import InvalidArgumentError
+from driftline.serving.loaded_model import ModelFeature
+from inference import grpc_service_pb2 as oip
+
+__all__ = [
+    "SUPPORTED_DATATYPES",
+    "decode_raw",
+    "decode_typed",
+    "element_count",
+    "encode_raw",
+    "feature_column",
+    "fill_typed",
+    "input_columns",
+]
+
+_NUMPY: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+_TYPED_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+SUPPORTED_DATATYPES = frozenset([*_NUMPY, "BYTES"])
+"""Every OIP datatype this codec reads."""
+
+_INTEGER = frozenset(k for k in _NUMPY if k.startswith(("INT", "UINT")))
+_FLOAT = frozenset({"FP16", "FP32", "FP64"})
+_LENGTH = struct.Struct("<I")
+
+
+def element_count(name: str, shape: Sequence[int]) -> int:
+    """The number of elements of a tensor of ``shape`` (every dimension must be >= 0)."""
+    n = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidArgumentError(
+                f"input {name!r}: shape {list(shape)} has a negative dimension; send the "
+                "actual sizes (-1 is only for metadata)"
+            )
+        n *= d
+    return n
+
+
+def decode_raw(datatype: str, data: bytes, count: int, name: str = "") -> list[Any]:
+    """``count`` elements of ``datatype`` from raw bytes (BYTES elements come back as bytes)."""
+    if datatype == "BYTES":
+        out: list[Any] = []
+        offset, size = 0, len(data)
+        for _ in range(count):
+            if offset + 4 > size:
+                raise InvalidArgumentError(
+                    f"input {name!r}: raw BYTES content ends after {len(out)} of {count} elements"
+                )
+            (length,) = _LENGTH.unpack_from(data, offset)
+            offset += 4
+            if offset + length > size:
+                raise InvalidArgumentError(
+                    f"input {name!r}: raw BYTES element {len(out)} claims {length} bytes but "
+                    f"only {size - offset} remain"
+                )
+            out.append(data[offset : offset + length])
+            offset += length
+        if offset != size:
+            raise InvalidArgumentError(
+                f"input {name!r}: {size - offset} bytes left over after {count} BYTES elements"
+            )
+        return out
+    dtype = np.dtype(_NUMPY[datatype])
+    if len(data) != count * dtype.itemsize:
+        raise InvalidArgumentError(
+            f"input {name!r}: raw content is {len(data)} bytes; {count} {datatype} elements "
+            f"need {count * dtype.itemsize}"
+        )
+    values: list[Any] = np.frombuffer(data, dtype=dtype).tolist()
+    return values
+
+
+def encode_raw(datatype: str, values: Sequence[Any]) -> bytes:
+    """Raw little-endian bytes of ``values`` (str or bytes elements for BYTES)."""
+    if datatype == "BYTES":
+        parts: list[bytes] = []
+        for v in values:
+            b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts.append(_LENGTH.pack(len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    return np.asarray(values, dtype=_NUMPY[datatype]).tobytes()
+
+
+def decode_typed(
+    datatype: str, contents: oip.InferTensorContents, count: int, name: str = ""
+) -> list[Any]:
+    """``count`` elements from the typed contents field that matches ``datatype``."""
+    field = _TYPED_FIELD.get(datatype)
+    if field is None:
+        raise InvalidArgumentError(
+            f"input {name!r}: {datatype} can only be sent as raw_input_contents"
+        )
+    values = list(getattr(contents, field))
+    if len(values) != count:
+        raise InvalidArgumentError(
+            f"input {name!r}: shape says {count} elements but {field} holds {len(values)}"
+        )
+    return values
+
+
+def fill_typed(contents: oip.InferTensorContents, datatype: str, values: Sequence[Any]) -> None:
+    """Put ``values`` into the typed field of ``contents`` that matches ``datatype``."""
+    field = getattr(contents, _TYPED_FIELD[datatype])
+    if datatype == "BYTES":
+        field.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values)
+    else:
+        field.extend(values)
+
+
+def feature_column(feature: ModelFeature, datatype: str, values: list[Any]) -> list[Any]:
+    """An input tensor's elements as the Python values feature ``feature`` takes.
+
+    Numeric tensors feed FP64 and INT64 features (an INT64 feature takes floats
+    only when they are whole numbers), BYTES tensors feed BYTES features (UTF-8),
+    BOOL tensors BOOL features. Anything else is INVALID_ARGUMENT.
+    """
+    want = feature.datatype
+    if want == "FP64" and (datatype in _FLOAT or datatype in _INTEGER):
+        return values
+    if want == "INT64":
+        if datatype in _INTEGER:
+            return values
+        if datatype in _FLOAT:
+            out: list[Any] = []
+            for v in values:
+                if not (math.isfinite(v) and float(v).is_integer()):
+                    raise InvalidArgumentError(
+                        f"input {feature.name!r} is INT64; {datatype} value {v!r} is not a "
+                        "whole number"
+                    )
+                out.append(int(v))
+            return out
+    if want == "BYTES" and datatype == "BYTES":
+        try:
+            return [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError as exc:
+            raise InvalidArgumentError(
+                f"input {feature.name!r}: a BYTES element is not valid UTF-8 ({exc.reason})"
+            ) from None
+    if want == "BOOL" and datatype == "BOOL":
+        return values
+    raise InvalidArgumentError(
+        f"input {feature.name!r} has datatype {datatype}; the model takes it as {want}"
+        + (" (or any numeric type)" if want in ("FP64", "INT64") else "")
+    )
+
+
+def input_columns(
+    request: oip.ModelInferRequest, by_name: dict[str, ModelFeature], extra: frozenset[str]
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]], int, bool]:
+    """``(feature columns, extra columns, rows, raw)`` of a ModelInfer request.
+
+    Each input must be shaped ``[n]`` or ``[n, 1]`` with the same ``n`` for all;
+    inputs are features of the model, or one of ``extra`` (decoded, undecoded
+    BYTES as str). ``raw`` tells whether the request used ``raw_input_contents``.
+    """
+    raw = len(request.raw_input_contents) > 0
+    if not request.inputs:
+        raise InvalidArgumentError("no inputs: send one input tensor per feature")
+    if raw and len(request.raw_input_contents) != len(request.inputs):
+        raise InvalidArgumentError(
+            f"{len(request.raw_input_contents)} raw_input_contents for {len(request.inputs)} "
+            "inputs; send one per input, in the order of inputs"
+        )
+    columns: dict[str, list[Any]] = {}
+    extras: dict[str, list[Any]] = {}
+    rows: int | None = None
+    for i, tensor in enumerate(request.inputs):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        if name in columns or name in extras:
+            raise InvalidArgumentError(f"input {name!r} is sent twice")
+        feature = by_name.get(name)
+        if feature is None and name not in extra:
+            raise InvalidArgumentError(
+                f"unknown input {name!r}; the model's inputs are: {', '.join(by_name)}"
+            )
+        if datatype not in SUPPORTED_DATATYPES:
+            raise InvalidArgumentError(
+                f"input {name!r}: unknown datatype {datatype!r}; use one of "
+                f"{', '.join(sorted(SUPPORTED_DATATYPES))}"
+            )
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidArgumentError(
+                f"input {name!r}: shape {shape}; one feature per input is shaped [rows] or "
+                "[rows, 1]"
+            )
+        count = element_count(name, shape)
+        if rows is None:
+            rows = count
+        elif count != rows:
+            raise InvalidArgumentError(
+                f"input {name!r} has {count} rows but the inputs before it have {rows}"
+            )
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgumentError(
+                    f"input {name!r} sets contents although raw_input_contents is used; "
+                    "use one or the other"
+                )
+            values = decode_raw(datatype, request.raw_input_contents[i], count, name)
+        else:
+            values = decode_typed(datatype, tensor.contents, count, name)
+        if feature is None:
+            extras[name] = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
+            ]
+        else:
+            columns[name] = feature_column(feature, datatype, values)
+    return columns, extras, rows or 0, raw

@@ -1,0 +1,327 @@
+"""The features worker as a real process against the harness's Kafka and Redis.
+
+(a) every event's vector reaches ``driftline.features`` and each entity's online
+values (Redis and gRPC) equal a brute-force recomputation from the events;
+(b) the same holds when the worker is SIGKILLed mid-stream and restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from driftline.contracts.messages import FeatureVector, ValidEvent
+from driftline.contracts.topics import EVENTS_VALID, FEATURES
+from driftline.features.online_store import FeatureStatus, RedisOnlineStore
+from driftline.kafkaio import provision_topics
+from driftline.settings import KafkaSettings
+from driftline.specs import FeatureSetSpec, load_featuresets
+from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+FEATURESETS = ROOT / "examples" / "featuresets"
+SPEC: FeatureSetSpec = load_featuresets(FEATURESETS).resolve("loans")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_events(n: int, n_entities: int, seed: int) -> list[ValidEvent]:
+    """Events of unique entities, event times over the last 40 minutes, ~20% out of order."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    start = now - timedelta(minutes=40)
+    events = []
+    for i in range(n):
+        t = start + timedelta(seconds=2400 * i / n)
+        if rng.random() < 0.2:
+            t -= timedelta(seconds=rng.uniform(0, 240))
+        features = {
+            "salary": round(rng.uniform(20000, 150000), 2),
+            "commission": round(rng.uniform(0, 85000), 2),
+            "age": rng.randint(20, 80),
+            "elevel": rng.randint(0, 4),
+            "car": rng.randint(1, 20),
+            "zipcode": rng.randint(0, 8),
+            "hvalue": round(rng.uniform(0, 1_200_000), 2),
+            "hyears": rng.randint(1, 30),
+            "loan": round(rng.uniform(0, 500_000), 2),
+        }
+        events.append(
+            ValidEvent(
+                event_id=f"{run}-{i}",
+                entity_id=f"c-{run}-{rng.randrange(n_entities)}",
+                event_time=t,
+                featureset="loans",
+                featureset_version=SPEC.version,
+                features=features,
+                ingested_at=now,
+            )
+        )
+    return events
+
+
+def expected_online(events: list[ValidEvent]) -> dict[str, dict[str, Any]]:
+    """Brute force: raw fields of each entity's newest event, aggregates as of its newest time."""
+    by_entity: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for e in events:
+        by_entity.setdefault(e.entity_id, []).append((e.event_time.timestamp(), e.features))
+    out = {}
+    for entity, rows in by_entity.items():
+        tmax = max(t for t, _ in rows)
+        newest = [raw for t, raw in rows if t == tmax][-1]
+        values: dict[str, Any] = {name: newest.get(name) for name in SPEC.fields}
+        for agg in SPEC.aggregations:
+            end = (math.floor(tmax / agg.hop_s) + 1) * agg.hop_s
+            inside = [(t, raw) for t, raw in rows if end - agg.window <= t < end]
+            xs = [float(raw[agg.field]) for _, raw in inside] if agg.field else []
+            if agg.fn == "count":
+                values[agg.name] = len(inside)
+            elif agg.fn == "sum":
+                values[agg.name] = math.fsum(xs)
+            elif agg.fn == "mean":
+                values[agg.name] = math.fsum(xs) / len(xs)
+            elif agg.fn == "min":
+                values[agg.name] = min(xs)
+            elif agg.fn == "max":
+                values[agg.name] = max(xs)
+            elif agg.fn == "last":
+                tl = max(t for t, _ in inside)
+                values[agg.name] = [raw[agg.field] for t, raw in inside if t == tl][-1]
+            else:
+                m = math.fsum(xs) / len(xs)
+                values[agg.name] = math.sqrt(math.fsum((x - m) ** 2 for x in xs) / len(xs))
+        out[entity] = values
+    return out
+
+
+def assert_same(got: Any, want: Any, what: str) -> None:
+    if isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-6), what
+    else:
+        assert got == want, what
+
+
+async def produce(bootstrap: str, events: list[ValidEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(
+                EVENTS_VALID.name, value=e.model_dump_json().encode(), key=e.entity_id.encode()
+            )
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+class FeatureLog:
+    """Reads ``driftline.features`` from the start and collects vectors by event id."""
+
+    def __init__(self, bootstrap: str, wanted: set[str]) -> None:
+        self.bootstrap = bootstrap
+        self.wanted = wanted
+        self.seen: dict[str, list[FeatureVector]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        tps = [TopicPartition(FEATURES.name, p) for p in range(FEATURES.partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+
+    async def poll(self) -> None:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+        for records in batches.values():
+            for r in records:
+                v = FeatureVector.model_validate_json(r.value)
+                if v.event_id in self.wanted:
+                    self.seen.setdefault(v.event_id, []).append(v)
+
+    async def wait_for(
+        self, count: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.seen) < count:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the worker exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(self.seen)} of {count} vectors after {timeout}s")
+            await self.poll()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class Worker:
+    """``python -m driftline.features`` as a subprocess on free ports."""
+
+    def __init__(self, kafka: Any, redis_server: Any, tmp: Path) -> None:
+        self.grpc_port = free_port()
+        self.admin_port = free_port()
+        self.log = tmp / "worker.log"
+        self.env = {
+            **os.environ,
+            "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DRIFTLINE_REDIS__HOST": redis_server.host,
+            "DRIFTLINE_REDIS__PORT": str(redis_server.port),
+            "DRIFTLINE_FEATURES__GRPC_PORT": str(self.grpc_port),
+            "DRIFTLINE_FEATURES__ADMIN__PORT": str(self.admin_port),
+            "DRIFTLINE_FEATURES__FEATURESETS_DIR": str(FEATURESETS),
+            "DRIFTLINE_INFRA__STATE_DIR": str(tmp / "state"),
+            "DRIFTLINE_TELEMETRY__LOG_FORMAT": "text",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline.features"], env=self.env, stdout=out, stderr=out
+        )
+        return self.proc
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode
+
+
+@pytest.fixture
+def worker(kafka: Any, redis_server: Any, tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(kafka, redis_server, tmp_path)
+    yield w
+    if w.proc is not None and w.proc.poll() is None:
+        code = w.terminate()
+        assert code == 0, w.log.read_text()[-3000:]
+
+
+async def check_online_values(redis_server: Any, grpc_port: int, events: list[ValidEvent]) -> None:
+    want = expected_online(events)
+    store = RedisOnlineStore(redis_server.url)
+    try:
+        entities = sorted(want)
+        rows = await store.read(SPEC, entities, SPEC.feature_names, time.time())
+    finally:
+        await store.close()
+    for entity, row in zip(entities, rows, strict=True):
+        for name, r in zip(SPEC.feature_names, row, strict=True):
+            assert r.status is FeatureStatus.PRESENT, (entity, name, r)
+            assert_same(r.value, want[entity][name], f"{entity}.{name} in Redis")
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+        resp = await stub.GetOnlineFeatures(
+            feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
+        )
+        assert list(resp.feature_names) == SPEC.feature_names
+        for entity, ef in zip(entities, resp.entities, strict=True):
+            assert ef.entity_id == entity
+            for fv in ef.features:
+                assert fv.status == common_pb2.FEATURE_STATUS_PRESENT
+                kind = fv.value.WhichOneof("kind")
+                assert kind is not None
+                assert_same(
+                    getattr(fv.value, kind), want[entity][fv.name], f"{entity}.{fv.name} via gRPC"
+                )
+                assert 0 <= fv.age_ms < 3_600_000
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetOnlineFeatures(
+                feature_store_pb2.GetOnlineFeaturesRequest(featureset="nope", entity_ids=["x"])
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetOnlineFeatures(
+                feature_store_pb2.GetOnlineFeaturesRequest(
+                    featureset="loans", entity_ids=["x"], feature_names=["bogus"]
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_every_event_gets_a_vector_and_online_values_are_exact(
+    kafka: Any, redis_server: Any, worker: Worker
+) -> None:
+    await provision_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
+    events = make_events(3000, 50, seed=1)
+    await produce(kafka.bootstrap_servers, events)
+    proc = worker.start()
+    log = FeatureLog(kafka.bootstrap_servers, {e.event_id for e in events})
+    await log.start()
+    try:
+        await log.wait_for(len(events), timeout=90, proc=proc)
+    finally:
+        await log.stop()
+    # Point-in-time: the vector carries the event's own raw values and version.
+    first = {e.event_id: e for e in events}
+    for event_id, vectors in log.seen.items():
+        v = vectors[0]
+        assert v.entity_id == first[event_id].entity_id
+        assert v.featureset_version == SPEC.version
+        for name, value in first[event_id].features.items():
+            assert_same(v.values[name], value, name)
+    await check_online_values(redis_server, worker.grpc_port, events)
+
+
+async def test_sigkill_mid_stream_loses_and_double_counts_nothing(
+    kafka: Any, redis_server: Any, worker: Worker
+) -> None:
+    await provision_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
+    events = make_events(20000, 50, seed=2)
+    half = len(events) // 2
+    await produce(kafka.bootstrap_servers, events[:half])
+    log = FeatureLog(kafka.bootstrap_servers, {e.event_id for e in events})
+    await log.start()
+    try:
+        proc = worker.start()
+        await log.wait_for(half // 3, timeout=90, proc=proc)
+        worker.kill()  # mid-stream: about a third of the first half is done
+        killed_at = len(log.seen)
+        assert killed_at < half
+        worker.start()
+        await produce(kafka.bootstrap_servers, events[half:])
+        await log.wait_for(len(events), timeout=180, proc=worker.proc)
+    finally:
+        await log.stop()
+    assert set(log.seen) == {e.event_id for e in events}
+    await check_online_values(redis_server, worker.grpc_port, events)
