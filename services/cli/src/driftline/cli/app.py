@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from driftline.cli.context import CliState
+from driftline.cli.demo import demo
 from driftline.cli.dlq import dlq_app
 from driftline.cli.eval_drift import register_eval_drift
 from driftline.cli.infra_commands import infra_app
@@ -48,4 +49,5 @@ app.add_typer(infra_app, name="infra")
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
 register_service_commands(app)
+app.command("demo")(demo)
 register_eval_drift(app)

@@ -1,0 +1,225 @@
+"""``driftline demo`` end to end: a small scenario through the real platform.
+
+The demo runs as a subprocess (``python -m driftline.cli demo``) that starts the
+six services itself, against a Kafka broker and a redis-server of its own: the
+services replay whole topics from the start, so records other tests left on the
+session broker would become part of the scenario.  Afterwards the test reads the
+topics itself and checks that the figures the demo reported are the ones on them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+from driftline.contracts.messages import (
+    DriftEvent,
+    DriftKind,
+    PredictionRecord,
+    RegistryEvent,
+    RegistryEventKind,
+)
+from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, Topic
+from driftline.infra import KafkaNode, RedisNode, free_port
+from driftline.kafkaio import make_consumer
+from driftline.settings import KafkaSettings
+from driftline.settings.models import InfraSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _ports(count: int) -> list[int]:
+    chosen: list[int] = []
+    while len(chosen) < count:
+        chosen.append(free_port(exclude=frozenset(chosen)))
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaNode]:
+    """A real broker holding nothing but this demo's records."""
+    infra = InfraSettings()
+    port, controller = _ports(2)
+    node = KafkaNode(
+        tmp_path_factory.mktemp("demo-kafka"),
+        port=port,
+        controller_port=controller,
+        kafka_version=infra.kafka_version,
+        jar_cache=infra.jar_cache,
+        heap="512m",
+        infra_dir=ROOT / "infra",
+    )
+    node.start(timeout_s=120.0)
+    try:
+        yield node
+    finally:
+        node.stop(timeout_s=20.0)
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
+    """A real redis-server with no other test's entities in it."""
+    node = RedisNode(
+        tmp_path_factory.mktemp("demo-redis"), port=free_port(), infra_dir=ROOT / "infra"
+    )
+    node.start(timeout_s=30.0)
+    try:
+        yield node
+    finally:
+        node.stop(timeout_s=10.0)
+
+
+def _demo_env(kafka: KafkaNode, redis: RedisNode, state: Path) -> dict[str, str]:
+    admin = _ports(6)
+    features_grpc, registry_grpc, serving_grpc = _ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(
+        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        DRIFTLINE_REDIS__HOST=redis.host,
+        DRIFTLINE_REDIS__PORT=str(redis.port),
+        DRIFTLINE_INFRA__STATE_DIR=str(state),
+        DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
+        DRIFTLINE_INGESTION__ADMIN__PORT=str(admin[0]),
+        DRIFTLINE_FEATURES__ADMIN__PORT=str(admin[1]),
+        DRIFTLINE_FEATURES__GRPC_PORT=str(features_grpc),
+        DRIFTLINE_TRAINING__ADMIN__PORT=str(admin[2]),
+        DRIFTLINE_TRAINING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
+        DRIFTLINE_REGISTRY__ADMIN__PORT=str(admin[3]),
+        DRIFTLINE_REGISTRY__GRPC_PORT=str(registry_grpc),
+        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(state / "artifacts"),
+        DRIFTLINE_SERVING__ADMIN__PORT=str(admin[4]),
+        DRIFTLINE_SERVING__GRPC_PORT=str(serving_grpc),
+        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{features_grpc}",
+        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
+        DRIFTLINE_MONITORING__ADMIN__PORT=str(admin[5]),
+    )
+    return env
+
+
+async def _read_all(bootstrap: str, topic: Topic) -> list[bytes]:
+    consumer = make_consumer(
+        KafkaSettings(bootstrap_servers=bootstrap), "demo-test-reader", group_id=None
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        await consumer.seek_to_beginning(*parts)
+        values: list[bytes] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            batch = await consumer.getmany(*parts, timeout_ms=1000)
+            for records in batch.values():
+                values.extend(r.value for r in records if r.value is not None)
+        return values
+    finally:
+        await consumer.stop()
+
+
+def _summary(report: str) -> dict[str, str]:
+    section = report.split("## Summary", 1)[1].split("## ", 1)[0]
+    rows = re.findall(r"^\| (.+?) \| (.+?) \|$", section, flags=re.MULTILINE)
+    return {k: v for k, v in rows if k not in ("figure", "---")}
+
+
+async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
+    own_kafka: KafkaNode, own_redis: RedisNode, tmp_path: Path
+) -> None:
+    report = tmp_path / "out" / "report.md"
+    env = _demo_env(own_kafka, own_redis, tmp_path / "state")
+    argv = [
+        sys.executable,
+        "-m",
+        "driftline.cli",
+        "demo",
+        "--events",
+        "6000",
+        "--rate",
+        "100",
+        "--drift-at",
+        "3000",
+        "--label-delay",
+        "50",
+        "--seed",
+        "7",
+        "--timeout",
+        "600",
+        "--report",
+        str(report),
+    ]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=840, check=False
+    )
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+        for p in sorted((tmp_path / "state" / "logs").glob("*.log"))
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs}"
+
+    # the report and its plot exist
+    assert report.is_file()
+    png = report.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.read_text()
+    assert "**Loop closed.**" in text
+    assert f"![rolling accuracy]({png.name})" in text
+    summary = _summary(text)
+
+    # predictions: what serving answered is what is logged on driftline.predictions
+    predictions = [
+        PredictionRecord.model_validate_json(v)
+        for v in await _read_all(own_kafka.bootstrap_servers, PREDICTIONS)
+    ]
+    scenario_predictions = [p for p in predictions if p.event_id is not None and not p.shadow]
+    answered = int(summary["predictions answered"])
+    assert answered > 0
+    assert len(scenario_predictions) == answered
+    assert int(summary["predictions logged on driftline.predictions"]) == answered
+    assert int(summary["failed requests"]) == 0
+
+    # champion changes: the new champion the demo names is one on driftline.models
+    models = [
+        RegistryEvent.model_validate_json(v)
+        for v in await _read_all(own_kafka.bootstrap_servers, MODELS)
+    ]
+    champions = [
+        e.version
+        for e in models
+        if e.model_name == "loans"
+        and e.kind in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK)
+        and e.alias == "champion"
+    ]
+    new_champion = summary["new champion"]
+    assert new_champion.startswith("v")
+    assert int(new_champion[1:]) in champions
+    assert summary["champion at drift"] != new_champion
+    champion_rows = text.split("## Champion changes during the run", 1)[1].split("## ", 1)[0]
+    assert len(re.findall(r"^\| v\d+ \|", champion_rows, flags=re.MULTILINE)) == len(champions)
+    # serving answered with the new version, and the log shows it
+    assert any(p.model_version == int(new_champion[1:]) for p in predictions)
+
+    # drift: the detection the demo reports is on driftline.drift
+    drifts = [
+        DriftEvent.model_validate_json(v)
+        for v in await _read_all(own_kafka.bootstrap_servers, DRIFT)
+    ]
+    assert any(d.kind is DriftKind.CONCEPT and d.model_name == "loans" for d in drifts)
+    detected_at = int(summary["drift detected at event"])
+    assert detected_at >= 3000
+    assert int(summary["detection delay (events)"]) == detected_at - 3000
+
+    # accuracy falls at the drift and recovers with the new champion
+    def acc(key: str) -> float:
+        return float(summary[key].split()[0])
+
+    assert acc("accuracy before drift") > acc("accuracy during drift")
+    assert acc("accuracy after new champion") > acc("accuracy during drift")
