@@ -13,8 +13,8 @@ uv: ## Install uv from PyPI if it is missing
 	@command -v $(UV) >/dev/null 2>&1 || { echo "installing uv from PyPI…"; python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv; }
 
 .PHONY: system
-system: ## Install system packages (redis-server, kcat, promtool) with apt-get when root
-	@missing=""; for c in redis-server:redis-server kcat:kcat promtool:prometheus; do \
+system: ## Install system packages (redis-server, kcat, promtool, chromium) with apt-get when root
+	@missing=""; for c in redis-server:redis-server kcat:kcat promtool:prometheus chromium:chromium; do \
 	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing with apt-get…"; \

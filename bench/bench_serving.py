@@ -161,8 +161,10 @@ async def run_peers(registry_port: int, features_port: int) -> None:
     fs_server = grpc.aio.server()
     feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(Features(), fs_server)
     fs_server.add_insecure_port(f"127.0.0.1:{features_port}")
-    await server.start()
+    # The feature store first: serving asks it for the feature types as soon as the
+    # registry answers, and a failed load would leave it without a champion.
     await fs_server.start()
+    await server.start()
     await server.wait_for_termination()
 
 
@@ -345,7 +347,11 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(30)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         out.close()
     ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
     return {

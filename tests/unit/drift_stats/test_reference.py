@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.monitoring.reference import Reference, build_reference
+from driftline.drift_stats import Reference, build_reference
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ from driftline.contracts.messages import (
     RegistryEvent,
     RegistryEventKind,
 )
+from driftline.drift_stats.reference import build_reference
 from driftline.monitoring.core import MonitorCore
 from driftline.monitoring.distribution_drift import DistributionMonitor
-from driftline.monitoring.reference import build_reference
 from driftline.settings import MonitoringSettings
 
 pytestmark = pytest.mark.unit

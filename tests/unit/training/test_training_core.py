@@ -11,6 +11,7 @@ from river import evaluate, stream
 from river.datasets import synth
 
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
+from driftline.drift_stats import Reference
 from driftline.specs import ModelSpec, load_model_spec
 from driftline.training.candidates import InMemorySink
 from driftline.training.core import CoreConfig, TrainingCore
@@ -91,6 +92,13 @@ async def test_snapshots_register_candidates_and_promote_the_first(
     assert second.version.metrics["examples"] == 2000
     assert 0.5 < second.version.metrics["accuracy"] <= 1.0
     assert "champion_holdout_accuracy" in second.version.metrics
+    # Each version records the distribution of its recent training examples.
+    recorded = sink.versions["loans"][1].spec
+    assert recorded["name"] == "loans"
+    reference = Reference.from_dict(recorded["reference"])
+    assert reference.count == 600  # the eval window the online model fits now
+    assert set(reference.numeric) >= {"salary", "age", "loan"}
+    assert sum(reference.numeric["salary"].counts) == 600
 
 
 async def test_retrain_registers_one_fresh_candidate_per_request(
@@ -131,6 +139,14 @@ async def test_retrain_registers_one_fresh_candidate_per_request(
     assert lineage.event_time_to == examples[2499].event_time
     assert outcome.version.metrics["accuracy"] > 0.8
     assert outcome.alias == "champion"
+    # The reference is built from exactly the 2000 examples it trained on.
+    reference = Reference.from_dict(sink.versions["loans"][0].spec["reference"])
+    assert reference.count == 2000
+    trained = [x for x, _ in synth.Agrawal(seed=2).take(3000)][500:2500]
+    ages = sorted(float(x["age"]) for x in trained)
+    assert sum(reference.numeric["age"].counts) == 2000
+    assert reference.numeric["age"].edges[0] >= ages[0]
+    assert reference.numeric["age"].edges[-1] <= ages[-1]
 
     # The same request again — in this process, or in a new one — adds nothing.
     assert await core.retrain(request, replay) is None

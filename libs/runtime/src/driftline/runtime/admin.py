@@ -39,11 +39,19 @@ class Health:
         return bool(self.conditions) and all(self.conditions.values())
 
 
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 def build_admin_app(
     health: Health, metrics: ServiceMetrics, *, title: str | None = None
 ) -> FastAPI:
     """The admin app; a service may add routes of its own (ingestion's API does)."""
-    app = FastAPI(title=title or f"driftline {health.service}", version="0.1.0")
+    app = FastAPI(
+        title=title or f"driftline {health.service}",
+        version="0.1.0",
+        # Probes and scrapes every few seconds would each start a trace of their own.
+        telemetry={"exclude": lambda scope: scope.get("path") in _UNTRACED},
+    )
 
     @app.get("/healthz", tags=["admin"], summary="Liveness: the process is up")
     async def healthz() -> dict[str, str]:

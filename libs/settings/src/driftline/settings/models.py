@@ -166,6 +166,16 @@ class TrainingSettings(_ServiceSection):
     """Most recent joined examples kept to compare a candidate with the champion."""
     actor: str = "driftline-training"
     """The actor recorded on versions and alias changes this service makes."""
+    retrain_max_wait_s: float = Field(default=900.0, ge=0)
+    """How long (from its ``requested_at``) a retrain request waits for the window after its
+    ``since`` to hold the spec's ``min_examples`` plus the held-out slice; it is served as soon
+    as it does, and after this wait with what there is (see ``retrain_min_fraction``)."""
+    retrain_min_fraction: float = Field(default=0.5, gt=0, le=1)
+    """After the longest wait, a retrain candidate is trained only if it can learn from at
+    least this fraction of the spec's ``min_examples``; otherwise the request is rejected."""
+    retrain_recheck_s: float = Field(default=15.0, gt=0)
+    """A waiting retrain request replays its window again at least this often (sooner when
+    this replica has learned enough new examples after its ``since``)."""
 
 
 class RegistrySettings(_ServiceSection):

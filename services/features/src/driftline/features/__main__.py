@@ -116,7 +116,7 @@ def main() -> int:
     quiet = max(logging.WARNING, logging.getLogger().level)
     for name in ("faust", "mode", "aiokafka", "kafka"):
         logging.getLogger(name).setLevel(quiet)
-    configure_tracing("driftline-features", settings.telemetry)
+    configure_tracing("features", settings.telemetry)
     try:
         load_featuresets(settings.features.featuresets_dir)
     except SpecError as exc:

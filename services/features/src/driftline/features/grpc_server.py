@@ -15,18 +15,20 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import FeatureValue
 from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.online_store import FeatureStatus
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ServiceMetrics, context_from_metadata, rpc_attributes
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 __all__ = ["FeatureStoreServicer", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.features")
 
 SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
@@ -82,23 +84,32 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
     ) -> feature_store_pb2.GetOnlineFeaturesResponse:
         started = time.perf_counter()
         code = "OK"
-        try:
-            result = await self.lookup.get(
-                request.featureset, list(request.entity_ids), list(request.feature_names)
-            )
-        except DriftlineError as exc:
-            code = exc.grpc_code
-            await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
-        except RedisError as exc:
-            code = "UNAVAILABLE"
-            log.warning("online store read failed: %s", exc)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
-            )
-        finally:
-            self.metrics.request_latency.labels(method="GetOnlineFeatures", code=code).observe(
-                time.perf_counter() - started
-            )
+        # Continues the caller's trace (serving sends its traceparent in the metadata).
+        with tracer.start_as_current_span(
+            f"{SERVICE_NAME}/GetOnlineFeatures",
+            context=context_from_metadata(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes=rpc_attributes(SERVICE_NAME, "GetOnlineFeatures"),
+        ) as span:
+            try:
+                result = await self.lookup.get(
+                    request.featureset, list(request.entity_ids), list(request.feature_names)
+                )
+            except DriftlineError as exc:
+                code = exc.grpc_code
+                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+                await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+            except RedisError as exc:
+                code = "UNAVAILABLE"
+                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.UNAVAILABLE.value[0])
+                log.warning("online store read failed: %s", exc)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
+                )
+            finally:
+                self.metrics.request_latency.labels(method="GetOnlineFeatures", code=code).observe(
+                    time.perf_counter() - started
+                )
         read_at_us = round(result.read_at * 1e6)
         entities = []
         names = result.names

@@ -50,6 +50,8 @@ class SourceRecord:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """Record headers (``traceparent`` among them when the event is traced)."""
 
 
 @dataclass
@@ -58,6 +60,8 @@ class BatchOutcome:
 
     vectors: list[tuple[str, bytes]] = field(default_factory=list)
     """``(entity id, FeatureVector JSON)`` for ``driftline.features``, in input order."""
+    vector_sources: list[int] = field(default_factory=list)
+    """For each of :attr:`vectors`, the index of the source record it was computed from."""
     writes: dict[str, list[EntityWrite]] = field(default_factory=dict)
     """Online values per feature set: raw fields of each entity's newest event and
     its aggregates as of its newest event time."""
@@ -113,7 +117,7 @@ class FeatureProcessor:
         out = BatchOutcome()
         newest: dict[str, tuple[FeatureSetSpec, str, _Newest]] = {}
         produced_at = utcnow()
-        for rec in records:
+        for index, rec in enumerate(records):
             try:
                 event = ValidEvent.model_validate_json(rec.value)
             except ValidationError as exc:
@@ -159,6 +163,7 @@ class FeatureProcessor:
                 produced_at=produced_at,
             )
             out.vectors.append((event.entity_id, vector.model_dump_json().encode()))
+            out.vector_sources.append(index)
             seen = newest.get(key)
             if seen is None or t_us >= seen[2].t_us:
                 newest[key] = (spec, event.entity_id, _Newest(t_us, raw))

@@ -6,10 +6,12 @@ transactions, which cannot cover Redis anyway):
 * every entity state in the Faust table records the offset of the last event
   applied to it; an entity's events share one partition, in order, so an event
   at or below that offset is a redelivery and is skipped;
-* a batch's effects are made durable in this order: feature vectors, dead
-  letters and online values first (awaited), then the changed states on the
-  table's changelog (awaited); only then does the agent take the next batch,
-  which is when Faust acks the batch's events and may commit their offsets.
+* a batch's effects are made durable in this order: online values (awaited),
+  then feature vectors and dead letters (awaited) -- so a vector seen on
+  ``driftline.features`` means its event is already in the online values --
+  then the changed states on the table's changelog (awaited); only then does
+  the agent take the next batch, which is when Faust acks the batch's events
+  and may commit their offsets.
 
 So a crash at any point leaves one of: nothing durable (the batch is redone
 from the recovered state), vectors/values durable but not the state (redone:
@@ -36,20 +38,25 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faust.serializers.codecs import Codec
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
 from driftline.features.aggregates import DEFAULT_LATENESS_S, EntityState
 from driftline.features.metrics import FeaturesMetrics
+from driftline.features.online_rebuild import OnlineRebuild, tables_recovered
 from driftline.features.online_store import OnlineStore
 from driftline.features.processor import BatchOutcome, FeatureProcessor, SourceRecord
-from driftline.kafkaio import encode_value
+from driftline.kafkaio import context_from_headers, encode_value, headers_from_context
 from driftline.runtime import Health
 from driftline.specs import FeatureSetCatalog
+from driftline.telemetry import messaging_attributes
 
 __all__ = ["FeaturesWorker", "StateCodec"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.features")
 
 APP_ID = "driftline-features"
 """Faust application id: the consumer group, and the prefix of the changelog topic."""
@@ -191,6 +198,15 @@ class FeaturesWorker:
         self._states = _TableStates(self.table)
         self._in_flight: asyncio.Task[None] | None = None
         self.app.agent(self.source, name="features")(self._agent)
+        # Rewrites Redis from the table and the feature log after it was wiped.
+        self.online_rebuild = OnlineRebuild(
+            store=store,
+            catalog=catalog,
+            bootstrap_servers=bootstrap_servers,
+            states=lambda: self.table.data.items(),
+            ready=lambda: tables_recovered(self.app),
+            client_id=client_id,
+        )
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -207,10 +223,12 @@ class FeaturesWorker:
         await self._producer.start()
         self.health.set("worker_started", False)
         await self.app.start()
+        self.online_rebuild.start()
         self.health.set("worker_started", True)
 
     async def stop(self) -> None:
         """Let the batch in flight finish, then stop Faust and the producer."""
+        await self.online_rebuild.stop()
         if self._in_flight is not None and not self._in_flight.done():
             await asyncio.wait({self._in_flight}, timeout=30)
         await self.app.stop()
@@ -223,14 +241,18 @@ class FeaturesWorker:
         async for events in stream.take_events(self._batch_max, within=self._batch_within):
             records = [
                 SourceRecord(
-                    e.message.partition, e.message.offset, e.message.key, e.message.value or b""
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value or b"",
+                    _headers(e.message.headers),
                 )
                 for e in events
             ]
             # Events of a batch are acked (and may be committed) as soon as this
             # body returns or is cancelled, so the batch's effects are shielded
             # from cancellation and awaited to the end first.
-            task = asyncio.ensure_future(self.handle_batch(records))
+            task = asyncio.ensure_future(self.online_rebuild.exclusive(self.handle_batch(records)))
             self._in_flight = task
             try:
                 await asyncio.shield(task)
@@ -251,29 +273,91 @@ class FeaturesWorker:
     async def handle_batch(self, records: Sequence[SourceRecord]) -> None:
         """Process one batch and make its effects durable in the safe order."""
         started = time.perf_counter()
+        started_ns = time.time_ns()
         self.metrics.messages_in.labels(topic=EVENTS_VALID.name).inc(len(records))
         outcome = self.processor.process(records, self._states)  # type: ignore[arg-type]
-        await self._retrying("publish and write", lambda: self._publish_and_write(outcome))
-        await self._retrying("persist state", lambda: self._persist_states(outcome))
+        spans = self._event_spans(records, outcome, started_ns)
+        try:
+            await self._retrying(
+                "publish and write", lambda: self._publish_and_write(outcome, spans)
+            )
+            await self._retrying("persist state", lambda: self._persist_states(outcome))
+        finally:
+            for span in spans:
+                if span is not None:
+                    span.end()
         self.metrics.replayed.inc(outcome.replayed)
         self.metrics.batch_latency.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(records))
 
-    async def _publish_and_write(self, outcome: BatchOutcome) -> None:
+    @staticmethod
+    def _event_spans(
+        records: Sequence[SourceRecord], outcome: BatchOutcome, started_ns: int
+    ) -> list[Span | None]:
+        """A ``process`` span per vector whose event arrived inside a trace (else None).
+
+        Each continues its event's trace (the parent is the span that wrote the
+        event) and covers the batch's work until the vector is durable; untraced
+        high-rate streams pay nothing for tracing.
+        """
+        spans: list[Span | None] = []
+        for index in outcome.vector_sources:
+            rec = records[index]
+            if not rec.headers:
+                spans.append(None)
+                continue
+            parent = context_from_headers(rec.headers)
+            if not trace.get_current_span(parent).get_span_context().is_valid:
+                spans.append(None)
+                continue
+            spans.append(
+                tracer.start_span(
+                    f"{EVENTS_VALID.name} process",
+                    context=parent,
+                    kind=trace.SpanKind.CONSUMER,
+                    start_time=started_ns,
+                    attributes=messaging_attributes(
+                        EVENTS_VALID.name,
+                        "process",
+                        partition=rec.partition,
+                        offset=rec.offset,
+                        key=rec.key,
+                    ),
+                )
+            )
+        return spans
+
+    async def _publish_and_write(
+        self, outcome: BatchOutcome, spans: Sequence[Span | None] = ()
+    ) -> None:
         producer = self._producer
         if producer is None:
             raise RuntimeError("the worker is not started")
-        futures: list[asyncio.Future[Any]] = []
-        for entity_id, payload in outcome.vectors:
-            futures.append(
-                await producer.send(FEATURES.name, value=payload, key=entity_id.encode())
-            )
-        for key, letter in outcome.dead_letters:
-            futures.append(await producer.send(DLQ.name, value=encode_value(letter), key=key))
+        # Online values first, vectors after: a vector on the feature log then
+        # implies that its event is in the online values, so whoever reads the
+        # log (a test, a freshness probe, a client told "event seen") never gets
+        # the entity's older values from GetOnlineFeatures.  Sending the vectors
+        # while the Redis pipeline ran let the last batch's vectors be consumed
+        # before its values were written: a late event's count was then read one
+        # short.
         t0 = time.perf_counter()
         for featureset, writes in outcome.writes.items():
             await self.store.write(featureset, writes)
         self.metrics.redis_write_latency.observe(time.perf_counter() - t0)
+        futures: list[asyncio.Future[Any]] = []
+        for i, (entity_id, payload) in enumerate(outcome.vectors):
+            span = spans[i] if i < len(spans) else None
+            # The vector carries its event's trace on to training, monitoring, serving.
+            headers = (
+                headers_from_context(trace.set_span_in_context(span)) if span is not None else None
+            )
+            futures.append(
+                await producer.send(
+                    FEATURES.name, value=payload, key=entity_id.encode(), headers=headers or None
+                )
+            )
+        for key, letter in outcome.dead_letters:
+            futures.append(await producer.send(DLQ.name, value=encode_value(letter), key=key))
         if futures:
             await asyncio.gather(*futures)
         self.metrics.messages_out.labels(topic=FEATURES.name).inc(len(outcome.vectors))
@@ -331,3 +415,11 @@ class FeaturesWorker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(high - offset - 1, 0)
                 )
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    """Faust's message headers (a list of pairs, or a mapping) as a tuple of pairs."""
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), bytes(v)) for k, v in items if v is not None)

@@ -82,11 +82,14 @@ def add_ingest_routes(
             Incoming(v, None, Source(kind=kind, via="http", owner=f"http:{request_id}:{i}"))
             for i, v in enumerate(values)
         ]
-        ctx = propagate.extract(dict(request.headers))
+        # FastAPI's own OpenTelemetry support opens the HTTP server span (continuing
+        # the caller's traceparent); this span nests under it.  Without one (FastAPI
+        # telemetry turned off) this span is the server span and continues the caller.
+        native = trace.get_current_span().get_span_context().is_valid
         with tracer.start_as_current_span(
-            f"POST /v1/{kind}s",
-            context=ctx,
-            kind=trace.SpanKind.SERVER,
+            f"ingest {kind}s" if native else f"POST /v1/{kind}s",
+            context=None if native else propagate.extract(dict(request.headers)),
+            kind=trace.SpanKind.INTERNAL if native else trace.SpanKind.SERVER,
             attributes={"driftline.records": len(items)},
         ):
             outcomes = await core.process(items)

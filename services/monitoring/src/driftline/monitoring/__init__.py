@@ -8,7 +8,6 @@ finds.  ``python -m driftline.monitoring.eval_drift`` measures the policy.
 from driftline.monitoring.core import MonitorCore, Outputs
 from driftline.monitoring.distances import chi_square, js_divergence, ks_binned, psi
 from driftline.monitoring.error_rise import ErrorRise, ErrorRiseConfig, ErrorRiseDetector
-from driftline.monitoring.reference import build_reference
 from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "Outputs",
     "RetrainPolicy",
     "RetrainPolicyConfig",
-    "build_reference",
     "chi_square",
     "js_divergence",
     "ks_binned",

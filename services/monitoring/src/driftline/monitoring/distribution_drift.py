@@ -26,14 +26,14 @@ from typing import Any, Literal
 from river import drift as _river_drift
 
 from driftline.contracts.messages import FeatureValue
-from driftline.monitoring.distances import js_divergence, ks_binned, ks_critical, psi
-from driftline.monitoring.reference import (
+from driftline.drift_stats.reference import (
     CategoricalReference,
     NumericReference,
     Reference,
     build_reference,
     is_numeric,
 )
+from driftline.monitoring.distances import js_divergence, ks_binned, ks_critical, psi
 
 __all__ = ["DistributionConfig", "DistributionMonitor", "Finding"]
 
@@ -94,7 +94,7 @@ class _Numeric:
 class DistributionMonitor:
     """Per-feature drift of a record stream against a reference; no I/O.
 
-    ``reference`` is the dict form (see :mod:`driftline.monitoring.reference`);
+    ``reference`` is the dict form (see :mod:`driftline.drift_stats.reference`);
     None means "use the first window".
     """
 

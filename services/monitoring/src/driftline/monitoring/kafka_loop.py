@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from driftline.contracts.messages import FeatureVector, PredictionRecord, RegistryEvent, ValidLabel
@@ -25,9 +27,15 @@ from driftline.kafkaio import make_consumer, make_producer, send_model, tracepar
 from driftline.monitoring.core import MonitorCore, Outputs
 from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import (
+    ServiceMetrics,
+    SpanContextMemo,
+    messaging_attributes,
+    span_context_of,
+)
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.monitoring")
 
 __all__ = ["KafkaMonitorLoop", "trace_id_of"]
 
@@ -57,11 +65,19 @@ class KafkaMonitorLoop:
         self.monitor_metrics = monitor_metrics
         self.published_drift = 0
         self.published_retrain = 0
+        # A detection names the trace ids of the records behind it; these memos turn
+        # them (and a retrain request's drift ids) back into spans to link to.
+        self.upstream_spans = SpanContextMemo()
+        self.drift_spans = SpanContextMemo()
 
     def _dispatch(self, record: Any) -> Outputs:
         topic = record.topic
         self.metrics.messages_in.labels(topic=topic).inc()
         trace_id = trace_id_of(record.headers)
+        if trace_id is not None:
+            upstream = span_context_of(traceparent_of(record.headers))
+            if upstream is not None:
+                self.upstream_spans.remember(trace_id, upstream)
         try:
             if topic == FEATURES.name:
                 return self.core.on_features(
@@ -89,12 +105,37 @@ class KafkaMonitorLoop:
     async def _publish(self, producer: AIOKafkaProducer, out: Outputs) -> None:
         futures = []
         for ev in out.drift:
-            futures.append(await send_model(producer, DRIFT, ev.model_name, ev))
+            # A detection starts a trace of its own, linked to the traces of the
+            # records that caused it; its record carries the new trace on.
+            with tracer.start_as_current_span(
+                f"{DRIFT.name} publish",
+                context=otel_context.Context(),
+                kind=trace.SpanKind.PRODUCER,
+                links=self.upstream_spans.links(ev.trace_ids),
+                attributes={
+                    **messaging_attributes(DRIFT.name, "publish", key=ev.model_name),
+                    "driftline.drift.id": ev.drift_id,
+                    "driftline.drift.kind": ev.kind.value,
+                    "driftline.drift.detector": ev.detector,
+                },
+            ) as span:
+                self.drift_spans.remember(ev.drift_id, span.get_span_context())
+                futures.append(await send_model(producer, DRIFT, ev.model_name, ev))
             self.monitor_metrics.detections.labels(
                 model=ev.model_name, kind=ev.kind.value, detector=ev.detector
             ).inc()
         for req in out.retrain:
-            futures.append(await send_model(producer, RETRAIN, req.model_name, req))
+            with tracer.start_as_current_span(
+                f"{RETRAIN.name} publish",
+                context=otel_context.Context(),
+                kind=trace.SpanKind.PRODUCER,
+                links=self.drift_spans.links(req.drift_ids),
+                attributes={
+                    **messaging_attributes(RETRAIN.name, "publish", key=req.model_name),
+                    "driftline.retrain.request_id": req.request_id,
+                },
+            ):
+                futures.append(await send_model(producer, RETRAIN, req.model_name, req))
             self.monitor_metrics.retrain_requests.labels(model=req.model_name).inc()
             log.info("retraining requested: %s (%s)", req.request_id, req.reason)
         if futures:

@@ -1,4 +1,4 @@
-"""Wiring: settings → core, Kafka loop, admin HTTP (``/metrics``, ``/api/timeseries``)."""
+"""Wiring: settings → core, Kafka loop, admin HTTP (metrics, ``/api/timeseries``, dashboard)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from driftline.kafkaio import provision_topics, wait_for_kafka
-from driftline.monitoring.core import MonitorCore
+from driftline.monitoring.dashboard import ChartedMonitorCore, dashboard_snapshot, mount_dashboard
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
 from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.runtime import Health, build_admin_app, serve_http
@@ -29,12 +29,14 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     await wait_for_kafka(settings.kafka)
     await provision_topics(settings.kafka)
     health.set("kafka", True)
-    core = MonitorCore(cfg)
+    core = ChartedMonitorCore(cfg)
     app = build_admin_app(health, metrics, title="Driftline monitoring")
 
     @app.get("/api/timeseries", tags=["dashboard"], summary="Recent series and markers")
     async def timeseries() -> dict[str, Any]:
-        return core.series.snapshot()
+        return dashboard_snapshot(core)
+
+    mount_dashboard(app)
 
     loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics)
     log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)

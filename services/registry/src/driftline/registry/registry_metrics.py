@@ -2,13 +2,68 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
-from driftline.contracts.messages import RegistryEvent, RegistryEventKind
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.registry.state import DELETED_VERSION, ApplyOutcome, RegistryState
 from driftline.telemetry import ServiceMetrics
 
-__all__ = ["RegistryMetrics"]
+__all__ = ["ChampionAgeCollector", "RegistryMetrics"]
+
+CHAMPION = "champion"
+
+
+class ChampionAgeCollector(Collector):
+    """``driftline_registry_champion_age_seconds{model}``, computed when scraped.
+
+    The age is the time since the ``champion`` alias last moved (set or rolled
+    back) to the version it points at now, by the event's own time on the log,
+    so every replica reports the same age.  A model without a champion has no
+    series (the ``ChampionTooOld`` alert must not fire for it).
+
+    :attr:`state` is called at each scrape, so it sees the state the log built by
+    then; until it is set the family is exposed without samples.
+    """
+
+    def __init__(
+        self,
+        state: Callable[[], RegistryState] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.state = state
+        self.clock = clock
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        if self.state is None:
+            yield family
+            return
+        now = self.clock()
+        for name, model in sorted(self.state().models.items()):
+            if CHAMPION not in model.aliases:
+                continue
+            since = next(
+                (c.changed_at for c in reversed(model.history) if c.alias == CHAMPION), None
+            )
+            if since is not None:
+                family.add_metric([name], max(0.0, (now - since).total_seconds()))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "driftline_registry_champion_age_seconds",
+            "Seconds since the champion alias of a model was last set (by the log's event time)",
+            labels=["model"],
+        )
 
 
 class RegistryMetrics:
@@ -36,6 +91,15 @@ class RegistryMetrics:
             ["outcome"],
             registry=base.registry,
         )
+        self.champion_age = ChampionAgeCollector()
+        base.registry.register(self.champion_age)
+
+    def track_champions(
+        self, state: Callable[[], RegistryState], clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        """Expose each model's champion age, read from ``state()`` at scrape time."""
+        self.champion_age.state = state
+        self.champion_age.clock = clock
 
     def observe(self, event: RegistryEvent, outcome: ApplyOutcome, state: RegistryState) -> None:
         """Account for one event read from the log."""

@@ -54,6 +54,7 @@ class RegistryService:
             write_timeout_s=cfg.write_timeout_s,
             max_artifact_bytes=cfg.max_artifact_bytes,
         )
+        self.registry_metrics.track_champions(lambda: self.core.state)
         self.grpc_port = 0
         """The bound gRPC port (known after :meth:`start`)."""
         self._stop = asyncio.Event()

@@ -8,6 +8,7 @@ call. Unit tests use an in-memory source.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -90,17 +91,40 @@ def value_from_pb(v: common_pb2.Value) -> Any:
     return None if kind is None else getattr(v, kind)
 
 
+@dataclass(slots=True)
+class _Coalesced:
+    """Reads of one (feature set, feature names) gathered during one event-loop pass."""
+
+    entity_ids: list[str]
+    timeout_s: float
+    metadata: tuple[tuple[str, str], ...] | None
+    result: asyncio.Future[list[dict[str, OnlineValue]]]
+
+
 class GrpcFeatureSource(FeatureSource):
     """``FeatureStore`` over a channel the caller owns (one persistent channel per process).
 
+    Concurrent reads coalesce: the reads of the same feature names of one
+    feature set that arrive during the same pass of the event loop go out as one
+    ``GetOnlineFeatures`` call (at most ``max_coalesced`` entities), with the
+    shortest of their deadlines. A lone request waits for nothing (the call goes
+    out on the loop's next pass); under concurrency the per-RPC cost of the
+    client, the channel and the feature store is shared. Each caller gets its own
+    rows back, or the read's error.
+
     The current trace context travels in the call metadata, so the feature
-    store's span joins the prediction's trace.
+    store's span joins the prediction's trace (a coalesced call carries the
+    first caller's).
     """
 
-    def __init__(self, channel: grpc.aio.Channel, target: str = "") -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, target: str = "", *, max_coalesced: int = 1000
+    ) -> None:
         self._stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
         self._target = target
         self._types: dict[str, dict[str, FeatureDatatype]] = {}
+        self._max_coalesced = max_coalesced
+        self._open: dict[tuple[str, tuple[str, ...]], _Coalesced] = {}
 
     async def online(
         self,
@@ -109,27 +133,77 @@ class GrpcFeatureSource(FeatureSource):
         feature_names: Sequence[str],
         timeout_s: float,
     ) -> list[dict[str, OnlineValue]]:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        key = (featureset, tuple(feature_names))
+        batch = self._open.get(key)
+        if batch is None or len(batch.entity_ids) + len(entity_ids) > self._max_coalesced:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            loop = asyncio.get_running_loop()
+            batch = _Coalesced([], timeout_s, tuple(carrier.items()) or None, loop.create_future())
+            self._open[key] = batch
+            loop.call_soon(self._flush, key, batch)
+        first = len(batch.entity_ids)
+        batch.entity_ids.extend(entity_ids)
+        if timeout_s < batch.timeout_s:
+            batch.timeout_s = timeout_s
+        # Shielded: one caller giving up (its RPC cancelled) must not cancel the read
+        # the others wait for.
+        rows = await asyncio.shield(batch.result)
+        return rows[first : first + len(entity_ids)]
+
+    def _flush(self, key: tuple[str, tuple[str, ...]], batch: _Coalesced) -> None:
+        if self._open.get(key) is batch:
+            del self._open[key]
+        task = asyncio.ensure_future(self._read(key[0], key[1], batch))
+        task.add_done_callback(_retrieved)
+
+    async def _read(self, featureset: str, names: Sequence[str], batch: _Coalesced) -> None:
+        try:
+            rows = await self._call(
+                featureset, batch.entity_ids, names, batch.timeout_s, batch.metadata
+            )
+        except asyncio.CancelledError:
+            batch.result.cancel()
+            raise
+        except Exception as exc:
+            # Not swallowed: every caller of this read raises it.
+            batch.result.set_exception(exc)
+            # Every caller may have given up already: mark the error as seen so that
+            # asyncio does not also report it as never retrieved.
+            batch.result.exception()
+        else:
+            batch.result.set_result(rows)
+
+    async def _call(
+        self,
+        featureset: str,
+        entity_ids: Sequence[str],
+        feature_names: Sequence[str],
+        timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> list[dict[str, OnlineValue]]:
         request = feature_store_pb2.GetOnlineFeaturesRequest(
             featureset=featureset, entity_ids=entity_ids, feature_names=feature_names
         )
         try:
             response = await self._stub.GetOnlineFeatures(
-                request, timeout=timeout_s, metadata=tuple(carrier.items()) or None
+                request, timeout=timeout_s, metadata=metadata
             )
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc, featureset, timeout_s) from exc
         out: list[dict[str, OnlineValue]] = []
         status_of = _STATUS.get
+        present = common_pb2.FEATURE_STATUS_PRESENT
         for entity in response.entities:
             row: dict[str, OnlineValue] = {}
             for fv in entity.features:
-                status = status_of(fv.status, "MISSING")
-                if status == "PRESENT":
-                    row[fv.name] = OnlineValue(value_from_pb(fv.value), status, fv.age_ms)
+                if fv.status == present:
+                    v = fv.value
+                    kind = v.WhichOneof("kind")
+                    value = None if kind is None else getattr(v, kind)
+                    row[fv.name] = OnlineValue(value, "PRESENT", fv.age_ms)
                 else:
-                    row[fv.name] = OnlineValue(None, status, fv.age_ms)
+                    row[fv.name] = OnlineValue(None, status_of(fv.status, "MISSING"), fv.age_ms)
             out.append(row)
         if len(out) != len(entity_ids):
             raise UnavailableError(
@@ -170,6 +244,11 @@ class GrpcFeatureSource(FeatureSource):
         return UnavailableError(
             f"feature store at {self._target} is unavailable ({code.name}: {detail})"
         )
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def row_of(values: Mapping[str, OnlineValue], names: Sequence[str]) -> list[OnlineValue]:

@@ -12,14 +12,16 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import RegistryEvent
 from driftline.contracts.topics import MODELS, PREDICTIONS
-from driftline.kafkaio import headers_from_context, send_model
+from driftline.kafkaio import headers_from_context
 from driftline.serving.model_table import ModelTable
-from driftline.serving.prediction_log import PredictionLog, records_of
+from driftline.serving.prediction_log import PredictionLog, encode_prediction, timestamp_text
 from driftline.serving.serving_metrics import ServingMetrics
 
 __all__ = ["ModelFollower", "PredictionLogWriter"]
@@ -101,8 +103,14 @@ class ModelFollower:
 class PredictionLogWriter:
     """Drains the :class:`PredictionLog` into ``driftline.predictions`` in batches.
 
-    Shadow models are scored here, off the response path. A failed send is
-    counted as dropped (``kafka_error``) and logged; the writer carries on.
+    Shadow models are scored here, off the response path. Records are encoded
+    straight to JSON (:func:`encode_prediction`) and appended to one producer
+    batch per partition, partitioned like the producer's own key partitioner
+    (murmur2 of the entity id), so an entity's predictions stay in order on one
+    partition. ``linger_s`` lets a trickle of predictions gather into one produce
+    request. A failed send is counted as dropped (``kafka_error``) and logged; a
+    prediction that cannot be encoded as dropped (``unencodable``); the writer
+    carries on.
     """
 
     def __init__(
@@ -112,49 +120,103 @@ class PredictionLogWriter:
         metrics: ServingMetrics,
         *,
         batch: int,
+        linger_s: float = 0.05,
     ) -> None:
         self._producer = producer
         self._buffer = buffer
         self._metrics = metrics
         self._batch = batch
+        self._linger_s = linger_s
+        self._partitioner = DefaultPartitioner()
 
     async def write_once(self, timeout_s: float | None = 0.2) -> int:
         """Send up to one batch; returns the number of records handed to the producer."""
-        items = await self._buffer.take(self._batch, timeout_s)
+        items = await self._buffer.take(self._batch, timeout_s, linger_s=self._linger_s)
         self._metrics.log_buffered.set(len(self._buffer))
         if not items:
             return 0
-        sent = 0
-        written = self._metrics.log_written
-        futures: list[asyncio.Future[object]] = []
+        producer, topic = self._producer, PREDICTIONS.name
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            self._buffer.drop("kafka_error", len(items))
+            log.warning("%d predictions not logged: no metadata for %s: %s", len(items), topic, exc)
+            return 0
+        partition_of = self._partitioner
+        batches: dict[int, tuple[BatchBuilder, list[int]]] = {}
+        pending: list[tuple[asyncio.Future[object], list[int]] | None] = []
+        headers_by_trace: dict[int, list[tuple[str, bytes]]] = {}
+        stamps: dict[float, str] = {}
         for item in items:
-            records = records_of(item)
-            headers = headers_from_context(item.trace) if item.trace is not None else None
+            stamp = stamps.get(item.served_at)
+            if stamp is None:
+                stamp = stamps[item.served_at] = timestamp_text(item.served_at)
+            try:
+                records = encode_prediction(item, stamp)
+            except (TypeError, ValueError) as exc:
+                self._buffer.drop("unencodable", 1)
+                log.warning("prediction %s not logged: %s", item.request_id, exc)
+                continue
+            # The rows of one ModelInfer share one trace context: inject it once.
+            trace = item.trace
+            headers = headers_by_trace.get(id(trace)) if trace is not None else None
+            if headers is None and trace is not None:
+                headers = headers_by_trace[id(trace)] = headers_from_context(trace)
             for record in records:
-                try:
-                    futures.append(
-                        await send_model(
-                            self._producer,
-                            PREDICTIONS,
-                            record.entity_id,
-                            record,
-                            extra_headers=headers,
-                        )
+                partition = partition_of(record.key, partitions, partitions)
+                open_batch = batches.get(partition)
+                if open_batch is None:
+                    open_batch = batches[partition] = (producer.create_batch(), [0, 0])
+                builder, counts = open_batch
+                if (
+                    builder.append(
+                        key=record.key, value=record.value, timestamp=None, headers=headers or []
                     )
-                except KafkaError as exc:
-                    self._buffer.drop("kafka_error", 1)
-                    log.warning("prediction %s not logged: %s", record.request_id, exc)
-                    continue
-                sent += 1
-                written.labels(kind="shadow" if record.shadow else "answered").inc()
-        self._metrics.base.messages_out.labels(topic=PREDICTIONS.name).inc(sent)
-        if futures:
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = sum(1 for r in results if isinstance(r, BaseException))
+                    is None
+                ):
+                    # Full: send it and start another (a fresh batch always takes one record).
+                    pending.append(await self._send(builder, partition, counts))
+                    builder, counts = batches[partition] = (producer.create_batch(), [0, 0])
+                    builder.append(
+                        key=record.key, value=record.value, timestamp=None, headers=headers or []
+                    )
+                counts[record.shadow] += 1
+        for partition, (builder, counts) in batches.items():
+            pending.append(await self._send(builder, partition, counts))
+        return await self._settle([p for p in pending if p is not None])
+
+    async def _send(
+        self, builder: BatchBuilder, partition: int, counts: list[int]
+    ) -> tuple[asyncio.Future[object], list[int]] | None:
+        try:
+            future = await self._producer.send_batch(builder, PREDICTIONS.name, partition=partition)
+        except KafkaError as exc:
+            self._buffer.drop("kafka_error", sum(counts))
+            log.warning("%d prediction records not logged: %s", sum(counts), exc)
+            return None
+        return future, counts
+
+    async def _settle(self, sent: list[tuple[asyncio.Future[object], list[int]]]) -> int:
+        """Count what was handed over, wait for delivery and count what failed."""
+        answered = sum(c[0] for _, c in sent)
+        shadow = sum(c[1] for _, c in sent)
+        written = self._metrics.log_written
+        if answered:
+            written.labels(kind="answered").inc(answered)
+        if shadow:
+            written.labels(kind="shadow").inc(shadow)
+        self._metrics.base.messages_out.labels(topic=PREDICTIONS.name).inc(answered + shadow)
+        if sent:
+            results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
+            failed = sum(
+                sum(c)
+                for r, (_, c) in zip(results, sent, strict=True)
+                if isinstance(r, BaseException)
+            )
             if failed:
                 self._buffer.drop("kafka_error", failed)
                 log.warning("%d prediction records failed delivery to Kafka", failed)
-        return sent
+        return answered + shadow
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until ``stop`` is set, then flush what is buffered."""

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from driftline.contracts.errors import DriftlineError
 from driftline.serving.serving_metrics import ServingMetrics
+from driftline.telemetry import context_from_metadata, rpc_attributes
 
 __all__ = ["observed", "timeout_of"]
 
@@ -44,16 +45,6 @@ def timeout_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return None if remaining is None else float(remaining)
 
 
-def _parent(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-    metadata = context.invocation_metadata()
-    if not metadata:
-        return None
-    carrier = {
-        k: v for k, v in metadata if k in ("traceparent", "tracestate") and isinstance(v, str)
-    }
-    return propagate.extract(carrier) if carrier else None
-
-
 def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Decorate a servicer method of ``service`` named ``method`` (see the module doc)."""
 
@@ -66,9 +57,9 @@ def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handle
             code = "OK"
             with _tracer.start_as_current_span(
                 f"{service}/{method}",
-                context=_parent(context),
+                context=context_from_metadata(context.invocation_metadata()),
                 kind=trace.SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+                attributes=rpc_attributes(service, method),
             ) as span:
                 try:
                     return await fn(self, request, context)

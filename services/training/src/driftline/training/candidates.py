@@ -77,6 +77,8 @@ class _Stored:
     version: RegisteredVersion
     model: Any
     key: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    """The spec the version was registered with (``spec["reference"]`` included)."""
 
 
 @dataclass
@@ -104,7 +106,7 @@ class InMemorySink:
             if s.key == idempotency_key:
                 return s.version
         v = RegisteredVersion(name, len(stored) + 1, dict(metrics), lineage)
-        stored.append(_Stored(v, copy.deepcopy(model), idempotency_key))
+        stored.append(_Stored(v, copy.deepcopy(model), idempotency_key, dict(spec)))
         return v
 
     async def champion_version(self, name: str) -> RegisteredVersion | None:

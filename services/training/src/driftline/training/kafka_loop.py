@@ -11,23 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
-from driftline.kafkaio import make_consumer
+from driftline.kafkaio import context_from_headers, make_consumer
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ServiceMetrics, messaging_attributes
 from driftline.training.core import ReplayFn, TrainingCore
 from driftline.training.label_join import Position
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.training")
 
 
 class KafkaTrainingLoop:
@@ -119,8 +122,34 @@ class KafkaTrainingLoop:
             log.warning("offset commit failed (records will be replayed): %s", exc)
 
 
+@dataclass
+class _HeldRequest:
+    """A retrain request read but not yet served (its offset is not committed)."""
+
+    tp: TopicPartition
+    offset: int
+    request: RetrainRequest
+    headers: Any
+    next_try: float = 0.0
+    """Event-loop time of the next attempt (sooner when a core says labels arrived)."""
+    waiting: bool = False
+    attempts: int = 0
+    backoff_s: float = 0.5
+    done_cores: set[int] = field(default_factory=set)
+
+
 class KafkaRetrainLoop:
-    """Handles ``driftline.retrain`` requests one at a time, committing each when done."""
+    """Serves ``driftline.retrain`` requests; a request is committed only once served.
+
+    A request whose window after ``since`` holds too few labelled examples stays
+    held (uncommitted, so a restart reads it again) and is tried again as soon as a
+    core counts enough new examples after ``since`` (see
+    :meth:`TrainingCore.retrain_recheck_due`), every ``retrain_recheck_s`` in any
+    case, and for the last time after ``retrain_max_wait_s``.  The offset committed
+    per partition is that of the oldest held request, so later requests never
+    commit past an earlier unserved one; the registry's idempotency (the request id)
+    keeps a request served twice after a restart from making two candidates.
+    """
 
     def __init__(
         self,
@@ -133,6 +162,10 @@ class KafkaRetrainLoop:
         self.settings = settings
         self.metrics = metrics
         self.replay = replay
+        self.held: list[_HeldRequest] = []
+        """Requests read and not yet served, oldest first."""
+        self._read_to: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
@@ -142,55 +175,117 @@ class KafkaRetrainLoop:
             f"training-retrain-{cfg.instance_id}",
             RETRAIN,
             group_id=f"{cfg.consumer_group}-retrain",
-            max_poll_records=1,
+            max_poll_records=10,
         )
         await consumer.start()
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=1)
+                batch = await consumer.getmany(timeout_ms=200, max_records=10)
                 for tp, records in batch.items():
                     for r in records:
                         self.metrics.messages_in.labels(topic=tp.topic).inc()
-                        await self._handle(r, stop)
-                        await consumer.commit({tp: r.offset + 1})
+                        request = self._parse(r)
+                        if request is not None:
+                            self.held.append(_HeldRequest(tp, r.offset, request, r.headers))
+                        self._read_to[tp] = r.offset + 1
+                for held in list(self.held):
+                    if stop.is_set():
+                        break
+                    if self._due(held, loop.time()) and await self._attempt(held, loop.time()):
+                        self.held.remove(held)
+                await self._commit(consumer)
         finally:
             await consumer.stop()
 
-    async def _handle(self, record: Any, stop: asyncio.Event) -> None:
+    def _parse(self, record: Any) -> RetrainRequest | None:
         try:
-            request = RetrainRequest.model_validate_json(record.value)
+            return RetrainRequest.model_validate_json(record.value)
         except ValidationError as exc:
             self.metrics.errors.labels(kind="bad_retrain_request").inc()
             log.warning("skipping an unreadable retrain request at offset %d: %s",
                         record.offset, exc.errors()[:1])  # fmt: skip
-            return
-        delay = 0.5
-        while True:
+            return None
+
+    def _due(self, held: _HeldRequest, now: float) -> bool:
+        if now >= held.next_try:
+            return True
+        if not held.waiting:
+            return False  # backing off after an error
+        rid = held.request.request_id
+        return any(
+            core.retrain_recheck_due(rid) or core.retrain_deadline_passed(held.request)
+            for i, core in enumerate(self.cores)
+            if i not in held.done_cores
+        )
+
+    async def _attempt(self, held: _HeldRequest, now: float) -> bool:
+        """One try at serving ``held`` in every core; True when it is done with."""
+        request = held.request
+        held.attempts += 1
+        # The retraining continues the trace of the request (which links to the
+        # drift detections, and they to the events, that caused it).
+        with tracer.start_as_current_span(
+            f"{RETRAIN.name} process",
+            context=context_from_headers(held.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                **messaging_attributes(
+                    RETRAIN.name, "process", partition=held.tp.partition, offset=held.offset
+                ),
+                "driftline.retrain.request_id": request.request_id,
+                "driftline.retrain.attempt": held.attempts,
+            },
+        ):
             try:
-                for core in self.cores:
-                    outcome = await core.retrain(request, self.replay)
-                    if outcome is not None:
+                for i, core in enumerate(self.cores):
+                    if i in held.done_cores:
+                        continue
+                    attempt = await core.attempt_retrain(request, self.replay)
+                    if attempt.done:
+                        held.done_cores.add(i)
+                    if attempt.outcome is not None:
                         log.info(
                             "retrain %s → %s v%d (%s)",
                             request.request_id,
                             core.spec.name,
-                            outcome.version.version,
-                            outcome.alias,
+                            attempt.outcome.version.version,
+                            attempt.outcome.alias,
                         )
-                return
             except DriftlineError as exc:
                 self.metrics.errors.labels(kind=f"retrain_{type(exc).__name__}").inc()
-                if not exc.retriable or stop.is_set():
+                if not exc.retriable:
                     log.error("retrain %s failed: %s", request.request_id, exc.message)
-                    if exc.retriable:
-                        raise  # not committed: the next start retries it
-                    return
-                log.warning("retrain %s: %s; retrying in %.1fs", request.request_id,
-                            exc.message, delay)  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                    return True
+                return self._back_off(held, now, exc.message)
             except KafkaError as exc:
                 self.metrics.errors.labels(kind="retrain_replay").inc()
-                log.warning("retrain %s: replay failed (%s); retrying", request.request_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                return self._back_off(held, now, f"replay failed ({exc})")
+        held.backoff_s = 0.5
+        held.waiting = len(held.done_cores) < len(self.cores)
+        held.next_try = now + self.settings.training.retrain_recheck_s
+        return not held.waiting
+
+    def _back_off(self, held: _HeldRequest, now: float, why: str) -> bool:
+        log.warning("retrain %s: %s; retrying in %.1fs", held.request.request_id, why,
+                    held.backoff_s)  # fmt: skip
+        held.waiting = False
+        held.next_try = now + held.backoff_s
+        held.backoff_s = min(held.backoff_s * 2, 10.0)
+        return False
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, read_to in self._read_to.items():
+            oldest_held = min((h.offset for h in self.held if h.tp == tp), default=read_to)
+            if self._committed.get(tp) != oldest_held:
+                offsets[tp] = oldest_held
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            self.metrics.errors.labels(kind="commit").inc()
+            log.warning("retrain offset commit failed (requests will be read again): %s", exc)
+            return
+        self._committed.update(offsets)

@@ -103,6 +103,18 @@ def split_holdout(n: int, fraction: float, min_eval: int) -> int:
     return min(held, n - 1)
 
 
+def examples_needed(spec: ModelSpec) -> int:
+    """The smallest window whose training part (what :func:`split_holdout` leaves)
+    holds the spec's ``min_examples`` (the demo's spec: 1,000 to learn from and the
+    500 newest held out, so 1,500).
+    """
+    policy, want = spec.retraining, spec.retraining.min_examples
+    n = want
+    while n - split_holdout(n, policy.holdout, spec.promotion.min_eval_examples) < want:
+        n += 1
+    return n
+
+
 def train_fresh(spec: ModelSpec, window: Sequence[JoinedExample[Any]]) -> FreshCandidate:
     """Learn a new pipeline on all but the newest slice of ``window`` (event-time order)."""
     held = split_holdout(len(window), spec.retraining.holdout, spec.promotion.min_eval_examples)

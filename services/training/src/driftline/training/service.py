@@ -30,6 +30,8 @@ def core_config(cfg: TrainingSettings) -> CoreConfig:
         expired_capacity=cfg.expired_capacity,
         eval_window=cfg.eval_window,
         actor=cfg.actor,
+        retrain_max_wait_s=cfg.retrain_max_wait_s,
+        retrain_min_fraction=cfg.retrain_min_fraction,
     )
 
 

@@ -43,8 +43,15 @@ class TrainingCollector(Collector):
         )
         retrains = CounterMetricFamily(
             "driftline_training_retrain_requests",
-            "Retrain requests by outcome",
+            "Retrain requests by outcome (skipped: rejected, too few examples after the "
+            "longest wait; deferred: had to wait for labels)",
             labels=["model", "outcome"],
+        )
+        pending = GaugeMetricFamily(
+            "driftline_training_retrain_pending",
+            "Retrain requests waiting for enough labelled examples after their drift onset "
+            "(scheduled snapshots are not promoted meanwhile)",
+            labels=["model"],
         )
         for core in self.cores:
             name = core.spec.name
@@ -61,6 +68,8 @@ class TrainingCollector(Collector):
             r = core.retrains
             for outcome, n in (
                 ("handled", r.handled), ("duplicate", r.duplicates), ("skipped", r.skipped),
+                ("deferred", r.deferred),
             ):  # fmt: skip
                 retrains.add_metric([name, outcome], n)
-        yield from (preq, learned, join, waiting, candidates, retrains)
+            pending.add_metric([name], len(core.pending_retrains))
+        yield from (preq, learned, join, waiting, candidates, retrains, pending)

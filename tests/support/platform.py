@@ -1,0 +1,231 @@
+"""The whole Driftline platform as OS processes, for tests that break it on purpose.
+
+:class:`LivePlatform` runs a Kafka broker and a redis-server of its own (so no
+other test's records or keys leak in: the services replay whole topics) and the
+six services as ``python -m driftline.<service>`` subprocesses on free ports,
+each in its own session with its log in ``<root>/logs/<service>.log``.  It can
+SIGKILL and restart a service, stop and restart the broker on the same ports and
+state directory, and read the logs' tails for assertion messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from driftline.infra import KafkaNode, ManagedProcess, RedisNode, free_port
+from driftline.kafkaio import provision_topics
+from driftline.settings import KafkaSettings
+from driftline.settings.models import InfraSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ingestion", "features", "training", "registry", "serving", "monitoring")
+"""Start order: the registry comes before training and serving would wait for it anyway."""
+
+
+def _ports(count: int) -> list[int]:
+    chosen: list[int] = []
+    while len(chosen) < count:
+        chosen.append(free_port(exclude=frozenset(chosen)))
+    return chosen
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2
+) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g}s")
+        time.sleep(poll_s)
+
+
+async def await_until(
+    condition: Callable[[], object], timeout_s: float, what: str, poll_s: float = 0.2
+) -> None:
+    """:func:`wait_until` for the event loop (``condition`` may return an awaitable)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g}s")
+        await asyncio.sleep(poll_s)
+
+
+class LivePlatform:
+    """Kafka, Redis and the six services, each replaceable while the others run."""
+
+    def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        infra = InfraSettings()
+        kafka_port, controller_port = _ports(2)
+        self.kafka = KafkaNode(
+            root / "kafka",
+            port=kafka_port,
+            controller_port=controller_port,
+            kafka_version=infra.kafka_version,
+            jar_cache=infra.jar_cache,
+            heap="512m",
+            infra_dir=ROOT / "infra",
+        )
+        self.redis = RedisNode(root / "redis", port=free_port(), infra_dir=ROOT / "infra")
+        admin = _ports(6)
+        self.admin_ports = dict(zip(SERVICES, admin, strict=True))
+        features_grpc, registry_grpc, serving_grpc = _ports(3)
+        self.features_target = f"127.0.0.1:{features_grpc}"
+        self.registry_target = f"127.0.0.1:{registry_grpc}"
+        self.serving_target = f"127.0.0.1:{serving_grpc}"
+        state = root / "state"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+        env.update(
+            DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
+            DRIFTLINE_REDIS__HOST=self.redis.host,
+            DRIFTLINE_REDIS__PORT=str(self.redis.port),
+            DRIFTLINE_INFRA__STATE_DIR=str(state),
+            DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
+            DRIFTLINE_FEATURES__GRPC_PORT=str(features_grpc),
+            DRIFTLINE_TRAINING__REGISTRY_TARGET=self.registry_target,
+            DRIFTLINE_REGISTRY__GRPC_PORT=str(registry_grpc),
+            DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(state / "artifacts"),
+            DRIFTLINE_SERVING__GRPC_PORT=str(serving_grpc),
+            DRIFTLINE_SERVING__FEATURES_TARGET=self.features_target,
+            DRIFTLINE_SERVING__REGISTRY_TARGET=self.registry_target,
+        )
+        for name, port in self.admin_ports.items():
+            env[f"DRIFTLINE_{name.upper()}__ADMIN__PORT"] = str(port)
+        env.update(extra_env or {})
+        self.env = env
+        self.processes = {
+            name: ManagedProcess(
+                name,
+                pid_file=root / "run" / f"{name}.pid",
+                log_file=root / "logs" / f"{name}.log",
+            )
+            for name in SERVICES
+        }
+
+    # -- whole platform ------------------------------------------------------------------
+
+    @property
+    def kafka_settings(self) -> KafkaSettings:
+        """Client settings for the platform's broker."""
+        return KafkaSettings(bootstrap_servers=self.kafka.bootstrap_servers)
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start the broker, Redis, the topics and every service; return once all are ready."""
+        self.kafka.start(timeout_s=timeout_s)
+        self.redis.start(timeout_s=30.0)
+        asyncio.run(provision_topics(self.kafka_settings))
+        for name in SERVICES:
+            self.spawn(name)
+        for name in SERVICES:
+            # Healthy, not ready: serving is ready only once it has a model to serve.
+            self.wait_healthy(name, timeout_s)
+
+    def stop(self) -> None:
+        """Stop the services (SIGTERM, then SIGKILL), then Redis and the broker."""
+        for name in reversed(SERVICES):
+            self.processes[name].stop(timeout=15.0)
+        self.redis.stop(timeout_s=10.0)
+        self.kafka.stop(timeout_s=20.0)
+
+    # -- one service ---------------------------------------------------------------------
+
+    def spawn(self, name: str) -> int:
+        """Start service ``name``; return its pid (not waiting for health)."""
+        argv = [sys.executable, "-m", f"driftline.{name}"]
+        return self.processes[name].spawn(argv, cwd=ROOT, env=self.env)
+
+    def pid(self, name: str) -> int | None:
+        """The running pid of ``name``, None when it is not running."""
+        return self.processes[name].running_pid()
+
+    def pids(self) -> dict[str, int | None]:
+        """Every service's running pid."""
+        return {name: self.pid(name) for name in SERVICES}
+
+    def admin_url(self, name: str, path: str = "/healthz") -> str:
+        """``http://127.0.0.1:<admin port><path>`` of service ``name``."""
+        return f"http://127.0.0.1:{self.admin_ports[name]}{path}"
+
+    def http_status(self, name: str, path: str = "/healthz") -> int | None:
+        """The HTTP status of ``GET path`` on ``name``'s admin port; None if it does not answer."""
+        try:
+            with urllib.request.urlopen(self.admin_url(name, path), timeout=2.0) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def wait_healthy(self, name: str, timeout_s: float = 90.0) -> None:
+        """Wait for ``/healthz`` → 200; fail with the log's tail if it exits or never answers."""
+        self._wait_status(name, "/healthz", timeout_s)
+
+    def wait_ready(self, name: str, timeout_s: float = 90.0) -> None:
+        """Wait for ``/readyz`` → 200; fail with the log's tail if it exits or never gets ready."""
+        self._wait_status(name, "/readyz", timeout_s)
+
+    def _wait_status(self, name: str, path: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        proc = self.processes[name]
+        while self.http_status(name, path) != 200:
+            code = proc.exit_code()
+            if code is not None:
+                raise AssertionError(f"{name} exited with {code}:\n{self.log_tail(name)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{name}: no 200 from {path} in {timeout_s:g}s:\n{self.log_tail(name)}"
+                )
+            time.sleep(0.2)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL ``name`` (no chance to clean up) and wait until it is gone; return its pid."""
+        proc = self.processes[name]
+        pid = proc.running_pid()
+        if pid is None:
+            raise AssertionError(f"{name} is not running:\n{self.log_tail(name)}")
+        proc.signal(signal.SIGKILL)
+        wait_until(lambda: proc.exit_code() is not None, 10.0, f"{name} (pid {pid}) to die")
+        return pid
+
+    def restart(self, name: str, timeout_s: float = 90.0) -> int:
+        """Start ``name`` again after a kill and wait until it is ready; return the new pid."""
+        pid = self.spawn(name)
+        self.wait_ready(name, timeout_s)
+        return pid
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        """The last ``lines`` lines of service ``name``'s log."""
+        return self.processes[name].log_tail(lines)
+
+    def log_text(self, name: str) -> str:
+        """Service ``name``'s whole log."""
+        path = self.processes[name].log_file
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self, lines: int = 25) -> str:
+        """Every service's log tail, for an assertion message."""
+        return "\n".join(f"--- {name}\n{self.log_tail(name, lines)}" for name in SERVICES)
+
+    # -- infrastructure faults ------------------------------------------------------------
+
+    def stop_kafka(self) -> None:
+        """Stop the broker (the services keep running)."""
+        self.kafka.stop(timeout_s=30.0)
+
+    def start_kafka(self, timeout_s: float = 120.0) -> None:
+        """Start the broker again on the same ports and state directory."""
+        self.kafka.start(timeout_s=timeout_s)
