@@ -1,6 +1,6 @@
 """What every service process shares: the admin HTTP app and the process lifecycle."""
 
 from driftline.runtime.admin import Health, build_admin_app, serve_http
-from driftline.runtime.lifecycle import run_service
+from driftline.runtime.lifecycle import run_service, service_main
 
-__all__ = ["Health", "build_admin_app", "run_service", "serve_http"]
+__all__ = ["Health", "build_admin_app", "run_service", "serve_http", "service_main"]

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from driftline.contracts.errors import DriftlineError
+from driftline.settings import ConfigError, PlatformSettings, load_settings
+from driftline.telemetry import configure_logging, configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +40,32 @@ def run_service(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> 
         print(f"driftline {name}: {exc.message}", file=sys.stderr)
         return EXIT_DEPENDENCY if exc.retriable else 2
     return 0
+
+
+def service_main(
+    name: str,
+    serve: Callable[[PlatformSettings, asyncio.Event], Awaitable[None]],
+    *,
+    quiet_loggers: Sequence[str] = (),
+) -> int:
+    """The whole ``python -m driftline.<name>``: settings, logs, traces, run, exit status.
+
+    Bad settings or declarations (:class:`ConfigError`, which feature-set and
+    model-spec errors are) print the file and line at fault and exit 2 before
+    anything starts; ``quiet_loggers`` are held at WARNING (chatty libraries).
+    """
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"driftline {name}: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(name, settings.telemetry)
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for logger in quiet_loggers:
+        logging.getLogger(logger).setLevel(quiet)
+    configure_tracing(name, settings.telemetry)
+    try:
+        return run_service(name, lambda stop: serve(settings, stop))
+    except ConfigError as exc:
+        print(f"driftline {name}: {exc}", file=sys.stderr)
+        return 2

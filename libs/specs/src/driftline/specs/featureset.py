@@ -27,7 +27,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from driftline.contracts.messages import DlqReason, FeatureValue
-from driftline.settings import locate, read_yaml_with_lines
+from driftline.settings import ConfigError, locate, read_yaml_with_lines
 from driftline.specs.durations import parse_duration
 
 FieldType = Literal["float", "int", "string", "bool"]
@@ -35,7 +35,7 @@ AggFn = Literal["count", "sum", "mean", "min", "max", "last", "stddev"]
 _NUMERIC_FNS = {"sum", "mean", "min", "max", "stddev"}
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """A declaration that cannot be used; the message names file and line."""
 
 

@@ -22,10 +22,9 @@ from driftline.features.metrics import FeaturesMetrics
 from driftline.features.online_store import OnlineStore, RedisOnlineStore
 from driftline.features.worker import FeaturesWorker
 from driftline.kafkaio import provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, run_service, serve_http
-from driftline.settings import ConfigError, PlatformSettings, RedisSettings, load_settings
-from driftline.specs import SpecError, load_featuresets
-from driftline.telemetry import configure_logging, configure_tracing
+from driftline.runtime import Health, build_admin_app, serve_http, service_main
+from driftline.settings import PlatformSettings, RedisSettings
+from driftline.specs import load_featuresets
 
 log = logging.getLogger("driftline.features")
 
@@ -105,24 +104,8 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
 
 
 def main() -> int:
-    """Entry point; returns the process exit status."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"driftline features: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("features", settings.telemetry)
-    # Faust and mode narrate every rebalance and fetch at INFO.
-    quiet = max(logging.WARNING, logging.getLogger().level)
-    for name in ("faust", "mode", "aiokafka", "kafka"):
-        logging.getLogger(name).setLevel(quiet)
-    configure_tracing("features", settings.telemetry)
-    try:
-        load_featuresets(settings.features.featuresets_dir)
-    except SpecError as exc:
-        print(f"driftline features: {exc}", file=sys.stderr)
-        return 2
-    return run_service("features", lambda stop: serve(settings, stop))
+    """Build settings, set up logs and traces, run until SIGTERM; the exit status."""
+    return service_main("features", serve, quiet_loggers=("faust", "mode", "aiokafka", "kafka"))
 
 
 if __name__ == "__main__":

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from driftline.registry.service import serve
-from driftline.runtime import run_service
-from driftline.settings import ConfigError, load_settings
-from driftline.telemetry import configure_logging, configure_tracing
+from driftline.runtime import service_main
 
 
 def main() -> int:
-    """Build settings, set up telemetry, run until SIGTERM."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"driftline registry: {exc}", file=sys.stderr)
-        return 2
-    configure_logging("registry", settings.telemetry)
-    configure_tracing("registry", settings.telemetry)
-
-    async def main_task(stop: asyncio.Event) -> None:
-        await serve(settings, stop)
-
-    return run_service("registry", main_task)
+    """Build settings, set up logs and traces, run until SIGTERM; the exit status."""
+    return service_main("registry", serve)
 
 
 if __name__ == "__main__":
