@@ -119,3 +119,10 @@ async def test_send_model_refuses_the_wrong_model_for_a_topic() -> None:
     with pytest.raises(TypeError, match=r"driftline\.events\.valid carries ValidEvent"):
         await send_model(producer, EVENTS_VALID, "c", raw)  # type: ignore[arg-type]
     assert producer.sent == []
+
+
+def test_readme_topic_table_matches_the_declarations() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| `(\w+)` \|", readme, re.M)
+    declared = {t.name: (t.partitions, t.value_model.__name__) for t in ALL_TOPICS}
+    assert {name: (int(p), model) for name, p, model in rows} == declared
