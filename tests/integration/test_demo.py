@@ -25,8 +25,9 @@ from driftline.contracts.messages import (
     PredictionRecord,
     RegistryEvent,
     RegistryEventKind,
+    RetrainRequest,
 )
-from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, Topic
+from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
 from driftline.infra import KafkaNode, RedisNode, free_port
 from driftline.kafkaio import make_consumer
 from driftline.settings import KafkaSettings
@@ -206,6 +207,31 @@ async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
     assert len(re.findall(r"^\| v\d+ \|", champion_rows, flags=re.MULTILINE)) == len(champions)
     # serving answered with the new version, and the log shows it
     assert any(p.model_version == int(new_champion[1:]) for p in predictions)
+
+    # the loop: exactly one retraining request for the drift, and the new champion is the
+    # candidate trained for it (its lineage names the request), not a scheduled snapshot
+    requests = [
+        RetrainRequest.model_validate_json(v)
+        for v in await _read_all(own_kafka.bootstrap_servers, RETRAIN)
+    ]
+    assert [r.model_name for r in requests] == ["loans"]
+    [request] = requests
+    assert int(summary["retrain requests"]) == 1
+    [registered] = [
+        e
+        for e in models
+        if e.kind is RegistryEventKind.REGISTERED
+        and e.model_name == "loans"
+        and e.version == int(new_champion[1:])
+    ]
+    assert registered.lineage is not None
+    assert registered.lineage.trigger_id == request.request_id
+    assert summary["new champion trigger"] == request.request_id
+    assert summary["new champion from the retrain request"] == "yes"
+    # it learned from the data after the drift onset the request named
+    assert request.since_event_time is not None
+    assert registered.lineage.event_time_from is not None
+    assert registered.lineage.event_time_from >= request.since_event_time
 
     # drift: the detection the demo reports is on driftline.drift
     drifts = [

@@ -322,9 +322,7 @@ async def online_features(target: str, entity_ids: list[str]) -> dict[str, dict[
     out: dict[str, dict[str, Any]] = {}
     for row in response.entities:
         out[row.entity_id] = {
-            f.name: from_pb(f.value)
-            if f.status == feature_store_pb2.FEATURE_STATUS_PRESENT
-            else None
+            f.name: from_pb(f.value) if f.status == common_pb2.FEATURE_STATUS_PRESENT else None
             for f in row.features
         }
     return out

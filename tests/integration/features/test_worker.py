@@ -324,4 +324,7 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(
     finally:
         await log.stop()
     assert set(log.seen) == {e.event_id for e in events}
+    # Reading Redis right after the last vector is sound: the worker writes a
+    # batch's online values before it sends the batch's vectors (pinned down
+    # deterministically by tests/unit/features/test_worker_effect_order.py).
     await check_online_values(redis_server, worker.grpc_port, events)

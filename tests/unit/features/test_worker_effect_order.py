@@ -76,7 +76,7 @@ async def test_online_values_are_written_before_the_vectors_are_sent(tmp_path: P
         state_dir=tmp_path,
     )
     producer = _CountingAtSendProducer(store, spec)
-    worker._producer = producer  # type: ignore[assignment]
+    worker._producer = producer  # a stand-in: only send() is used
     states: dict[str, Any] = {}
     rows = [x for x, _ in synth.Agrawal(seed=1).take(3)]
 

@@ -162,9 +162,7 @@ async def test_after_the_longest_wait_it_trains_on_what_there_is_or_rejects(
         return list(examples)
 
     sink = InMemorySink()
-    core = TrainingCore(
-        spec, sink, CoreConfig(retrain_max_wait_s=600.0, retrain_min_fraction=0.5)
-    )
+    core = TrainingCore(spec, sink, CoreConfig(retrain_max_wait_s=600.0, retrain_min_fraction=0.5))
     request = RetrainRequest(
         request_id="rr-late", model_name="loans", reason="drift",
         since_event_time=examples[0].event_time, requested_at=examples[0].event_time,
@@ -179,7 +177,7 @@ async def test_after_the_longest_wait_it_trains_on_what_there_is_or_rejects(
     assert len(sink.versions.get("loans", [])) == versions
     assert core.pending_retrains == {}
     if status is RetrainStatus.REJECTED:
-        # 600 examples leave 300 to learn from after the 300 held out: under 0.5 × 1000.
+        # 600 examples leave 300 to learn from after the 300 held out: under half of 1000.
         assert core.retrains.skipped == 1 and "300 to learn from" in attempt.reason
     else:
         assert attempt.outcome is not None and attempt.outcome.version.lineage is not None

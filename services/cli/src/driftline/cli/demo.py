@@ -81,26 +81,28 @@ class DemoOptions:
 # -- what the services the demo starts are tuned to ------------------------------------------
 
 
-def demo_service_env(
-    options: DemoOptions, min_examples: int = 1000, holdout: float = 0.2
-) -> dict[str, str]:
+def demo_service_env(options: DemoOptions, min_examples: int = 1000) -> dict[str, str]:
     """Settings (as ``DRIFTLINE_*`` variables) for services the demo starts itself.
 
     The defaults are sized for a long-running platform (a snapshot every 5,000
-    labels, 3,600 labels of detector warm-up, no debounce); a 12,000-event demo
-    needs the first champion and the warm-up done well before the drift point,
-    and the retraining request held until the window after the drift holds
-    enough labelled examples for a candidate.  Variables already set in the
-    environment win.  Services that were already running keep their settings.
+    labels, 3,600 labels of detector warm-up); a 12,000-event demo needs the
+    first champion and the warm-up done well before the drift point, and no
+    promotion of a scheduled snapshot just after it.  The
+    retraining itself needs no tuning: monitoring asks at detection and training
+    holds the request until the window after the drift holds enough labelled
+    examples.  Variables already set in the environment win.  Services that were
+    already running keep their settings.
     """
-    snapshot_every = max(min_examples, min(5000, options.drift_at // 3))
+    # Each promotion re-baselines the monitor's error detector (a warm-up of
+    # ``warmup`` outcomes after a lag of 400), so the last snapshot before the drift
+    # comes early enough for it to be watching again at the drift, and the next one
+    # well after the detection (by then a retrain request is pending and training
+    # keeps that snapshot a challenger).
+    snapshot_every = max(min_examples, min(5000, round(0.6 * options.drift_at)))
     warmup = max(200, min(3600, options.drift_at // 6))
-    needed_events = min_examples / (1.0 - holdout) + options.label_delay
-    debounce = math.ceil(1.3 * needed_events / options.rate)
     return {
         "DRIFTLINE_TRAINING__SNAPSHOT_EVERY": str(snapshot_every),
         "DRIFTLINE_MONITORING__CONCEPT_WARMUP": str(warmup),
-        "DRIFTLINE_MONITORING__DEBOUNCE_S": str(debounce),
     }
 
 
@@ -173,7 +175,7 @@ class DemoObserver:
     unscored: int = 0
     """Events sent before any champion was announced (no prediction asked)."""
     warmup_unavailable: int = 0
-    """Predict calls refused (UNAVAILABLE / NOT_FOUND) before serving first answered."""
+    """Predict calls made before serving first answered and refused (UNAVAILABLE / NOT_FOUND)."""
     failures: list[str] = field(default_factory=list)
     """Failed Predict calls after serving first answered (status and message)."""
     probes: int = 0
@@ -219,19 +221,49 @@ class DemoObserver:
         """The champion when the first post-drift event was sent."""
         if self.drift_sent_s is None:
             return self.current_champion
-        before = [v for v, at, _, _ in self.champions if at <= self.drift_sent_s]
-        return before[-1] if before else self.champion_at_start
+        return self.champion_at(self.drift_sent_s)
+
+    @property
+    def retrain_request(self) -> tuple[RetrainRequest, int, float] | None:
+        """The first retraining request after the drift point."""
+        if self.drift_sent_s is None:
+            return None
+        after = [r for r in self.retrains if r[2] >= self.drift_sent_s]
+        return after[0] if after else None
 
     @property
     def new_champion(self) -> tuple[int, float, str, int] | None:
-        """The first champion change after the drift point (version, when, trigger, events)."""
+        """The champion that answered the drift (version, when, trigger, events): the first
+        one promoted for the retraining request; when there is none (the loop did not
+        close), the first champion change after the drift point.
+
+        A scheduled snapshot promoted around the drift learned (almost) nothing of
+        the new concept: it is listed with the champion changes, not counted as the
+        answer.
+        """
         if self.drift_sent_s is None:
             return None
+        after = [c for c in self.champions if c[1] > self.drift_sent_s]
+        requested = {r.request_id for r, _, at in self.retrains if at >= self.drift_sent_s}
+        for change in after:
+            if change[2] in requested:
+                return change
         old = self.champion_at_drift
-        for change in self.champions:
-            if change[1] > self.drift_sent_s and change[0] != old:
+        for change in after:
+            if change[0] != old:
                 return change
         return None
+
+    def champion_at(self, wall_s: float) -> int | None:
+        """The champion at ``wall_s`` seconds into the stream."""
+        before = [v for v, at, _, _ in self.champions if at <= wall_s]
+        return before[-1] if before else self.champion_at_start
+
+    @property
+    def new_champion_retrained(self) -> bool:
+        """Whether the new champion is the candidate trained for a retraining request."""
+        new = self.new_champion
+        return new is not None and new[2] in {r.request_id for r, _, _ in self.retrains}
 
     def on_models(self, event: RegistryEvent, history: bool) -> None:
         """A ``driftline.models`` record (``history``: written before the demo started)."""
@@ -365,10 +397,15 @@ class DemoObserver:
             out.append("serving never answered a prediction")
         if self.detection is None:
             out.append("no concept drift was detected after the drift point")
+        if self.detection is not None and self.retrain_request is None:
+            out.append("no retraining was requested for the drift")
         if self.new_champion is None:
             out.append("no new champion was promoted after the drift")
-        elif self.new_version_served_s is None:
-            out.append("serving never answered with the new champion")
+        else:
+            if self.retrain_request is not None and not self.new_champion_retrained:
+                out.append("the new champion is not the retraining request's candidate")
+            if self.new_version_served_s is None:
+                out.append("serving never answered with the new champion")
         if self.failures:
             out.append(f"{len(self.failures)} prediction request(s) failed")
         return out
@@ -394,10 +431,16 @@ class DemoObserver:
             "champion at drift": _ver(self.champion_at_drift),
             "new champion": _ver(new[0]) if new else "none",
             "new champion trigger": (new[2] or "-") if new else "-",
+            "new champion from the retrain request": "yes" if self.new_champion_retrained else "no",
             "drift detected at event": det[1] if det else "not detected",
             "detection delay (events)": det[1] - self.scenario.drift_at if det else "n/a",
             "false alarms before the drift": len(self.false_alarms),
             "retrain requests": len(self.retrains),
+            "drift → retrain requested (s)": (
+                f"{self.retrain_request[2] - drift_s:.1f}"
+                if self.retrain_request is not None and drift_s is not None
+                else "n/a"
+            ),
             "drift → new champion promoted (s)": (
                 f"{new[1] - drift_s:.1f}" if new and drift_s is not None else "n/a"
             ),
@@ -673,11 +716,14 @@ class DemoRun:
     async def predict(self, app: Application, probe: bool = False) -> None:
         """Ask serving for ``app`` and account for the answer."""
         obs = self.obs
+        # Whether serving had answered when this call was made: calls already in flight
+        # when the first answer comes may still be refused by a serving warming up.
+        warming = not obs.answers
         try:
             response = await self.predictor().Predict(self._request(app, probe), timeout=10.0)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            if not obs.answers and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+            if warming and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
                 obs.warmup_unavailable += 1
             else:
                 obs.failures.append(
@@ -916,9 +962,10 @@ def demo(
 
     Kafka, Redis and the six services are started if they are not running (and
     stopped again at the end, unless --keep-running); services the demo starts
-    get scenario-sized settings (training snapshots, monitor warm-up, retrain
-    debounce) unless DRIFTLINE_* variables set them.  Exits 1 when the loop did
-    not close: no drift detected, no new champion serving, or failed requests.
+    get scenario-sized settings (training snapshots, monitor warm-up) unless
+    DRIFTLINE_* variables set them.  Exits 1 when the loop did not close: no drift
+    detected, no retraining requested, the new champion not the retraining's
+    candidate or not serving, or failed requests.
     """
     if drift_at >= events:
         err_console.print("driftline demo: --drift-at must be smaller than --events")

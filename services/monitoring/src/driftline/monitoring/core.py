@@ -12,7 +12,13 @@ record and publishes the :class:`Outputs` it returns.
   live accuracy;
 * ``driftline.models`` → champion changes: the error detector and the output
   reference re-baseline, the feature reference switches to the new version's,
-  and the retraining episode (if any) closes.
+  and the retraining episode (if any) closes when the new champion learned from
+  data after its onset (see :mod:`driftline.monitoring.retrain_policy`).
+
+The onset of a concept drift is an *event time* (training selects the examples
+after it by their feature vectors' event time): each outcome is dated by its
+event's time from the feature log, and by the prediction's ``served_at`` only
+when the feature log did not show the event.
 
 Every detection becomes a :class:`DriftEvent`; :class:`RetrainPolicy` decides
 which of them become :class:`RetrainRequest` s.
@@ -22,10 +28,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from driftline.contracts.messages import (
@@ -77,6 +83,9 @@ class _Served:
     model_name: str
     model_version: int
     served_at: datetime
+    event_time: float | None
+    """Epoch seconds of the event the prediction was for (from the feature log), if known."""
+    event_id: str
 
 
 class ModelState:
@@ -104,6 +113,9 @@ class ModelState:
         self.recent: deque[int] = deque(maxlen=settings.accuracy_window)
         self.recent_errors = 0
         self.labelled = 0
+        self.watched_from = 0
+        """Index of the first outcome the error detector tested after its last warm-up: a
+        rise cannot be shown to start earlier (the detector saw nothing before it)."""
         # Event time of each recent outcome, so a detection's onset index becomes a time.
         self._times: deque[tuple[int, datetime]] = deque(maxlen=50_000)
 
@@ -120,9 +132,24 @@ class ModelState:
             self.recent_errors -= self.recent[0]
         self.recent.append(1 if error else 0)
         self.recent_errors += 1 if error else 0
-        self._times.append((self.error.n, at))
+        index = self.error.n
+        self._times.append((index, at))
         self.labelled += 1
-        return self.error.update(error)
+        warming = self.error.reference_rate is None
+        rise = self.error.update(error)
+        if warming and self.error.reference_rate is not None:
+            self.watched_from = index
+        return rise
+
+    def onset_of(self, rise: ErrorRise) -> datetime | None:
+        """Event time of a rise's onset, never before the detector watched.
+
+        When the warm-up ends after the change (a champion promoted shortly before
+        a drift), the detector's own estimate falls back to the start of the
+        warm-up, before the change: retraining from there would learn the old
+        concept.  The first watched outcome is the earliest time with evidence.
+        """
+        return self.time_of(max(rise.onset_index, self.watched_from))
 
     def time_of(self, index: int) -> datetime | None:
         """Event time of outcome ``index`` (the oldest remembered if it is older)."""
@@ -180,6 +207,9 @@ class MonitorCore:
         self.features: dict[str, DistributionMonitor] = {}
         self.join: LabelJoin[_Served] = LabelJoin(settings.join_capacity)
         self.references: dict[tuple[str, int], dict[str, Any]] = {}
+        self.trained_until: dict[tuple[str, int], datetime] = {}
+        """``(model, version) -> event time`` of the newest example the version learned."""
+        self._event_times: OrderedDict[str, float] = OrderedDict()
         self.featureset_of: dict[str, str] = {}
         self.counts: dict[str, int] = {
             "features": 0,
@@ -285,6 +315,7 @@ class MonitorCore:
     def on_features(self, vector: FeatureVector, trace_id: str | None = None) -> Outputs:
         """One point-in-time feature vector from ``driftline.features``."""
         self.counts["features"] += 1
+        self._remember_event_time(vector.event_id, vector.event_time)
         mon = self.features.get(vector.featureset)
         if mon is None:
             mon = self.features[vector.featureset] = DistributionMonitor(
@@ -330,7 +361,13 @@ class MonitorCore:
         pair = self.join.add_prediction(
             record.event_id,
             record.prediction,
-            _Served(record.model_name, record.model_version, record.served_at),
+            _Served(
+                record.model_name,
+                record.model_version,
+                record.served_at,
+                self._event_times.get(record.event_id),
+                record.event_id,
+            ),
         )
         if pair is not None:
             out.extend(self._outcome(*pair, trace_id=trace_id))
@@ -361,7 +398,7 @@ class MonitorCore:
         if st.champion_version is not None and served.model_version != st.champion_version:
             # A late label of the previous champion says nothing about the current one.
             return Outputs()
-        rise = st.add_outcome(wrong, served.served_at)
+        rise = st.add_outcome(wrong, self._outcome_time(served))
         if rise is None:
             return Outputs()
         big = rise.recent_rate - rise.reference_rate >= 2 * self.settings.concept_min_shift
@@ -374,7 +411,7 @@ class MonitorCore:
             threshold=rise.threshold,
             window=rise.window,
             severity="critical" if big else "warning",
-            onset=st.time_of(rise.onset_index),
+            onset=st.onset_of(rise),
             trace_id=trace_id,
         )
         return self._emit([event])
@@ -386,6 +423,8 @@ class MonitorCore:
             ref = event.spec.get("reference")
             if isinstance(ref, dict):
                 self.references[(event.model_name, event.version)] = ref
+            if event.lineage is not None and event.lineage.event_time_to is not None:
+                self.trained_until[(event.model_name, event.version)] = event.lineage.event_time_to
             fs = event.lineage.featureset if event.lineage else event.spec.get("featureset")
             if isinstance(fs, str):
                 self.featureset_of[event.model_name] = fs
@@ -403,7 +442,9 @@ class MonitorCore:
         st.featureset = self.featureset_of.get(event.model_name)
         if not first:
             st.rebaseline()
-        self.policy.champion_changed(event.model_name)
+        self.policy.champion_changed(
+            event.model_name, self.trained_until.get((event.model_name, event.version))
+        )
         if st.featureset and st.featureset in self.features:
             ref = self.references.get((event.model_name, event.version))
             if ref is not None:
@@ -418,6 +459,22 @@ class MonitorCore:
         return Outputs(retrain=self.policy.tick(self.clock()))
 
     # ------------------------------------------------------------------ lookup
+
+    def _remember_event_time(self, event_id: str, at: datetime) -> None:
+        times = self._event_times
+        times[event_id] = at.timestamp()
+        # As many as predictions wait for labels: an event's time is needed until then.
+        while len(times) > self.settings.join_capacity:
+            times.popitem(last=False)
+
+    def _outcome_time(self, served: _Served) -> datetime:
+        """The event time of an outcome's event (see the module docstring)."""
+        at = served.event_time
+        if at is None:
+            at = self._event_times.get(served.event_id)
+        if at is None:
+            return served.served_at
+        return datetime.fromtimestamp(at, UTC)
 
     def _model_of_featureset(self, featureset: str) -> str:
         for model, fs in self.featureset_of.items():

@@ -8,8 +8,16 @@ derived from the model name and the episode's onset, so a monitor that replays
 the same input after a restart asks for the same retraining again under the same
 id and training can drop the duplicate.
 
-A new champion (the retraining landed) closes the episode at once: the detectors
-re-baseline on the new model and a later drift is a new episode.
+The request goes out at detection (after the debounce, if one is set) whatever
+happens to the champion meanwhile; training holds it until the data after the
+onset suffices.  A new champion closes the episode only when it has learned from
+data after the onset (its lineage's ``event_time_to`` is past it): that is the
+retraining landing, or another model that has seen the new concept, and the
+detectors re-baseline on it, so a later drift is a new episode.  A champion
+trained only on data from before the onset (a scheduled snapshot promoted just
+after the drift, a rollback to an older version) answers nothing: the episode,
+its request and its cooldown go on.  A champion whose lineage is unknown closes
+the episode (it cannot be judged; a person or another tool chose it).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from driftline.contracts.messages import DriftEvent, DriftKind
@@ -29,6 +37,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from driftline.contracts.messages import DriftEvent, DriftKind, RetrainRequest
 
@@ -82,6 +91,8 @@ class RetrainPolicy:
         self._episodes: dict[str, Episode] = {}
         self.requests_issued = 0
         self.suppressed = 0
+        self.kept_open = 0
+        """Champion changes that did not close an episode (trained before its onset)."""
 
     def triggers(self, event: DriftEvent) -> bool:
         """Whether ``event`` is of a kind and severity that may cause retraining."""
@@ -137,9 +148,24 @@ class RetrainPolicy:
             out.append(ep.request)
         return out
 
-    def champion_changed(self, model_name: str) -> None:
-        """A new champion serves: the episode (if any) is over."""
-        self._episodes.pop(model_name, None)
+    def champion_changed(
+        self, model_name: str, trained_until: datetime | None = None
+    ) -> Literal["none", "closed", "kept"]:
+        """A new champion serves; ``trained_until`` is the event time of the newest
+        example it learned from (its lineage), None when unknown.
+
+        Closes the open episode (returns ``"closed"``) unless the champion learned
+        nothing after the episode's onset (``"kept"``: the drift is not answered);
+        ``"none"`` when there was no episode.
+        """
+        ep = self._episodes.get(model_name)
+        if ep is None:
+            return "none"
+        if trained_until is not None and ep.onset is not None and trained_until <= ep.onset:
+            self.kept_open += 1
+            return "kept"
+        del self._episodes[model_name]
+        return "closed"
 
     def _expire(self, model_name: str, now: datetime) -> None:
         ep = self._episodes.get(model_name)

@@ -2,13 +2,17 @@
 
 Every replica follows the whole models log itself (no consumer group: each
 replica must see every promotion), starting from the log's end after loading
-the registry's current aliases, so a restart does not replay history.
+the registry's current aliases, so a restart does not replay history.  A
+registered version starts loading when its registration is read, so that its
+promotion swaps it in without a download; the model libraries are imported at
+start, so that the first promotion is not slower than the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -74,8 +78,27 @@ class ModelFollower:
             except TimeoutError:
                 continue
 
+    async def _warm_up(self) -> None:
+        started = time.monotonic()
+        try:
+            await self._table.warm_up()
+        except Exception:
+            # Not fatal: the first load pays the cost instead.
+            log.exception("warming up model loading failed")
+            return
+        log.info("model libraries ready for loading in %.1fs", time.monotonic() - started)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until ``stop`` is set."""
+        # The first load must not pay for importing the model libraries: do it now,
+        # alongside the start-up, rather than when the first champion is promoted.
+        warm = asyncio.create_task(self._warm_up())
+        try:
+            await self._follow(stop)
+        finally:
+            warm.cancel()  # the import thread finishes on its own
+
+    async def _follow(self, stop: asyncio.Event) -> None:
         await self._pin_end()
         await self._sync(stop)
         while not stop.is_set():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import importlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +29,36 @@ from driftline.serving.feature_source import FeatureSource
 from driftline.serving.loaded_model import LoadedModel, featureset_of_spec
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["ModelSource", "RegistryModelSource"]
+__all__ = ["MODEL_MODULES", "ModelSource", "RegistryModelSource", "import_model_modules"]
+
+log = logging.getLogger(__name__)
+
+MODEL_MODULES: tuple[str, ...] = (
+    "river.compose",
+    "river.preprocessing",
+    "river.tree",
+    "river.forest",
+    "river.linear_model",
+    "river.naive_bayes",
+    "river.drift",
+    "river.optim",
+)
+"""The River packages the model-spec allow-list draws on: what unpickling an artifact
+imports.  ``river.tree`` alone pulls in scipy; on a loaded two-core machine that took
+20-40 s, which the first promotion paid while serving answered UNAVAILABLE."""
+
+
+def import_model_modules(modules: tuple[str, ...] = MODEL_MODULES) -> list[str]:
+    """Import ``modules`` (blocking; call it in a thread); returns those that failed."""
+    failed: list[str] = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            # Only models using that package are affected; their load reports it.
+            log.warning("cannot pre-import %s (models using it will fail to load): %s", name, exc)
+            failed.append(name)
+    return failed
 
 
 class ModelSource(abc.ABC):
@@ -48,6 +79,9 @@ class ModelSource(abc.ABC):
         :class:`UnavailableError` when the registry cannot be reached.
         """
 
+    async def warm_up(self) -> None:  # noqa: B027 - a no-op unless a source needs one
+        """Pay one-off start-up costs of loading (imports) before the first promotion."""
+
 
 class RegistryModelSource(ModelSource):
     """The registry over a channel the caller owns."""
@@ -66,6 +100,11 @@ class RegistryModelSource(ModelSource):
         self._features = features
         self._target = target
         self._timeout_s = timeout_s
+
+    async def warm_up(self) -> None:
+        """Import the model libraries in a thread, so that the first load is as quick as
+        the later ones."""
+        await asyncio.to_thread(import_model_modules)
 
     async def list_models(self) -> dict[str, dict[str, int]]:
         try:

@@ -5,6 +5,10 @@ reference is replaced, so requests never wait for a load and never see half a
 model: a request that picked the old champion finishes with it; the next one
 gets the new one. asyncio runs one task at a time, so replacing the alias dict
 in a single assignment is the whole swap.
+
+A registered version starts loading at once (:meth:`ModelTable.prefetch`): a
+promotion follows a registration closely, and when it comes the version is in
+memory or on its way, so the swap waits for no more than the rest of that load.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 FOLLOWED_ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
 """Aliases serving keeps loaded and follows on ``driftline.models``."""
 
+_PREFETCHED = 2
+"""Prefetched versions kept per model until promoted (older ones are dropped)."""
+
 
 @dataclass
 class ServedModel:
@@ -37,13 +44,15 @@ class ServedModel:
     canary: CanarySetting
     aliases: dict[str, LoadedModel] = field(default_factory=dict)
     pinned: OrderedDict[int, LoadedModel] = field(default_factory=OrderedDict)
+    prefetched: OrderedDict[int, LoadedModel] = field(default_factory=OrderedDict)
+    """Registered versions loaded ahead of a promotion (the newest few)."""
 
     def loaded(self, version: int) -> LoadedModel | None:
-        """A version already in memory (under an alias or pinned), if any."""
+        """A version already in memory (under an alias, pinned or prefetched), if any."""
         for m in self.aliases.values():
             if m.version == version:
                 return m
-        return self.pinned.get(version)
+        return self.pinned.get(version) or self.prefetched.get(version)
 
 
 class ModelTable:
@@ -138,19 +147,51 @@ class ModelTable:
             if version in served.pinned:
                 served.pinned.move_to_end(version)
             return found
-        key = (served.name, version)
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._source.load(served.name, version=version))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda _f: self._pending.pop(key, None))
-        model = await asyncio.shield(pending)
+        model = await asyncio.shield(self._load(served.name, version))
         served.pinned[version] = model
         while len(served.pinned) > self._pinned_cache_size:
             served.pinned.popitem(last=False)
         return model
 
+    def _load(self, name: str, version: int) -> asyncio.Future[LoadedModel]:
+        """The one load of ``name`` v``version`` in flight (started if there is none)."""
+        key = (name, version)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._source.load(name, version=version))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _f: self._pending.pop(key, None))
+        return pending
+
     # -- changing (lifecycle) ---------------------------------------------------------
+
+    async def warm_up(self) -> None:
+        """Pay the model source's one-off start-up costs (see :meth:`ModelSource.warm_up`)."""
+        await self._source.warm_up()
+
+    def prefetch(self, name: str, version: int) -> None:
+        """Start loading a just-registered version in the background; returns at once.
+
+        Its promotion, if it comes, then finds it loaded (or joins the load in
+        flight). A failed prefetch is logged; the promotion loads it again.
+        """
+        served = self._served(name)
+        if served.loaded(version) is not None or (name, version) in self._pending:
+            return
+
+        def keep(done: asyncio.Future[LoadedModel]) -> None:
+            if done.cancelled():
+                return
+            exc = done.exception()
+            if exc is not None:
+                log.warning("prefetch of model %r v%d failed (retried if it is promoted): %s",
+                            name, version, exc)  # fmt: skip
+                return
+            served.prefetched[version] = done.result()
+            while len(served.prefetched) > _PREFETCHED:
+                served.prefetched.popitem(last=False)
+
+        self._load(name, version).add_done_callback(keep)
 
     def set_canary(self, name: str, canary: CanarySetting) -> ServedModel:
         """Replace the canary of model ``name``."""
@@ -195,9 +236,11 @@ class ModelTable:
         if current is not None and current.version == version:
             return True
         model = served.loaded(version)
-        if model is None:
+        if model is not None and served.prefetched.get(version) is model:
+            self._loaded("loaded")  # loaded ahead, for this promotion
+        elif model is None:
             try:
-                model = await self._source.load(name, version=version)
+                model = await asyncio.shield(self._load(name, version))
             except DriftlineError as exc:
                 log.error("cannot load model %r v%d for %r: %s", name, version, alias, exc.message)
                 self._loaded("failed")
@@ -212,6 +255,7 @@ class ModelTable:
             self._loaded("loaded")
         # The swap: one assignment of a new dict; readers hold the old one or the new one.
         served.aliases = {**served.aliases, alias: model}
+        served.prefetched.pop(version, None)
         log.info(
             "model %r alias %r -> v%d (was %s)",
             name,
@@ -230,6 +274,7 @@ class ModelTable:
             if event.model_name not in self._models:
                 self._served(event.model_name)
                 self._changed()
+            self.prefetch(event.model_name, event.version)
             return False
         if event.kind not in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
             return False

@@ -178,25 +178,29 @@ class KafkaRetrainLoop:
             max_poll_records=10,
         )
         await consumer.start()
-        loop = asyncio.get_running_loop()
         try:
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=10)
-                for tp, records in batch.items():
-                    for r in records:
-                        self.metrics.messages_in.labels(topic=tp.topic).inc()
-                        request = self._parse(r)
-                        if request is not None:
-                            self.held.append(_HeldRequest(tp, r.offset, request, r.headers))
-                        self._read_to[tp] = r.offset + 1
-                for held in list(self.held):
-                    if stop.is_set():
-                        break
-                    if self._due(held, loop.time()) and await self._attempt(held, loop.time()):
-                        self.held.remove(held)
-                await self._commit(consumer)
+            await self.consume(consumer, stop)
         finally:
             await consumer.stop()
+
+    async def consume(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """The loop of :meth:`run` over a started consumer of ``driftline.retrain``."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200, max_records=10)
+            for tp, records in batch.items():
+                for r in records:
+                    self.metrics.messages_in.labels(topic=tp.topic).inc()
+                    request = self._parse(r)
+                    if request is not None:
+                        self.held.append(_HeldRequest(tp, r.offset, request, r.headers))
+                    self._read_to[tp] = r.offset + 1
+            for held in list(self.held):
+                if stop.is_set():
+                    break
+                if self._due(held, loop.time()) and await self._attempt(held, loop.time()):
+                    self.held.remove(held)
+            await self._commit(consumer)
 
     def _parse(self, record: Any) -> RetrainRequest | None:
         try:
