@@ -53,6 +53,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``).
+
+    The worker's CPU per event does not depend on what else the machine runs,
+    unlike the rates, so it is reported next to them.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -124,13 +134,14 @@ def processed(admin_port: int) -> int:
 
 
 async def sustained(
-    bootstrap: str, admin_port: int, duration: float, rate: int, run: str
+    bootstrap: str, admin_port: int, duration: float, rate: int, run: str, worker_pid: int
 ) -> dict[str, Any]:
     """Produce at ``rate`` events/s for ``duration`` s; processed rate and backlog over time."""
     rng = random.Random(1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     start_count = processed(admin_port)
+    cpu_start = cpu_seconds(worker_pid)
     sent = 0
     backlog: list[int] = []
     t0 = time.perf_counter()
@@ -153,6 +164,7 @@ async def sustained(
         if time.perf_counter() - produced_at > 120:
             break
     done = time.perf_counter()
+    cpu = cpu_seconds(worker_pid) - cpu_start
     await producer.stop()
     total = processed(admin_port) - start_count
     return {
@@ -164,6 +176,7 @@ async def sustained(
         "drain_after_produce_s": round(done - produced_at, 2),
         "max_backlog_events": max(backlog) if backlog else 0,
         "max_backlog_s_at_target": round((max(backlog) if backlog else 0) / rate, 2),
+        "worker_cpu_us_per_event": round(cpu / max(total, 1) * 1e6, 1),
     }
 
 
@@ -268,7 +281,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2)
         base = await baseline(bootstrap, args.baseline_events)
         print(f"baseline {base:,.0f} records/s", flush=True)
-        sus = await sustained(bootstrap, admin_port, args.duration, args.rate, run)
+        sus = await sustained(bootstrap, admin_port, args.duration, args.rate, run, proc.pid)
         print(f"sustained {sus}", flush=True)
         fresh = await freshness(bootstrap, grpc_port, args.freshness_seconds, run)
         print(f"freshness {fresh}", flush=True)
@@ -278,7 +291,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"reads {one} {hundred}", flush=True)
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),

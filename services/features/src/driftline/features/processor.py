@@ -78,6 +78,9 @@ class BatchOutcome:
 class _Newest:
     t_us: int
     raw: dict[str, FeatureValue]
+    aggregates: dict[str, FeatureValue] | None
+    """The event's aggregates while they are also the entity's current ones (the
+    event is the entity's newest and nothing was applied after it)."""
 
 
 class FeatureProcessor:
@@ -153,7 +156,9 @@ class FeatureProcessor:
             states[key] = state
             out.states[key] = (rec.partition, state)
             out.applied += 1
-            vector = FeatureVector(
+            # Built without validation: every field comes from validated values
+            # (the event, the spec's coerced raw fields, the aggregates).
+            vector = FeatureVector.model_construct(
                 event_id=event.event_id,
                 entity_id=event.entity_id,
                 event_time=event.event_time,
@@ -166,14 +171,19 @@ class FeatureProcessor:
             out.vector_sources.append(index)
             seen = newest.get(key)
             if seen is None or t_us >= seen[2].t_us:
-                newest[key] = (spec, event.entity_id, _Newest(t_us, raw))
+                current = aggregates if state.max_time == t_us / 1e6 else None
+                newest[key] = (spec, event.entity_id, _Newest(t_us, raw, current))
+            else:
+                seen[2].aggregates = None  # a late event changed the current values
         for key, (spec, entity_id, last) in newest.items():
             state = states[key]
+            t_us = last.t_us
             values: dict[str, tuple[FeatureValue, int]] = {
-                name: (v, last.t_us) for name, v in last.raw.items()
+                name: (v, t_us) for name, v in last.raw.items()
             }
             max_us = round((state.max_time or 0.0) * 1e6)
-            for name, v in state.current().items():
+            current = last.aggregates if last.aggregates is not None else state.current()
+            for name, v in current.items():
                 values[name] = (v, max_us)
             out.writes.setdefault(spec.name, []).append(EntityWrite(entity_id, values))
         return out

@@ -96,6 +96,26 @@ async def check_batches_keep_request_order_and_duplicates(store: OnlineStore) ->
     assert [row[0].value for row in rows] == [7.0, 3.0, 7.0, 49.0]
 
 
+async def check_large_writes_keep_every_entity_and_odd_strings(store: OnlineStore) -> None:
+    # More entities than one write call may carry at once, strings that need
+    # escaping, and per-feature monotonic outcomes within the same write.
+    await store.write(
+        SPEC.name, [EntityWrite(f"e{i}", {"s": ("first", T0 + 5)}) for i in range(300)]
+    )
+    odd = 'a|b "q" \\ é ✓ 𝄞'
+    writes = [
+        EntityWrite(f"e{i}", {"x": (i + 0.25, T0 + i), "s": (f"{odd}{i}", T0 + 2 * (i % 5))})
+        for i in range(300)
+    ]
+    await store.write(SPEC.name, writes)
+    rows = await store.read(SPEC, [f"e{i}" for i in range(300)], ["x", "s"], NOW)
+    assert [row[0].value for row in rows] == [i + 0.25 for i in range(300)]
+    # Event time T0 + 2 * (i % 5) is older than T0 + 5 for i % 5 in (0, 1, 2).
+    assert [row[1].value for row in rows] == [
+        "first" if i % 5 < 3 else f"{odd}{i}" for i in range(300)
+    ]
+
+
 async def check_feature_sets_are_separate(store: OnlineStore) -> None:
     await store.write("other", [EntityWrite("e1", {"x": (1.0, T0)})])
     [[r]] = await store.read(SPEC, ["e1"], ["x"], NOW)
@@ -114,6 +134,7 @@ ALL_CHECKS: list[Callable[[OnlineStore], Awaitable[None]]] = [
     check_same_event_time_overwrites,
     check_ttl_is_enforced_on_read,
     check_batches_keep_request_order_and_duplicates,
+    check_large_writes_keep_every_entity_and_odd_strings,
     check_feature_sets_are_separate,
     check_empty_calls,
 ]

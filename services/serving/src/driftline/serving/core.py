@@ -260,9 +260,13 @@ class ServingCore:
         reads = []
         for group in groups.values():
             model = group[0].model
-            names = [
-                n for n in model.feature_names if any(n not in p.request_features for p in group)
-            ]
+            names: Sequence[str] = model.feature_names
+            if any(p.request_features for p in group):
+                names = [
+                    n
+                    for n in model.feature_names
+                    if any(n not in p.request_features for p in group)
+                ]
             if names:
                 reads.append(self._read(model, group, names, started, timeout_s))
         if len(reads) == 1:
@@ -274,7 +278,7 @@ class ServingCore:
         self,
         model: LoadedModel,
         group: list[_Prepared],
-        names: list[str],
+        names: Sequence[str],
         started: float,
         timeout_s: float | None,
     ) -> None:

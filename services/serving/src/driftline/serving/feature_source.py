@@ -91,26 +91,32 @@ def value_from_pb(v: common_pb2.Value) -> Any:
     return None if kind is None else getattr(v, kind)
 
 
+_Key = tuple[str, tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class _Coalesced:
-    """Reads of one (feature set, feature names) gathered during one event-loop pass."""
+    """Reads of one (feature set, feature names) that go out as one call."""
 
     entity_ids: list[str]
-    timeout_s: float
+    deadline: float
+    """Loop time by which the earliest caller needs its answer."""
     metadata: tuple[tuple[str, str], ...] | None
     result: asyncio.Future[list[dict[str, OnlineValue]]]
+    started: bool = False
 
 
 class GrpcFeatureSource(FeatureSource):
     """``FeatureStore`` over a channel the caller owns (one persistent channel per process).
 
-    Concurrent reads coalesce: the reads of the same feature names of one
-    feature set that arrive during the same pass of the event loop go out as one
-    ``GetOnlineFeatures`` call (at most ``max_coalesced`` entities), with the
-    shortest of their deadlines. A lone request waits for nothing (the call goes
-    out on the loop's next pass); under concurrency the per-RPC cost of the
-    client, the channel and the feature store is shared. Each caller gets its own
-    rows back, or the read's error.
+    Concurrent reads coalesce. Reads of the same feature names of one feature
+    set go out at once while fewer than ``max_in_flight`` such calls are
+    outstanding; beyond that they queue and go out together, as one
+    ``GetOnlineFeatures`` call (at most ``max_coalesced`` entities, with the
+    earliest of their deadlines), as soon as a call returns. So a lone request
+    waits for nothing, and under load the per-RPC cost of the client, the
+    channel and the feature store is shared by many requests. Each caller gets
+    its own rows back, or the read's error.
 
     The current trace context travels in the call metadata, so the feature
     store's span joins the prediction's trace (a coalesced call carries the
@@ -118,13 +124,21 @@ class GrpcFeatureSource(FeatureSource):
     """
 
     def __init__(
-        self, channel: grpc.aio.Channel, target: str = "", *, max_coalesced: int = 1000
+        self,
+        channel: grpc.aio.Channel,
+        target: str = "",
+        *,
+        max_in_flight: int = 1,
+        max_coalesced: int = 1000,
     ) -> None:
         self._stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
         self._target = target
         self._types: dict[str, dict[str, FeatureDatatype]] = {}
+        self._max_in_flight = max_in_flight
         self._max_coalesced = max_coalesced
-        self._open: dict[tuple[str, tuple[str, ...]], _Coalesced] = {}
+        self._open: dict[_Key, _Coalesced] = {}
+        """Per key, the batch still taking reads (not yet sent)."""
+        self._in_flight: dict[_Key, int] = {}
 
     async def online(
         self,
@@ -134,34 +148,45 @@ class GrpcFeatureSource(FeatureSource):
         timeout_s: float,
     ) -> list[dict[str, OnlineValue]]:
         key = (featureset, tuple(feature_names))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         batch = self._open.get(key)
         if batch is None or len(batch.entity_ids) + len(entity_ids) > self._max_coalesced:
+            if batch is not None and not batch.started:
+                self._start(key, batch)  # full: send it even though calls are outstanding
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            loop = asyncio.get_running_loop()
-            batch = _Coalesced([], timeout_s, tuple(carrier.items()) or None, loop.create_future())
+            batch = _Coalesced([], deadline, tuple(carrier.items()) or None, loop.create_future())
             self._open[key] = batch
-            loop.call_soon(self._flush, key, batch)
+            if self._in_flight.get(key, 0) < self._max_in_flight:
+                self._start(key, batch)
         first = len(batch.entity_ids)
         batch.entity_ids.extend(entity_ids)
-        if timeout_s < batch.timeout_s:
-            batch.timeout_s = timeout_s
+        if deadline < batch.deadline:
+            batch.deadline = deadline
         # Shielded: one caller giving up (its RPC cancelled) must not cancel the read
         # the others wait for.
         rows = await asyncio.shield(batch.result)
         return rows[first : first + len(entity_ids)]
 
-    def _flush(self, key: tuple[str, tuple[str, ...]], batch: _Coalesced) -> None:
-        if self._open.get(key) is batch:
-            del self._open[key]
-        task = asyncio.ensure_future(self._read(key[0], key[1], batch))
+    def _start(self, key: _Key, batch: _Coalesced) -> None:
+        batch.started = True
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        task = asyncio.ensure_future(self._read(key, batch))
         task.add_done_callback(_retrieved)
 
-    async def _read(self, featureset: str, names: Sequence[str], batch: _Coalesced) -> None:
+    async def _read(self, key: _Key, batch: _Coalesced) -> None:
+        # Reads made before this task first runs (the same loop pass) still join.
+        if self._open.get(key) is batch:
+            del self._open[key]
         try:
-            rows = await self._call(
-                featureset, batch.entity_ids, names, batch.timeout_s, batch.metadata
-            )
+            timeout_s = batch.deadline - asyncio.get_running_loop().time()
+            if timeout_s <= 0:
+                raise DeadlineExceededError(
+                    f"no time was left to read features from {self._target} "
+                    "(the feature store is answering slower than requests arrive)"
+                )
+            rows = await self._call(key[0], batch.entity_ids, key[1], timeout_s, batch.metadata)
         except asyncio.CancelledError:
             batch.result.cancel()
             raise
@@ -173,6 +198,11 @@ class GrpcFeatureSource(FeatureSource):
             batch.result.exception()
         else:
             batch.result.set_result(rows)
+        finally:
+            self._in_flight[key] -= 1
+            queued = self._open.get(key)
+            if queued is not None and not queued.started:
+                self._start(key, queued)
 
     async def _call(
         self,
