@@ -96,6 +96,10 @@ def main() -> int:
     only = {x for x in args.only.split(",") if x}
     OUT.mkdir(exist_ok=True)
     report: dict[str, Any] = {"machine": machine(), "benches": {}}
+    previous = HERE / "report.json"
+    if only and previous.exists():
+        # A partial run updates the named entries and keeps the others' figures.
+        report["benches"] = json.loads(previous.read_text()).get("benches", {})
     for name, script in BENCHES.items():
         if only and name not in only:
             continue

@@ -193,8 +193,10 @@ async def test_a_concept_drift_gives_one_retrain_request_and_its_drift_events(
     requests: list[RetrainRequest] = await read_all(bootstrap, RETRAIN, model)
     drift: list[DriftEvent] = await read_all(bootstrap, DRIFT, model)
     assert len(requests) == 1, requests
-    concept = [d for d in drift if d.kind == DriftKind.CONCEPT]
-    assert len(concept) == 1
+    concept = sorted((d for d in drift if d.kind == DriftKind.CONCEPT), key=lambda d: d.detected_at)
+    # An unanswered drift may be detected again while its episode stays open;
+    # it never asks twice, and the request names the first detection.
+    assert concept, "the concept drift was not detected"
     assert requests[0].drift_ids == [concept[0].drift_id]
     since = requests[0].since_event_time
     assert since is not None and T0 + timedelta(seconds=BEFORE - 300) <= since
