@@ -1,7 +1,7 @@
 """Features service benchmark → ``bench/out/features.json``.
 
-Against a running Kafka broker and redis-server (``driftline infra up``, or the
-``DRIFTLINE_*`` settings), with the service started here as its own process:
+Against a real Kafka broker and redis-server started for the run (see
+``local_platform.py``), with the service started here as its own process:
 
 1. baseline: raw aiokafka produce + consume of 200-byte JSON records;
 2. sustained end-to-end rate: ValidEvents produced → values in Redis (the
@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,18 +38,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.contracts.messages import ValidEvent
 from driftline.contracts.topics import EVENTS_VALID, FEATURES
+from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.settings import load_settings
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "features.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,6 +116,66 @@ async def baseline(bootstrap: str, n: int) -> float:
     await producer.stop()
     await consumer.stop()
     return n / elapsed
+
+
+async def consume_baselines(bootstrap: str, n: int, run: str) -> dict[str, Any]:
+    """Consume-only rates over one topic of ``n`` ValidEvents: aiokafka getmany vs a Faust agent.
+
+    Both read the same records from the start and do nothing with them, so the
+    difference is the cost of the stream machinery alone.
+    """
+    topic = f"bench.consume.{run}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, EVENTS_VALID.partitions, 1)])
+    await admin.close()
+    rng = random.Random(3)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    for i in range(n):
+        k, v = event_bytes(i, f"c-{i % 5000}", rng, run)
+        await producer.send(topic, v, key=k)
+    await producer.flush()
+    await producer.stop()
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    got, t0, cpu0 = 0, 0.0, 0.0
+    while got < n:
+        batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+        if got == 0 and batches:
+            t0, cpu0 = time.perf_counter(), cpu_seconds(os.getpid())
+        got += sum(len(r) for r in batches.values())
+    aiokafka_rate = got / (time.perf_counter() - t0)
+    aiokafka_cpu = (cpu_seconds(os.getpid()) - cpu0) / got * 1e6
+    await consumer.stop()
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "faust_stream_baseline.py"),
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--events",
+            str(n),
+        ],
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise SystemExit(f"the Faust baseline printed no result: {out.stderr.decode()[-2000:]}")
+    faust_result = json.loads(lines[-1])
+    return {
+        "events": n,
+        "aiokafka_getmany_events_per_s": round(aiokafka_rate, 1),
+        "aiokafka_getmany_cpu_us_per_event": round(aiokafka_cpu, 1),
+        "faust_take_events_noop_events_per_s": faust_result["events_per_s"],
+        "faust_take_events_noop_cpu_us_per_event": faust_result["cpu_us_per_event"],
+    }
 
 
 def processed(admin_port: int) -> int:
@@ -281,6 +335,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2)
         base = await baseline(bootstrap, args.baseline_events)
         print(f"baseline {base:,.0f} records/s", flush=True)
+        consume = await consume_baselines(bootstrap, args.consume_events, run)
+        print(f"consume-only baselines {consume}", flush=True)
         sus = await sustained(bootstrap, admin_port, args.duration, args.rate, run, proc.pid)
         print(f"sustained {sus}", flush=True)
         fresh = await freshness(bootstrap, grpc_port, args.freshness_seconds, run)
@@ -300,6 +356,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),
         "baseline_aiokafka_records_per_s": round(base, 1),
+        "consume_only_baselines": consume,
         "sustained": sus,
         "ratio_to_baseline": round(sus["events_per_s"] / base, 3),
         "freshness_at_1000_per_s": fresh,
@@ -313,8 +370,17 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=60, help="sustained phase, seconds")
     parser.add_argument("--rate", type=int, default=8000, help="offered events/s in that phase")
     parser.add_argument("--baseline-events", type=int, default=200_000)
+    parser.add_argument("--consume-events", type=int, default=50_000)
     parser.add_argument("--freshness-seconds", type=float, default=15)
-    result = asyncio.run(main(parser.parse_args()))
+    cli = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from local_platform import local_platform
+
+    with local_platform() as platform:
+        os.environ["DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"] = platform.bootstrap_servers
+        os.environ["DRIFTLINE_REDIS__HOST"] = platform.redis_host
+        os.environ["DRIFTLINE_REDIS__PORT"] = str(platform.redis_port)
+        result = asyncio.run(main(cli))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -73,7 +73,6 @@ async def test_online_values_are_written_before_the_vectors_are_sent(tmp_path: P
         store=store,
         metrics=FeaturesMetrics(),
         health=Health("features"),
-        state_dir=tmp_path,
     )
     producer = _CountingAtSendProducer(store, spec)
     worker._producer = producer  # a stand-in: only send() is used

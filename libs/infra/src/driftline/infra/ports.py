@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 
 from driftline.infra.errors import PortInUseError
@@ -55,12 +56,33 @@ def ensure_port_free(host: str, port: int, *, what: str, setting: str) -> None:
         )
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1", *, exclude: frozenset[int] = frozenset()) -> int:
-    """A port the kernel says is free on ``host`` now (for tests and benchmarks)."""
+    """A port free on ``host`` now, outside the kernel's ephemeral range (for tests and benches).
+
+    A port from the ephemeral range (what binding port 0 returns) can be taken
+    by any outgoing connection -- a Kafka client's, say -- between the moment it
+    is picked and the moment its server binds it; a random port below that
+    range is only taken by another server.
+    """
+    low = max(_ephemeral_low(), 11000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, low)
+        if port not in exclude and port_is_free(host, port):
+            return port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    while True:
+    while True:  # the low range is crowded: fall back to the kernel's choice
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
-        if port not in exclude:
-            return port
+            picked: int = sock.getsockname()[1]
+        if picked not in exclude:
+            return picked

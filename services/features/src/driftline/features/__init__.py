@@ -1,7 +1,8 @@
 """Driftline's feature store service.
 
 Streaming per-entity window aggregates (:mod:`~driftline.features.aggregates`)
-kept in a changelog-backed Faust table (:mod:`~driftline.features.worker`), the
+kept in a changelog-backed state table (:mod:`~driftline.features.state_table`,
+driven by the consumer-group worker in :mod:`~driftline.features.worker`), the
 Redis online store (:mod:`~driftline.features.online_store`), the point-in-time
 feature log on ``driftline.features`` and gRPC ``FeatureStore``
 (:mod:`~driftline.features.grpc_server`).  Run it with ``python -m driftline.features``.

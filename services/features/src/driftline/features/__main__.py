@@ -74,11 +74,10 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
             store=store,
             metrics=metrics,
             health=health,
-            state_dir=settings.infra.state_dir / "features" / f"worker-{port}",
             client_id=settings.kafka.client_id,
         )
-        # Start-up includes table recovery from the changelog, which can take a
-        # while; SIGTERM must still be able to end it.
+        # Start-up waits for the changelog topic and the group join; SIGTERM
+        # must still be able to end it.
         starting = asyncio.create_task(worker.start())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -105,7 +104,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
 
 def main() -> int:
     """Build settings, set up logs and traces, run until SIGTERM; the exit status."""
-    return service_main("features", serve, quiet_loggers=("faust", "mode", "aiokafka", "kafka"))
+    return service_main("features", serve, quiet_loggers=("aiokafka", "kafka"))
 
 
 if __name__ == "__main__":

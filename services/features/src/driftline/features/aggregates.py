@@ -209,7 +209,7 @@ class EntityState:
         self.offset = -1
 
     def __bool__(self) -> bool:
-        # Faust's in-memory store deletes keys whose value is falsy on recovery.
+        # A state is a value even when empty: ``if table.get(key)`` must not skip it.
         return True
 
     def apply(self, t: float, raw: Mapping[str, FeatureValue]) -> dict[str, FeatureValue]:

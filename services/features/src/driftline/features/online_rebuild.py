@@ -1,7 +1,7 @@
 """Rebuilding the online store after it was wiped, without anyone asking.
 
 Redis is a cache of what the features worker knows: each entity's aggregates
-live in the worker's Faust table (changelog-backed), each entity's newest raw
+live in the worker's state table (changelog-backed), each entity's newest raw
 values on the feature log ``driftline.features``.  When Redis loses its data
 (``FLUSHALL``, a restart without persistence, a failover to an empty replica)
 nothing would bring the values back until each entity's next event, so serving
@@ -67,7 +67,6 @@ __all__ = [
     "RedisGenerationMarker",
     "marker_for",
     "rebuild_writes",
-    "tables_recovered",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,12 +129,6 @@ class InMemoryGenerationMarker(GenerationMarker):
     def wipe(self) -> None:
         """Forget the token, as a FLUSHALL would."""
         self.token = None
-
-
-def tables_recovered(app: Any) -> bool:
-    """Whether a Faust app's tables have been recovered from their changelogs (and are not
-    recovering again after a rebalance)."""
-    return bool(app.tables.recovery.completed.is_set() and not app.in_recovery)
 
 
 def marker_for(store: OnlineStore) -> GenerationMarker:

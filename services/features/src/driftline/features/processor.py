@@ -2,7 +2,7 @@
 
 :class:`FeatureProcessor` is pure: it reads and updates entity states through a
 mapping the caller owns and returns what must happen (vectors to publish,
-online values to write, dead letters, states to persist).  The Faust agent does
+online values to write, dead letters, states to persist).  The worker does
 the I/O, in the order that makes replays idempotent (see ``worker.py``).
 """
 
@@ -87,7 +87,7 @@ class FeatureProcessor:
     """Applies events to entity states and says what to publish and store.
 
     ``states`` (passed to :meth:`process`) maps :func:`state_key` to
-    :class:`EntityState`; in the worker it is the Faust table's store, so what
+    :class:`EntityState`; in the worker it is the changelog-backed state table, so what
     is read there survives restarts through the changelog.
 
     An event whose offset is not newer than its entity state's ``offset`` was
