@@ -53,6 +53,19 @@ async def check_round_trip_keeps_types_and_times(store: OnlineStore) -> None:
         (None, T0, FeatureStatus.PRESENT),
     ]
     assert type(row[0].value) is float and type(row[2].value) is bool
+    # Numbers of every shape, read for several entities at once (one call).
+    numbers: dict[str, tuple[FeatureValue, int]] = {
+        "x": (-3.5e-05, T0),
+        "i": (-42, T0),
+        "s": ("12", T0),
+        "b": (False, T0),
+    }
+    await store.write(SPEC.name, [EntityWrite("e2", numbers), EntityWrite("e3", {"x": (3.0, T0)})])
+    rows = await store.read(SPEC, ["e2", "e3", "e1"], ["x", "i", "s", "b"], NOW)
+    got = [[(r.value, type(r.value).__name__) for r in row] for row in rows]
+    assert got[0] == [(-3.5e-05, "float"), (-42, "int"), ("12", "str"), (False, "bool")]
+    assert got[1][0] == (3.0, "float")
+    assert got[2][0] == (1.5, "float")
 
 
 async def check_unknown_entity_and_feature_are_missing(store: OnlineStore) -> None:
