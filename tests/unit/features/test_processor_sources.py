@@ -47,3 +47,39 @@ def test_vector_sources_point_at_the_records_vectors_were_computed_from() -> Non
     ids = [FeatureVector.model_validate_json(v).event_id for _, v in out.vectors]
     assert ids == ["e1", "e4"]
     assert records[out.vector_sources[1]].headers == TP
+
+
+def test_vectors_are_what_the_contract_model_would_write() -> None:
+    processor = FeatureProcessor(load_featuresets(ROOT / "examples" / "featuresets"))
+    rows = [x for x, _ in synth.Agrawal(seed=3).take(3)]
+    records = [_record(i, f"v{i}", rows[i]) for i in range(3)]
+    # A sub-second event time: the hand-written timestamp must match it too.
+    records[2] = SourceRecord(
+        0,
+        2,
+        b"c-1",
+        ValidEvent(
+            event_id="v2",
+            entity_id="c-1",
+            event_time=datetime(2026, 1, 1, 0, 0, 2, 123456, tzinfo=UTC),
+            featureset="loans",
+            featureset_version=1,
+            features=rows[2],
+            ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        .model_dump_json()
+        .encode(),
+    )
+    out = processor.process(records, {})
+    assert len(out.vectors) == 3
+    for (entity, raw), row in zip(out.vectors, rows, strict=True):
+        vector = FeatureVector.model_validate_json(raw)
+        assert entity == vector.entity_id == "c-1"
+        # Byte for byte what pydantic's serialiser gives for the same vector.
+        assert raw == vector.model_dump_json().encode()
+        for name, value in row.items():
+            assert vector.values[name] == value
+            assert type(vector.values[name]) is type(value)
+    last = FeatureVector.model_validate_json(out.vectors[2][1])
+    assert last.event_time == datetime(2026, 1, 1, 0, 0, 2, 123456, tzinfo=UTC)
+    assert last.values["count_1h"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -13,6 +14,13 @@ from driftline.settings import ConfigError, PlatformSettings, load_settings
 from driftline.telemetry import configure_logging, configure_tracing
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLDS = (100_000, 50, 100)
+"""Cyclic-GC thresholds of a service process.  Python's default (700 allocations
+per young collection) made the collector ~20 % of the features worker's CPU at
+4,000 events/s: every batch allocates far more than 700 short-lived objects,
+and each young collection walked them all again.  Reference counting frees
+almost everything here; cycles are still collected, just less often."""
 
 EXIT_DEPENDENCY = 3
 """Exit status when a dependency (Kafka, Redis, a peer service) stayed unreachable."""
@@ -64,6 +72,7 @@ def service_main(
     for logger in quiet_loggers:
         logging.getLogger(logger).setLevel(quiet)
     configure_tracing(name, settings.telemetry)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         return run_service(name, lambda stop: serve(settings, stop))
     except ConfigError as exc:

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
@@ -204,8 +205,6 @@ _ENTITIES_PER_CALL = 64
 """Entities per script call: bounds how long one call holds Redis (readers wait
 behind it) while keeping the per-call overhead small."""
 
-_pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _json_value(value: FeatureValue) -> str:
     """``json.dumps(value)``, with the common cases (finite numbers) done directly."""
@@ -272,7 +271,7 @@ class RedisOnlineStore(OnlineStore):
                 fields: list[str] = []
                 for name, (value, t_us) in w.values.items():
                     fields += (name, str(t_us), _json_value(value))
-                packed.append(_pack(fields))
+                packed.append(orjson.dumps(fields))
             pipe.evalsha(sha, len(keys), *keys, *packed)
         await pipe.execute()
 

@@ -30,12 +30,12 @@ True
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -72,11 +72,11 @@ class StateCodec:
     def encode(self, key: str, state: EntityState) -> bytes:
         """The changelog value of ``state`` (stored under table key ``key``)."""
         featureset = key.split(":", 1)[0]
-        return json.dumps({"f": featureset, **state.to_dict()}, separators=(",", ":")).encode()
+        return orjson.dumps({"f": featureset, **state.to_dict()})
 
     def decode(self, raw: bytes) -> EntityState | None:
         """The state in a changelog value; None for an undeclared feature set."""
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         spec = self.catalog.get(data.get("f", ""))
         if spec is None:
             log.warning("dropping stored state of undeclared feature set %r", data.get("f"))
