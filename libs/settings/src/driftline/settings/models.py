@@ -236,7 +236,7 @@ class ServingSettings(_ServiceSection):
     prediction_log_buffer: int = Field(default=20_000, ge=1)
     """Most predictions waiting for Kafka; beyond it new ones are dropped and counted
     (``driftline_serving_prediction_log_dropped_total``), never blocking an RPC."""
-    prediction_log_batch: int = Field(default=500, ge=1)
+    prediction_log_batch: int = Field(default=2000, ge=1)
     """Most predictions handed to the Kafka producer in one go."""
     registry_retry_s: float = Field(default=2.0, gt=0)
     """Pause between attempts to reach the registry when a model cannot be loaded yet."""

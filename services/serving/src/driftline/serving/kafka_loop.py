@@ -144,6 +144,7 @@ class PredictionLogWriter:
         *,
         batch: int,
         linger_s: float = 0.05,
+        max_in_flight: int = 4,
     ) -> None:
         self._producer = producer
         self._buffer = buffer
@@ -151,6 +152,8 @@ class PredictionLogWriter:
         self._batch = batch
         self._linger_s = linger_s
         self._partitioner = DefaultPartitioner()
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._settling: set[asyncio.Task[int]] = set()
 
     async def write_once(self, timeout_s: float | None = 0.2) -> int:
         """Send up to one batch; returns the number of records handed to the producer."""
@@ -206,7 +209,27 @@ class PredictionLogWriter:
                 counts[record.shadow] += 1
         for partition, (builder, counts) in batches.items():
             pending.append(await self._send(builder, partition, counts))
-        return await self._settle([p for p in pending if p is not None])
+        sent = [p for p in pending if p is not None]
+        handed = sum(sum(c) for _, c in sent)
+        # Delivery is awaited in the background, a few batches at a time, so
+        # that the next batch is encoded while Kafka acknowledges this one
+        # (waiting here capped the log at one batch per broker round trip).
+        await self._in_flight.acquire()
+        task = asyncio.create_task(self._settle(sent))
+        self._settling.add(task)
+        task.add_done_callback(self._settled)
+        return handed
+
+    def _settled(self, task: asyncio.Task[int]) -> None:
+        self._settling.discard(task)
+        self._in_flight.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("counting prediction-log deliveries failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait until every batch handed to the producer is acknowledged or counted as failed."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _send(
         self, builder: BatchBuilder, partition: int, counts: list[int]
@@ -247,3 +270,4 @@ class PredictionLogWriter:
             await self.write_once()
         while len(self._buffer):
             await self.write_once(timeout_s=0)
+        await self.drain()
