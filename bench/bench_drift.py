@@ -18,8 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
+import subprocess
+import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from driftline.monitoring.eval_drift import EvalConfig, evaluate, render
 from driftline.settings import MonitoringSettings
 
 OUT = Path(__file__).resolve().parent / "out" / "drift.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -109,16 +115,111 @@ def throughput(events: int) -> dict[str, Any]:
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _messages_in(admin_port: int) -> int:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
+    except OSError:
+        return 0
+    return sum(
+        int(float(m.group(1)))
+        for m in re.finditer(rb"driftline_messages_in_total\{[^}]*\} ([0-9.e+]+)", text)
+    )
+
+
+def service_throughput(events: int) -> dict[str, Any]:
+    """The monitoring service as deployed: its own process, a real broker, every detector on.
+
+    The three topics are filled first (a feature vector, a prediction and a
+    label per event); the rate is how fast the service drains them.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from local_platform import local_platform
+
+    from driftline.contracts.topics import FEATURES, LABELS_VALID, PREDICTIONS
+    from driftline.infra import free_port
+    from driftline.kafkaio import provision_topics
+    from driftline.settings import KafkaSettings
+
+    encoded = _encoded_events(events)
+
+    async def fill(bootstrap: str) -> None:
+        await provision_topics(KafkaSettings(bootstrap_servers=bootstrap))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+        await producer.start()
+        for i, (vec, pred, label) in enumerate(encoded):
+            key = f"c{i % 1000}".encode()
+            await producer.send(FEATURES.name, vec, key=key)
+            await producer.send(PREDICTIONS.name, pred, key=key)
+            await producer.send(LABELS_VALID.name, label, key=key)
+        await producer.flush()
+        await producer.stop()
+
+    with local_platform(redis=False) as platform:
+        asyncio.run(fill(platform.bootstrap_servers))
+        admin_port = free_port()
+        env = {
+            **os.environ,
+            "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": platform.bootstrap_servers,
+            "DRIFTLINE_MONITORING__ADMIN__PORT": str(admin_port),
+            "DRIFTLINE_TELEMETRY__LOG_LEVEL": "WARNING",
+        }
+        log = (OUT.parent / "monitoring-service.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftline.monitoring"], env=env, stderr=log, stdout=log
+        )
+        try:
+            total = 3 * events
+            deadline = time.monotonic() + 600
+            while _messages_in(admin_port) == 0:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the monitoring service did not start; see its log")
+                time.sleep(0.05)
+            t0, cpu0, n0 = time.perf_counter(), _cpu_seconds(proc.pid), _messages_in(admin_port)
+            while (n := _messages_in(admin_port)) < total:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the monitoring service stopped at {n} of {total}")
+                time.sleep(0.1)
+            seconds = time.perf_counter() - t0
+            cpu = _cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    done = n - n0
+    return {
+        "events": events,
+        "records": done,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(done / 3 / seconds),
+        "records_per_s": round(done / seconds),
+        "cpu_us_per_event": round(cpu / (done / 3) * 1e6, 1),
+        "note": "python -m driftline.monitoring draining pre-filled driftline.features, "
+        "driftline.predictions and driftline.labels.valid from a real broker; "
+        "one event = its feature vector + prediction + label",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--service-events", type=int, default=60_000)
     args = parser.parse_args()
     report = evaluate(EvalConfig(seeds=args.seeds, processes=args.processes))
     print(render(report))
-    result = {"eval": report, "throughput": throughput(args.events)}
-    print(json.dumps(result["throughput"], indent=2))
+    result = {
+        "eval": report,
+        "throughput": throughput(args.events),
+        "service_throughput": service_throughput(args.service_events),
+    }
+    print(json.dumps({k: result[k] for k in ("throughput", "service_throughput")}, indent=2))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {OUT}")
