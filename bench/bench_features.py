@@ -41,6 +41,7 @@ from driftline.contracts.topics import EVENTS_VALID, FEATURES
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.settings import load_settings
+from driftline.specs import load_featuresets
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,6 +339,40 @@ async def read_latency(grpc_port: int, entities: list[str], n: int) -> dict[str,
     }
 
 
+async def raw_redis_latency(
+    redis_url: str, entities: list[str], names: list[str], n: int
+) -> dict[str, Any]:
+    """The floor under GetOnlineFeatures: redis-py (hiredis) reading the same hashes in-process.
+
+    One pipelined ``HMGET`` per entity, values left as bytes (no parsing, no gRPC).
+    """
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    keys = [f"dl:f:loans:{e}" for e in entities]
+
+    async def once() -> None:
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, names)
+        await pipe.execute()
+
+    for _ in range(50):
+        await once()
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await once()
+        lat.append(time.perf_counter() - t)
+    await redis.aclose()
+    return {
+        "entities": len(entities),
+        "requests": n,
+        "p50_ms": round(statistics.median(lat) * 1000, 3),
+        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings()
     bootstrap = settings.kafka.bootstrap_servers
@@ -384,6 +419,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         one = await read_latency(grpc_port, ents[:1], 2000)
         hundred = await read_latency(grpc_port, ents, 1000)
         print(f"reads {one} {hundred}", flush=True)
+        names = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans").feature_names
+        raw_one = await raw_redis_latency(settings.redis.url, ents[:1], names, 2000)
+        raw_hundred = await raw_redis_latency(settings.redis.url, ents, names, 1000)
+        print(f"raw redis-py {raw_one} {raw_hundred}", flush=True)
     finally:
         proc.terminate()
         try:
@@ -401,6 +440,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "freshness_at_1000_per_s": fresh,
         "get_online_features_1_entity": one,
         "get_online_features_100_entities": hundred,
+        "features_per_entity": len(names),
+        "raw_redis_1_entity": raw_one,
+        "raw_redis_100_entities": raw_hundred,
     }
 
 

@@ -3,10 +3,11 @@
 Run by ``bench_features.py`` as a subprocess (Faust owns its process's event
 loop and command line): it reads ``--events`` records of ``--topic`` from the
 start with ``stream.take_events`` in batches, as the features worker did when it
-ran on Faust, and prints one JSON line: events/s and CPU µs per event.  This is
+ran on Faust, and writes one JSON object to ``--out``: events/s and CPU µs per event (Faust
+redirects standard output into its logs).  This is
 the figure behind the worker's move to a plain aiokafka consumer group.
 
-    uv run python bench/faust_stream_baseline.py --bootstrap HOST:PORT --topic T --events N
+    uv run python bench/faust_stream_baseline.py --bootstrap HOST:PORT --topic T --events N --out F
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--out", required=True, help="file to write the JSON result to")
     args = parser.parse_args()
     app = faust.App(
         f"bench-faust-{uuid.uuid4().hex[:8]}",
@@ -57,7 +59,8 @@ def main() -> None:
                     "events_per_s": round(seen["n"] / elapsed, 1),
                     "cpu_us_per_event": round(used / seen["n"] * 1e6, 1),
                 }
-                print(json.dumps(line), flush=True)
+                with open(args.out, "w") as f:
+                    f.write(json.dumps(line))
                 os._exit(0)
 
     sys.argv = [sys.argv[0], "worker", "-l", "error"]

@@ -62,6 +62,152 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _get(report: dict[str, Any], bench: str, *path: str) -> Any:
+    entry = report["benches"].get(bench, {})
+    value: Any = entry.get("result") if entry.get("status") == "ok" else None
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, float):
+        text = f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    else:
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{text} {unit}".strip()
+
+
+def _verdict(value: Any, ok: bool | None) -> str:
+    if value is None or ok is None:
+        return "—"
+    return "met" if ok else "**not met**"
+
+
+def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(issue, figure, measured, target, baseline of the same run, verdict) rows."""
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    def add(
+        issue: str,
+        figure: str,
+        value: Any,
+        unit: str,
+        target: str,
+        baseline: str,
+        ok: bool | None,
+    ) -> None:
+        rows.append((issue, figure, _fmt(value, unit), target, baseline, _verdict(value, ok)))
+
+    # -- features (#4)
+    base = _get(report, "features", "baseline_aiokafka_records_per_s")
+    rate = _get(report, "features", "sustained", "events_per_s")
+    ratio = _get(report, "features", "ratio_to_baseline")
+    add(
+        "#4",
+        "features: sustained events/s (produced -> values in Redis)",
+        rate,
+        "ev/s",
+        ">= 5,000 (stretch 10,000)",
+        f"aiokafka produce+consume {_fmt(base, 'rec/s')} (ratio {_fmt(ratio)})",
+        None if rate is None else rate >= 5000,
+    )
+    backlog = _get(report, "features", "sustained", "max_backlog_s_at_target")
+    target_rate = _get(report, "features", "sustained", "target_rate")
+    add(
+        "#4",
+        f"features: largest backlog while {_fmt(target_rate, 'ev/s')} were offered",
+        backlog,
+        "s",
+        "lag < 5 s",
+        "—",
+        None if backlog is None else backlog < 5,
+    )
+    cpu = _get(report, "features", "sustained", "worker_cpu_us_per_event")
+    faust = _get(
+        report, "features", "consume_only_baselines", "faust_take_events_noop_cpu_us_per_event"
+    )
+    aio = _get(report, "features", "consume_only_baselines", "aiokafka_getmany_cpu_us_per_event")
+    add(
+        "#4",
+        "features: worker CPU per event (all work)",
+        cpu,
+        "µs",
+        "~60-100 µs budget",
+        f"Faust no-op stream {_fmt(faust, 'µs')}; aiokafka getmany {_fmt(aio, 'µs')}",
+        None if cpu is None else cpu <= 100,
+    )
+    for q, limit in (("p50_ms", 50), ("p99_ms", 250)):
+        v = _get(report, "features", "freshness_at_1000_per_s", q)
+        add("#4", f"features: freshness at 1,000 ev/s, {q[:3]}", v, "ms", f"<= {limit} ms", "—",
+            None if v is None else v <= limit)  # fmt: skip
+    for key, n, l50, l99 in (
+        ("get_online_features_1_entity", 1, 1, 5),
+        ("get_online_features_100_entities", 100, 5, 20),
+    ):
+        raw = _get(report, "features", key.replace("get_online_features", "raw_redis"), "p50_ms")
+        for q, limit in (("p50_ms", l50), ("p99_ms", l99)):
+            v = _get(report, "features", key, q)
+            add("#4", f"GetOnlineFeatures over gRPC, {n} entit{'y' if n == 1 else 'ies'}, {q[:3]}",
+                v, "ms", f"<= {limit} ms", f"raw redis-py pipeline p50 {_fmt(raw, 'ms')}",
+                None if v is None else v <= limit)  # fmt: skip
+
+    # -- serving (#6)
+    echo = _get(report, "serving", "echo_c1", "p50_ms")
+    p50 = _get(report, "serving", "predict_c1", "p50_ms")
+    echo_ratio = _get(report, "serving", "predict_c1_p50_ratio_to_echo")
+    add("#6", "Predict with feature fetch, c=1, p50", p50, "ms", "<= 2 ms and <= 3x echo",
+        f"bare gRPC echo p50 {_fmt(echo, 'ms')} (ratio {_fmt(echo_ratio)})",
+        None if p50 is None or echo is None else p50 <= 2 and p50 <= 3 * echo)  # fmt: skip
+    p99 = _get(report, "serving", "predict_c1", "p99_ms")
+    add("#6", "Predict with feature fetch, c=1, p99", p99, "ms", "<= 10 ms",
+        f"echo p99 {_fmt(_get(report, 'serving', 'echo_c1', 'p99_ms'), 'ms')}",
+        None if p99 is None else p99 <= 10)  # fmt: skip
+    rps = _get(report, "serving", "predict_c16", "requests_per_s")
+    add("#6", "Predict, c=16, throughput", rps, "req/s", ">= 1,000",
+        f"echo c=16 {_fmt(_get(report, 'serving', 'echo_c16', 'requests_per_s'), 'req/s')}",
+        None if rps is None else rps >= 1000)  # fmt: skip
+    p99_16 = _get(report, "serving", "predict_c16", "p99_ms")
+    add("#6", "Predict, c=16, p99", p99_16, "ms", "<= 50 ms", "—",
+        None if p99_16 is None else p99_16 <= 50)  # fmt: skip
+    rows_s = _get(report, "serving", "model_infer_256_rows", "rows_per_s")
+    add("#6", "ModelInfer, 256 rows per request", rows_s, "rows/s", ">= 20,000", "—",
+        None if rows_s is None else rows_s >= 20000)  # fmt: skip
+    dropped = _get(report, "serving", "prediction_log", "records_dropped")
+    written = _get(report, "serving", "prediction_log", "records_written")
+    add("#6", "prediction log during the bench: records dropped (bounded buffer full)", dropped,
+        "", "counted, never blocking", f"written {_fmt(written)}", None)  # fmt: skip
+
+    # -- drift (#7)
+    for t in _get(report, "drift", "eval", "targets") or []:
+        add("#7", f"eval-drift policy, {t['target'].split(' <=')[0]}", t["value"], "",
+            "<= " + t["target"].split("<= ")[1], "River detectors alone: see the eval table",
+            bool(t["met"]))  # fmt: skip
+    mon = _get(report, "drift", "service_throughput", "events_per_s")
+    add("#7", "monitoring service, every detector on", mon, "ev/s",
+        ">= the features ingest rate", f"features sustained {_fmt(rate, 'ev/s')}",
+        None if mon is None or rate is None else mon >= rate)  # fmt: skip
+
+    # -- training, registry, infra (#3, #5)
+    add("#5", "training: labelled examples learnt per s (online join)",
+        _get(report, "training", "online_join_learn", "labeled_examples_per_s"), "ex/s", "—",
+        "—", None)  # fmt: skip
+    add("#5", "training: retrain request -> registered version",
+        _get(report, "training", "retrain", "seconds_request_to_registered"), "s", "—", "—",
+        None)  # fmt: skip
+    add("#5", "registry: register 1 MB, p50", _get(report, "registry", "register_ms", "p50"),
+        "ms", "—", "—", None)  # fmt: skip
+    add("#3", "infra up, cold, mean", _get(report, "infra", "cold", "up_s", "mean"), "s", "—",
+        "—", None)  # fmt: skip
+    add("#3", "Kafka baseline: produce+consume", _get(report, "kafka_baseline",
+        "produce_consume_msgs_per_s"), "msg/s", "(baseline)", "—", None)  # fmt: skip
+    return rows
+
+
 def render(report: dict[str, Any]) -> str:
     """The Markdown report."""
     lines = ["# Driftline benchmark report", ""]
@@ -72,6 +218,15 @@ def render(report: dict[str, Any]) -> str:
         "baselines measured in the same run, not absolute times.",
         "",
     ]
+    lines += [
+        "## Headline figures",
+        "",
+        "| issue | figure | measured | target | baseline (same run) | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in headline(report):
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Every figure in full, per benchmark:", ""]
     for name, entry in report["benches"].items():
         lines.append(f"## {name}")
         lines.append("")
