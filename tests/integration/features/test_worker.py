@@ -324,3 +324,87 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(
     # batch's online values before it sends the batch's vectors (pinned down
     # deterministically by tests/unit/features/test_worker_effect_order.py).
     await check_online_values(redis_server, worker.grpc_port, events)
+
+
+async def wait_ready(w: Worker, timeout: float = 90) -> None:
+    """Until the worker's /readyz says ready (it has joined the group and recovered)."""
+    import json
+    import urllib.request
+
+    def ready() -> bool:
+        try:
+            url = f"http://127.0.0.1:{w.admin_port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(json.loads(r.read())["ready"])
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(ready):
+        assert w.proc is not None and w.proc.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, f"the worker was not ready within {timeout}s"
+        await asyncio.sleep(0.2)
+
+
+async def assigned_partitions(admin_port: int) -> int:
+    """How many partitions of events.valid a worker reports lag for (i.e. has processed)."""
+    import urllib.request
+
+    text = await asyncio.to_thread(
+        lambda: (
+            urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+    )
+    return sum(
+        1
+        for line in text.splitlines()
+        if line.startswith("driftline_consumer_lag{") and EVENTS_VALID.name in line
+    )
+
+
+async def test_partitions_moving_between_workers_keep_aggregates_exact(
+    kafka: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    """Scale out to two workers mid-stream, then stop the first: its partitions move twice.
+
+    Each move makes the new owner replay the partition's changelog; an entity's
+    aggregates then go on from exactly the state the previous owner left.
+    """
+    await provision_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
+    events = make_events(15000, 60, seed=3)
+    thirds = [events[:5000], events[5000:10000], events[10000:]]
+    first = Worker(kafka, redis_server, tmp_path / "a")
+    second = Worker(kafka, redis_server, tmp_path / "b")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    log = FeatureLog(kafka.bootstrap_servers, {e.event_id for e in events})
+    await log.start()
+    try:
+        first.start()
+        await produce(kafka.bootstrap_servers, thirds[0])
+        await log.wait_for(5000, timeout=90, proc=first.proc)
+        second.start()  # the group rebalances: some partitions move to the second worker
+        await wait_ready(second)
+        # Spread over a few seconds, so that the rebalance lands in the middle.
+        for i in range(0, len(thirds[1]), 500):
+            await produce(kafka.bootstrap_servers, thirds[1][i : i + 500])
+            await asyncio.sleep(0.5)
+        await log.wait_for(10000, timeout=120, proc=second.proc)
+        both = (
+            await assigned_partitions(first.admin_port),
+            await assigned_partitions(second.admin_port),
+        )
+        assert first.terminate() == 0  # a clean leave: its partitions move to the second
+        await produce(kafka.bootstrap_servers, thirds[2])
+        await log.wait_for(len(events), timeout=120, proc=second.proc)
+        # Both workers processed events (the work was shared after the scale-out).
+        assert both[0] > 0 and both[1] > 0, both
+        assert set(log.seen) == {e.event_id for e in events}
+        await check_online_values(redis_server, second.grpc_port, events)
+    finally:
+        await log.stop()
+        for w in (first, second):
+            if w.proc is not None and w.proc.poll() is None:
+                w.terminate()
