@@ -32,6 +32,7 @@ BENCHES = {
     "registry": "bench_registry.py",
     "serving": "bench_serving.py",
     "drift": "bench_drift.py",
+    "loop": "bench_loop.py",
 }
 
 
@@ -192,6 +193,14 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     add("#7", "monitoring service, every detector on", mon, "ev/s",
         ">= the features ingest rate", f"features sustained {_fmt(rate, 'ev/s')}",
         None if mon is None or rate is None else mon >= rate)  # fmt: skip
+
+    loop = _get(report, "loop", "detection_to_new_champion_serving_s")
+    add("#7", "detection -> new champion serving (make demo scenario)", loop, "s", "<= 30 s",
+        f"drift -> serving {_fmt(_get(report, 'loop', 'drift_to_new_champion_serving_s'), 's')}",
+        None if loop is None else loop <= 30)  # fmt: skip
+    failed = _get(report, "loop", "failed_requests")
+    add("#8", "make demo scenario: failed requests", failed, "", "0", "—",
+        None if failed is None else failed == 0)  # fmt: skip
 
     # -- training, registry, infra (#3, #5)
     add("#5", "training: labelled examples learnt per s (online join)",

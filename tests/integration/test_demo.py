@@ -9,7 +9,6 @@ topics itself and checks that the figures the demo reported are the ones on them
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
+from driftline.cli.demo import isolated_env, report_summary
 from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,
@@ -80,30 +80,13 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
 
 
 def _demo_env(kafka: KafkaNode, redis: RedisNode, state: Path) -> dict[str, str]:
-    admin = _ports(6)
-    features_grpc, registry_grpc, serving_grpc = _ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    env.update(
-        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        DRIFTLINE_REDIS__HOST=redis.host,
-        DRIFTLINE_REDIS__PORT=str(redis.port),
-        DRIFTLINE_INFRA__STATE_DIR=str(state),
-        DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
-        DRIFTLINE_INGESTION__ADMIN__PORT=str(admin[0]),
-        DRIFTLINE_FEATURES__ADMIN__PORT=str(admin[1]),
-        DRIFTLINE_FEATURES__GRPC_PORT=str(features_grpc),
-        DRIFTLINE_TRAINING__ADMIN__PORT=str(admin[2]),
-        DRIFTLINE_TRAINING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
-        DRIFTLINE_REGISTRY__ADMIN__PORT=str(admin[3]),
-        DRIFTLINE_REGISTRY__GRPC_PORT=str(registry_grpc),
-        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(state / "artifacts"),
-        DRIFTLINE_SERVING__ADMIN__PORT=str(admin[4]),
-        DRIFTLINE_SERVING__GRPC_PORT=str(serving_grpc),
-        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{features_grpc}",
-        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
-        DRIFTLINE_MONITORING__ADMIN__PORT=str(admin[5]),
+    return isolated_env(
+        bootstrap_servers=kafka.bootstrap_servers,
+        redis_host=redis.host,
+        redis_port=redis.port,
+        state_dir=state,
+        ports=_ports,
     )
-    return env
 
 
 async def _read_all(bootstrap: str, topic: Topic) -> list[bytes]:
@@ -124,12 +107,6 @@ async def _read_all(bootstrap: str, topic: Topic) -> list[bytes]:
         return values
     finally:
         await consumer.stop()
-
-
-def _summary(report: str) -> dict[str, str]:
-    section = report.split("## Summary", 1)[1].split("## ", 1)[0]
-    rows = re.findall(r"^\| (.+?) \| (.+?) \|$", section, flags=re.MULTILINE)
-    return {k: v for k, v in rows if k not in ("figure", "---")}
 
 
 async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
@@ -173,7 +150,7 @@ async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
     text = report.read_text()
     assert "**Loop closed.**" in text
     assert f"![rolling accuracy]({png.name})" in text
-    summary = _summary(text)
+    summary = report_summary(text)
 
     # predictions: what serving answered is what is logged on driftline.predictions
     predictions = [

@@ -32,18 +32,47 @@ ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
+class _Batch:
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: Any, headers: Any) -> object:
+        self.keys.append(key)
+        return object()  # room left: the real builder returns record metadata
+
+
 class _CountingAtSendProducer:
-    """Stands in for the feature-log producer: at each send, reads the online count."""
+    """Stands in for the feature-log producer: at each handover, reads the online count."""
 
     def __init__(self, store: InMemoryOnlineStore, spec: Any) -> None:
         self.store = store
         self.spec = spec
         self.counts_at_send: list[Any] = []
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(6))
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(
+        self, batch: _Batch, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        for key in batch.keys:
+            await self._count(key)
+        return self._done()
+
     async def send(self, topic: str, value: bytes, key: bytes, **_: Any) -> asyncio.Future[None]:
+        await self._count(key)
+        return self._done()
+
+    async def _count(self, key: bytes) -> None:
         rows = await self.store.read(self.spec, [key.decode()], ["count_1h"], NOW.timestamp())
         read = rows[0][0]
         self.counts_at_send.append(read.value if read.status is FeatureStatus.PRESENT else None)
+
+    @staticmethod
+    def _done() -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -75,7 +104,7 @@ async def test_online_values_are_written_before_the_vectors_are_sent(tmp_path: P
         health=Health("features"),
     )
     producer = _CountingAtSendProducer(store, spec)
-    worker._producer = producer  # a stand-in: only send() is used
+    worker._producer = producer  # a stand-in for the batch API
     states: dict[str, Any] = {}
     rows = [x for x, _ in synth.Agrawal(seed=1).take(3)]
 

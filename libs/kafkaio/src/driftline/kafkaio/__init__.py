@@ -4,6 +4,7 @@ Producing injects the active span's ``traceparent`` into the record headers;
 consuming extracts it again so the next hop continues the same trace.
 """
 
+from driftline.kafkaio.batching import OutRecord, send_batched
 from driftline.kafkaio.clients import (
     encode_value,
     make_consumer,
@@ -15,12 +16,14 @@ from driftline.kafkaio.provision import provision_topics
 from driftline.kafkaio.tracing import context_from_headers, headers_from_context, traceparent_of
 
 __all__ = [
+    "OutRecord",
     "context_from_headers",
     "encode_value",
     "headers_from_context",
     "make_consumer",
     "make_producer",
     "provision_topics",
+    "send_batched",
     "send_model",
     "traceparent_of",
     "wait_for_kafka",

@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import math
 import os
+import re
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
@@ -51,7 +52,15 @@ from driftline.scenario import Application, ScenarioConfig, schedule
 from driftline.settings import PlatformSettings
 from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 
-__all__ = ["DemoObserver", "DemoOptions", "demo", "demo_service_env", "write_report"]
+__all__ = [
+    "DemoObserver",
+    "DemoOptions",
+    "demo",
+    "demo_service_env",
+    "isolated_env",
+    "report_summary",
+    "write_report",
+]
 
 CHAMPION = "champion"
 ROLLING = 500
@@ -104,6 +113,53 @@ def demo_service_env(options: DemoOptions, min_examples: int = 1000) -> dict[str
         "DRIFTLINE_TRAINING__SNAPSHOT_EVERY": str(snapshot_every),
         "DRIFTLINE_MONITORING__CONCEPT_WARMUP": str(warmup),
     }
+
+
+def isolated_env(
+    *,
+    bootstrap_servers: str,
+    redis_host: str,
+    redis_port: int,
+    state_dir: Path,
+    ports: Callable[[int], list[int]],
+) -> dict[str, str]:
+    """``DRIFTLINE_*`` variables for a demo on a broker and Redis of its own (tests, benches).
+
+    Every service gets ports from ``ports(n)`` (n free ports) and its state under
+    ``state_dir``; ``DRIFTLINE_*`` variables of the calling environment are dropped
+    so that nothing of another platform leaks in.
+    """
+    admin = ports(6)
+    features_grpc, registry_grpc, serving_grpc = ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(
+        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap_servers,
+        DRIFTLINE_REDIS__HOST=redis_host,
+        DRIFTLINE_REDIS__PORT=str(redis_port),
+        DRIFTLINE_INFRA__STATE_DIR=str(state_dir),
+        DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
+        DRIFTLINE_INGESTION__ADMIN__PORT=str(admin[0]),
+        DRIFTLINE_FEATURES__ADMIN__PORT=str(admin[1]),
+        DRIFTLINE_FEATURES__GRPC_PORT=str(features_grpc),
+        DRIFTLINE_TRAINING__ADMIN__PORT=str(admin[2]),
+        DRIFTLINE_TRAINING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
+        DRIFTLINE_REGISTRY__ADMIN__PORT=str(admin[3]),
+        DRIFTLINE_REGISTRY__GRPC_PORT=str(registry_grpc),
+        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(state_dir / "artifacts"),
+        DRIFTLINE_SERVING__ADMIN__PORT=str(admin[4]),
+        DRIFTLINE_SERVING__GRPC_PORT=str(serving_grpc),
+        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{features_grpc}",
+        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
+        DRIFTLINE_MONITORING__ADMIN__PORT=str(admin[5]),
+    )
+    return env
+
+
+def report_summary(report: str) -> dict[str, str]:
+    """The figure -> value rows of a demo report's Summary table."""
+    section = report.split("## Summary", 1)[1].split("## ", 1)[0]
+    rows = re.findall(r"^\| (.+?) \| (.+?) \|$", section, flags=re.MULTILINE)
+    return {k: v for k, v in rows if k not in ("figure", "---")}
 
 
 # -- observation --------------------------------------------------------------------------

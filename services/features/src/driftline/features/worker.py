@@ -65,7 +65,13 @@ from driftline.features.state_table import (
     ensure_changelog,
     read_changelog,
 )
-from driftline.kafkaio import context_from_headers, encode_value, headers_from_context
+from driftline.kafkaio import (
+    OutRecord,
+    context_from_headers,
+    encode_value,
+    headers_from_context,
+    send_batched,
+)
 from driftline.runtime import Health
 from driftline.specs import FeatureSetCatalog
 from driftline.telemetry import messaging_attributes
@@ -386,18 +392,15 @@ class FeaturesWorker:
         for featureset, writes in outcome.writes.items():
             await self.store.write(featureset, writes)
         self.metrics.redis_write_latency.observe(time.perf_counter() - t0)
-        futures: list[asyncio.Future[Any]] = []
+        out: list[OutRecord] = []
         for i, (entity_id, payload) in enumerate(outcome.vectors):
             span = spans[i] if i < len(spans) else None
             # The vector carries its event's trace on to training, monitoring, serving.
             headers = (
                 headers_from_context(trace.set_span_in_context(span)) if span is not None else None
             )
-            futures.append(
-                await producer.send(
-                    FEATURES.name, value=payload, key=entity_id.encode(), headers=headers or None
-                )
-            )
+            out.append((entity_id.encode(), payload, headers, None))
+        futures = await send_batched(producer, FEATURES.name, out)
         for key, letter in outcome.dead_letters:
             futures.append(await producer.send(DLQ.name, value=encode_value(letter), key=key))
         if futures:
@@ -422,16 +425,12 @@ class FeaturesWorker:
         if producer is None:
             raise RuntimeError("the worker is not started")
         encode = self.table.codec.encode
-        pending = []
+        out: list[OutRecord] = []
         by_partition: dict[int, list[str]] = {}
         for key, (partition, state) in outcome.states.items():
-            pending.append(
-                await producer.send(
-                    CHANGELOG_TOPIC, value=encode(key, state), key=key.encode(), partition=partition
-                )
-            )
+            out.append((key.encode(), encode(key, state), None, partition))
             by_partition.setdefault(partition, []).append(key)
-        await asyncio.gather(*pending)
+        await asyncio.gather(*await send_batched(producer, CHANGELOG_TOPIC, out))
         for partition, keys in by_partition.items():
             self.table.note(partition, keys)
 
