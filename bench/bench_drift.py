@@ -36,6 +36,8 @@ from driftline.settings import MonitoringSettings
 
 OUT = Path(__file__).resolve().parent / "out" / "drift.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import cpu_seconds  # noqa: E402 - bench/ holds the helpers
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -115,11 +117,6 @@ def throughput(events: int) -> dict[str, Any]:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _messages_in(admin_port: int) -> int:
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
@@ -181,13 +178,13 @@ def service_throughput(events: int) -> dict[str, Any]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the monitoring service did not start; see its log")
                 time.sleep(0.05)
-            t0, cpu0, n0 = time.perf_counter(), _cpu_seconds(proc.pid), _messages_in(admin_port)
+            t0, cpu0, n0 = time.perf_counter(), cpu_seconds(proc.pid), _messages_in(admin_port)
             while (n := _messages_in(admin_port)) < total:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the monitoring service stopped at {n} of {total}")
                 time.sleep(0.1)
             seconds = time.perf_counter() - t0
-            cpu = _cpu_seconds(proc.pid) - cpu0
+            cpu = cpu_seconds(proc.pid) - cpu0
         finally:
             proc.terminate()
             proc.wait(30)

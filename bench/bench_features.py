@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.contracts.messages import ValidEvent
 from driftline.contracts.topics import EVENTS_VALID, FEATURES
+from driftline.features.online_store import entity_key
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.settings import load_settings
@@ -48,22 +49,10 @@ from driftline.specs import load_featuresets
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from measure import cpu_seconds, latency, pct  # noqa: E402 - bench/ holds the helpers
+
 OUT = ROOT / "bench" / "out" / "features.json"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``).
-
-    The worker's CPU per event does not depend on what else the machine runs,
-    unlike the rates, so it is reported next to them.
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def event_bytes(i: int, entity: str, rng: random.Random, run: str) -> tuple[bytes, bytes]:
@@ -326,20 +315,9 @@ async def read_latency(grpc_port: int, entities: list[str], n: int) -> dict[str,
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
     stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
     req = feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
-    for _ in range(50):
-        await stub.GetOnlineFeatures(req)
-    lat = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await stub.GetOnlineFeatures(req)
-        lat.append(time.perf_counter() - t)
+    result = await latency(lambda: stub.GetOnlineFeatures(req), n)
     await channel.close()
-    return {
-        "entities": len(entities),
-        "requests": n,
-        "p50_ms": round(statistics.median(lat) * 1000, 3),
-        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
-    }
+    return {"entities": len(entities), **result}
 
 
 async def raw_redis_latency(
@@ -352,7 +330,7 @@ async def raw_redis_latency(
     from redis.asyncio import Redis
 
     redis = Redis.from_url(redis_url)
-    keys = [f"dl:f:loans:{e}" for e in entities]
+    keys = [entity_key("loans", e) for e in entities]
 
     async def once() -> None:
         pipe = redis.pipeline(transaction=False)
@@ -360,20 +338,9 @@ async def raw_redis_latency(
             pipe.hmget(key, names)
         await pipe.execute()
 
-    for _ in range(50):
-        await once()
-    lat = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await once()
-        lat.append(time.perf_counter() - t)
+    result = await latency(once, n)
     await redis.aclose()
-    return {
-        "entities": len(entities),
-        "requests": n,
-        "p50_ms": round(statistics.median(lat) * 1000, 3),
-        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
-    }
+    return {"entities": len(entities), **result}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -467,7 +434,6 @@ if __name__ == "__main__":
     parser.add_argument("--consume-events", type=int, default=50_000)
     parser.add_argument("--freshness-seconds", type=float, default=15)
     cli = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from local_platform import local_platform
 
     with local_platform() as platform:

@@ -22,17 +22,9 @@ from typing import Any
 from local_platform import local_platform  # bench/ is on sys.path when run as a script
 
 from driftline.cli.demo import isolated_env, report_summary
-from driftline.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "loop.json"
-
-
-def ports(n: int) -> list[int]:
-    chosen: list[int] = []
-    while len(chosen) < n:
-        chosen.append(free_port(exclude=frozenset(chosen)))
-    return chosen
 
 
 def number(text: str) -> float:
@@ -51,7 +43,6 @@ def main() -> None:
             redis_host=p.redis_host,
             redis_port=p.redis_port,
             state_dir=state,
-            ports=ports,
         )
         argv = [sys.executable, "-m", "driftline.cli", "demo", "--events", str(args.events)]
         argv += ["--report", str(report)]

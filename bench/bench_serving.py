@@ -30,21 +30,11 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serving.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
 
 SIGNING_KEY = "bench-signing-key"
 MODEL = "loans-risk"
 ENTITIES = 1000
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

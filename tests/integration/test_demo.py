@@ -28,7 +28,7 @@ from driftline.contracts.messages import (
     RetrainRequest,
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
-from driftline.infra import KafkaNode, RedisNode, free_port
+from driftline.infra import KafkaNode, RedisNode, free_port, free_ports
 from driftline.kafkaio import make_consumer
 from driftline.settings import KafkaSettings
 from driftline.settings.models import InfraSettings
@@ -38,18 +38,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
 
 
-def _ports(count: int) -> list[int]:
-    chosen: list[int] = []
-    while len(chosen) < count:
-        chosen.append(free_port(exclude=frozenset(chosen)))
-    return chosen
-
-
 @pytest.fixture(scope="module")
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaNode]:
     """A real broker holding nothing but this demo's records."""
     infra = InfraSettings()
-    port, controller = _ports(2)
+    port, controller = free_ports(2)
     node = KafkaNode(
         tmp_path_factory.mktemp("demo-kafka"),
         port=port,
@@ -85,7 +78,6 @@ def _demo_env(kafka: KafkaNode, redis: RedisNode, state: Path) -> dict[str, str]
         redis_host=redis.host,
         redis_port=redis.port,
         state_dir=state,
-        ports=_ports,
     )
 
 

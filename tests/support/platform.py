@@ -11,7 +11,6 @@ state directory, and read the logs' tails for assertion messages.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -21,7 +20,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from driftline.infra import KafkaNode, ManagedProcess, RedisNode, free_port
+from driftline.cli.demo import isolated_env
+from driftline.infra import KafkaNode, ManagedProcess, RedisNode, free_port, free_ports
 from driftline.kafkaio import provision_topics
 from driftline.settings import KafkaSettings
 from driftline.settings.models import InfraSettings
@@ -29,13 +29,6 @@ from driftline.settings.models import InfraSettings
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ingestion", "features", "training", "registry", "serving", "monitoring")
 """Start order: the registry comes before training and serving would wait for it anyway."""
-
-
-def _ports(count: int) -> list[int]:
-    chosen: list[int] = []
-    while len(chosen) < count:
-        chosen.append(free_port(exclude=frozenset(chosen)))
-    return chosen
 
 
 def wait_until(
@@ -71,7 +64,7 @@ class LivePlatform:
     def __init__(self, root: Path, extra_env: Mapping[str, str] | None = None) -> None:
         self.root = root
         infra = InfraSettings()
-        kafka_port, controller_port = _ports(2)
+        kafka_port, controller_port = free_ports(2)
         self.kafka = KafkaNode(
             root / "kafka",
             port=kafka_port,
@@ -82,32 +75,19 @@ class LivePlatform:
             infra_dir=ROOT / "infra",
         )
         self.redis = RedisNode(root / "redis", port=free_port(), infra_dir=ROOT / "infra")
-        admin = _ports(6)
-        self.admin_ports = dict(zip(SERVICES, admin, strict=True))
-        features_grpc, registry_grpc, serving_grpc = _ports(3)
-        self.features_target = f"127.0.0.1:{features_grpc}"
-        self.registry_target = f"127.0.0.1:{registry_grpc}"
-        self.serving_target = f"127.0.0.1:{serving_grpc}"
-        state = root / "state"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-        env.update(
-            DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
-            DRIFTLINE_REDIS__HOST=self.redis.host,
-            DRIFTLINE_REDIS__PORT=str(self.redis.port),
-            DRIFTLINE_INFRA__STATE_DIR=str(state),
-            DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
-            DRIFTLINE_FEATURES__GRPC_PORT=str(features_grpc),
-            DRIFTLINE_TRAINING__REGISTRY_TARGET=self.registry_target,
-            DRIFTLINE_REGISTRY__GRPC_PORT=str(registry_grpc),
-            DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(state / "artifacts"),
-            DRIFTLINE_SERVING__GRPC_PORT=str(serving_grpc),
-            DRIFTLINE_SERVING__FEATURES_TARGET=self.features_target,
-            DRIFTLINE_SERVING__REGISTRY_TARGET=self.registry_target,
+        self.env = isolated_env(
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            redis_host=self.redis.host,
+            redis_port=self.redis.port,
+            state_dir=root / "state",
         )
-        for name, port in self.admin_ports.items():
-            env[f"DRIFTLINE_{name.upper()}__ADMIN__PORT"] = str(port)
-        env.update(extra_env or {})
-        self.env = env
+        self.admin_ports = {
+            name: int(self.env[f"DRIFTLINE_{name.upper()}__ADMIN__PORT"]) for name in SERVICES
+        }
+        self.features_target = self.env["DRIFTLINE_SERVING__FEATURES_TARGET"]
+        self.registry_target = self.env["DRIFTLINE_SERVING__REGISTRY_TARGET"]
+        self.serving_target = f"127.0.0.1:{self.env['DRIFTLINE_SERVING__GRPC_PORT']}"
+        self.env.update(extra_env or {})
         self.processes = {
             name: ManagedProcess(
                 name,

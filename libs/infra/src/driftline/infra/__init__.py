@@ -22,7 +22,13 @@ from driftline.infra.kafka_node import DEFAULT_JVM_OPTIONS, KafkaNode, new_clust
 from driftline.infra.layout import INFRA_DIR_ENV, find_infra_dir
 from driftline.infra.pidfile import PidRecord, parse_pid_file, read_pid_file, running_pid
 from driftline.infra.platform import LocalPlatform
-from driftline.infra.ports import ensure_port_free, free_port, parse_host_port, port_is_free
+from driftline.infra.ports import (
+    ensure_port_free,
+    free_port,
+    free_ports,
+    parse_host_port,
+    port_is_free,
+)
 from driftline.infra.process import ManagedProcess, StopOutcome, tail_lines
 from driftline.infra.readiness import (
     kafka_answers,
@@ -59,6 +65,7 @@ __all__ = [
     "fetch_kafka_jars",
     "find_infra_dir",
     "free_port",
+    "free_ports",
     "kafka_answers",
     "kafka_answers_async",
     "kafka_libs_dir",

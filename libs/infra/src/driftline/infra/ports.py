@@ -8,7 +8,7 @@ import socket
 
 from driftline.infra.errors import PortInUseError
 
-__all__ = ["ensure_port_free", "free_port", "parse_host_port", "port_is_free"]
+__all__ = ["ensure_port_free", "free_port", "free_ports", "parse_host_port", "port_is_free"]
 
 
 def parse_host_port(address: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -86,3 +86,11 @@ def free_port(host: str = "127.0.0.1", *, exclude: frozenset[int] = frozenset())
             picked: int = sock.getsockname()[1]
         if picked not in exclude:
             return picked
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` now (see :func:`free_port`)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        chosen.append(free_port(host, exclude=frozenset(chosen)))
+    return chosen

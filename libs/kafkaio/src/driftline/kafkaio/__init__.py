@@ -4,7 +4,7 @@ Producing injects the active span's ``traceparent`` into the record headers;
 consuming extracts it again so the next hop continues the same trace.
 """
 
-from driftline.kafkaio.batching import OutRecord, send_batched
+from driftline.kafkaio.batching import OutRecord, RecordBatch, batch_records, send_batched
 from driftline.kafkaio.clients import (
     encode_value,
     make_consumer,
@@ -17,6 +17,8 @@ from driftline.kafkaio.tracing import context_from_headers, headers_from_context
 
 __all__ = [
     "OutRecord",
+    "RecordBatch",
+    "batch_records",
     "context_from_headers",
     "encode_value",
     "headers_from_context",

@@ -46,7 +46,7 @@ from driftline.contracts.messages import (
     RetrainRequest,
 )
 from driftline.contracts.topics import DRIFT, EVENTS, LABELS, MODELS, PREDICTIONS, RETRAIN
-from driftline.infra import InfraError, LocalComponent, LocalPlatform
+from driftline.infra import InfraError, LocalComponent, LocalPlatform, free_ports
 from driftline.kafkaio import make_consumer, make_producer, provision_topics, send_model
 from driftline.scenario import Application, ScenarioConfig, schedule
 from driftline.settings import PlatformSettings
@@ -121,7 +121,7 @@ def isolated_env(
     redis_host: str,
     redis_port: int,
     state_dir: Path,
-    ports: Callable[[int], list[int]],
+    ports: Callable[[int], list[int]] = free_ports,
 ) -> dict[str, str]:
     """``DRIFTLINE_*`` variables for a demo on a broker and Redis of its own (tests, benches).
 

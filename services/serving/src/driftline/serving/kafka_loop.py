@@ -16,14 +16,12 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
 from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import RegistryEvent
 from driftline.contracts.topics import MODELS, PREDICTIONS
-from driftline.kafkaio import headers_from_context
+from driftline.kafkaio import OutRecord, RecordBatch, batch_records, headers_from_context
 from driftline.serving.model_table import ModelTable
 from driftline.serving.prediction_log import PredictionLog, encode_prediction, timestamp_text
 from driftline.serving.serving_metrics import ServingMetrics
@@ -151,7 +149,6 @@ class PredictionLogWriter:
         self._metrics = metrics
         self._batch = batch
         self._linger_s = linger_s
-        self._partitioner = DefaultPartitioner()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._settling: set[asyncio.Task[int]] = set()
 
@@ -168,9 +165,8 @@ class PredictionLogWriter:
             self._buffer.drop("kafka_error", len(items))
             log.warning("%d predictions not logged: no metadata for %s: %s", len(items), topic, exc)
             return 0
-        partition_of = self._partitioner
-        batches: dict[int, tuple[BatchBuilder, list[int]]] = {}
-        pending: list[tuple[asyncio.Future[object], list[int]] | None] = []
+        out: list[OutRecord] = []
+        shadow: list[bool] = []
         headers_by_trace: dict[int, list[tuple[str, bytes]]] = {}
         stamps: dict[float, str] = {}
         for item in items:
@@ -189,26 +185,14 @@ class PredictionLogWriter:
             if headers is None and trace is not None:
                 headers = headers_by_trace[id(trace)] = headers_from_context(trace)
             for record in records:
-                partition = partition_of(record.key, partitions, partitions)
-                open_batch = batches.get(partition)
-                if open_batch is None:
-                    open_batch = batches[partition] = (producer.create_batch(), [0, 0])
-                builder, counts = open_batch
-                if (
-                    builder.append(
-                        key=record.key, value=record.value, timestamp=None, headers=headers or []
-                    )
-                    is None
-                ):
-                    # Full: send it and start another (a fresh batch always takes one record).
-                    pending.append(await self._send(builder, partition, counts))
-                    builder, counts = batches[partition] = (producer.create_batch(), [0, 0])
-                    builder.append(
-                        key=record.key, value=record.value, timestamp=None, headers=headers or []
-                    )
-                counts[record.shadow] += 1
-        for partition, (builder, counts) in batches.items():
-            pending.append(await self._send(builder, partition, counts))
+                out.append((record.key, record.value, headers, None))
+                shadow.append(record.shadow)
+        pending: list[tuple[asyncio.Future[object], list[int]] | None] = []
+        for batch in await batch_records(producer, topic, out, partitions):
+            counts = [0, 0]
+            for index in batch.indices:
+                counts[shadow[index]] += 1
+            pending.append(await self._send(batch, counts))
         sent = [p for p in pending if p is not None]
         handed = sum(sum(c) for _, c in sent)
         # Delivery is awaited in the background, a few batches at a time, so
@@ -232,10 +216,12 @@ class PredictionLogWriter:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _send(
-        self, builder: BatchBuilder, partition: int, counts: list[int]
+        self, batch: RecordBatch, counts: list[int]
     ) -> tuple[asyncio.Future[object], list[int]] | None:
         try:
-            future = await self._producer.send_batch(builder, PREDICTIONS.name, partition=partition)
+            future = await self._producer.send_batch(
+                batch.builder, PREDICTIONS.name, partition=batch.partition
+            )
         except KafkaError as exc:
             self._buffer.drop("kafka_error", sum(counts))
             log.warning("%d prediction records not logged: %s", sum(counts), exc)
