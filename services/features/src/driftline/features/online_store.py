@@ -25,12 +25,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
 from driftline.contracts.messages import FeatureValue
+from driftline.features.resp import PipelinedRedis
 from driftline.specs import FeatureSetSpec
 
 __all__ = [
@@ -63,9 +65,13 @@ class EntityWrite:
     values: Mapping[str, TimedValue]
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureRead:
-    """One feature of one entity as read: ``value`` is None unless PRESENT."""
+class FeatureRead(NamedTuple):
+    """One feature of one entity as read: ``value`` is None unless PRESENT.
+
+    A named tuple: a read builds one per feature per entity (1,600 for 100
+    entities of 16 features), and a tuple is built ~3x faster than a frozen
+    dataclass.
+    """
 
     value: FeatureValue
     event_time_us: int | None
@@ -192,7 +198,9 @@ return written
 """
 
 # Reads many entities in one call: KEYS are their hashes, ARGV the feature
-# names; one array of values (false for a missing one) per key.
+# names; one array of values (false for a missing one) per key. (Splitting and
+# typing the values in Lua was tried: it cost Redis 1.3 µs per value, more than
+# Python spends on them.)
 _READ_SCRIPT = """
 local out = {}
 for k = 1, #KEYS do
@@ -236,11 +244,14 @@ class RedisOnlineStore(OnlineStore):
         self._script_loaded = False
         self._read_sha = self._redis.register_script(_READ_SCRIPT).sha
         self._read_loaded = False
+        # Reads (the gRPC path) go through one pipelined connection: see resp.py.
+        self._reads = PipelinedRedis(url)
 
     async def ping(self) -> None:
         await self._redis.ping()
 
     async def close(self) -> None:
+        await self._reads.close()
         await self._redis.aclose()
 
     async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
@@ -285,48 +296,49 @@ class RedisOnlineStore(OnlineStore):
         if not entity_ids:
             return []
         keys = [entity_key(featureset.name, e) for e in entity_ids]
-        rows: list[list[bytes | None]]
-        if len(keys) == 1:
-            rows = [await self._redis.hmget(keys[0], list(names))]  # type: ignore[list-item]
-        else:
-            # One command for every entity: packing a pipeline of HMGETs costs
-            # more Python than Redis spends answering them.
-            if not self._read_loaded:
-                await self._redis.script_load(_READ_SCRIPT)
-                self._read_loaded = True
-            try:
-                rows = await self._redis.evalsha(self._read_sha, len(keys), *keys, *names)
-            except NoScriptError:
-                await self._redis.script_load(_READ_SCRIPT)
-                rows = await self._redis.evalsha(self._read_sha, len(keys), *keys, *names)
-        ttl = featureset.ttl
-        oldest_us = (now - ttl) * 1e6
+        # One command for every entity: packing a pipeline of HMGETs costs
+        # more Python than Redis spends answering them.
+        execute = self._reads.execute
+        if not self._read_loaded:
+            await execute("SCRIPT", "LOAD", _READ_SCRIPT)
+            self._read_loaded = True
+        try:
+            rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+        except NoScriptError:  # Redis restarted and lost its script cache
+            await execute("SCRIPT", "LOAD", _READ_SCRIPT)
+            rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+        oldest_us = (now - featureset.ttl) * 1e6
+        present, stale, missing = FeatureStatus.PRESENT, FeatureStatus.STALE, _MISSING
+        loads = json.loads
         out = []
+        # Runs once per value (1,600 times for 100 entities of 16 features):
+        # _parse_value is inlined, and the common values (finite numbers) skip
+        # the JSON parser.
         for row in rows:
-            reads = []
+            reads: list[FeatureRead] = []
+            append = reads.append
             for raw in row:
                 if not raw:
-                    reads.append(_MISSING)
+                    append(missing)
                     continue
-                t_text, _, payload = raw.partition(b"|")
-                t_us = int(t_text)
+                bar = raw.index(b"|")
+                t_us = int(raw[:bar])
                 if t_us < oldest_us:
-                    reads.append(FeatureRead(None, t_us, FeatureStatus.STALE))
+                    append(FeatureRead(None, t_us, stale))
+                    continue
+                payload = raw[bar + 1 :]
+                first = payload[0]
+                value: FeatureValue
+                if 48 <= first <= 57 or first == 45:  # a digit or '-': a number, mostly
+                    try:
+                        if b"." in payload or b"e" in payload or b"E" in payload:
+                            value = float(payload)
+                        else:
+                            value = int(payload)
+                    except ValueError:  # -Infinity and the like
+                        value = loads(payload)
                 else:
-                    reads.append(FeatureRead(_parse_value(payload), t_us, FeatureStatus.PRESENT))
+                    value = loads(payload)
+                append(FeatureRead(value, t_us, present))
             out.append(reads)
         return out
-
-
-def _parse_value(payload: bytes) -> FeatureValue:
-    """``json.loads(payload)`` with integers and finite floats parsed directly."""
-    first = payload[:1]
-    if first.isdigit() or first == b"-":
-        try:
-            if b"." in payload or b"e" in payload or b"E" in payload:
-                return float(payload)
-            return int(payload)
-        except ValueError:
-            pass  # -Infinity and the like: JSON's own parser
-    value: FeatureValue = json.loads(payload)
-    return value

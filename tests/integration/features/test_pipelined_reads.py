@@ -1,0 +1,183 @@
+"""The read path on the harness's redis-server: the pipelined connection and the gRPC servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+
+from driftline.features.grpc_server import start_grpc_server
+from driftline.features.lookup import OnlineFeatureLookup
+from driftline.features.metrics import FeaturesMetrics
+from driftline.features.online_store import EntityWrite, RedisOnlineStore
+from driftline.features.resp import PipelinedRedis
+from driftline.specs import FeatureSetCatalog, FeatureSetSpec
+from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+async def test_concurrent_commands_get_their_own_replies(redis_server: Any) -> None:
+    admin = Redis.from_url(redis_server.url)
+    await admin.mset({f"pipe:{i}": f"value-{i}" for i in range(200)})
+    pipe = PipelinedRedis(redis_server.url)
+    try:
+        # 200 commands in flight on one connection at once: each caller must get
+        # the reply to its own command, in spite of sharing the socket.
+        replies = await asyncio.gather(*(pipe.execute("GET", f"pipe:{i}") for i in range(200)))
+        assert replies == [f"value-{i}".encode() for i in range(200)]
+        with pytest.raises(ResponseError, match=r"wrong number of arguments|unknown command"):
+            await pipe.execute("GET")
+        # An error reply fails only its own command: the connection still answers.
+        assert await pipe.execute("GET", "pipe:7") == b"value-7"
+        with pytest.raises(NoScriptError):
+            await pipe.execute("EVALSHA", "0" * 40, 0)
+    finally:
+        await pipe.close()
+        await admin.aclose()
+
+
+async def test_a_dropped_connection_fails_its_commands_then_reconnects(redis_server: Any) -> None:
+    admin = Redis.from_url(redis_server.url)
+    pipe = PipelinedRedis(redis_server.url)
+    try:
+        await pipe.execute("CLIENT", "SETNAME", "pipelined-test")
+        # A blocking command keeps a reply outstanding while the server drops us.
+        waiting = asyncio.ensure_future(pipe.execute("BLPOP", "pipe:never", 5))
+        await asyncio.sleep(0.2)
+        killed = await admin.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+        assert killed >= 1
+        with pytest.raises(ConnectionError, match="lost the connection"):
+            await waiting
+        # The next command reconnects by itself.
+        assert await pipe.execute("PING") in (b"PONG", "PONG", True)
+    finally:
+        await pipe.close()
+        await admin.aclose()
+
+
+async def test_unreachable_redis_is_a_connection_error() -> None:
+    from driftline.infra import free_port
+
+    pipe = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=2)
+    with pytest.raises(ConnectionError, match="cannot connect to Redis"):
+        await pipe.execute("PING")
+
+
+SPEC = FeatureSetSpec(
+    name="reads",
+    version=3,
+    entity="user",
+    ttl=3600,
+    fields={
+        "f": {"type": "float"},
+        "i": {"type": "int"},
+        "s": {"type": "string"},
+        "b": {"type": "bool"},
+        "old": {"type": "float"},
+        "none": {"type": "float"},
+    },
+)
+
+
+async def test_get_online_features_over_grpc_types_ages_and_statuses(redis_server: Any) -> None:
+    admin = Redis.from_url(redis_server.url)
+    await admin.flushdb()
+    store = RedisOnlineStore(redis_server.url)
+    now_us = int(time.time() * 1e6)
+    recent, stale = now_us - 2_500_000, now_us - 7200 * 1_000_000
+    await store.write(
+        "reads",
+        [
+            EntityWrite(
+                "u1",
+                {
+                    "f": (-1.25e-7, recent),
+                    "i": (-42, recent),
+                    "s": ("héllo | world", recent),
+                    "b": (True, recent),
+                    "old": (3.5, stale),
+                    # "none" is never written: MISSING
+                },
+            ),
+            EntityWrite("u2", {"f": (float("inf"), recent), "i": (2**62, now_us - 1000)}),
+        ],
+    )
+    lookup = OnlineFeatureLookup(FeatureSetCatalog([SPEC]), store)
+    server, port = await start_grpc_server(lookup, FeaturesMetrics(), "127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+            response = await stub.GetOnlineFeatures(
+                feature_store_pb2.GetOnlineFeaturesRequest(
+                    featureset="reads", entity_ids=["u1", "u2", "u1", "nobody"]
+                ),
+                timeout=5,
+            )
+            # The second call reuses the cached response template: same answer.
+            again = await stub.GetOnlineFeatures(
+                feature_store_pb2.GetOnlineFeaturesRequest(
+                    featureset="reads", entity_ids=["nobody", "u1"], feature_names=["s", "f"]
+                ),
+                timeout=5,
+            )
+    finally:
+        await server.stop(None)
+        await store.close()
+        await admin.aclose()
+
+    assert response.featureset_version == 3
+    assert list(response.feature_names) == ["f", "i", "s", "b", "old", "none"]
+    assert [e.entity_id for e in response.entities] == ["u1", "u2", "u1", "nobody"]
+    u1 = {fv.name: fv for fv in response.entities[0].features}
+    present = common_pb2.FEATURE_STATUS_PRESENT
+    assert u1["f"].status == present and u1["f"].value.double_value == -1.25e-7
+    assert u1["i"].value.int64_value == -42 and u1["i"].value.WhichOneof("kind") == "int64_value"
+    assert u1["s"].value.string_value == "héllo | world"
+    assert u1["b"].value.WhichOneof("kind") == "bool_value" and u1["b"].value.bool_value
+    for name in ("f", "i", "s", "b"):
+        assert u1[name].event_time.seconds * 1_000_000 + u1[name].event_time.nanos // 1000 == recent
+        assert 2400 <= u1[name].age_ms <= 2500 + 60_000
+    assert u1["old"].status == common_pb2.FEATURE_STATUS_STALE
+    assert not u1["old"].HasField("value")
+    assert u1["old"].age_ms >= 7200 * 1000
+    assert u1["none"].status == common_pb2.FEATURE_STATUS_MISSING
+    assert not u1["none"].HasField("value") and not u1["none"].HasField("event_time")
+    assert u1["none"].age_ms == 0
+    u2 = {fv.name: fv for fv in response.entities[1].features}
+    assert u2["f"].value.double_value == float("inf")
+    assert u2["i"].value.int64_value == 2**62
+    assert u2["i"].event_time.seconds * 1_000_000 + u2["i"].event_time.nanos // 1000 == (
+        now_us - 1000
+    )
+    assert u2["s"].status == common_pb2.FEATURE_STATUS_MISSING
+    assert response.entities[2] == response.entities[0]
+    assert all(
+        fv.status == common_pb2.FEATURE_STATUS_MISSING and not fv.HasField("value")
+        for fv in response.entities[3].features
+    )
+    assert [e.entity_id for e in again.entities] == ["nobody", "u1"]
+    assert [fv.name for fv in again.entities[1].features] == ["s", "f"]
+    assert again.entities[1].features[0].value.string_value == "héllo | world"
+    assert again.entities[1].features[1].value.double_value == -1.25e-7
+    assert again.entities[0].features[0].status == common_pb2.FEATURE_STATUS_MISSING
+
+
+async def test_reads_survive_a_flushed_script_cache(redis_server: Any) -> None:
+    admin = Redis.from_url(redis_server.url)
+    store = RedisOnlineStore(redis_server.url)
+    now_us = int(time.time() * 1e6)
+    try:
+        await store.write("reads", [EntityWrite(e, {"f": (1.5, now_us)}) for e in ("a", "b")])
+        first = await store.read(SPEC, ["a", "b"], ["f"], time.time())
+        await admin.script_flush()  # what a Redis restart does to the script cache
+        second = await store.read(SPEC, ["a", "b"], ["f"], time.time())
+        assert [r[0].value for r in first] == [r[0].value for r in second] == [1.5, 1.5]
+    finally:
+        await store.close()
+        await admin.aclose()
