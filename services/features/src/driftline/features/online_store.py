@@ -25,7 +25,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -214,6 +215,45 @@ _ENTITIES_PER_CALL = 64
 behind it) while keeping the per-call overhead small."""
 
 
+_NULL_PAIR = b"null|null"
+
+
+def _decode_at_once(rows: list[list[bytes | None]]) -> list[Any] | None:
+    """Every stored value as a flat ``[event time µs, value, …]``, parsed by one orjson call.
+
+    Each stored value is ``<event time>|<JSON>``: joined by commas, with each
+    ``|`` made a comma, they form one JSON array. Parsing it in C costs a tenth
+    of splitting and parsing 1,600 values one by one in Python. A missing value
+    becomes ``null, null``. None when that does not hold (a ``|`` inside a
+    string value, or NaN and infinities, which are not JSON): the caller then
+    parses one by one.
+    """
+    try:
+        joined = b",".join(chain.from_iterable(cast("list[list[bytes]]", rows)))
+    except TypeError:  # a missing value (None) somewhere
+        joined = b",".join([raw or _NULL_PAIR for row in rows for raw in row])
+    if joined.count(b"|") != sum(len(row) for row in rows):  # an empty value fails this too
+        return None
+    try:
+        flat: list[Any] = orjson.loads(b"[" + joined.replace(b"|", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return flat
+
+
+def _decode_one_by_one(rows: list[list[bytes | None]]) -> list[Any]:
+    """:func:`_decode_at_once`'s result for any stored values (through the standard JSON parser)."""
+    flat: list[Any] = []
+    for row in rows:
+        for raw in row:
+            if not raw:
+                flat += (None, None)
+                continue
+            t_text, _, payload = raw.partition(b"|")
+            flat += (int(t_text), json.loads(payload))
+    return flat
+
+
 def _json_value(value: FeatureValue) -> str:
     """``json.dumps(value)``, with the common cases (finite numbers) done directly."""
     kind = type(value)
@@ -307,38 +347,23 @@ class RedisOnlineStore(OnlineStore):
         except NoScriptError:  # Redis restarted and lost its script cache
             await execute("SCRIPT", "LOAD", _READ_SCRIPT)
             rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+        flat = _decode_at_once(rows) or _decode_one_by_one(rows)
         oldest_us = (now - featureset.ttl) * 1e6
         present, stale, missing = FeatureStatus.PRESENT, FeatureStatus.STALE, _MISSING
-        loads = json.loads
+        # tuple.__new__ skips the named tuple's Python-level __new__ (half the cost).
+        new, read_type = tuple.__new__, FeatureRead
+        width = 2 * len(names)
         out = []
-        # Runs once per value (1,600 times for 100 entities of 16 features):
-        # _parse_value is inlined, and the common values (finite numbers) skip
-        # the JSON parser.
-        for row in rows:
+        for first in range(0, len(flat), width):
             reads: list[FeatureRead] = []
             append = reads.append
-            for raw in row:
-                if not raw:
+            it = iter(flat[first : first + width])
+            for t_us, value in zip(it, it, strict=True):
+                if t_us is None:
                     append(missing)
-                    continue
-                bar = raw.index(b"|")
-                t_us = int(raw[:bar])
-                if t_us < oldest_us:
-                    append(FeatureRead(None, t_us, stale))
-                    continue
-                payload = raw[bar + 1 :]
-                first = payload[0]
-                value: FeatureValue
-                if 48 <= first <= 57 or first == 45:  # a digit or '-': a number, mostly
-                    try:
-                        if b"." in payload or b"e" in payload or b"E" in payload:
-                            value = float(payload)
-                        else:
-                            value = int(payload)
-                    except ValueError:  # -Infinity and the like
-                        value = loads(payload)
+                elif t_us < oldest_us:
+                    append(new(read_type, (None, t_us, stale)))
                 else:
-                    value = loads(payload)
-                append(FeatureRead(value, t_us, present))
+                    append(new(read_type, (value, t_us, present)))
             out.append(reads)
         return out
