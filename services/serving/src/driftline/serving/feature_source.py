@@ -148,9 +148,13 @@ class GrpcFeatureSource(FeatureSource):
         timeout_s: float,
     ) -> list[dict[str, OnlineValue]]:
         key = (featureset, tuple(feature_names))
+        batch = self._open.get(key)
+        if batch is None and self._in_flight.get(key, 0) < self._max_in_flight:
+            # Nothing to join and room for a call: send it from this task, without
+            # the batch, task and shield a coalesced read needs (~25 µs saved).
+            return await self._direct(key, entity_ids, timeout_s)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        batch = self._open.get(key)
         if batch is None or len(batch.entity_ids) + len(entity_ids) > self._max_coalesced:
             if batch is not None and not batch.started:
                 self._start(key, batch)  # full: send it even though calls are outstanding
@@ -168,6 +172,22 @@ class GrpcFeatureSource(FeatureSource):
         # the others wait for.
         rows = await asyncio.shield(batch.result)
         return rows[first : first + len(entity_ids)]
+
+    async def _direct(
+        self, key: _Key, entity_ids: Sequence[str], timeout_s: float
+    ) -> list[dict[str, OnlineValue]]:
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            return await self._call(
+                key[0], entity_ids, key[1], timeout_s, tuple(carrier.items()) or None
+            )
+        finally:
+            self._in_flight[key] -= 1
+            queued = self._open.get(key)
+            if queued is not None and not queued.started:
+                self._start(key, queued)
 
     def _start(self, key: _Key, batch: _Coalesced) -> None:
         batch.started = True

@@ -146,7 +146,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             request_id=request_id,
             entity_ids=extras.get(ENTITY_INPUT),
         )
-        self.metrics.predictions.labels(model=model.name, variant=variant).inc(rows)
+        self.metrics.predicted(model.name, variant, rows)
         tensors = output_tensors(model, scored)
         wanted = [o.name for o in request.outputs]
         if wanted:
