@@ -1,11 +1,17 @@
 """Serving benchmark: Predict with feature fetch, throughput, ModelInfer rows/s, vs a bare echo.
 
 Runs, each in its own process on loopback: a real Kafka broker (predictions are
-logged to it), a bare ``grpc.aio`` echo server (the baseline, measured in the
-same run), gRPC peers playing the registry and the feature store (the loans
-feature set with online values for 1,000 entities, and a Hoeffding tree trained
-on Agrawal as champion), and ``python -m driftline.serving``. Writes
-``bench/out/serving.json``.
+logged to it), redis-server, the real features service (``python -m
+driftline.features``: Predict's feature fetch goes through its
+``GetOnlineFeatures`` and Redis, with online values for 1,000 entities of the
+loans feature set), a gRPC peer playing the registry (one signed champion, a
+Hoeffding tree trained on Agrawal; the registry is not on the request path),
+a bare ``grpc.aio`` echo server (the baseline, measured in the same run), and
+``python -m driftline.serving``. Writes ``bench/out/serving.json``.
+
+The services run on uvloop (their default); the echo baseline is the plain
+asyncio echo the issue names. The same echo on uvloop is measured too, so the
+report shows how much of the ratio the event loop accounts for.
 
     uv run python bench/bench_serving.py
 """
@@ -70,50 +76,40 @@ async def run_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
-async def run_peers(registry_port: int, features_port: int) -> None:
-    """Registry (one signed champion) and feature store (1,000 entities) over the real protos."""
+async def run_echo_uvloop(port: int) -> None:
+    """The same echo on uvloop, the event loop the services run on."""
+    import uvloop
+
+    uvloop.install()
+    await run_echo(port)
+
+
+AGRAWAL_TYPES = {
+    "salary": 1, "commission": 1, "age": 2, "elevel": 2, "car": 2,
+    "zipcode": 2, "hvalue": 1, "hyears": 2, "loan": 1,
+}  # fmt: skip
+"""The champion's inputs (the loans feature set's raw fields) and their FeatureType."""
+
+
+async def run_registry(registry_port: int) -> None:
+    """A registry peer with one signed champion, over the real protos."""
     from google.protobuf.struct_pb2 import Struct
     from river import tree
     from river.datasets import synth
 
     from driftline.artifacts import digest, dump_model, sign
-    from driftline.v1 import (
-        common_pb2,
-        feature_store_pb2,
-        feature_store_pb2_grpc,
-        registry_pb2,
-        registry_pb2_grpc,
-    )
+    from driftline.v1 import registry_pb2, registry_pb2_grpc
 
-    types = {
-        "salary": 1, "commission": 1, "age": 2, "elevel": 2, "car": 2,
-        "zipcode": 2, "hvalue": 1, "hyears": 2, "loan": 1,
-    }  # fmt: skip
     model = tree.HoeffdingTreeClassifier(grace_period=100)
     for x, y in synth.Agrawal(seed=1).take(5000):
         model.learn_one(x, y)
     data = dump_model(model)
     sha, sig = digest(data), sign(data, SIGNING_KEY)
     spec = Struct()
-    spec.update({"featureset": "loans", "task": "binary", "features": list(types)})
+    spec.update({"featureset": "loans", "task": "binary", "features": list(AGRAWAL_TYPES)})
     version = registry_pb2.ModelVersion(
         name=MODEL, version=1, sha256=sha, signature=sig, spec=spec, aliases=["champion"]
     )
-    online: dict[str, list[Any]] = {}
-    for i, (x, _) in enumerate(synth.Agrawal(seed=2).take(ENTITIES)):
-        values = []
-        for name, value in x.items():
-            v = (
-                common_pb2.Value(int64_value=value)
-                if isinstance(value, int)
-                else common_pb2.Value(double_value=value)
-            )
-            values.append(
-                feature_store_pb2.FeatureValue(
-                    name=name, value=v, status=common_pb2.FEATURE_STATUS_PRESENT, age_ms=1200
-                )
-            )
-        online[f"bench-{i}"] = values
 
     class Registry(registry_pb2_grpc.RegistryServicer):
         async def ListModels(self, request: Any, context: Any) -> Any:
@@ -130,32 +126,33 @@ async def run_peers(registry_port: int, features_port: int) -> None:
             )
             yield registry_pb2.DownloadArtifactResponse(chunk=data)
 
-    class Features(feature_store_pb2_grpc.FeatureStoreServicer):
-        async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
-            response = feature_store_pb2.GetOnlineFeaturesResponse(
-                featureset="loans", feature_names=request.feature_names
-            )
-            for e in request.entity_ids:
-                response.entities.add(entity_id=e, features=online.get(e, []))
-            return response
-
-        async def ListFeatureSets(self, request: Any, context: Any) -> Any:
-            info = feature_store_pb2.FeatureSetInfo(name="loans", version=1)
-            for n, t in types.items():
-                info.features.add(name=n, type=t)  # type: ignore[arg-type]
-            return feature_store_pb2.ListFeatureSetsResponse(featuresets=[info])
-
     server = grpc.aio.server()
     registry_pb2_grpc.add_RegistryServicer_to_server(Registry(), server)
     server.add_insecure_port(f"127.0.0.1:{registry_port}")
-    fs_server = grpc.aio.server()
-    feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(Features(), fs_server)
-    fs_server.add_insecure_port(f"127.0.0.1:{features_port}")
-    # The feature store first: serving asks it for the feature types as soon as the
-    # registry answers, and a failed load would leave it without a champion.
-    await fs_server.start()
     await server.start()
     await server.wait_for_termination()
+
+
+async def fill_online_store(redis_url: str) -> None:
+    """Online values of all 16 loans features for ``ENTITIES`` entities, as the worker writes."""
+    from river.datasets import synth
+
+    from driftline.features.online_store import EntityWrite, RedisOnlineStore
+    from driftline.specs import load_featuresets
+
+    spec = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans")
+    now_us = int(time.time() * 1e6)
+    writes = []
+    for i, (x, _) in enumerate(synth.Agrawal(seed=2).take(ENTITIES)):
+        values: dict[str, tuple[Any, int]] = {n: (v, now_us) for n, v in x.items()}
+        for name in spec.feature_names:
+            values.setdefault(name, (float(i % 7), now_us))  # the aggregates
+        writes.append(EntityWrite(f"bench-{i}", values))
+    store = RedisOnlineStore(redis_url)
+    try:
+        await store.write("loans", writes)
+    finally:
+        await store.close()
 
 
 # -- the load ----------------------------------------------------------------------------
@@ -267,11 +264,13 @@ async def infer_rows(
     }
 
 
-def _wait_ready(admin_port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(
+    admin_port: int, proc: subprocess.Popen[bytes], log: Path, name: str = "serving"
+) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"serving exited ({proc.returncode}); see {log}")
+            raise SystemExit(f"{name} exited ({proc.returncode}); see {log}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2) as r:
                 if json.loads(r.read())["ready"]:
@@ -279,7 +278,7 @@ def _wait_ready(admin_port: int, proc: subprocess.Popen[bytes], log: Path) -> No
         except OSError:
             pass
         time.sleep(0.3)
-    raise SystemExit(f"serving not ready in 90 s; see {log}")
+    raise SystemExit(f"{name} not ready in 90 s; see {log}")
 
 
 def _metric(admin_port: int, prefix: str) -> float:
@@ -290,23 +289,28 @@ def _metric(admin_port: int, prefix: str) -> float:
     )
 
 
-async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
-    from driftline.infra import free_port
+async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
+    from driftline.infra import free_ports
 
-    echo_port, reg_port, fs_port, grpc_port, admin_port = (free_port() for _ in range(5))
+    echo_port, uv_echo_port, reg_port, fs_port, fs_admin, grpc_port, admin_port = free_ports(7)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     log = OUT.parent / "serving-bench.log"
     out = log.open("wb")
     me = [sys.executable, str(Path(__file__).resolve())]
+    await fill_online_store(f"redis://127.0.0.1:{redis_port}/0")
     procs = [
         subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out),
-        subprocess.Popen(
-            [*me, "--role", "peers", "--port", str(reg_port), "--port2", str(fs_port)], stderr=out
-        ),
+        subprocess.Popen([*me, "--role", "echo-uvloop", "--port", str(uv_echo_port)], stderr=out),
+        subprocess.Popen([*me, "--role", "registry", "--port", str(reg_port)], stderr=out),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(
         DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+        DRIFTLINE_REDIS__HOST="127.0.0.1",
+        DRIFTLINE_REDIS__PORT=str(redis_port),
+        DRIFTLINE_FEATURES__GRPC_PORT=str(fs_port),
+        DRIFTLINE_FEATURES__ADMIN__PORT=str(fs_admin),
+        DRIFTLINE_FEATURES__FEATURESETS_DIR=str(ROOT / "examples" / "featuresets"),
         DRIFTLINE_SERVING__GRPC_PORT=str(grpc_port),
         DRIFTLINE_SERVING__ADMIN__PORT=str(admin_port),
         DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{fs_port}",
@@ -314,17 +318,25 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
         DRIFTLINE_SERVING__SIGNING_KEY=SIGNING_KEY,
         DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
     )
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
+    features = subprocess.Popen(
+        [sys.executable, "-m", "driftline.features"], env=env, stdout=out, stderr=out
     )
-    procs.append(serving)
+    procs.append(features)
     try:
+        # Serving asks the feature store for the feature types as soon as the
+        # registry answers: the feature store first.
+        _wait_ready(fs_admin, features, log, "features")
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
+        )
+        procs.append(serving)
         _wait_ready(admin_port, serving, log)
         target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
         echo_pid, serving_pid = procs[0].pid, serving.pid
         echo_c1 = await latency(echo, args.requests, echo_pid)
+        echo_uvloop_c1 = await latency(f"127.0.0.1:{uv_echo_port}", args.requests, procs[1].pid)
         predict_c1 = await latency(target, args.requests, serving_pid)
-        print(f"c=1 echo {echo_c1} predict {predict_c1}", flush=True)
+        print(f"c=1 echo {echo_c1} (uvloop {echo_uvloop_c1}) predict {predict_c1}", flush=True)
         echo_c16 = await throughput(echo, 16, args.seconds, echo_pid)
         predict_c16 = await throughput(target, 16, args.seconds, serving_pid)
         print(f"c=16 echo {echo_c16} predict {predict_c16}", flush=True)
@@ -347,9 +359,11 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     return {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),
-        "setup": "serving, echo, registry+feature-store peers, Kafka and this client each in "
-        "their own process on loopback; Predict fetches 9 online features per request",
+        "setup": "serving, the features service with redis-server, a registry peer, the echo, "
+        "Kafka and this client each in their own process on loopback; Predict fetches 9 "
+        "online features per request from the features service (GetOnlineFeatures, Redis)",
         "echo_c1": echo_c1,
+        "echo_on_uvloop_c1": echo_uvloop_c1,
         "predict_c1": predict_c1,
         "predict_c1_p50_ratio_to_echo": round(ratio, 2),
         "echo_c16": echo_c16,
@@ -369,22 +383,26 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--role", choices=["bench", "echo", "peers"], default="bench")
+    parser.add_argument(
+        "--role", choices=["bench", "echo", "echo-uvloop", "registry"], default="bench"
+    )
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port2", type=int, default=0)
     parser.add_argument("--requests", type=int, default=3000, help="c=1 requests per target")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
     args = parser.parse_args()
     if args.role == "echo":
         asyncio.run(run_echo(args.port))
         return
-    if args.role == "peers":
-        asyncio.run(run_peers(args.port, args.port2))
+    if args.role == "echo-uvloop":
+        asyncio.run(run_echo_uvloop(args.port))
+        return
+    if args.role == "registry":
+        asyncio.run(run_registry(args.port))
         return
     from local_platform import local_platform
 
-    with local_platform(redis=False) as platform:
-        result = asyncio.run(measure(args, platform.bootstrap_servers))
+    with local_platform() as platform:
+        result = asyncio.run(measure(args, platform.bootstrap_servers, platform.redis_port))
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
