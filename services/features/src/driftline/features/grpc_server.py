@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.features.lookup import LookupResult, OnlineFeatureLookup
-from driftline.features.online_store import FeatureStatus
+from driftline.features.wire import encode_entities
 from driftline.telemetry import ServiceMetrics, context_from_metadata, rpc_attributes
-from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
+from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
 __all__ = ["FeatureStoreServicer", "start_grpc_server"]
 
@@ -31,11 +31,6 @@ tracer = trace.get_tracer("driftline.features")
 
 SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
-_STATUS = {
-    FeatureStatus.PRESENT: common_pb2.FEATURE_STATUS_PRESENT,
-    FeatureStatus.MISSING: common_pb2.FEATURE_STATUS_MISSING,
-    FeatureStatus.STALE: common_pb2.FEATURE_STATUS_STALE,
-}
 _TYPES = {
     "float": feature_store_pb2.FEATURE_TYPE_DOUBLE,
     "int": feature_store_pb2.FEATURE_TYPE_INT64,
@@ -54,22 +49,57 @@ def _duration(seconds: float) -> Duration:
     return d
 
 
+def encode_response(result: LookupResult) -> bytes:
+    """The GetOnlineFeaturesResponse of a lookup, as wire bytes (see :mod:`.wire`)."""
+    read_at_us = round(result.read_at * 1e6)
+    head = feature_store_pb2.GetOnlineFeaturesResponse(
+        featureset=result.spec.name,
+        featureset_version=result.spec.version,
+        feature_names=result.names,
+        read_at=_timestamp_us(read_at_us),
+    ).SerializeToString()
+    return head + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
+
+
+def _serialize_response(response: bytes | feature_store_pb2.GetOnlineFeaturesResponse) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def add_servicer(servicer: FeatureStoreServicer, server: grpc.aio.Server) -> None:
+    """``add_FeatureStoreServicer_to_server``, except that GetOnlineFeatures answers bytes."""
+    handlers = {
+        "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
+            servicer.GetOnlineFeatures,
+            request_deserializer=feature_store_pb2.GetOnlineFeaturesRequest.FromString,
+            response_serializer=_serialize_response,
+        ),
+        "ListFeatureSets": grpc.unary_unary_rpc_method_handler(
+            servicer.ListFeatureSets,
+            request_deserializer=feature_store_pb2.ListFeatureSetsRequest.FromString,
+            response_serializer=feature_store_pb2.ListFeatureSetsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    # As the generated code does (registered methods skip a lookup per call);
+    # grpc-stubs predates the method.
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
+
+
 class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
     """Parses requests, calls the lookup, formats responses."""
 
     def __init__(self, lookup: OnlineFeatureLookup, metrics: ServiceMetrics) -> None:
         self.lookup = lookup
         self.metrics = metrics
-        self._templates: dict[tuple[str, ...], feature_store_pb2.EntityFeatures] = {}
 
-    async def GetOnlineFeatures(
+    async def GetOnlineFeatures(  # type: ignore[override]  # bytes: see _serialize_response
         self,
         request: feature_store_pb2.GetOnlineFeaturesRequest,
         context: grpc.aio.ServicerContext[
             feature_store_pb2.GetOnlineFeaturesRequest,
             feature_store_pb2.GetOnlineFeaturesResponse,
         ],
-    ) -> feature_store_pb2.GetOnlineFeaturesResponse:
+    ) -> bytes:
         started = time.perf_counter()
         code = "OK"
         # Continues the caller's trace (serving sends its traceparent in the metadata).
@@ -98,81 +128,7 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
                 self.metrics.request_latency.labels(method="GetOnlineFeatures", code=code).observe(
                     time.perf_counter() - started
                 )
-        return self._response(result)
-
-    def _template(self, names: list[str]) -> feature_store_pb2.EntityFeatures:
-        """An entity's features named ``names``, all PRESENT with a value and an event time.
-
-        Each entity of a response starts as a copy of it (one C-level copy) and
-        only its values, ages and times are set: 40 % cheaper than adding each
-        feature by keyword (measured: 1.7 against 3.4 ms for 100 entities of 16 features).
-        """
-        key = tuple(names)
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) >= 64:
-                self._templates.clear()
-            template = feature_store_pb2.EntityFeatures()
-            for name in names:
-                f = template.features.add(name=name, status=common_pb2.FEATURE_STATUS_PRESENT)
-                f.event_time.seconds = 1
-                f.value.double_value = 1.0
-            self._templates[key] = template
-        return template
-
-    def _response(self, result: LookupResult) -> feature_store_pb2.GetOnlineFeaturesResponse:
-        read_at_us = round(result.read_at * 1e6)
-        response = feature_store_pb2.GetOnlineFeaturesResponse(
-            featureset=result.spec.name,
-            featureset_version=result.spec.version,
-            feature_names=result.names,
-            read_at=_timestamp_us(read_at_us),
-        )
-        template = self._template(result.names)
-        add_entity = response.entities.add
-        present = FeatureStatus.PRESENT
-        status_pb = _STATUS
-        for entity_id, row in zip(result.entity_ids, result.rows, strict=True):
-            entity = add_entity()
-            entity.CopyFrom(template)
-            entity.entity_id = entity_id
-            last_t = -1
-            age = seconds = nanos = 0
-            for f, r in zip(entity.features, row, strict=True):
-                t_us = r.event_time_us
-                if t_us is None:  # MISSING: no value, no time, no age
-                    f.status = status_pb[r.status]
-                    f.ClearField("value")
-                    f.ClearField("event_time")
-                    continue
-                if t_us != last_t:  # an entity's features mostly share one event time
-                    last_t = t_us
-                    age = (read_at_us - t_us) // 1000
-                    seconds, micros = divmod(t_us, 1_000_000)
-                    nanos = micros * 1000
-                f.age_ms = age
-                ts = f.event_time
-                ts.seconds = seconds
-                ts.nanos = nanos
-                if r.status is not present:
-                    f.status = status_pb[r.status]
-                    f.ClearField("value")
-                    continue
-                v = r.value
-                kind = type(v)
-                if kind is float:
-                    f.value.double_value = v  # type: ignore[assignment]
-                elif kind is int:
-                    f.value.int64_value = v  # type: ignore[assignment]
-                elif kind is bool:
-                    f.value.bool_value = v  # type: ignore[assignment]
-                elif kind is str:
-                    f.value.string_value = v  # type: ignore[assignment]
-                elif v is None:
-                    f.ClearField("value")
-                else:
-                    f.value.string_value = str(v)
-        return response
+        return encode_response(result)
 
     async def ListFeatureSets(
         self,
@@ -226,9 +182,7 @@ async def start_grpc_server(
     Raises :class:`RuntimeError` when the address cannot be bound.
     """
     server = grpc.aio.server()
-    feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(
-        FeatureStoreServicer(lookup, metrics), server
-    )
+    add_servicer(FeatureStoreServicer(lookup, metrics), server)
     # grpc-health's asyncio servicer lives in ``health.aio``, which its stubs omit.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
