@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -31,6 +32,8 @@ tracer = trace.get_tracer("driftline.features")
 
 SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
+_SPAN_NAME = f"{SERVICE_NAME}/GetOnlineFeatures"
+_SPAN_ATTRIBUTES = rpc_attributes(SERVICE_NAME, "GetOnlineFeatures")
 _TYPES = {
     "float": feature_store_pb2.FEATURE_TYPE_DOUBLE,
     "int": feature_store_pb2.FEATURE_TYPE_INT64,
@@ -91,6 +94,7 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
     def __init__(self, lookup: OnlineFeatureLookup, metrics: ServiceMetrics) -> None:
         self.lookup = lookup
         self.metrics = metrics
+        self._latency: dict[str, Any] = {}
 
     async def GetOnlineFeatures(  # type: ignore[override]  # bytes: see _serialize_response
         self,
@@ -104,10 +108,10 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
         code = "OK"
         # Continues the caller's trace (serving sends its traceparent in the metadata).
         with tracer.start_as_current_span(
-            f"{SERVICE_NAME}/GetOnlineFeatures",
+            _SPAN_NAME,
             context=context_from_metadata(context.invocation_metadata()),
             kind=trace.SpanKind.SERVER,
-            attributes=rpc_attributes(SERVICE_NAME, "GetOnlineFeatures"),
+            attributes=_SPAN_ATTRIBUTES,
         ) as span:
             try:
                 result = await self.lookup.get(
@@ -125,9 +129,12 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
                     grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
                 )
             finally:
-                self.metrics.request_latency.labels(method="GetOnlineFeatures", code=code).observe(
-                    time.perf_counter() - started
-                )
+                latency = self._latency.get(code)
+                if latency is None:  # labels() costs ~3 µs: looked up once per code
+                    latency = self._latency[code] = self.metrics.request_latency.labels(
+                        method="GetOnlineFeatures", code=code
+                    )
+                latency.observe(time.perf_counter() - started)
         return encode_response(result)
 
     async def ListFeatureSets(

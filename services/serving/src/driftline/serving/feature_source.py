@@ -11,7 +11,7 @@ import abc
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import grpc
 from opentelemetry import propagate
@@ -37,9 +37,12 @@ __all__ = [
 FeatureStatusName = Literal["PRESENT", "MISSING", "STALE"]
 
 
-@dataclass(frozen=True, slots=True)
-class OnlineValue:
-    """One online feature of one entity as read: value (``None`` unless PRESENT), status, age."""
+class OnlineValue(NamedTuple):
+    """One online feature of one entity as read: value (``None`` unless PRESENT), status, age.
+
+    A named tuple: one is built per feature per prediction, ~3x faster than a
+    frozen dataclass.
+    """
 
     value: Any
     status: FeatureStatusName
@@ -244,6 +247,8 @@ class GrpcFeatureSource(FeatureSource):
         out: list[dict[str, OnlineValue]] = []
         status_of = _STATUS.get
         present = common_pb2.FEATURE_STATUS_PRESENT
+        # tuple.__new__ skips the named tuple's Python-level __new__ (runs per feature).
+        new = tuple.__new__
         for entity in response.entities:
             row: dict[str, OnlineValue] = {}
             for fv in entity.features:
@@ -251,9 +256,10 @@ class GrpcFeatureSource(FeatureSource):
                     v = fv.value
                     kind = v.WhichOneof("kind")
                     value = None if kind is None else getattr(v, kind)
-                    row[fv.name] = OnlineValue(value, "PRESENT", fv.age_ms)
+                    row[fv.name] = new(OnlineValue, (value, "PRESENT", fv.age_ms))
                 else:
-                    row[fv.name] = OnlineValue(None, status_of(fv.status, "MISSING"), fv.age_ms)
+                    status = status_of(fv.status, "MISSING")
+                    row[fv.name] = new(OnlineValue, (None, status, fv.age_ms))
             out.append(row)
         if len(out) != len(entity_ids):
             raise UnavailableError(

@@ -48,6 +48,9 @@ def timeout_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Decorate a servicer method of ``service`` named ``method`` (see the module doc)."""
 
+    name = f"{service}/{method}"
+    attributes = rpc_attributes(service, method)
+
     def wrap(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(fn)
         async def handler(
@@ -56,10 +59,10 @@ def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handle
             started = time.perf_counter()
             code = "OK"
             with _tracer.start_as_current_span(
-                f"{service}/{method}",
+                name,
                 context=context_from_metadata(context.invocation_metadata()),
                 kind=trace.SpanKind.SERVER,
-                attributes=rpc_attributes(service, method),
+                attributes=attributes,
             ) as span:
                 try:
                     return await fn(self, request, context)
