@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.features.lookup import LookupResult, OnlineFeatureLookup
-from driftline.features.wire import encode_entities
+from driftline.features.wire import encode_entities, varint
 from driftline.telemetry import ServiceMetrics, context_from_metadata, rpc_attributes
 from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
@@ -52,16 +52,30 @@ def _duration(seconds: float) -> Duration:
     return d
 
 
+_HEADS: dict[tuple[str, int, tuple[str, ...]], bytes] = {}
+
+
 def encode_response(result: LookupResult) -> bytes:
     """The GetOnlineFeaturesResponse of a lookup, as wire bytes (see :mod:`.wire`)."""
     read_at_us = round(result.read_at * 1e6)
-    head = feature_store_pb2.GetOnlineFeaturesResponse(
-        featureset=result.spec.name,
-        featureset_version=result.spec.version,
-        feature_names=result.names,
-        read_at=_timestamp_us(read_at_us),
-    ).SerializeToString()
-    return head + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
+    key = (result.spec.name, result.spec.version, tuple(result.names))
+    head = _HEADS.get(key)
+    if head is None:  # featureset, version and names: the same for every read of them
+        if len(_HEADS) >= 256:
+            _HEADS.clear()
+        head = _HEADS[key] = feature_store_pb2.GetOnlineFeaturesResponse(
+            featureset=result.spec.name,
+            featureset_version=result.spec.version,
+            feature_names=result.names,
+        ).SerializeToString()
+    read_at = _timestamp_us(read_at_us).SerializeToString()
+    return (
+        head
+        + b"\x2a"  # read_at (5, LEN)
+        + varint(len(read_at))
+        + read_at
+        + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
+    )
 
 
 def _serialize_response(response: bytes | feature_store_pb2.GetOnlineFeaturesResponse) -> bytes:

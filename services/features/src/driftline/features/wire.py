@@ -91,6 +91,25 @@ def _time_bytes(t_us: int, read_at_us: int) -> bytes:
     return _len_prefixed(b"\x22", timestamp) + (b"\x28" + varint(age) if age else b"")
 
 
+_STATUS_BYTES = {s: b"\x18" + varint(code) for s, code in _STATUS.items()}
+_KEYS: dict[tuple[str, ...], tuple[list[bytes], list[bytes]]] = {}
+
+
+def _keys_of(names: tuple[str, ...]) -> tuple[list[bytes], list[bytes]]:
+    """Per name: its encoded ``name`` field, and that followed by ``status: PRESENT``.
+
+    Cached: a one-entity read would otherwise spend most of its time here.
+    """
+    keys = _KEYS.get(names)
+    if keys is None:
+        if len(_KEYS) >= 256:
+            _KEYS.clear()
+        name_keys = [_len_prefixed(b"\x0a", n.encode("utf-8")) for n in names]
+        present = _STATUS_BYTES[FeatureStatus.PRESENT]
+        keys = _KEYS[names] = (name_keys, [k + present for k in name_keys])
+    return keys
+
+
 def encode_entities(
     names: Sequence[str],
     entity_ids: Sequence[str],
@@ -98,9 +117,8 @@ def encode_entities(
     read_at_us: int,
 ) -> bytes:
     """The ``entities`` field (4) of a GetOnlineFeaturesResponse: one EntityFeatures per row."""
-    name_keys = [_len_prefixed(b"\x0a", n.encode("utf-8")) for n in names]
-    present_keys = [k + b"\x18" + varint(_STATUS[FeatureStatus.PRESENT]) for k in name_keys]
-    status_bytes = {s: b"\x18" + varint(code) for s, code in _STATUS.items()}
+    name_keys, present_keys = _keys_of(tuple(names))
+    status_bytes = _STATUS_BYTES
     present = FeatureStatus.PRESENT
     one_byte, pack_double = _ONE_BYTE, _pack_double
     out: list[bytes] = []
