@@ -168,11 +168,15 @@ class PipelinedRedis:
                 raise ConnectionError(
                     f"cannot connect to Redis at {self._where}: {exc or type(exc).__name__}"
                 ) from exc
-            if self.password is not None:
-                auth = (self.username, self.password) if self.username else (self.password,)
-                await self._send(protocol, ("AUTH", *auth))
-            if self.db:
-                await self._send(protocol, ("SELECT", self.db))
+            try:
+                if self.password is not None:
+                    auth = (self.username, self.password) if self.username else (self.password,)
+                    await self._send(protocol, ("AUTH", *auth))
+                if self.db:
+                    await self._send(protocol, ("SELECT", self.db))
+            except BaseException as exc:  # a refused password: do not leave the socket open
+                protocol.fail(ConnectionError(f"setting up the connection failed: {exc}"))
+                raise
             self._protocol = protocol
             return protocol
 
