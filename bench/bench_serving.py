@@ -76,6 +76,32 @@ async def run_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
+async def run_relay(port: int, echo_port: int) -> None:
+    """A Predictor that asks the echo over one persistent channel, then answers (on uvloop).
+
+    The floor under any service that makes one gRPC call per request, as
+    Predict's feature fetch does: two hops and nothing else.
+    """
+    import uvloop
+
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
+
+    uvloop.install()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}")
+    stub = predictor_pb2_grpc.PredictorStub(channel)
+
+    class Relay(predictor_pb2_grpc.PredictorServicer):
+        async def Predict(self, request: Any, context: Any) -> Any:
+            answer = await stub.Predict(request, timeout=1)
+            return predictor_pb2.PredictResponse(request_id=answer.request_id)
+
+    server = grpc.aio.server()
+    predictor_pb2_grpc.add_PredictorServicer_to_server(Relay(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
 async def run_echo_uvloop(port: int) -> None:
     """The same echo on uvloop, the event loop the services run on."""
     import uvloop
@@ -292,7 +318,8 @@ def _metric(admin_port: int, prefix: str) -> float:
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
     from driftline.infra import free_ports
 
-    echo_port, uv_echo_port, reg_port, fs_port, fs_admin, grpc_port, admin_port = free_ports(7)
+    ports = free_ports(8)
+    echo_port, uv_echo_port, relay_port, reg_port, fs_port, fs_admin, grpc_port, admin_port = ports
     OUT.parent.mkdir(parents=True, exist_ok=True)
     log = OUT.parent / "serving-bench.log"
     out = log.open("wb")
@@ -302,6 +329,10 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out),
         subprocess.Popen([*me, "--role", "echo-uvloop", "--port", str(uv_echo_port)], stderr=out),
         subprocess.Popen([*me, "--role", "registry", "--port", str(reg_port)], stderr=out),
+        subprocess.Popen(
+            [*me, "--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
+            stderr=out,
+        ),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(
@@ -335,8 +366,13 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         echo_pid, serving_pid = procs[0].pid, serving.pid
         echo_c1 = await latency(echo, args.requests, echo_pid)
         echo_uvloop_c1 = await latency(f"127.0.0.1:{uv_echo_port}", args.requests, procs[1].pid)
+        relay_c1 = await latency(f"127.0.0.1:{relay_port}", args.requests, procs[3].pid)
         predict_c1 = await latency(target, args.requests, serving_pid)
-        print(f"c=1 echo {echo_c1} (uvloop {echo_uvloop_c1}) predict {predict_c1}", flush=True)
+        print(
+            f"c=1 echo {echo_c1} (uvloop {echo_uvloop_c1}, two hops {relay_c1}) "
+            f"predict {predict_c1}",
+            flush=True,
+        )
         echo_c16 = await throughput(echo, 16, args.seconds, echo_pid)
         predict_c16 = await throughput(target, 16, args.seconds, serving_pid)
         print(f"c=16 echo {echo_c16} predict {predict_c16}", flush=True)
@@ -364,6 +400,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         "online features per request from the features service (GetOnlineFeatures, Redis)",
         "echo_c1": echo_c1,
         "echo_on_uvloop_c1": echo_uvloop_c1,
+        "two_hop_echo_c1": relay_c1,
         "predict_c1": predict_c1,
         "predict_c1_p50_ratio_to_echo": round(ratio, 2),
         "echo_c16": echo_c16,
@@ -384,8 +421,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--role", choices=["bench", "echo", "echo-uvloop", "registry"], default="bench"
+        "--role", choices=["bench", "echo", "echo-uvloop", "relay", "registry"], default="bench"
     )
+    parser.add_argument("--port2", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--requests", type=int, default=3000, help="c=1 requests per target")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
@@ -395,6 +433,9 @@ def main() -> None:
         return
     if args.role == "echo-uvloop":
         asyncio.run(run_echo_uvloop(args.port))
+        return
+    if args.role == "relay":
+        asyncio.run(run_relay(args.port, args.port2))
         return
     if args.role == "registry":
         asyncio.run(run_registry(args.port))

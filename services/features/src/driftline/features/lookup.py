@@ -55,6 +55,7 @@ class OnlineFeatureLookup:
         self.max_entities = max_entities
         self.clock = clock
         self._names = {s.name: s.feature_names for s in catalog}
+        self._known = {s.name: frozenset(s.feature_names) for s in catalog}
 
     def resolve(self, featureset: str) -> FeatureSetSpec:
         """The named feature set, or the only one when ``featureset`` is empty."""
@@ -87,7 +88,8 @@ class OnlineFeatureLookup:
             raise InvalidArgumentError("entity_ids contains an empty id")
         all_names = self._names[spec.name]
         wanted = list(names) if names else list(all_names)
-        unknown = [n for n in wanted if n not in all_names]
+        known = self._known[spec.name]
+        unknown = [n for n in wanted if n not in known]
         if unknown:
             raise InvalidArgumentError(
                 f"{spec.name} has no feature {', '.join(map(repr, unknown))}; "
