@@ -241,6 +241,15 @@ def _infer_request(model: str = MODEL, **overrides: Any) -> oip.ModelInferReques
     return request
 
 
+async def _stalled_upload() -> Any:
+    """A RegisterVersion stream that sends its metadata, then stalls before any chunk."""
+    yield registry_pb2.RegisterVersionRequest(
+        metadata=registry_pb2.RegisterVersionMetadata(model_name=MODEL, actor="chaos")
+    )
+    await asyncio.sleep(3)
+    yield registry_pb2.RegisterVersionRequest(chunk=b"never sent in time")
+
+
 async def test_bad_rpcs_get_the_right_status_and_servers_keep_serving(
     platform: LivePlatform, two_versions: RegistryView
 ) -> None:
@@ -319,14 +328,25 @@ async def test_bad_rpcs_get_the_right_status_and_servers_keep_serving(
                 reg.SetAlias(set_alias, metadata=[("authorization", "Bearer wrong")]),
                 "UNAUTHENTICATED",
             ),
+            # Deadlines that expire while the work is under way. (A sub-millisecond
+            # timeout does not do: gRPC sends timeouts with ~1 ms resolution, and a
+            # call that fast often completes before either side notices.)
             (
-                "Predict with an expired deadline",
-                predict.Predict(good_predict, timeout=1e-6),
+                "PredictBatch of 5,000 with a 30 ms deadline",
+                predict.PredictBatch(
+                    predictor_pb2.PredictBatchRequest(
+                        requests=[
+                            predictor_pb2.PredictRequest(entity_id=f"slow-{i}", model_name=MODEL)
+                            for i in range(5000)
+                        ]
+                    ),
+                    timeout=0.03,
+                ),
                 "DEADLINE_EXCEEDED",
             ),
             (
-                "ListVersions with an expired deadline",
-                reg.ListVersions(registry_pb2.ListVersionsRequest(name=MODEL), timeout=1e-6),
+                "RegisterVersion whose upload outlives its deadline",
+                reg.RegisterVersion(_stalled_upload(), metadata=token, timeout=0.3),
                 "DEADLINE_EXCEEDED",
             ),
         ]

@@ -17,6 +17,7 @@ import grpc
 
 from driftline.artifacts import SIGNATURE_ALGORITHM
 from driftline.contracts.errors import (
+    DeadlineExceededError,
     DriftlineError,
     InvalidArgumentError,
     UnauthenticatedError,
@@ -55,6 +56,14 @@ def _rpc(
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    # The caller has given up: doing the work (a mutation above all)
+                    # would act on a request it was told had failed.
+                    raise DeadlineExceededError(
+                        f"{method}: the caller's deadline had passed when the request "
+                        "arrived; nothing was done"
+                    )
                 if mutating:
                     self.authorize(context)
                 return await fn(self, request, context)
