@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ class CpuMeter:
 # -- the peer processes ------------------------------------------------------------------
 
 
+async def _serve(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, port: int) -> None:
+    """Serve ``servicer`` (added by its generated ``add_…_to_server``) on loopback ``port``."""
+    server = grpc.aio.server()
+    add(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
 async def run_echo(port: int) -> None:
     """A bare Predictor that answers an empty response: the gRPC round-trip floor."""
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
@@ -69,11 +79,7 @@ async def run_echo(port: int) -> None:
         async def Predict(self, request: Any, context: Any) -> Any:
             return predictor_pb2.PredictResponse(request_id=request.request_id)
 
-    server = grpc.aio.server()
-    predictor_pb2_grpc.add_PredictorServicer_to_server(Echo(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, Echo(), port)
 
 
 async def run_relay(port: int, echo_port: int) -> None:
@@ -95,11 +101,7 @@ async def run_relay(port: int, echo_port: int) -> None:
             answer = await stub.Predict(request, timeout=1)
             return predictor_pb2.PredictResponse(request_id=answer.request_id)
 
-    server = grpc.aio.server()
-    predictor_pb2_grpc.add_PredictorServicer_to_server(Relay(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, Relay(), port)
 
 
 async def run_echo_uvloop(port: int) -> None:
@@ -110,11 +112,10 @@ async def run_echo_uvloop(port: int) -> None:
     await run_echo(port)
 
 
-AGRAWAL_TYPES = {
-    "salary": 1, "commission": 1, "age": 2, "elevel": 2, "car": 2,
-    "zipcode": 2, "hvalue": 1, "hyears": 2, "loan": 1,
-}  # fmt: skip
-"""The champion's inputs (the loans feature set's raw fields) and their FeatureType."""
+AGRAWAL_FIELDS = (
+    "salary", "commission", "age", "elevel", "car", "zipcode", "hvalue", "hyears", "loan",
+)  # fmt: skip
+"""The champion's inputs: the loans feature set's raw fields."""
 
 
 async def run_registry(registry_port: int) -> None:
@@ -132,7 +133,7 @@ async def run_registry(registry_port: int) -> None:
     data = dump_model(model)
     sha, sig = digest(data), sign(data, SIGNING_KEY)
     spec = Struct()
-    spec.update({"featureset": "loans", "task": "binary", "features": list(AGRAWAL_TYPES)})
+    spec.update({"featureset": "loans", "task": "binary", "features": list(AGRAWAL_FIELDS)})
     version = registry_pb2.ModelVersion(
         name=MODEL, version=1, sha256=sha, signature=sig, spec=spec, aliases=["champion"]
     )
@@ -152,11 +153,7 @@ async def run_registry(registry_port: int) -> None:
             )
             yield registry_pb2.DownloadArtifactResponse(chunk=data)
 
-    server = grpc.aio.server()
-    registry_pb2_grpc.add_RegistryServicer_to_server(Registry(), server)
-    server.add_insecure_port(f"127.0.0.1:{registry_port}")
-    await server.start()
-    await server.wait_for_termination()
+    await _serve(registry_pb2_grpc.add_RegistryServicer_to_server, Registry(), registry_port)
 
 
 async def fill_online_store(redis_url: str) -> None:

@@ -7,10 +7,9 @@ import random
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from driftline.features.grpc_server import encode_response
 from driftline.features.lookup import LookupResult
 from driftline.features.online_store import FeatureRead, FeatureStatus
-from driftline.features.wire import varint
+from driftline.features.wire import encode_response, varint
 from driftline.specs import FeatureSetSpec
 from driftline.v1 import common_pb2, feature_store_pb2
 

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from driftline.contracts.errors import DriftlineError
-from driftline.features.lookup import LookupResult, OnlineFeatureLookup
-from driftline.features.wire import encode_entities, varint
-from driftline.telemetry import ServiceMetrics, context_from_metadata, rpc_attributes
+from driftline.features.lookup import OnlineFeatureLookup
+from driftline.features.wire import encode_response
+from driftline.telemetry import (
+    Children,
+    ServiceMetrics,
+    context_from_metadata,
+    rpc_attributes,
+)
 from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
 __all__ = ["FeatureStoreServicer", "start_grpc_server"]
@@ -42,40 +45,10 @@ _TYPES = {
 }
 
 
-def _timestamp_us(t_us: int) -> Timestamp:
-    return Timestamp(seconds=t_us // 1_000_000, nanos=(t_us % 1_000_000) * 1000)
-
-
 def _duration(seconds: float) -> Duration:
     d = Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
-
-
-_HEADS: dict[tuple[str, int, tuple[str, ...]], bytes] = {}
-
-
-def encode_response(result: LookupResult) -> bytes:
-    """The GetOnlineFeaturesResponse of a lookup, as wire bytes (see :mod:`.wire`)."""
-    read_at_us = round(result.read_at * 1e6)
-    key = (result.spec.name, result.spec.version, tuple(result.names))
-    head = _HEADS.get(key)
-    if head is None:  # featureset, version and names: the same for every read of them
-        if len(_HEADS) >= 256:
-            _HEADS.clear()
-        head = _HEADS[key] = feature_store_pb2.GetOnlineFeaturesResponse(
-            featureset=result.spec.name,
-            featureset_version=result.spec.version,
-            feature_names=result.names,
-        ).SerializeToString()
-    read_at = _timestamp_us(read_at_us).SerializeToString()
-    return (
-        head
-        + b"\x2a"  # read_at (5, LEN)
-        + varint(len(read_at))
-        + read_at
-        + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
-    )
 
 
 def _serialize_response(response: bytes | feature_store_pb2.GetOnlineFeaturesResponse) -> bytes:
@@ -108,7 +81,7 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
     def __init__(self, lookup: OnlineFeatureLookup, metrics: ServiceMetrics) -> None:
         self.lookup = lookup
         self.metrics = metrics
-        self._latency: dict[str, Any] = {}
+        self._latency = Children(metrics.request_latency)
 
     async def GetOnlineFeatures(  # type: ignore[override]  # bytes: see _serialize_response
         self,
@@ -143,12 +116,7 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
                     grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
                 )
             finally:
-                latency = self._latency.get(code)
-                if latency is None:  # labels() costs ~3 µs: looked up once per code
-                    latency = self._latency[code] = self.metrics.request_latency.labels(
-                        method="GetOnlineFeatures", code=code
-                    )
-                latency.observe(time.perf_counter() - started)
+                self._latency("GetOnlineFeatures", code).observe(time.perf_counter() - started)
         return encode_response(result)
 
     async def ListFeatureSets(

@@ -283,7 +283,6 @@ class RedisOnlineStore(OnlineStore):
         self._script = self._redis.register_script(_WRITE_SCRIPT)
         self._script_loaded = False
         self._read_sha = self._redis.register_script(_READ_SCRIPT).sha
-        self._read_loaded = False
         # Reads (the gRPC path) go through one pipelined connection: see resp.py.
         self._reads = PipelinedRedis(url)
 
@@ -339,12 +338,9 @@ class RedisOnlineStore(OnlineStore):
         # One command for every entity: packing a pipeline of HMGETs costs
         # more Python than Redis spends answering them.
         execute = self._reads.execute
-        if not self._read_loaded:
-            await execute("SCRIPT", "LOAD", _READ_SCRIPT)
-            self._read_loaded = True
         try:
             rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
-        except NoScriptError:  # Redis restarted and lost its script cache
+        except NoScriptError:  # the first read, or Redis restarted and lost its scripts
             await execute("SCRIPT", "LOAD", _READ_SCRIPT)
             rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
         flat = _decode_at_once(rows) or _decode_one_by_one(rows)

@@ -20,10 +20,11 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from driftline.features.lookup import LookupResult
 from driftline.features.online_store import FeatureRead, FeatureStatus
-from driftline.v1 import common_pb2
+from driftline.v1 import common_pb2, feature_store_pb2
 
-__all__ = ["encode_entities", "varint"]
+__all__ = ["encode_entities", "encode_response", "varint"]
 
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 _pack_double = struct.Struct("<d").pack
@@ -81,14 +82,18 @@ def _value_bytes(v: Any) -> bytes:
     return _len_prefixed(b"\x12", _len_prefixed(b"\x1a", text.encode("utf-8")))
 
 
-def _time_bytes(t_us: int, read_at_us: int) -> bytes:
-    """``event_time`` then ``age_ms`` of a value written at ``t_us``."""
+def _timestamp(t_us: int) -> bytes:
+    """A ``google.protobuf.Timestamp`` of ``t_us`` (epoch microseconds)."""
     seconds, micros = divmod(t_us, 1_000_000)
-    timestamp = (b"\x08" + varint(seconds) if seconds else b"") + (
+    return (b"\x08" + varint(seconds) if seconds else b"") + (
         b"\x10" + varint(micros * 1000) if micros else b""
     )
+
+
+def _time_bytes(t_us: int, read_at_us: int) -> bytes:
+    """``event_time`` then ``age_ms`` of a value written at ``t_us``."""
     age = (read_at_us - t_us) // 1000
-    return _len_prefixed(b"\x22", timestamp) + (b"\x28" + varint(age) if age else b"")
+    return _len_prefixed(b"\x22", _timestamp(t_us)) + (b"\x28" + varint(age) if age else b"")
 
 
 _STATUS_BYTES = {s: b"\x18" + varint(code) for s, code in _STATUS.items()}
@@ -150,3 +155,26 @@ def encode_entities(
         out.append(varint(len(entity)))
         out.append(entity)
     return b"".join(out)
+
+
+_HEADS: dict[tuple[str, int, tuple[str, ...]], bytes] = {}
+
+
+def encode_response(result: LookupResult) -> bytes:
+    """The whole GetOnlineFeaturesResponse of a lookup."""
+    read_at_us = round(result.read_at * 1e6)
+    key = (result.spec.name, result.spec.version, tuple(result.names))
+    head = _HEADS.get(key)
+    if head is None:  # featureset, version and names: the same for every read of them
+        if len(_HEADS) >= 256:
+            _HEADS.clear()
+        head = _HEADS[key] = feature_store_pb2.GetOnlineFeaturesResponse(
+            featureset=result.spec.name,
+            featureset_version=result.spec.version,
+            feature_names=result.names,
+        ).SerializeToString()
+    return (
+        head
+        + _len_prefixed(b"\x2a", _timestamp(read_at_us))  # read_at (5, LEN)
+        + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
+    )

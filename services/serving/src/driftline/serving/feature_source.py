@@ -161,9 +161,7 @@ class GrpcFeatureSource(FeatureSource):
         if batch is None or len(batch.entity_ids) + len(entity_ids) > self._max_coalesced:
             if batch is not None and not batch.started:
                 self._start(key, batch)  # full: send it even though calls are outstanding
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            batch = _Coalesced([], deadline, tuple(carrier.items()) or None, loop.create_future())
+            batch = _Coalesced([], deadline, _trace_metadata(), loop.create_future())
             self._open[key] = batch
             if self._in_flight.get(key, 0) < self._max_in_flight:
                 self._start(key, batch)
@@ -181,16 +179,16 @@ class GrpcFeatureSource(FeatureSource):
     ) -> list[dict[str, OnlineValue]]:
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            return await self._call(
-                key[0], entity_ids, key[1], timeout_s, tuple(carrier.items()) or None
-            )
+            return await self._call(key[0], entity_ids, key[1], timeout_s, _trace_metadata())
         finally:
-            self._in_flight[key] -= 1
-            queued = self._open.get(key)
-            if queued is not None and not queued.started:
-                self._start(key, queued)
+            self._done(key)
+
+    def _done(self, key: _Key) -> None:
+        """A call for ``key`` returned: send the reads that queued behind it."""
+        self._in_flight[key] -= 1
+        queued = self._open.get(key)
+        if queued is not None and not queued.started:
+            self._start(key, queued)
 
     def _start(self, key: _Key, batch: _Coalesced) -> None:
         batch.started = True
@@ -222,10 +220,7 @@ class GrpcFeatureSource(FeatureSource):
         else:
             batch.result.set_result(rows)
         finally:
-            self._in_flight[key] -= 1
-            queued = self._open.get(key)
-            if queued is not None and not queued.started:
-                self._start(key, queued)
+            self._done(key)
 
     async def _call(
         self,
@@ -300,6 +295,13 @@ class GrpcFeatureSource(FeatureSource):
         return UnavailableError(
             f"feature store at {self._target} is unavailable ({code.name}: {detail})"
         )
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...] | None:
+    """The current trace context as call metadata (``traceparent``), None outside a trace."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items()) or None
 
 
 def _retrieved(task: asyncio.Task[None]) -> None:

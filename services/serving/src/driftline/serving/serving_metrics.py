@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge
 
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import Children, ServiceMetrics
 
 __all__ = ["ServingMetrics"]
 
@@ -72,29 +70,18 @@ class ServingMetrics:
             registry=registry,
         )
 
-        self._per_call: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._per_prediction: dict[tuple[str, str], Any] = {}
+        self._latency = Children(base.request_latency)
+        self._requests = Children(self.requests)
+        self._predictions = Children(self.predictions)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Record one RPC's latency and outcome."""
-        # The labelled children are looked up once: labels() costs ~3 µs a call.
-        children = self._per_call.get((method, code))
-        if children is None:
-            children = self._per_call[method, code] = (
-                self.base.request_latency.labels(method=method, code=code),
-                self.requests.labels(method=method, code=code),
-            )
-        children[0].observe(seconds)
-        children[1].inc()
+        self._latency(method, code).observe(seconds)
+        self._requests(method, code).inc()
 
     def predicted(self, model: str, variant: str, count: int = 1) -> None:
         """Count ``count`` predictions returned by ``model`` as ``variant``."""
-        child = self._per_prediction.get((model, variant))
-        if child is None:
-            child = self._per_prediction[model, variant] = self.predictions.labels(
-                model=model, variant=variant
-            )
-        child.inc(count)
+        self._predictions(model, variant).inc(count)
 
     def show_versions(self, loaded: dict[str, dict[str, int]]) -> None:
         """Publish the loaded version of every alias."""
