@@ -179,6 +179,17 @@ async def read_all(bootstrap: str, topic: Any, model: str) -> list[Any]:
         await consumer.stop()
 
 
+async def refreshed(url: str, needle: str, timeout: float = 10.0) -> str:
+    """``url``'s body once it contains ``needle`` (or, after ``timeout``, as it is)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            body = (await client.get(url)).text
+            if needle in body or time.monotonic() > deadline:
+                return body
+            await asyncio.sleep(0.2)
+
+
 async def test_a_concept_drift_gives_one_retrain_request_and_its_drift_events(
     kafka: Any, monitor: tuple[str, str, subprocess.Popen[bytes]]
 ) -> None:
@@ -206,7 +217,11 @@ async def test_a_concept_drift_gives_one_retrain_request_and_its_drift_events(
     data: list[DriftEvent] = await read_all(bootstrap, DRIFT, featureset)
     assert data and {f for d in data for f in d.features} == {"x"}
 
-    metrics = httpx.get(f"{url}/metrics", timeout=5).text
+    # The gauges and the dashboard series are refreshed every publish interval
+    # (0.5 s here), not per record: the last batch may land after the last refresh.
+    metrics = await refreshed(
+        f"{url}/metrics", f'driftline_drift_statistic{{featureset="{featureset}",feature="x"'
+    )
     assert f'driftline_retrain_requests_total{{model="{model}"}} 1.0' in metrics
     assert f'driftline_live_accuracy{{model="{model}"}}' in metrics
     assert any(
