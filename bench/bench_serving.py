@@ -11,7 +11,10 @@ a bare ``grpc.aio`` echo server (the baseline, measured in the same run), and
 
 The services run on uvloop (their default); the echo baseline is the plain
 asyncio echo the issue names. The same echo on uvloop is measured too, so the
-report shows how much of the ratio the event loop accounts for.
+report shows how much of the ratio the event loop accounts for. Two floors
+are measured beside Predict: a relay asking the echo (two bare hops) and a
+relay that does nothing but Predict's feature fetch from the real features
+service. The concurrency-1 targets take turns, round by round.
 
     uv run python bench/bench_serving.py
 """
@@ -104,6 +107,38 @@ async def run_relay(port: int, echo_port: int) -> None:
     await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, Relay(), port)
 
 
+async def run_fetch_relay(port: int, features_port: int) -> None:
+    """A Predictor that reads the entity's features from the real features service, then
+    answers an empty response (on uvloop).
+
+    The floor under Predict itself: the one feature fetch the issue requires
+    (the same 9 features, over one persistent channel) and nothing else: no
+    model, no merge, no spans, no prediction log, no response content.
+    """
+    import uvloop
+
+    from driftline.v1 import (
+        feature_store_pb2,
+        feature_store_pb2_grpc,
+        predictor_pb2,
+        predictor_pb2_grpc,
+    )
+
+    uvloop.install()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{features_port}")
+    stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+
+    class FetchRelay(predictor_pb2_grpc.PredictorServicer):
+        async def Predict(self, request: Any, context: Any) -> Any:
+            read = feature_store_pb2.GetOnlineFeaturesRequest(
+                featureset="loans", entity_ids=[request.entity_id], feature_names=AGRAWAL_FIELDS
+            )
+            await stub.GetOnlineFeatures(read, timeout=1)
+            return predictor_pb2.PredictResponse(request_id=request.request_id)
+
+    await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, FetchRelay(), port)
+
+
 async def run_echo_uvloop(port: int) -> None:
     """The same echo on uvloop, the event loop the services run on."""
     import uvloop
@@ -181,29 +216,53 @@ async def fill_online_store(redis_url: str) -> None:
 # -- the load ----------------------------------------------------------------------------
 
 
-async def latency(target: str, n: int, server_pid: int) -> dict[str, float]:
-    """Sequential Predicts (concurrency 1), entities with online features."""
+async def latency(
+    targets: dict[str, tuple[str, int]], n: int, rounds: int = 5
+) -> dict[str, dict[str, float]]:
+    """Sequential Predicts (concurrency 1) to each of ``targets`` (name: address, server pid).
+
+    The targets take turns, ``n / rounds`` requests each per round, so that a
+    slow spell of the shared machine falls on all of them alike rather than on
+    whichever was measured then: the ratios between them are what the bench
+    reports.
+    """
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = predictor_pb2_grpc.PredictorStub(channel)
-        reqs = [
-            predictor_pb2.PredictRequest(entity_id=f"bench-{i % ENTITIES}", model_name=MODEL)
-            for i in range(n)
-        ]
-        for r in reqs[:200]:
-            await stub.Predict(r, timeout=5)
-        lat = []
-        cpu = CpuMeter(server_pid)
-        for r in reqs:
-            t = time.perf_counter()
-            await stub.Predict(r, timeout=5)
-            lat.append(time.perf_counter() - t)
+    reqs = [
+        predictor_pb2.PredictRequest(entity_id=f"bench-{i % ENTITIES}", model_name=MODEL)
+        for i in range(n)
+    ]
+    per_round = max(1, n // rounds)
+    channels = {name: grpc.aio.insecure_channel(addr) for name, (addr, _) in targets.items()}
+    lat: dict[str, list[float]] = {name: [] for name in targets}
+    cpu_s: dict[str, float] = dict.fromkeys(targets, 0.0)
+    try:
+        stubs = {name: predictor_pb2_grpc.PredictorStub(ch) for name, ch in channels.items()}
+        for stub in stubs.values():
+            for r in reqs[:200]:
+                await stub.Predict(r, timeout=5)
+        for k in range(rounds):
+            batch = reqs[k * per_round : (k + 1) * per_round]
+            for name, stub in stubs.items():
+                pid = targets[name][1]
+                before = cpu_seconds(pid)
+                times = lat[name]
+                for r in batch:
+                    t = time.perf_counter()
+                    await stub.Predict(r, timeout=5)
+                    times.append(time.perf_counter() - t)
+                cpu_s[name] += cpu_seconds(pid) - before
+    finally:
+        for ch in channels.values():
+            await ch.close(None)
     return {
-        "requests": n,
-        "p50_ms": round(statistics.median(lat) * 1000, 3),
-        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
-        "server_cpu_us_per_request": cpu.per(n),
+        name: {
+            "requests": len(times),
+            "p50_ms": round(statistics.median(times) * 1000, 3),
+            "p99_ms": round(pct(times, 0.99) * 1000, 3),
+            "server_cpu_us_per_request": round(cpu_s[name] / len(times) * 1e6, 1),
+        }
+        for name, times in lat.items()
     }
 
 
@@ -315,8 +374,9 @@ def _metric(admin_port: int, prefix: str) -> float:
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
     from driftline.infra import free_ports
 
-    ports = free_ports(8)
-    echo_port, uv_echo_port, relay_port, reg_port, fs_port, fs_admin, grpc_port, admin_port = ports
+    ports = free_ports(9)
+    echo_port, uv_echo_port, relay_port, fetch_port, reg_port, fs_port, fs_admin = ports[:7]
+    grpc_port, admin_port = ports[7:]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     log = OUT.parent / "serving-bench.log"
     out = log.open("wb")
@@ -328,6 +388,10 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         subprocess.Popen([*me, "--role", "registry", "--port", str(reg_port)], stderr=out),
         subprocess.Popen(
             [*me, "--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
+            stderr=out,
+        ),
+        subprocess.Popen(
+            [*me, "--role", "fetch-relay", "--port", str(fetch_port), "--port2", str(fs_port)],
             stderr=out,
         ),
     ]
@@ -361,15 +425,18 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         _wait_ready(admin_port, serving, log)
         target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
         echo_pid, serving_pid = procs[0].pid, serving.pid
-        echo_c1 = await latency(echo, args.requests, echo_pid)
-        echo_uvloop_c1 = await latency(f"127.0.0.1:{uv_echo_port}", args.requests, procs[1].pid)
-        relay_c1 = await latency(f"127.0.0.1:{relay_port}", args.requests, procs[3].pid)
-        predict_c1 = await latency(target, args.requests, serving_pid)
-        print(
-            f"c=1 echo {echo_c1} (uvloop {echo_uvloop_c1}, two hops {relay_c1}) "
-            f"predict {predict_c1}",
-            flush=True,
+        c1 = await latency(
+            {
+                "echo": (echo, echo_pid),
+                "echo_uvloop": (f"127.0.0.1:{uv_echo_port}", procs[1].pid),
+                "relay": (f"127.0.0.1:{relay_port}", procs[3].pid),
+                "fetch_relay": (f"127.0.0.1:{fetch_port}", procs[4].pid),
+                "predict": (target, serving_pid),
+            },
+            args.requests,
         )
+        echo_c1, predict_c1 = c1["echo"], c1["predict"]
+        print(f"c=1 {c1}", flush=True)
         echo_c16 = await throughput(echo, 16, args.seconds, echo_pid)
         predict_c16 = await throughput(target, 16, args.seconds, serving_pid)
         print(f"c=16 echo {echo_c16} predict {predict_c16}", flush=True)
@@ -389,6 +456,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
                 p.wait()
         out.close()
     ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
+    fetch_only = c1["fetch_relay"]["p50_ms"]
     return {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),
@@ -396,10 +464,12 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         "Kafka and this client each in their own process on loopback; Predict fetches 9 "
         "online features per request from the features service (GetOnlineFeatures, Redis)",
         "echo_c1": echo_c1,
-        "echo_on_uvloop_c1": echo_uvloop_c1,
-        "two_hop_echo_c1": relay_c1,
+        "echo_on_uvloop_c1": c1["echo_uvloop"],
+        "two_hop_echo_c1": c1["relay"],
+        "fetch_only_c1": c1["fetch_relay"],
         "predict_c1": predict_c1,
         "predict_c1_p50_ratio_to_echo": round(ratio, 2),
+        "fetch_only_c1_p50_ratio_to_echo": round(fetch_only / echo_c1["p50_ms"], 2),
         "echo_c16": echo_c16,
         "predict_c16": predict_c16,
         "model_infer_256_rows": infer,
@@ -418,7 +488,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
-        "--role", choices=["bench", "echo", "echo-uvloop", "relay", "registry"], default="bench"
+        "--role",
+        choices=["bench", "echo", "echo-uvloop", "relay", "fetch-relay", "registry"],
+        default="bench",
     )
     parser.add_argument("--port2", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
@@ -433,6 +505,9 @@ def main() -> None:
         return
     if args.role == "relay":
         asyncio.run(run_relay(args.port, args.port2))
+        return
+    if args.role == "fetch-relay":
+        asyncio.run(run_fetch_relay(args.port, args.port2))
         return
     if args.role == "registry":
         asyncio.run(run_registry(args.port))
