@@ -1,6 +1,13 @@
 """What every service process shares: the admin HTTP app and the process lifecycle."""
 
 from driftline.runtime.admin import Health, build_admin_app, serve_http
-from driftline.runtime.lifecycle import run_service, service_main
+from driftline.runtime.lifecycle import run_service, service_main, wait_for_redis
 
-__all__ = ["Health", "build_admin_app", "run_service", "serve_http", "service_main"]
+__all__ = [
+    "Health",
+    "build_admin_app",
+    "run_service",
+    "serve_http",
+    "service_main",
+    "wait_for_redis",
+]

@@ -8,10 +8,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from driftline.contracts.errors import DriftlineError
-from driftline.settings import ConfigError, PlatformSettings, load_settings
+from driftline.contracts.errors import DriftlineError, UnavailableError
+from driftline.settings import ConfigError, PlatformSettings, RedisSettings, load_settings
 from driftline.telemetry import configure_logging, configure_tracing
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,27 @@ almost everything here; cycles are still collected, just less often."""
 
 EXIT_DEPENDENCY = 3
 """Exit status when a dependency (Kafka, Redis, a peer service) stayed unreachable."""
+
+
+async def wait_for_redis(
+    ping: Callable[[], Awaitable[object]], settings: RedisSettings, *, every_s: float = 0.5
+) -> None:
+    """Return once ``ping`` (a Redis client's) succeeds; :class:`UnavailableError` naming
+    the server and what to do when it has not within ``settings.startup_wait_s``."""
+    deadline = time.monotonic() + settings.startup_wait_s
+    while True:
+        try:
+            await ping()
+            return
+        except Exception as exc:  # refused, reset, timed out, loading, auth: not answering
+            last = exc
+        if time.monotonic() >= deadline:
+            raise UnavailableError(
+                f"Redis at {settings.host}:{settings.port} did not answer PING within "
+                f"{settings.startup_wait_s:.0f}s ({last}). Start it with `driftline infra up` "
+                "or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
+            )
+        await asyncio.sleep(every_s)
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

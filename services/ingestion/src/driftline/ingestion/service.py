@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from driftline.contracts.errors import UnavailableError
 from driftline.ingestion.core import IngestionCore
@@ -15,32 +14,12 @@ from driftline.ingestion.http_api import add_ingest_routes
 from driftline.ingestion.kafka_loop import KafkaIngestLoop
 from driftline.ingestion.writer import OutcomeCounters
 from driftline.kafkaio import make_producer, provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, serve_http
-from driftline.settings import PlatformSettings, RedisSettings
+from driftline.runtime import Health, build_admin_app, serve_http, wait_for_redis
+from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
 from driftline.telemetry import ServiceMetrics
 
 log = logging.getLogger(__name__)
-
-
-async def wait_for_redis(settings: RedisSettings) -> Redis:
-    """A connected client, or :class:`UnavailableError` after the start-up wait."""
-    client = Redis(host=settings.host, port=settings.port, db=settings.db)
-    deadline = asyncio.get_running_loop().time() + settings.startup_wait_s
-    while True:
-        try:
-            await client.ping()
-            return client
-        except (OSError, RedisError) as exc:
-            last: Exception = exc
-        if asyncio.get_running_loop().time() >= deadline:
-            await client.aclose()
-            raise UnavailableError(
-                f"Redis at {settings.host}:{settings.port} did not answer PING within "
-                f"{settings.startup_wait_s:.0f}s ({last}). Start it with `driftline infra up` "
-                "or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
-            )
-        await asyncio.sleep(0.5)
 
 
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
@@ -56,7 +35,12 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     await wait_for_kafka(settings.kafka)
     await provision_topics(settings.kafka)
     health.set("kafka", True)
-    redis = await wait_for_redis(settings.redis)
+    redis = Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    try:
+        await wait_for_redis(redis.ping, settings.redis)
+    except UnavailableError:
+        await redis.aclose()
+        raise
     health.set("redis", True)
 
     core = IngestionCore(
