@@ -132,6 +132,11 @@ class FeaturesSettings(_ServiceSection):
     """FeatureStore gRPC port."""
     featuresets_dir: Path = Path("examples/featuresets")
     """Directory of feature-set YAML files."""
+    online_key_ttl_s: float | None = Field(default=None, gt=0)
+    """Redis drops an entity's online values this long after its last event was
+    written (like Feast's ``key_ttl_seconds``); None keeps them until overwritten.
+    A dropped entity reads as MISSING rather than STALE. Set it well above the
+    feature sets' TTLs, or fresh-but-quiet entities vanish."""
 
 
 class TrainingSettings(_ServiceSection):

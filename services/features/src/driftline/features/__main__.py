@@ -11,40 +11,18 @@ import asyncio
 import contextlib
 import logging
 import sys
-import time
 
-from redis.exceptions import RedisError
-
-from driftline.contracts.errors import UnavailableError
 from driftline.features.grpc_server import start_grpc_server
 from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.metrics import FeaturesMetrics
-from driftline.features.online_store import OnlineStore, RedisOnlineStore
+from driftline.features.online_store import RedisOnlineStore
 from driftline.features.worker import FeaturesWorker
 from driftline.kafkaio import provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, serve_http, service_main
-from driftline.settings import PlatformSettings, RedisSettings
+from driftline.runtime import Health, build_admin_app, serve_http, service_main, wait_for_redis
+from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
 
 log = logging.getLogger("driftline.features")
-
-
-async def wait_for_redis(store: OnlineStore, settings: RedisSettings) -> None:
-    """Return once Redis answers PING; :class:`UnavailableError` after the start-up wait."""
-    deadline = time.monotonic() + settings.startup_wait_s
-    while True:
-        try:
-            await store.ping()
-            return
-        except (RedisError, OSError) as exc:
-            last: Exception = exc
-        if time.monotonic() >= deadline:
-            raise UnavailableError(
-                f"Redis at {settings.host}:{settings.port} did not answer PING within "
-                f"{settings.startup_wait_s:.0f}s ({last}). Start it with `driftline infra up` "
-                "or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
-            )
-        await asyncio.sleep(0.5)
 
 
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
@@ -53,10 +31,10 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     catalog = load_featuresets(cfg.featuresets_dir)
     metrics = FeaturesMetrics()
     health = Health("features")
-    store = RedisOnlineStore(settings.redis.url)
+    store = RedisOnlineStore(settings.redis.url, key_ttl_s=cfg.online_key_ttl_s)
     try:
         await wait_for_kafka(settings.kafka)
-        await wait_for_redis(store, settings.redis)
+        await wait_for_redis(store.ping, settings.redis)
         health.set("redis", True)
         created = await provision_topics(settings.kafka)
         if created:

@@ -165,9 +165,11 @@ class InMemoryOnlineStore(OnlineStore):
 # KEYS are their hashes, and ARGV[k] is one JSON array of strings
 # [name, event time µs, JSON value, name, …] for KEYS[k] -- one argument per
 # entity rather than three per feature, because building the command's
-# arguments, not Redis, is what a write costs.
+# arguments, not Redis, is what a write costs.  The last ARGV is the key
+# expiry in milliseconds (0: keys never expire), renewed by every write.
 _WRITE_SCRIPT = """
 local written = 0
+local expiry = tonumber(ARGV[#KEYS + 1])
 for k = 1, #KEYS do
   local args = cjson.decode(ARGV[k])
   local n = #args / 3
@@ -193,6 +195,7 @@ for k = 1, #KEYS do
       redis.call('HSET', KEYS[k], unpack(updates))
       written = written + #updates / 2
     end
+    if expiry > 0 then redis.call('PEXPIRE', KEYS[k], expiry) end
   end
 end
 return written
@@ -273,13 +276,25 @@ class RedisOnlineStore(OnlineStore):
     parsing when it is installed.
     """
 
-    def __init__(self, url: str, *, max_connections: int = 32, pool_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_ttl_s: float | None = None,
+        max_connections: int = 32,
+        pool_timeout_s: float = 5.0,
+    ) -> None:
+        """``key_ttl_s``: Redis drops an entity's hash this long after its last write
+        (None: never), so entities that stopped sending events do not stay in memory.
+        """
         # A blocking pool makes a burst of readers queue for a connection
         # instead of failing with "Too many connections".
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s
         )
         self._redis: Redis = Redis(connection_pool=pool)
+        expiry_ms = 0 if key_ttl_s is None else max(1, round(key_ttl_s * 1000))
+        self._expiry_ms = str(expiry_ms).encode()
         self._script = self._redis.register_script(_WRITE_SCRIPT)
         self._script_loaded = False
         self._read_sha = self._redis.register_script(_READ_SCRIPT).sha
@@ -322,7 +337,7 @@ class RedisOnlineStore(OnlineStore):
                 for name, (value, t_us) in w.values.items():
                     fields += (name, str(t_us), _json_value(value))
                 packed.append(orjson.dumps(fields))
-            pipe.evalsha(sha, len(keys), *keys, *packed)
+            pipe.evalsha(sha, len(keys), *keys, *packed, self._expiry_ms)
         await pipe.execute()
 
     async def read(
