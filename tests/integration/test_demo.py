@@ -141,6 +141,8 @@ async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.read_text()
     assert "**Loop closed.**" in text
+    # the scenario started only once a probe event had reached the online store
+    assert "pipeline carrying events" in text
     assert f"![rolling accuracy]({png.name})" in text
     summary = report_summary(text)
 

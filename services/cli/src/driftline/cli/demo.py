@@ -50,7 +50,13 @@ from driftline.infra import InfraError, LocalComponent, LocalPlatform, free_port
 from driftline.kafkaio import make_consumer, make_producer, provision_topics, send_model
 from driftline.scenario import Application, ScenarioConfig, schedule
 from driftline.settings import PlatformSettings
-from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
+from driftline.v1 import (
+    common_pb2,
+    feature_store_pb2,
+    feature_store_pb2_grpc,
+    predictor_pb2,
+    predictor_pb2_grpc,
+)
 
 __all__ = [
     "DemoObserver",
@@ -859,6 +865,55 @@ class DemoRun:
         finally:
             await producer.stop()
 
+    async def preflight(self, timeout_s: float = 180.0) -> float:
+        """Send one probe application and wait until its features are readable online.
+
+        Every scenario prediction reads the features its event produced a moment
+        before. A pipeline that is not carrying events yet (a broker that refuses
+        ``acks=all`` writes for a while after a start on a busy machine was seen
+        to for a minute) would have them answered from missing features, which
+        hides the drift the demo is about. So the scenario starts only once an
+        event went through ingestion and the features worker to the online store.
+        The probe is an entity of its own, never labelled nor predicted.
+        Returns the seconds it took; :class:`InfraError` when it did not arrive.
+        """
+        first = next(step.application for step in schedule(self.scenario))
+        probe = dataclasses.replace(
+            first,
+            event_id=f"{self.prefix}-probe",
+            entity_id=f"{self.prefix}-probe",
+            event_time=datetime.now(UTC),
+        )
+        feature = next(iter(probe.features))
+        features = self.settings.serving.features_target
+        read = feature_store_pb2.GetOnlineFeaturesRequest(
+            featureset="loans", entity_ids=[probe.entity_id], feature_names=[feature]
+        )
+        started = time.monotonic()
+        producer = make_producer(self.settings.kafka, f"demo-{self.run_id}-probe")
+        await producer.start()
+        try:
+            await (await send_model(producer, EVENTS, probe.entity_id, probe.raw_event()))
+        finally:
+            await producer.stop()
+        async with grpc.aio.insecure_channel(features) as channel:
+            stub: Any = feature_store_pb2_grpc.FeatureStoreStub(channel)
+            while True:
+                try:
+                    answer = await stub.GetOnlineFeatures(read, timeout=5.0)
+                    status = answer.entities[0].features[0].status
+                    if status == common_pb2.FEATURE_STATUS_PRESENT:
+                        return time.monotonic() - started
+                except grpc.aio.AioRpcError:
+                    pass  # the feature store is still starting: keep asking
+                if time.monotonic() - started > timeout_s:
+                    raise InfraError(
+                        f"a probe event did not reach the online store within {timeout_s:.0f}s: "
+                        "the pipeline (Kafka, ingestion, the features worker, Redis) is not "
+                        "carrying events; see `driftline status` and the services' logs"
+                    )
+                await asyncio.sleep(0.2)
+
     async def run(self) -> None:
         """Stream, then wait (probing serving) until the loop closes or time runs out."""
         channel = grpc.aio.insecure_channel(self.target)
@@ -873,6 +928,11 @@ class DemoRun:
             if not ready.done():
                 ready.cancel()
                 raise InfraError(f"could not read {MODELS.name} within 60s (is Kafka answering?)")
+            took = await self.preflight()
+            self.obs.milestone(
+                "pipeline carrying events",
+                f"a probe event reached the online store {took:.1f}s after it was sent",
+            )
             await asyncio.wait_for(self.stream(), timeout=max(1.0, deadline - time.monotonic()))
             obs = self.obs
             while time.monotonic() < deadline and obs.problems():
