@@ -4,8 +4,9 @@ Runs, each in its own process on loopback: a real Kafka broker (predictions are
 logged to it), redis-server, the real features service (``python -m
 driftline.features``: Predict's feature fetch goes through its
 ``GetOnlineFeatures`` and Redis, with online values for 1,000 entities of the
-loans feature set), a gRPC peer playing the registry (one signed champion, a
-Hoeffding tree trained on Agrawal; the registry is not on the request path),
+loans feature set), the real registry service (``python -m driftline.registry``,
+one signed champion registered over its RPCs: a Hoeffding tree trained on
+Agrawal; the registry is not on the request path),
 a bare ``grpc.aio`` echo server (the baseline, measured in the same run), and
 ``python -m driftline.serving``. Writes ``bench/out/serving.json``.
 
@@ -25,9 +26,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -153,42 +156,28 @@ AGRAWAL_FIELDS = (
 """The champion's inputs: the loans feature set's raw fields."""
 
 
-async def run_registry(registry_port: int) -> None:
-    """A registry peer with one signed champion, over the real protos."""
-    from google.protobuf.struct_pb2 import Struct
+async def register_champion(registry_target: str) -> int:
+    """Register one signed champion on the real registry service; its version.
+
+    A Hoeffding tree trained on Agrawal, uploaded and promoted over the
+    registry's own RPCs (as training does), which serving then loads, verifies
+    and follows on ``driftline.models``.
+    """
     from river import tree
     from river.datasets import synth
 
-    from driftline.artifacts import digest, dump_model, sign
-    from driftline.v1 import registry_pb2, registry_pb2_grpc
+    from driftline.registry_client import RegistryClient
 
     model = tree.HoeffdingTreeClassifier(grace_period=100)
     for x, y in synth.Agrawal(seed=1).take(5000):
         model.learn_one(x, y)
-    data = dump_model(model)
-    sha, sig = digest(data), sign(data, SIGNING_KEY)
-    spec = Struct()
-    spec.update({"featureset": "loans", "task": "binary", "features": list(AGRAWAL_FIELDS)})
-    version = registry_pb2.ModelVersion(
-        name=MODEL, version=1, sha256=sha, signature=sig, spec=spec, aliases=["champion"]
-    )
-
-    class Registry(registry_pb2_grpc.RegistryServicer):
-        async def ListModels(self, request: Any, context: Any) -> Any:
-            summary = registry_pb2.ModelSummary(
-                name=MODEL, latest_version=1, aliases={"champion": 1}
-            )
-            return registry_pb2.ListModelsResponse(models=[summary])
-
-        async def DownloadArtifact(self, request: Any, context: Any) -> Any:
-            yield registry_pb2.DownloadArtifactResponse(
-                metadata=registry_pb2.ArtifactMetadata(
-                    model_version=version, sha256=sha, signature=sig, size_bytes=len(data)
-                )
-            )
-            yield registry_pb2.DownloadArtifactResponse(chunk=data)
-
-    await _serve(registry_pb2_grpc.add_RegistryServicer_to_server, Registry(), registry_port)
+    spec = {"featureset": "loans", "task": "binary", "features": list(AGRAWAL_FIELDS)}
+    async with RegistryClient(registry_target) as registry:
+        version = await registry.register(MODEL, model=model, spec=spec, actor="bench")
+        await registry.set_alias(
+            MODEL, "champion", version.version, actor="bench", reason="serving bench"
+        )
+    return version.version
 
 
 async def fill_online_store(redis_url: str) -> None:
@@ -268,18 +257,17 @@ async def latency(
 
 async def throughput(
     target: str, concurrency: int, seconds: float, server_pid: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """``concurrency`` clients on one channel sending Predicts for ``seconds``."""
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     lat: list[float] = []
-    errors = 0
+    errors: dict[str, int] = {}
     async with grpc.aio.insecure_channel(target) as channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         end = time.perf_counter() + seconds
 
         async def worker(w: int) -> None:
-            nonlocal errors
             i = w
             while time.perf_counter() < end:
                 r = predictor_pb2.PredictRequest(
@@ -288,8 +276,9 @@ async def throughput(
                 t = time.perf_counter()
                 try:
                     await stub.Predict(r, timeout=5)
-                except grpc.aio.AioRpcError:
-                    errors += 1
+                except grpc.aio.AioRpcError as exc:
+                    what = f"{exc.code().name}: {exc.details()}"
+                    errors[what] = errors.get(what, 0) + 1
                 lat.append(time.perf_counter() - t)
                 i += concurrency
 
@@ -302,7 +291,8 @@ async def throughput(
         "requests_per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(statistics.median(lat) * 1000, 3),
         "p99_ms": round(pct(lat, 0.99) * 1000, 3),
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "errors_by_status": errors,
         "server_cpu_us_per_request": cpu.per(len(lat)),
     }
 
@@ -374,27 +364,28 @@ def _metric(admin_port: int, prefix: str) -> float:
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
     from driftline.infra import free_ports
 
-    ports = free_ports(9)
-    echo_port, uv_echo_port, relay_port, fetch_port, reg_port, fs_port, fs_admin = ports[:7]
-    grpc_port, admin_port = ports[7:]
+    ports = free_ports(10)
+    echo_port, uv_echo_port, relay_port, fetch_port, reg_port, reg_admin = ports[:6]
+    fs_port, fs_admin, grpc_port, admin_port = ports[6:]
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    artifacts = Path(tempfile.mkdtemp(prefix="driftline-bench-artifacts-"))
     log = OUT.parent / "serving-bench.log"
     out = log.open("wb")
     me = [sys.executable, str(Path(__file__).resolve())]
     await fill_online_store(f"redis://127.0.0.1:{redis_port}/0")
-    procs = [
-        subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out),
-        subprocess.Popen([*me, "--role", "echo-uvloop", "--port", str(uv_echo_port)], stderr=out),
-        subprocess.Popen([*me, "--role", "registry", "--port", str(reg_port)], stderr=out),
-        subprocess.Popen(
-            [*me, "--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
-            stderr=out,
-        ),
-        subprocess.Popen(
-            [*me, "--role", "fetch-relay", "--port", str(fetch_port), "--port2", str(fs_port)],
-            stderr=out,
-        ),
-    ]
+    echo_proc = subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out)
+    uv_echo = subprocess.Popen(
+        [*me, "--role", "echo-uvloop", "--port", str(uv_echo_port)], stderr=out
+    )
+    relay = subprocess.Popen(
+        [*me, "--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
+        stderr=out,
+    )
+    fetch_relay = subprocess.Popen(
+        [*me, "--role", "fetch-relay", "--port", str(fetch_port), "--port2", str(fs_port)],
+        stderr=out,
+    )
+    procs = [echo_proc, uv_echo, relay, fetch_relay]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(
         DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
@@ -408,13 +399,22 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{fs_port}",
         DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{reg_port}",
         DRIFTLINE_SERVING__SIGNING_KEY=SIGNING_KEY,
+        DRIFTLINE_REGISTRY__GRPC_PORT=str(reg_port),
+        DRIFTLINE_REGISTRY__ADMIN__PORT=str(reg_admin),
+        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(artifacts),
+        DRIFTLINE_REGISTRY__SIGNING_KEY=SIGNING_KEY,
         DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
+    )
+    registry = subprocess.Popen(
+        [sys.executable, "-m", "driftline.registry"], env=env, stdout=out, stderr=out
     )
     features = subprocess.Popen(
         [sys.executable, "-m", "driftline.features"], env=env, stdout=out, stderr=out
     )
-    procs.append(features)
+    procs += [registry, features]
     try:
+        _wait_ready(reg_admin, registry, log, "registry")
+        champion = await register_champion(f"127.0.0.1:{reg_port}")
         # Serving asks the feature store for the feature types as soon as the
         # registry answers: the feature store first.
         _wait_ready(fs_admin, features, log, "features")
@@ -424,13 +424,13 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         procs.append(serving)
         _wait_ready(admin_port, serving, log)
         target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
-        echo_pid, serving_pid = procs[0].pid, serving.pid
+        echo_pid, serving_pid = echo_proc.pid, serving.pid
         c1 = await latency(
             {
                 "echo": (echo, echo_pid),
-                "echo_uvloop": (f"127.0.0.1:{uv_echo_port}", procs[1].pid),
-                "relay": (f"127.0.0.1:{relay_port}", procs[3].pid),
-                "fetch_relay": (f"127.0.0.1:{fetch_port}", procs[4].pid),
+                "echo_uvloop": (f"127.0.0.1:{uv_echo_port}", uv_echo.pid),
+                "relay": (f"127.0.0.1:{relay_port}", relay.pid),
+                "fetch_relay": (f"127.0.0.1:{fetch_port}", fetch_relay.pid),
                 "predict": (target, serving_pid),
             },
             args.requests,
@@ -455,12 +455,14 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
                 p.kill()
                 p.wait()
         out.close()
+        shutil.rmtree(artifacts, ignore_errors=True)
     ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
     fetch_only = c1["fetch_relay"]["p50_ms"]
     return {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),
-        "setup": "serving, the features service with redis-server, a registry peer, the echo, "
+        "setup": "serving, the features service with redis-server, the registry service "
+        f"(champion v{champion}), the echo, "
         "Kafka and this client each in their own process on loopback; Predict fetches 9 "
         "online features per request from the features service (GetOnlineFeatures, Redis)",
         "echo_c1": echo_c1,
@@ -489,7 +491,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--role",
-        choices=["bench", "echo", "echo-uvloop", "relay", "fetch-relay", "registry"],
+        choices=["bench", "echo", "echo-uvloop", "relay", "fetch-relay"],
         default="bench",
     )
     parser.add_argument("--port2", type=int, default=0)
@@ -508,9 +510,6 @@ def main() -> None:
         return
     if args.role == "fetch-relay":
         asyncio.run(run_fetch_relay(args.port, args.port2))
-        return
-    if args.role == "registry":
-        asyncio.run(run_registry(args.port))
         return
     from local_platform import local_platform
 
