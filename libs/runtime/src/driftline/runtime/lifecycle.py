@@ -29,12 +29,11 @@ LATENCY_GC_THRESHOLDS = (20_000, 20, 100)
 A young collection walks every container allocated since the last one that is
 still alive, and grpc.aio's server leaves a reference cycle behind per call (the
 closure scope of its method-handler lookup with its call details and metadata:
-five objects, freed only by the collector): at 100,000 a young collection found
-71,262 cyclic objects
-and held the event loop for 101 ms under 1,400 Predicts/s, long enough for
-queued feature reads to miss their 100 ms budget (6-12 failed requests in 10 s).
-At 20,000 no collection took over 10 ms in the same bench, with the same
-throughput."""
+five objects, freed only by the collector). At 100,000 a young collection found
+71,262 cyclic objects and held the event loop for 101 ms under 1,400 Predicts/s,
+long enough for queued feature reads to miss their 100 ms budget (6-12 failed
+requests in 10 s). At 20,000 no collection took over 10 ms in the same bench,
+with the same throughput."""
 
 EXIT_DEPENDENCY = 3
 """Exit status when a dependency (Kafka, Redis, a peer service) stayed unreachable."""

@@ -35,7 +35,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     await wait_for_kafka(settings.kafka)
     await provision_topics(settings.kafka)
     health.set("kafka", True)
-    redis = Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db)
+    redis = Redis.from_url(settings.redis.url)
     try:
         await wait_for_redis(redis.ping, settings.redis)
     except UnavailableError:
