@@ -371,6 +371,8 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
         await features_log.stop()
         await predictions_log.stop()
 
+    LOOKUP = "driftline.v1.FeatureStore/StreamOnlineFeatures"  # serving reads on a stream
+
     def server_span(service: str, name: str) -> ReceivedSpan | None:
         found = [
             s
@@ -385,7 +387,7 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
             server_span("ingestion", "POST /v1/events") is not None
             and receiver.one(trace_id, "features", f"{EVENTS_VALID.name} process") is not None
             and server_span("serving", "driftline.v1.Predictor/Predict") is not None
-            and server_span("features", "driftline.v1.FeatureStore/GetOnlineFeatures") is not None
+            and server_span("features", LOOKUP) is not None
         )
 
     await _wait(all_spans_arrived, 60, f"the spans of trace {trace_id}", stack)
@@ -393,7 +395,7 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
     ingest = server_span("ingestion", "POST /v1/events")
     process = receiver.one(trace_id, "features", f"{EVENTS_VALID.name} process")
     predict = server_span("serving", "driftline.v1.Predictor/Predict")
-    lookup = server_span("features", "driftline.v1.FeatureStore/GetOnlineFeatures")
+    lookup = server_span("features", LOOKUP)
     assert ingest and process and predict and lookup
     by_id = {s.span_id: s for s in receiver.in_trace(trace_id)}
 
@@ -423,8 +425,11 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
     assert predict.attribute("rpc.system") == "grpc"
     assert predict.attribute("rpc.service") == "driftline.v1.Predictor"
     assert predict.attribute("rpc.method") == "Predict"
-    # … the feature store's lookup is its child, and the prediction record carries it.
+    # … the feature store's lookup (a read on serving's feature stream, which
+    # carries the read's trace context in the message) is its child, and the
+    # prediction record carries it.
     assert lookup.parent_id == predict.span_id
+    assert lookup.attribute("rpc.method") == "StreamOnlineFeatures"
     assert traceparent_of(prediction_record.headers) == f"00-{trace_id}-{predict.span_id}-01"
 
     services = {s.service for s in receiver.in_trace(trace_id)}

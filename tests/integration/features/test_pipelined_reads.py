@@ -181,3 +181,66 @@ async def test_reads_survive_a_flushed_script_cache(redis_server: Any) -> None:
     finally:
         await store.close()
         await admin.aclose()
+
+
+async def test_stream_reads_answer_as_calls_do_and_a_failed_read_fails_alone(
+    redis_server: Any,
+) -> None:
+    store = RedisOnlineStore(redis_server.url)
+    now_us = int(time.time() * 1e6)
+    await store.write(
+        "reads",
+        [EntityWrite("s1", {"f": (2.5, now_us - 1000), "s": ("x", now_us)})],
+    )
+    lookup = OnlineFeatureLookup(FeatureSetCatalog([SPEC]), store)
+    server, port = await start_grpc_server(lookup, FeaturesMetrics(), "127.0.0.1", 0)
+    good = feature_store_pb2.GetOnlineFeaturesRequest(
+        featureset="reads", entity_ids=["s1", "nobody"], feature_names=["f", "s", "i"]
+    )
+    reads = {
+        7: good,
+        8: feature_store_pb2.GetOnlineFeaturesRequest(featureset="other", entity_ids=["s1"]),
+        9: feature_store_pb2.GetOnlineFeaturesRequest(
+            featureset="reads", entity_ids=["s1"], feature_names=["f", "bogus"]
+        ),
+        2**40: good,
+    }
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+            unary = await stub.GetOnlineFeatures(good, timeout=5)
+            call = stub.StreamOnlineFeatures()
+            for read_id, request in reads.items():
+                await call.write(
+                    feature_store_pb2.OnlineFeaturesRead(
+                        id=read_id, request=request, timeout_ms=5000
+                    )
+                )
+            await call.done_writing()
+            # Half-closed: every read sent is answered, then the stream ends OK.
+            results = {}
+            async for result in call:
+                results[result.id] = result
+            assert await call.code() == grpc.StatusCode.OK
+    finally:
+        await server.stop(None)
+        await store.close()
+
+    assert set(results) == set(reads)
+    for read_id in (7, 2**40):
+        assert results[read_id].code == 0
+        answer = results[read_id].response
+        # The same answer as the call, but for the read time the ages are counted from.
+        assert answer.read_at.ToNanoseconds() >= unary.read_at.ToNanoseconds()
+        answer.ClearField("read_at")
+        unary.ClearField("read_at")
+        for entity in (*answer.entities, *unary.entities):
+            for fv in entity.features:
+                fv.ClearField("age_ms")
+        assert answer == unary
+        assert answer.entities[0].features[0].value.double_value == 2.5
+    assert results[8].code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "feature set 'other' is not served" in results[8].message
+    assert not results[8].HasField("response")
+    assert results[9].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "'bogus'" in results[9].message

@@ -26,6 +26,7 @@ from river.datasets import synth
 from driftline.artifacts import digest, dump_model, sign
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.contracts.topics import MODELS
+from driftline.features.grpc_server import add_servicer, answer_read_stream
 from driftline.infra import free_port
 from driftline.kafkaio import make_producer, send_model
 from driftline.serving.service import serve
@@ -148,12 +149,30 @@ class StandInRegistry(registry_pb2_grpc.RegistryServicer):
 
 
 class StandInFeatureStore(feature_store_pb2_grpc.FeatureStoreServicer):
-    """The loans feature set with online values per entity (MISSING when not stored)."""
+    """The loans feature set with online values per entity (MISSING when not stored).
+
+    Reads come as GetOnlineFeatures calls or on StreamOnlineFeatures, which is
+    served by the features service's own stream handler. Add it to a server
+    with :func:`add_feature_store`.
+    """
 
     def __init__(self) -> None:
         self.values: dict[str, dict[str, Any]] = {}
+        self.streams = 0
+        """StreamOnlineFeatures streams opened."""
 
     async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
+        return self._response(request)
+
+    async def StreamOnlineFeatures(self, request_iterator: Any, context: Any) -> None:
+        self.streams += 1
+
+        async def read(one: Any) -> bytes:
+            return bytes(self._response(one.request).SerializeToString())
+
+        await answer_read_stream(request_iterator, context, read)
+
+    def _response(self, request: Any) -> Any:
         names = list(request.feature_names) or list(LOAN_TYPES)
         response = feature_store_pb2.GetOnlineFeaturesResponse(
             featureset="loans", featureset_version=1, feature_names=names
@@ -214,6 +233,11 @@ class ServingStack:
             await producer.stop()
 
 
+def add_feature_store(servicer: Any, server: grpc.aio.Server) -> None:
+    """Serve a FeatureStore servicer whose stream answers bytes (as the features service does)."""
+    add_servicer(servicer, server)
+
+
 async def _start_server(servicer: Any, add: Any) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     add(servicer, server)
@@ -246,9 +270,7 @@ async def serving_stack(platform_settings: PlatformSettings) -> AsyncIterator[Se
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(
-        features, feature_store_pb2_grpc.add_FeatureStoreServicer_to_server
-    )
+    fs_server, fs_port = await _start_server(features, add_feature_store)
     grpc_port, admin_port = free_port(), free_port()
     settings = platform_settings.model_copy(
         update={

@@ -1,15 +1,20 @@
-"""The FeatureStore client over a real gRPC socket: concurrent reads share calls."""
+"""The FeatureStore client over a real gRPC socket: reads on one stream, or calls; coalescing."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
-from driftline.contracts.errors import NotFoundError
+from driftline.contracts.errors import DeadlineExceededError, NotFoundError, UnavailableError
+from driftline.features.grpc_server import ReadFailed, add_servicer, answer_read_stream
+from driftline.infra import free_port
 from driftline.serving.feature_source import GrpcFeatureSource
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
@@ -19,50 +24,92 @@ NAMES = ["salary", "age"]
 
 
 class Store(feature_store_pb2_grpc.FeatureStoreServicer):
-    """Answers every entity ``e-<i>`` with salary ``i * 10.0`` and age ``i``, slowly."""
+    """Answers every entity ``e-<i>`` with salary ``i * 10.0`` and age ``i``, slowly.
+
+    An entity ``slow-<i>`` takes a second. Reads come as calls or on the stream.
+    """
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.streams = 0
+        self.trace_contexts: list[dict[str, str]] = []
 
     async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
+        try:
+            return await self._answer(request)
+        except ReadFailed as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+
+    async def StreamOnlineFeatures(self, request_iterator: Any, context: Any) -> None:
+        self.streams += 1
+
+        async def read(one: Any) -> bytes:
+            self.trace_contexts.append(dict(one.trace_context))
+            return bytes((await self._answer(one.request)).SerializeToString())
+
+        await answer_read_stream(request_iterator, context, read)
+
+    async def _answer(self, request: Any) -> Any:
         self.calls.append(list(request.entity_ids))
         if request.featureset != "loans":
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no feature set {request.featureset}")
-        await asyncio.sleep(0.05)  # a read in flight while others arrive
+            raise ReadFailed("NOT_FOUND", f"no feature set {request.featureset}")
+        slow = any(e.startswith("slow-") for e in request.entity_ids)
+        await asyncio.sleep(1.0 if slow else 0.05)  # a read in flight while others arrive
         response = feature_store_pb2.GetOnlineFeaturesResponse(
             featureset="loans", feature_names=request.feature_names
         )
         for e in request.entity_ids:
             i = int(e.split("-")[1])
             entity = response.entities.add(entity_id=e)
-            entity.features.add(
-                name="salary",
-                value=common_pb2.Value(double_value=i * 10.0),
-                status=common_pb2.FEATURE_STATUS_PRESENT,
-                age_ms=i,
-            )
-            entity.features.add(
-                name="age",
-                value=common_pb2.Value(int64_value=i),
-                status=common_pb2.FEATURE_STATUS_PRESENT,
-                age_ms=i,
-            )
+            for name in request.feature_names:
+                value = (
+                    common_pb2.Value(double_value=i * 10.0)
+                    if name == "salary"
+                    else common_pb2.Value(int64_value=i)
+                )
+                entity.features.add(
+                    name=name, value=value, status=common_pb2.FEATURE_STATUS_PRESENT, age_ms=i
+                )
         return response
 
 
-@pytest.fixture
-async def store() -> AsyncIterator[tuple[Store, GrpcFeatureSource]]:
-    servicer = Store()
+async def _serve(servicer: Store, port: int = 0, *, stream: bool = True) -> tuple[Any, int]:
     server = grpc.aio.server()
-    feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if stream:
+        add_servicer(servicer, server)
+    else:  # a feature store from before StreamOnlineFeatures
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "driftline.v1.FeatureStore",
+                    {
+                        "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
+                            servicer.GetOnlineFeatures,
+                            request_deserializer=feature_store_pb2.GetOnlineFeaturesRequest.FromString,
+                            response_serializer=feature_store_pb2.GetOnlineFeaturesResponse.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    return server, bound
+
+
+@pytest.fixture(params=["stream", "unary"])
+async def store(request: Any) -> AsyncIterator[tuple[Store, GrpcFeatureSource]]:
+    servicer = Store()
+    server, port = await _serve(servicer)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    source = GrpcFeatureSource(channel, f"127.0.0.1:{port}", stream=request.param == "stream")
     try:
-        yield servicer, GrpcFeatureSource(channel, f"127.0.0.1:{port}")
+        yield servicer, source
     finally:
+        await source.close()
         await channel.close()
         await server.stop(0)
+    assert servicer.streams == (1 if request.param == "stream" else 0)
 
 
 async def test_concurrent_reads_coalesce_and_each_caller_gets_its_rows(
@@ -95,6 +142,94 @@ async def test_a_failed_coalesced_read_fails_every_caller(
         return_exceptions=True,
     )
     assert all(isinstance(r, NotFoundError) and "nope" in r.message for r in results)
-    # The source is still usable afterwards.
+    # The source is still usable afterwards (on the same stream: see the fixture).
     [row] = await source.online("loans", ["e-7"], NAMES, 5.0)
     assert row["salary"].value == 70.0
+
+
+async def test_a_late_read_fails_alone_while_the_stream_answers_others(
+    store: tuple[Store, GrpcFeatureSource],
+) -> None:
+    servicer, source = store
+    slow = asyncio.ensure_future(source.online("loans", ["slow-1"], NAMES, 0.2))
+    await asyncio.sleep(0.02)
+    # Other feature names: not coalesced with the slow read, sent beside it, and
+    # answered before it.
+    [row] = await source.online("loans", ["e-3"], ["age"], 5.0)
+    assert not slow.done()
+    assert row["age"].value == 3
+    with pytest.raises(DeadlineExceededError, match="did not answer within 200 ms"):
+        await slow
+    # The late answer arrives after its reader gave up; the stream goes on.
+    await asyncio.sleep(1.0)
+    [row] = await source.online("loans", ["e-4"], NAMES, 5.0)
+    assert row["salary"].value == 40.0
+    assert servicer.calls == [["slow-1"], ["e-3"], ["e-4"]]
+
+
+async def test_a_read_on_the_stream_carries_its_trace_context() -> None:
+    servicer = Store()
+    server, port = await _serve(servicer)
+    provider = TracerProvider()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            source = GrpcFeatureSource(channel, f"127.0.0.1:{port}")
+            with provider.get_tracer("test").start_as_current_span("predict") as span:
+                await source.online("loans", ["e-1"], NAMES, 5.0)
+            await source.online("loans", ["e-2"], NAMES, 5.0)  # outside any trace
+            await source.close()
+    finally:
+        await server.stop(0)
+    ctx = span.get_span_context()
+    assert servicer.trace_contexts[0]["traceparent"].startswith(
+        f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-"
+    )
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert servicer.trace_contexts[1] == {}
+
+
+async def test_a_store_without_the_stream_is_read_with_calls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servicer = Store()
+    server, port = await _serve(servicer, stream=False)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            source = GrpcFeatureSource(channel, f"127.0.0.1:{port}")
+            with caplog.at_level(logging.WARNING):
+                rows = [await source.online("loans", [f"e-{i}"], NAMES, 5.0) for i in range(3)]
+    finally:
+        await server.stop(0)
+    assert [r[0]["age"].value for r in rows] == [0, 1, 2]
+    assert servicer.calls == [["e-0"], ["e-1"], ["e-2"]]
+    assert servicer.streams == 0
+    warned = [r.getMessage() for r in caplog.records if "StreamOnlineFeatures" in r.getMessage()]
+    assert len(warned) == 1 and "GetOnlineFeatures calls instead" in warned[0]
+
+
+async def test_the_stream_reopens_after_the_store_restarts() -> None:
+    port = free_port()
+    first = Store()
+    server, _ = await _serve(first, port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        source = GrpcFeatureSource(channel, f"127.0.0.1:{port}")
+        try:
+            [row] = await source.online("loans", ["e-1"], NAMES, 5.0)
+            assert row["age"].value == 1
+            await server.stop(0)
+            with pytest.raises(UnavailableError, match=f"feature store at 127.0.0.1:{port}"):
+                await source.online("loans", ["e-2"], NAMES, 5.0)
+            second = Store()
+            server, _ = await _serve(second, port)
+            # The channel reconnects with backoff: reads fail UNAVAILABLE until it has.
+            for _ in range(200):
+                try:
+                    [row] = await source.online("loans", ["e-3"], NAMES, 5.0)
+                    break
+                except UnavailableError:
+                    await asyncio.sleep(0.05)
+            assert row["age"].value == 3
+            assert second.streams == 1 and second.calls == [["e-3"]]
+        finally:
+            await source.close()
+            await server.stop(0)

@@ -181,6 +181,101 @@ class GetOnlineFeaturesResponse(_message.Message):
 Global___GetOnlineFeaturesResponse: _TypeAlias = GetOnlineFeaturesResponse  # noqa: Y015
 
 @_typing.final
+class OnlineFeaturesRead(_message.Message):
+    """One read on StreamOnlineFeatures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Chosen by the client, echoed on the result; unique among its open reads."""
+    timeout_ms: _builtins.int
+    """How long the client waits for this read, counted from when it sent it
+    (0: no limit). A read still queued when its time is up is not made: it
+    answers DEADLINE_EXCEEDED.
+    """
+    @_builtins.property
+    def request(self) -> Global___GetOnlineFeaturesRequest: ...
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The read's W3C trace context ("traceparent", "tracestate"): what call
+        metadata carries for GetOnlineFeatures.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        request: Global___GetOnlineFeaturesRequest | None = ...,
+        timeout_ms: _builtins.int = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request", b"request", "timeout_ms", b"timeout_ms", "trace_context", b"trace_context"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OnlineFeaturesRead: _TypeAlias = OnlineFeaturesRead  # noqa: Y015
+
+@_typing.final
+class OnlineFeaturesResult(_message.Message):
+    """The answer to one OnlineFeaturesRead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    code: _builtins.int
+    """The read's gRPC status code (0 OK) and, when it failed, why."""
+    message: _builtins.str
+    @_builtins.property
+    def response(self) -> Global___GetOnlineFeaturesResponse:
+        """Set when code is 0."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        response: Global___GetOnlineFeaturesResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "message", b"message", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OnlineFeaturesResult: _TypeAlias = OnlineFeaturesResult  # noqa: Y015
+
+@_typing.final
 class ListFeatureSetsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

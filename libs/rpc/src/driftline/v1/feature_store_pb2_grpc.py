@@ -39,6 +39,11 @@ class FeatureStoreStub:
                 request_serializer=driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesRequest.SerializeToString,
                 response_deserializer=driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesResponse.FromString,
                 _registered_method=True)
+        self.StreamOnlineFeatures = channel.stream_stream(
+                '/driftline.v1.FeatureStore/StreamOnlineFeatures',
+                request_serializer=driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesRead.SerializeToString,
+                response_deserializer=driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesResult.FromString,
+                _registered_method=True)
         self.ListFeatureSets = channel.unary_unary(
                 '/driftline.v1.FeatureStore/ListFeatureSets',
                 request_serializer=driftline_dot_v1_dot_feature__store__pb2.ListFeatureSetsRequest.SerializeToString,
@@ -59,6 +64,19 @@ class FeatureStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamOnlineFeatures(self, request_iterator, context):
+        """GetOnlineFeatures for a client that reads all the time (serving): many
+        reads over one long-lived stream, one message each way per read, instead
+        of one call per read. Each read carries its own id, deadline and trace
+        context; results come back as reads complete (not necessarily in order),
+        matched by id. A read that fails answers its own status (the codes of
+        GetOnlineFeatures) and the stream goes on; the stream ends when the client
+        half-closes it, once every read sent has been answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListFeatureSets(self, request, context):
         """The registered feature sets and their features.
         """
@@ -73,6 +91,11 @@ def add_FeatureStoreServicer_to_server(servicer, server):
                     servicer.GetOnlineFeatures,
                     request_deserializer=driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesRequest.FromString,
                     response_serializer=driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesResponse.SerializeToString,
+            ),
+            'StreamOnlineFeatures': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamOnlineFeatures,
+                    request_deserializer=driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesRead.FromString,
+                    response_serializer=driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesResult.SerializeToString,
             ),
             'ListFeatureSets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFeatureSets,
@@ -107,6 +130,33 @@ class FeatureStore:
             '/driftline.v1.FeatureStore/GetOnlineFeatures',
             driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesRequest.SerializeToString,
             driftline_dot_v1_dot_feature__store__pb2.GetOnlineFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamOnlineFeatures(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/driftline.v1.FeatureStore/StreamOnlineFeatures',
+            driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesRead.SerializeToString,
+            driftline_dot_v1_dot_feature__store__pb2.OnlineFeaturesResult.FromString,
             options,
             channel_credentials,
             insecure,

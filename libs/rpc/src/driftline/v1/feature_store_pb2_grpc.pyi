@@ -37,6 +37,15 @@ class FeatureStoreStub:
     Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
     name, no entity ids, too many entity ids).
     """
+    StreamOnlineFeatures: _grpc.StreamStreamMultiCallable[_feature_store_pb2.OnlineFeaturesRead, _feature_store_pb2.OnlineFeaturesResult]
+    """GetOnlineFeatures for a client that reads all the time (serving): many
+    reads over one long-lived stream, one message each way per read, instead
+    of one call per read. Each read carries its own id, deadline and trace
+    context; results come back as reads complete (not necessarily in order),
+    matched by id. A read that fails answers its own status (the codes of
+    GetOnlineFeatures) and the stream goes on; the stream ends when the client
+    half-closes it, once every read sent has been answered.
+    """
     ListFeatureSets: _grpc.UnaryUnaryMultiCallable[_feature_store_pb2.ListFeatureSetsRequest, _feature_store_pb2.ListFeatureSetsResponse]
     """The registered feature sets and their features."""
 
@@ -48,6 +57,15 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
     enforced on read: values older than the feature set's TTL come back STALE.
     Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
     name, no entity ids, too many entity ids).
+    """
+    StreamOnlineFeatures: _aio.StreamStreamMultiCallable[_feature_store_pb2.OnlineFeaturesRead, _feature_store_pb2.OnlineFeaturesResult]  # type: ignore[assignment]
+    """GetOnlineFeatures for a client that reads all the time (serving): many
+    reads over one long-lived stream, one message each way per read, instead
+    of one call per read. Each read carries its own id, deadline and trace
+    context; results come back as reads complete (not necessarily in order),
+    matched by id. A read that fails answers its own status (the codes of
+    GetOnlineFeatures) and the stream goes on; the stream ends when the client
+    half-closes it, once every read sent has been answered.
     """
     ListFeatureSets: _aio.UnaryUnaryMultiCallable[_feature_store_pb2.ListFeatureSetsRequest, _feature_store_pb2.ListFeatureSetsResponse]  # type: ignore[assignment]
     """The registered feature sets and their features."""
@@ -63,6 +81,21 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         enforced on read: values older than the feature set's TTL come back STALE.
         Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
         name, no entity ids, too many entity ids).
+        """
+
+    @_abc_1.abstractmethod
+    def StreamOnlineFeatures(
+        self,
+        request_iterator: _MaybeAsyncIterator[_feature_store_pb2.OnlineFeaturesRead],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_feature_store_pb2.OnlineFeaturesResult], _abc.AsyncIterator[_feature_store_pb2.OnlineFeaturesResult]]:
+        """GetOnlineFeatures for a client that reads all the time (serving): many
+        reads over one long-lived stream, one message each way per read, instead
+        of one call per read. Each read carries its own id, deadline and trace
+        context; results come back as reads complete (not necessarily in order),
+        matched by id. A read that fails answers its own status (the codes of
+        GetOnlineFeatures) and the stream goes on; the stream ends when the client
+        half-closes it, once every read sent has been answered.
         """
 
     @_abc_1.abstractmethod

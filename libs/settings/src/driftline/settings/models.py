@@ -226,7 +226,12 @@ class ServingSettings(_ServiceSection):
     signing_key: str | None = None
     """HMAC key artifacts are verified with; unset uses ``registry.signing_key``."""
     feature_timeout_ms: float = Field(default=100.0, gt=0)
-    """Deadline of one ``GetOnlineFeatures`` call (shortened to the caller's own deadline)."""
+    """Deadline of one feature read (shortened to the caller's own deadline)."""
+    feature_reads: Literal["stream", "unary"] = "stream"
+    """How feature reads travel: ``stream`` sends them all over one long-lived
+    ``StreamOnlineFeatures`` stream, one message each way per read; ``unary`` makes
+    one ``GetOnlineFeatures`` call per read. A feature store without the stream is
+    read unary."""
     feature_policy: Literal["impute", "fail"] = "impute"
     """Missing or stale online features: ``impute`` leaves them out of the model's input
     (River models handle absent keys); ``fail`` answers FAILED_PRECONDITION naming them."""

@@ -7,19 +7,22 @@ bad request → INVALID_ARGUMENT, Redis unreachable → UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
 from driftline.contracts.errors import DriftlineError
 from driftline.features.lookup import OnlineFeatureLookup
-from driftline.features.wire import encode_response
+from driftline.features.wire import encode_failure, encode_response, encode_result
 from driftline.telemetry import (
     Children,
     ServiceMetrics,
@@ -28,15 +31,22 @@ from driftline.telemetry import (
 )
 from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
-__all__ = ["FeatureStoreServicer", "start_grpc_server"]
+__all__ = [
+    "FeatureStoreServicer",
+    "ReadFailed",
+    "add_servicer",
+    "answer_read_stream",
+    "start_grpc_server",
+]
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.features")
 
 SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
-_SPAN_NAME = f"{SERVICE_NAME}/GetOnlineFeatures"
-_SPAN_ATTRIBUTES = rpc_attributes(SERVICE_NAME, "GetOnlineFeatures")
+_READS = ("GetOnlineFeatures", "StreamOnlineFeatures")
+_SPAN_NAMES = {m: f"{SERVICE_NAME}/{m}" for m in _READS}
+_SPAN_ATTRIBUTES = {m: rpc_attributes(SERVICE_NAME, m) for m in _READS}
 _TYPES = {
     "float": feature_store_pb2.FEATURE_TYPE_DOUBLE,
     "int": feature_store_pb2.FEATURE_TYPE_INT64,
@@ -55,12 +65,19 @@ def _serialize_response(response: bytes | feature_store_pb2.GetOnlineFeaturesRes
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
-def add_servicer(servicer: FeatureStoreServicer, server: grpc.aio.Server) -> None:
-    """``add_FeatureStoreServicer_to_server``, except that GetOnlineFeatures answers bytes."""
+def add_servicer(
+    servicer: feature_store_pb2_grpc.FeatureStoreServicer, server: grpc.aio.Server
+) -> None:
+    """``add_FeatureStoreServicer_to_server``, except that the reads may answer bytes."""
     handlers = {
         "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
             servicer.GetOnlineFeatures,
             request_deserializer=feature_store_pb2.GetOnlineFeaturesRequest.FromString,
+            response_serializer=_serialize_response,
+        ),
+        "StreamOnlineFeatures": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamOnlineFeatures,
+            request_deserializer=feature_store_pb2.OnlineFeaturesRead.FromString,
             response_serializer=_serialize_response,
         ),
         "ListFeatureSets": grpc.unary_unary_rpc_method_handler(
@@ -75,6 +92,62 @@ def add_servicer(servicer: FeatureStoreServicer, server: grpc.aio.Server) -> Non
     server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
+class ReadFailed(Exception):
+    """A read that is answered with a gRPC status instead of features."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def answer_read_stream(
+    request_iterator: AsyncIterator[feature_store_pb2.OnlineFeaturesRead],
+    context: grpc.aio.ServicerContext[feature_store_pb2.OnlineFeaturesRead, bytes],
+    read: Callable[[feature_store_pb2.OnlineFeaturesRead], Awaitable[bytes]],
+) -> None:
+    """Serve one ``StreamOnlineFeatures`` stream with ``read`` (one read -> response bytes).
+
+    Each read runs in its own task, so a slow one holds up no other, and is
+    answered as it completes; a read that fails (:class:`ReadFailed`, or any
+    error) answers its own status and the stream goes on. The answers are
+    written one at a time (a stream takes one write at once). When the client
+    half-closes, the reads it sent are answered before the stream ends.
+    """
+    loop = asyncio.get_running_loop()
+    writing = asyncio.Lock()
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(one: feature_store_pb2.OnlineFeaturesRead, received: float) -> None:
+        try:
+            if one.timeout_ms and (loop.time() - received) * 1000 >= one.timeout_ms:
+                raise ReadFailed(
+                    "DEADLINE_EXCEEDED",
+                    f"the read waited out its {one.timeout_ms} ms before it could start",
+                )
+            out = encode_result(one.id, await read(one))
+        except ReadFailed as exc:
+            out = encode_failure(one.id, exc.code, exc.message)
+        except Exception as exc:  # never end the stream over one read
+            log.exception("stream read %d failed", one.id)
+            out = encode_failure(
+                one.id, "INTERNAL", f"the read failed ({type(exc).__name__}: {exc})"
+            )
+        async with writing:
+            await context.write(out)
+
+    try:
+        async for one in request_iterator:
+            task = asyncio.ensure_future(answer(one, loop.time()))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+        if answering:
+            await asyncio.gather(*answering)
+    finally:
+        for task in answering:
+            task.cancel()
+
+
 class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
     """Parses requests, calls the lookup, formats responses."""
 
@@ -82,6 +155,39 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
         self.lookup = lookup
         self.metrics = metrics
         self._latency = Children(metrics.request_latency)
+
+    async def _read(
+        self,
+        request: feature_store_pb2.GetOnlineFeaturesRequest,
+        parent: otel_context.Context | None,
+        method: str,
+    ) -> bytes:
+        """One lookup in its own server span: the encoded response, or :class:`ReadFailed`."""
+        started = time.perf_counter()
+        code = "OK"
+        # Continues the caller's trace (serving sends its traceparent).
+        with tracer.start_as_current_span(
+            _SPAN_NAMES[method],
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes=_SPAN_ATTRIBUTES[method],
+        ) as span:
+            try:
+                result = await self.lookup.get(
+                    request.featureset, list(request.entity_ids), list(request.feature_names)
+                )
+            except DriftlineError as exc:
+                code = exc.grpc_code
+                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+                raise ReadFailed(code, exc.message) from None
+            except RedisError as exc:
+                code = "UNAVAILABLE"
+                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.UNAVAILABLE.value[0])
+                log.warning("online store read failed: %s", exc)
+                raise ReadFailed(code, f"the online store is unreachable: {exc}") from None
+            finally:
+                self._latency(method, code).observe(time.perf_counter() - started)
+        return encode_response(result)
 
     async def GetOnlineFeatures(  # type: ignore[override]  # bytes: see _serialize_response
         self,
@@ -91,33 +197,23 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
             feature_store_pb2.GetOnlineFeaturesResponse,
         ],
     ) -> bytes:
-        started = time.perf_counter()
-        code = "OK"
-        # Continues the caller's trace (serving sends its traceparent in the metadata).
-        with tracer.start_as_current_span(
-            _SPAN_NAME,
-            context=context_from_metadata(context.invocation_metadata()),
-            kind=trace.SpanKind.SERVER,
-            attributes=_SPAN_ATTRIBUTES,
-        ) as span:
-            try:
-                result = await self.lookup.get(
-                    request.featureset, list(request.entity_ids), list(request.feature_names)
-                )
-            except DriftlineError as exc:
-                code = exc.grpc_code
-                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
-                await context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
-            except RedisError as exc:
-                code = "UNAVAILABLE"
-                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.UNAVAILABLE.value[0])
-                log.warning("online store read failed: %s", exc)
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE, f"the online store is unreachable: {exc}"
-                )
-            finally:
-                self._latency("GetOnlineFeatures", code).observe(time.perf_counter() - started)
-        return encode_response(result)
+        parent = context_from_metadata(context.invocation_metadata())
+        try:
+            return await self._read(request, parent, "GetOnlineFeatures")
+        except ReadFailed as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+            raise  # abort raises; this line only satisfies the type checker
+
+    async def StreamOnlineFeatures(  # type: ignore[override]  # bytes: see add_servicer
+        self,
+        request_iterator: AsyncIterator[feature_store_pb2.OnlineFeaturesRead],
+        context: grpc.aio.ServicerContext[feature_store_pb2.OnlineFeaturesRead, bytes],
+    ) -> None:
+        async def read(one: feature_store_pb2.OnlineFeaturesRead) -> bytes:
+            parent = context_from_metadata(one.trace_context.items())
+            return await self._read(one.request, parent, "StreamOnlineFeatures")
+
+        await answer_read_stream(request_iterator, context, read)
 
     async def ListFeatureSets(
         self,

@@ -20,11 +20,13 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
+
 from driftline.features.lookup import LookupResult
 from driftline.features.online_store import FeatureRead, FeatureStatus
 from driftline.v1 import common_pb2, feature_store_pb2
 
-__all__ = ["encode_entities", "encode_response", "varint"]
+__all__ = ["encode_entities", "encode_failure", "encode_response", "encode_result", "varint"]
 
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 _pack_double = struct.Struct("<d").pack
@@ -178,3 +180,21 @@ def encode_response(result: LookupResult) -> bytes:
         + _len_prefixed(b"\x2a", _timestamp(read_at_us))  # read_at (5, LEN)
         + encode_entities(result.names, result.entity_ids, result.rows, read_at_us)
     )
+
+
+# OnlineFeaturesResult: id (1, VARINT), code (2, VARINT), message (3, LEN),
+# response (4, LEN).
+_CODES = {code.name: code.value[0] for code in grpc.StatusCode}
+
+
+def encode_result(read_id: int, response: bytes) -> bytes:
+    """The OnlineFeaturesResult of a read answered with ``response`` (GetOnlineFeaturesResponse
+    bytes, as :func:`encode_response` makes them)."""
+    return b"\x08" + varint(read_id) + _len_prefixed(b"\x22", response)
+
+
+def encode_failure(read_id: int, code: str, message: str) -> bytes:
+    """The OnlineFeaturesResult of a read that failed with gRPC status ``code`` (its name)."""
+    return feature_store_pb2.OnlineFeaturesResult(
+        id=read_id, code=_CODES[code], message=message
+    ).SerializeToString()

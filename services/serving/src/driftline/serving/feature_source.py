@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -33,6 +35,8 @@ __all__ = [
     "OnlineValue",
     "value_from_pb",
 ]
+
+log = logging.getLogger(__name__)
 
 FeatureStatusName = Literal["PRESENT", "MISSING", "STALE"]
 
@@ -133,9 +137,12 @@ class GrpcFeatureSource(FeatureSource):
         *,
         max_in_flight: int = 1,
         max_coalesced: int = 1000,
+        stream: bool = True,
     ) -> None:
         self._stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
         self._target = target
+        self._use_stream = stream
+        self._stream: _ReadStream | None = None
         self._types: dict[str, dict[str, FeatureDatatype]] = {}
         self._max_in_flight = max_in_flight
         self._max_coalesced = max_coalesced
@@ -233,12 +240,17 @@ class GrpcFeatureSource(FeatureSource):
         request = feature_store_pb2.GetOnlineFeaturesRequest(
             featureset=featureset, entity_ids=entity_ids, feature_names=feature_names
         )
-        try:
-            response = await self._stub.GetOnlineFeatures(
-                request, timeout=timeout_s, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc, featureset, timeout_s) from exc
+        if self._use_stream:
+            response = await self._stream_read(request, timeout_s, metadata)
+        else:
+            response = None
+        if response is None:
+            try:
+                response = await self._stub.GetOnlineFeatures(
+                    request, timeout=timeout_s, metadata=metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise self._translate(exc.code(), exc.details(), featureset, timeout_s) from exc
         out: list[dict[str, OnlineValue]] = []
         status_of = _STATUS.get
         present = common_pb2.FEATURE_STATUS_PRESENT
@@ -263,6 +275,45 @@ class GrpcFeatureSource(FeatureSource):
             )
         return out
 
+    async def _stream_read(
+        self,
+        request: feature_store_pb2.GetOnlineFeaturesRequest,
+        timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> feature_store_pb2.GetOnlineFeaturesResponse | None:
+        """The read over the shared stream; None when the store has no stream (read unary)."""
+        stream = self._stream
+        if stream is None or stream.broken is not None:
+            stream = self._stream = _ReadStream(self._stub)
+        try:
+            result = await stream.read(request, timeout_s, metadata)
+        except _StreamBroken as exc:
+            if self._stream is stream:
+                self._stream = None
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+                log.warning(
+                    "feature store at %s has no StreamOnlineFeatures; reading with "
+                    "GetOnlineFeatures calls instead",
+                    self._target,
+                )
+                self._use_stream = False
+                return None
+            raise self._translate(exc.code, exc.details, request.featureset, timeout_s) from None
+        except _ReadTimedOut:
+            raise DeadlineExceededError(
+                f"feature store at {self._target} did not answer within {timeout_s * 1000:.0f} ms"
+            ) from None
+        if result.code:
+            code = _CODES.get(result.code, grpc.StatusCode.UNKNOWN)
+            raise self._translate(code, result.message, request.featureset, timeout_s)
+        return result.response
+
+    async def close(self) -> None:
+        """End the read stream (reads in flight fail UNAVAILABLE); the channel stays open."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
     async def feature_types(self, featureset: str) -> dict[str, FeatureDatatype]:
         if featureset in self._types:
             return self._types[featureset]
@@ -271,15 +322,15 @@ class GrpcFeatureSource(FeatureSource):
                 feature_store_pb2.ListFeatureSetsRequest(), timeout=5.0
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc, featureset, 5.0) from exc
+            raise self._translate(exc.code(), exc.details(), featureset, 5.0) from exc
         for fs in response.featuresets:
             self._types[fs.name] = {f.name: _DATATYPES.get(f.type, "FP64") for f in fs.features}
         return self._types.get(featureset, {})
 
     def _translate(
-        self, exc: grpc.aio.AioRpcError, featureset: str, timeout_s: float
+        self, code: grpc.StatusCode, details: str | None, featureset: str, timeout_s: float
     ) -> DriftlineError:
-        code, detail = exc.code(), exc.details() or ""
+        detail = details or ""
         if code == grpc.StatusCode.NOT_FOUND:
             return NotFoundError(f"feature store: {detail}")
         if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -295,6 +346,126 @@ class GrpcFeatureSource(FeatureSource):
         return UnavailableError(
             f"feature store at {self._target} is unavailable ({code.name}: {detail})"
         )
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
+class _StreamBroken(Exception):
+    """The read stream ended (the store restarted, the channel closed, ...)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class _ReadTimedOut(Exception):
+    """A read on the stream was not answered within its time."""
+
+
+def _time_out(result: asyncio.Future[Any]) -> None:
+    if not result.done():
+        result.set_exception(_ReadTimedOut())
+
+
+class _ReadStream:
+    """One ``StreamOnlineFeatures`` stream that many reads share.
+
+    A read is one message each way: it is queued for the one task that writes
+    (a stream takes one write at a time, and a caller giving up mid-write would
+    cancel the whole stream), and its result is handed over by id by the one
+    task that reads. A read waits for its own time only; its deadline travels
+    with it so that the store skips a read nobody waits for any more. When the
+    stream ends, every read still open on it fails with the stream's status,
+    and the next read opens a new stream.
+    """
+
+    def __init__(self, stub: feature_store_pb2_grpc.FeatureStoreStub) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Any: grpc-stubs types the stub's calls as the synchronous API's.
+        self._call: Any = stub.StreamOnlineFeatures()  # type: ignore[call-arg]
+        self._outbox: asyncio.Queue[feature_store_pb2.OnlineFeaturesRead] = asyncio.Queue()
+        self._open: dict[int, asyncio.Future[feature_store_pb2.OnlineFeaturesResult]] = {}
+        self._next_id = 1
+        self.broken: _StreamBroken | None = None
+        self._writer = asyncio.ensure_future(self._write())
+        self._reader = asyncio.ensure_future(self._read())
+        self._writer.add_done_callback(_retrieved)
+        self._reader.add_done_callback(_retrieved)
+
+    async def read(
+        self,
+        request: feature_store_pb2.GetOnlineFeaturesRequest,
+        timeout_s: float,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> feature_store_pb2.OnlineFeaturesResult:
+        """The result of one read; raises _StreamBroken or _ReadTimedOut."""
+        if self.broken is not None:
+            raise _StreamBroken(self.broken.code, self.broken.details)
+        read_id = self._next_id
+        self._next_id += 1
+        result: asyncio.Future[feature_store_pb2.OnlineFeaturesResult] = self._loop.create_future()
+        self._open[read_id] = result
+        self._outbox.put_nowait(
+            feature_store_pb2.OnlineFeaturesRead(
+                id=read_id,
+                request=request,
+                timeout_ms=max(1, math.ceil(timeout_s * 1000)),
+                trace_context=dict(metadata) if metadata else None,
+            )
+        )
+        timer = self._loop.call_later(timeout_s, _time_out, result)
+        try:
+            return await result
+        finally:
+            timer.cancel()
+            del self._open[read_id]
+
+    async def _write(self) -> None:
+        outbox, call = self._outbox, self._call
+        try:
+            while True:
+                await call.write(await outbox.get())
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            self._break(exc.code(), exc.details() or "")
+        except Exception as exc:  # the call finished under the write (InvalidStateError)
+            self._break(grpc.StatusCode.UNAVAILABLE, f"the read stream ended: {exc}")
+
+    async def _read(self) -> None:
+        call, open_reads = self._call, self._open
+        try:
+            while True:
+                result = await call.read()
+                if result is _EOF:
+                    self._break(grpc.StatusCode.UNAVAILABLE, "the feature store ended the stream")
+                    return
+                waiting = open_reads.get(result.id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(result)
+        except asyncio.CancelledError:
+            self._break(grpc.StatusCode.UNAVAILABLE, "the read stream was closed")
+            raise
+        except grpc.aio.AioRpcError as exc:
+            self._break(exc.code(), exc.details() or "")
+
+    def _break(self, code: grpc.StatusCode, details: str) -> None:
+        if self.broken is None:
+            self.broken = _StreamBroken(code, details)
+        code, details = self.broken.code, self.broken.details
+        for waiting in self._open.values():
+            if not waiting.done():
+                waiting.set_exception(_StreamBroken(code, details))
+        self._writer.cancel()
+        self._call.cancel()
+
+    def close(self) -> None:
+        """End the stream; open reads fail."""
+        self._break(grpc.StatusCode.UNAVAILABLE, "the read stream was closed")
+        self._reader.cancel()
 
 
 def _trace_metadata() -> tuple[tuple[str, str], ...] | None:

@@ -53,7 +53,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
 
     features_channel = grpc.aio.insecure_channel(cfg.features_target, options=_CHANNEL_OPTIONS)
     registry_channel = grpc.aio.insecure_channel(cfg.registry_target, options=_CHANNEL_OPTIONS)
-    features = GrpcFeatureSource(features_channel, cfg.features_target)
+    features = GrpcFeatureSource(
+        features_channel, cfg.features_target, stream=cfg.feature_reads == "stream"
+    )
     source = RegistryModelSource(
         registry_channel,
         cfg.signing_key or settings.registry.signing_key,
@@ -126,5 +128,6 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         await server.stop(0)
         await consumer.stop()
         await producer.stop()
+        await features.close()
         await features_channel.close(None)
         await registry_channel.close(None)
