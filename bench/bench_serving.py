@@ -2,20 +2,24 @@
 
 Runs, each in its own process on loopback: a real Kafka broker (predictions are
 logged to it), redis-server, the real features service (``python -m
-driftline.features``: Predict's feature fetch goes through its
-``GetOnlineFeatures`` and Redis, with online values for 1,000 entities of the
-loans feature set), the real registry service (``python -m driftline.registry``,
-one signed champion registered over its RPCs: a Hoeffding tree trained on
-Agrawal; the registry is not on the request path),
+driftline.features``: Predict's feature fetch goes through it and Redis, with
+online values for 1,000 entities of the loans feature set), the real registry
+service (``python -m driftline.registry``, one signed champion registered over
+its RPCs: a Hoeffding tree trained on Agrawal; the registry is not on the
+request path),
 a bare ``grpc.aio`` echo server (the baseline, measured in the same run), and
 ``python -m driftline.serving``. Writes ``bench/out/serving.json``.
 
 The services run on uvloop (their default); the echo baseline is the plain
 asyncio echo the issue names. The same echo on uvloop is measured too, so the
-report shows how much of the ratio the event loop accounts for. Two floors
-are measured beside Predict: a relay asking the echo (two bare hops) and a
-relay that does nothing but Predict's feature fetch from the real features
-service. The concurrency-1 targets take turns, round by round.
+report shows how much of the ratio the event loop accounts for. Floors are
+measured beside Predict: a relay asking the echo (two bare hops), with a call
+or with a message on a long-lived stream, and a relay that does nothing but
+Predict's feature fetch from the real features service (serving's own client,
+reading on its stream, and with a call per read). A second serving, reading
+features with a ``GetOnlineFeatures`` call per read
+(``serving.feature_reads=unary``), is measured beside the first at
+concurrency 1. The concurrency-1 targets take turns, round by round.
 
     uv run python bench/bench_serving.py
 """
@@ -68,10 +72,28 @@ class CpuMeter:
 # -- the peer processes ------------------------------------------------------------------
 
 
+def _same(message: bytes) -> bytes:
+    return message
+
+
+async def _echo_stream(requests: Any, context: Any) -> Any:
+    async for message in requests:
+        yield message
+
+
+ECHO_STREAM = "/bench.Echo/Stream"
+"""A bidirectional stream on the echo servers that answers each message with itself."""
+
+
 async def _serve(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, port: int) -> None:
-    """Serve ``servicer`` (added by its generated ``add_…_to_server``) on loopback ``port``."""
+    """Serve ``servicer`` (added by its generated ``add_…_to_server``) on loopback ``port``,
+    beside :data:`ECHO_STREAM`."""
     server = grpc.aio.server()
     add(servicer, server)
+    stream = grpc.stream_stream_rpc_method_handler(_echo_stream, _same, _same)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("bench.Echo", {"Stream": stream}),)
+    )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -110,33 +132,54 @@ async def run_relay(port: int, echo_port: int) -> None:
     await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, Relay(), port)
 
 
-async def run_fetch_relay(port: int, features_port: int) -> None:
+async def run_stream_relay(port: int, echo_port: int) -> None:
+    """The relay, asking the echo with one message each way on one long-lived stream.
+
+    The floor under the same hop made as serving makes its feature reads.
+    """
+    import uvloop
+
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
+
+    uvloop.install()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}")
+    call: Any = None
+    lock = asyncio.Lock()
+
+    class StreamRelay(predictor_pb2_grpc.PredictorServicer):
+        async def Predict(self, request: Any, context: Any) -> Any:
+            nonlocal call
+            async with lock:  # one message in flight: concurrency 1 is all it is used at
+                if call is None:
+                    call = channel.stream_stream(ECHO_STREAM, _same, _same)()
+                await call.write(request.SerializeToString())
+                answer = predictor_pb2.PredictRequest.FromString(await call.read())
+            return predictor_pb2.PredictResponse(request_id=answer.request_id)
+
+    await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, StreamRelay(), port)
+
+
+async def run_fetch_relay(port: int, features_port: int, reads: str) -> None:
     """A Predictor that reads the entity's features from the real features service, then
     answers an empty response (on uvloop).
 
     The floor under Predict itself: the one feature fetch the issue requires
-    (the same 9 features, over one persistent channel) and nothing else: no
-    model, no merge, no spans, no prediction log, no response content.
+    (the same 9 features, over one persistent channel, made by serving's own
+    client with ``reads``: ``stream`` or ``unary``) and nothing else: no model,
+    no merge, no spans, no prediction log, no response content.
     """
     import uvloop
 
-    from driftline.v1 import (
-        feature_store_pb2,
-        feature_store_pb2_grpc,
-        predictor_pb2,
-        predictor_pb2_grpc,
-    )
+    from driftline.serving.feature_source import GrpcFeatureSource
+    from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     uvloop.install()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{features_port}")
-    stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+    target = f"127.0.0.1:{features_port}"
+    source = GrpcFeatureSource(grpc.aio.insecure_channel(target), target, stream=reads == "stream")
 
     class FetchRelay(predictor_pb2_grpc.PredictorServicer):
         async def Predict(self, request: Any, context: Any) -> Any:
-            read = feature_store_pb2.GetOnlineFeaturesRequest(
-                featureset="loans", entity_ids=[request.entity_id], feature_names=AGRAWAL_FIELDS
-            )
-            await stub.GetOnlineFeatures(read, timeout=1)
+            await source.online("loans", [request.entity_id], AGRAWAL_FIELDS, 1.0)
             return predictor_pb2.PredictResponse(request_id=request.request_id)
 
     await _serve(predictor_pb2_grpc.add_PredictorServicer_to_server, FetchRelay(), port)
@@ -364,28 +407,35 @@ def _metric(admin_port: int, prefix: str) -> float:
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
     from driftline.infra import free_ports
 
-    ports = free_ports(10)
-    echo_port, uv_echo_port, relay_port, fetch_port, reg_port, reg_admin = ports[:6]
-    fs_port, fs_admin, grpc_port, admin_port = ports[6:]
+    ports = free_ports(15)
+    echo_port, uv_echo_port, relay_port, stream_relay_port, fetch_port, fetch_unary_port = ports[:6]
+    reg_port, reg_admin, fs_port, fs_admin, grpc_port, admin_port = ports[6:12]
+    unary_grpc_port, unary_admin_port = ports[12:14]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     artifacts = Path(tempfile.mkdtemp(prefix="driftline-bench-artifacts-"))
     log = OUT.parent / "serving-bench.log"
     out = log.open("wb")
     me = [sys.executable, str(Path(__file__).resolve())]
     await fill_online_store(f"redis://127.0.0.1:{redis_port}/0")
-    echo_proc = subprocess.Popen([*me, "--role", "echo", "--port", str(echo_port)], stderr=out)
-    uv_echo = subprocess.Popen(
-        [*me, "--role", "echo-uvloop", "--port", str(uv_echo_port)], stderr=out
-    )
-    relay = subprocess.Popen(
-        [*me, "--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
-        stderr=out,
-    )
-    fetch_relay = subprocess.Popen(
-        [*me, "--role", "fetch-relay", "--port", str(fetch_port), "--port2", str(fs_port)],
-        stderr=out,
-    )
-    procs = [echo_proc, uv_echo, relay, fetch_relay]
+    peers = {
+        "echo": ["--role", "echo", "--port", str(echo_port)],
+        "echo_uvloop": ["--role", "echo-uvloop", "--port", str(uv_echo_port)],
+        "relay": ["--role", "relay", "--port", str(relay_port), "--port2", str(uv_echo_port)],
+        "stream_relay": [
+            *("--role", "stream-relay", "--port", str(stream_relay_port)),
+            *("--port2", str(uv_echo_port)),
+        ],
+        "fetch_relay": [
+            *("--role", "fetch-relay", "--port", str(fetch_port), "--port2", str(fs_port)),
+            *("--reads", "stream"),
+        ],
+        "fetch_relay_unary": [
+            *("--role", "fetch-relay", "--port", str(fetch_unary_port)),
+            *("--port2", str(fs_port), "--reads", "unary"),
+        ],
+    }
+    peer = {name: subprocess.Popen([*me, *argv], stderr=out) for name, argv in peers.items()}
+    procs = list(peer.values())
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(
         DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
@@ -405,6 +455,12 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         DRIFTLINE_REGISTRY__SIGNING_KEY=SIGNING_KEY,
         DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
     )
+    # The same serving with a GetOnlineFeatures call per read, for the c=1 comparison.
+    unary_env = env | {
+        "DRIFTLINE_SERVING__GRPC_PORT": str(unary_grpc_port),
+        "DRIFTLINE_SERVING__ADMIN__PORT": str(unary_admin_port),
+        "DRIFTLINE_SERVING__FEATURE_READS": "unary",
+    }
     registry = subprocess.Popen(
         [sys.executable, "-m", "driftline.registry"], env=env, stdout=out, stderr=out
     )
@@ -421,20 +477,26 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         serving = subprocess.Popen(
             [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
         )
-        procs.append(serving)
-        _wait_ready(admin_port, serving, log)
-        target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
-        echo_pid, serving_pid = echo_proc.pid, serving.pid
-        c1 = await latency(
-            {
-                "echo": (echo, echo_pid),
-                "echo_uvloop": (f"127.0.0.1:{uv_echo_port}", uv_echo.pid),
-                "relay": (f"127.0.0.1:{relay_port}", relay.pid),
-                "fetch_relay": (f"127.0.0.1:{fetch_port}", fetch_relay.pid),
-                "predict": (target, serving_pid),
-            },
-            args.requests,
+        serving_unary = subprocess.Popen(
+            [sys.executable, "-m", "driftline.serving"], env=unary_env, stdout=out, stderr=out
         )
+        procs += [serving, serving_unary]
+        _wait_ready(admin_port, serving, log)
+        _wait_ready(unary_admin_port, serving_unary, log, "serving (unary reads)")
+        target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
+        echo_pid, serving_pid = peer["echo"].pid, serving.pid
+        port_of = {
+            "echo": echo_port,
+            "echo_uvloop": uv_echo_port,
+            "relay": relay_port,
+            "stream_relay": stream_relay_port,
+            "fetch_relay": fetch_port,
+            "fetch_relay_unary": fetch_unary_port,
+        }
+        targets = {name: (f"127.0.0.1:{port_of[name]}", p.pid) for name, p in peer.items()}
+        targets["predict"] = (target, serving_pid)
+        targets["predict_unary_reads"] = (f"127.0.0.1:{unary_grpc_port}", serving_unary.pid)
+        c1 = await latency(targets, args.requests)
         echo_c1, predict_c1 = c1["echo"], c1["predict"]
         print(f"c=1 {c1}", flush=True)
         echo_c16 = await throughput(echo, 16, args.seconds, echo_pid)
@@ -457,7 +519,10 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         out.close()
         shutil.rmtree(artifacts, ignore_errors=True)
     ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
-    fetch_only = c1["fetch_relay"]["p50_ms"]
+
+    def to_echo(name: str) -> float:
+        return round(c1[name]["p50_ms"] / echo_c1["p50_ms"], 2)
+
     return {
         "measured_at": datetime.now(UTC).isoformat(),
         "machine_cores": os.cpu_count(),
@@ -468,10 +533,24 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         "echo_c1": echo_c1,
         "echo_on_uvloop_c1": c1["echo_uvloop"],
         "two_hop_echo_c1": c1["relay"],
+        "two_hop_echo_second_on_a_stream_c1": c1["stream_relay"],
         "fetch_only_c1": c1["fetch_relay"],
+        "fetch_only_unary_reads_c1": c1["fetch_relay_unary"],
         "predict_c1": predict_c1,
+        "predict_unary_reads_c1": c1["predict_unary_reads"],
         "predict_c1_p50_ratio_to_echo": round(ratio, 2),
-        "fetch_only_c1_p50_ratio_to_echo": round(fetch_only / echo_c1["p50_ms"], 2),
+        "p50_ratios_to_echo": {
+            name: to_echo(name)
+            for name in (
+                "echo_uvloop",
+                "relay",
+                "stream_relay",
+                "fetch_relay",
+                "fetch_relay_unary",
+                "predict",
+                "predict_unary_reads",
+            )
+        },
         "echo_c16": echo_c16,
         "predict_c16": predict_c16,
         "model_infer_256_rows": infer,
@@ -491,10 +570,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--role",
-        choices=["bench", "echo", "echo-uvloop", "relay", "fetch-relay"],
+        choices=["bench", "echo", "echo-uvloop", "relay", "stream-relay", "fetch-relay"],
         default="bench",
     )
     parser.add_argument("--port2", type=int, default=0)
+    parser.add_argument("--reads", choices=["stream", "unary"], default="stream")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--requests", type=int, default=3000, help="c=1 requests per target")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
@@ -508,8 +588,11 @@ def main() -> None:
     if args.role == "relay":
         asyncio.run(run_relay(args.port, args.port2))
         return
+    if args.role == "stream-relay":
+        asyncio.run(run_stream_relay(args.port, args.port2))
+        return
     if args.role == "fetch-relay":
-        asyncio.run(run_fetch_relay(args.port, args.port2))
+        asyncio.run(run_fetch_relay(args.port, args.port2, args.reads))
         return
     from local_platform import local_platform
 

@@ -164,14 +164,19 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     echo_ratio = _get(report, "serving", "predict_c1_p50_ratio_to_echo")
     uv_echo = _get(report, "serving", "echo_on_uvloop_c1", "p50_ms")
     relay = _get(report, "serving", "two_hop_echo_c1", "p50_ms")
+    stream_relay = _get(report, "serving", "two_hop_echo_second_on_a_stream_c1", "p50_ms")
     fetch = _get(report, "serving", "fetch_only_c1", "p50_ms")
-    fetch_ratio = _get(report, "serving", "fetch_only_c1_p50_ratio_to_echo")
+    fetch_ratio = _get(report, "serving", "p50_ratios_to_echo", "fetch_relay")
+    unary = _get(report, "serving", "predict_unary_reads_c1", "p50_ms")
+    unary_ratio = _get(report, "serving", "p50_ratios_to_echo", "predict_unary_reads")
     add("#6", "Predict with feature fetch, c=1, p50", p50, "ms", "<= 2 ms and <= 3x echo",
         f"bare gRPC echo p50 {_fmt(echo, 'ms')} (ratio {_fmt(echo_ratio)}; "
         f"the echo on uvloop, as the services run: {_fmt(uv_echo, 'ms')}; two bare hops, "
-        f"a relay asking the echo, the floor of one call per request: {_fmt(relay, 'ms')}; "
-        f"a relay doing nothing but Predict's feature fetch from the real features service: "
-        f"{_fmt(fetch, 'ms')}, {_fmt(fetch_ratio)}x the echo)",
+        f"a relay asking the echo: {_fmt(relay, 'ms')} with a call, {_fmt(stream_relay, 'ms')} "
+        f"with a message on a stream; a relay doing nothing but Predict's feature fetch from "
+        f"the real features service: {_fmt(fetch, 'ms')}, {_fmt(fetch_ratio)}x the echo; "
+        f"Predict reading features with a call each: {_fmt(unary, 'ms')}, "
+        f"{_fmt(unary_ratio)}x)",
         None if p50 is None or echo is None else p50 <= 2 and p50 <= 3 * echo)  # fmt: skip
     p99 = _get(report, "serving", "predict_c1", "p99_ms")
     add("#6", "Predict with feature fetch, c=1, p99", p99, "ms", "<= 10 ms",
