@@ -3,12 +3,13 @@
 from driftline.telemetry.logs import JsonFormatter, configure_logging
 from driftline.telemetry.messaging import SpanContextMemo, messaging_attributes, span_context_of
 from driftline.telemetry.metrics import Children, ServiceMetrics
-from driftline.telemetry.rpc_spans import context_from_metadata, rpc_attributes
+from driftline.telemetry.rpc_spans import RpcServerSpans, context_from_metadata, rpc_attributes
 from driftline.telemetry.tracing import configure_tracing
 
 __all__ = [
     "Children",
     "JsonFormatter",
+    "RpcServerSpans",
     "ServiceMetrics",
     "SpanContextMemo",
     "configure_logging",

@@ -25,9 +25,9 @@ from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.wire import encode_failure, encode_response, encode_result
 from driftline.telemetry import (
     Children,
+    RpcServerSpans,
     ServiceMetrics,
     context_from_metadata,
-    rpc_attributes,
 )
 from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
@@ -44,9 +44,10 @@ tracer = trace.get_tracer("driftline.features")
 
 SERVICE_NAME = feature_store_pb2.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
-_READS = ("GetOnlineFeatures", "StreamOnlineFeatures")
-_SPAN_NAMES = {m: f"{SERVICE_NAME}/{m}" for m in _READS}
-_SPAN_ATTRIBUTES = {m: rpc_attributes(SERVICE_NAME, m) for m in _READS}
+_SPANS = {
+    method: RpcServerSpans(tracer, SERVICE_NAME, method)
+    for method in ("GetOnlineFeatures", "StreamOnlineFeatures")
+}
 _TYPES = {
     "float": feature_store_pb2.FEATURE_TYPE_DOUBLE,
     "int": feature_store_pb2.FEATURE_TYPE_INT64,
@@ -165,28 +166,29 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
         """One lookup in its own server span: the encoded response, or :class:`ReadFailed`."""
         started = time.perf_counter()
         code = "OK"
+        failure: BaseException | None = None
         # Continues the caller's trace (serving sends its traceparent).
-        with tracer.start_as_current_span(
-            _SPAN_NAMES[method],
-            context=parent,
-            kind=trace.SpanKind.SERVER,
-            attributes=_SPAN_ATTRIBUTES[method],
-        ) as span:
-            try:
-                result = await self.lookup.get(
-                    request.featureset, list(request.entity_ids), list(request.feature_names)
-                )
-            except DriftlineError as exc:
-                code = exc.grpc_code
-                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
-                raise ReadFailed(code, exc.message) from None
-            except RedisError as exc:
-                code = "UNAVAILABLE"
-                span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.UNAVAILABLE.value[0])
-                log.warning("online store read failed: %s", exc)
-                raise ReadFailed(code, f"the online store is unreachable: {exc}") from None
-            finally:
-                self._latency(method, code).observe(time.perf_counter() - started)
+        span, token = _SPANS[method].start(parent)
+        try:
+            result = await self.lookup.get(
+                request.featureset, list(request.entity_ids), list(request.feature_names)
+            )
+        except DriftlineError as exc:
+            code = exc.grpc_code
+            raise ReadFailed(code, exc.message) from None
+        except RedisError as exc:
+            code = "UNAVAILABLE"
+            log.warning("online store read failed: %s", exc)
+            raise ReadFailed(code, f"the online store is unreachable: {exc}") from None
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            code, failure = "INTERNAL", exc
+            raise
+        finally:
+            RpcServerSpans.end(span, token, code, grpc.StatusCode[code].value[0], failure)
+            self._latency(method, code).observe(time.perf_counter() - started)
         return encode_response(result)
 
     async def GetOnlineFeatures(  # type: ignore[override]  # bytes: see _serialize_response

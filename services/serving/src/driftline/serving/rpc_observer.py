@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from driftline.contracts.errors import DriftlineError
 from driftline.serving.serving_metrics import ServingMetrics
-from driftline.telemetry import context_from_metadata, rpc_attributes
+from driftline.telemetry import RpcServerSpans, context_from_metadata
 
 __all__ = ["observed", "timeout_of"]
 
@@ -45,11 +45,15 @@ def timeout_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     return None if remaining is None else float(remaining)
 
 
-def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
-    """Decorate a servicer method of ``service`` named ``method`` (see the module doc)."""
+def observed(
+    service: str, method: str, tracer: trace.Tracer | None = None
+) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+    """Decorate a servicer method of ``service`` named ``method`` (see the module doc).
 
-    name = f"{service}/{method}"
-    attributes = rpc_attributes(service, method)
+    Spans come from ``tracer`` (the global provider's ``driftline.serving`` when None).
+    """
+
+    spans = RpcServerSpans(tracer or _tracer, service, method)
 
     def wrap(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(fn)
@@ -58,36 +62,32 @@ def observed(service: str, method: str) -> Callable[[Handler[Req, Resp]], Handle
         ) -> Resp:
             started = time.perf_counter()
             code = "OK"
-            with _tracer.start_as_current_span(
-                name,
-                context=context_from_metadata(context.invocation_metadata()),
-                kind=trace.SpanKind.SERVER,
-                attributes=attributes,
-            ) as span:
-                try:
-                    return await fn(self, request, context)
-                except DriftlineError as exc:
-                    code = exc.grpc_code
-                    span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
-                    await context.abort(grpc.StatusCode[code], exc.message)
-                    raise  # abort raises; this line only satisfies the type checker
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except grpc.aio.AbortError:
-                    code = context.code().name if context.code() is not None else "UNKNOWN"
-                    raise
-                except Exception as exc:
-                    code = "INTERNAL"
-                    log.exception("%s/%s failed", service, method)
-                    await context.abort(
-                        grpc.StatusCode.INTERNAL,
-                        f"serving failed on this request ({type(exc).__name__}: {exc}); "
-                        "it is logged with its trace id",
-                    )
-                    raise
-                finally:
-                    self.metrics.observe(method, code, time.perf_counter() - started)
+            failure: BaseException | None = None
+            span, token = spans.start(context_from_metadata(context.invocation_metadata()))
+            try:
+                return await fn(self, request, context)
+            except DriftlineError as exc:
+                code = exc.grpc_code
+                await context.abort(grpc.StatusCode[code], exc.message)
+                raise  # abort raises; this line only satisfies the type checker
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                code = context.code().name if context.code() is not None else "UNKNOWN"
+                raise
+            except Exception as exc:
+                code, failure = "INTERNAL", exc
+                log.exception("%s/%s failed", service, method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"serving failed on this request ({type(exc).__name__}: {exc}); "
+                    "it is logged with its trace id",
+                )
+                raise
+            finally:
+                spans.end(span, token, code, grpc.StatusCode[code].value[0], failure)
+                self.metrics.observe(method, code, time.perf_counter() - started)
 
         return handler
 
