@@ -32,6 +32,8 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
         self.streams = 0
+        self.mute_streams = 0
+        """The first this many streams take reads and never answer (a stalled connection)."""
         self.trace_contexts: list[dict[str, str]] = []
 
     async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
@@ -42,6 +44,10 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
 
     async def StreamOnlineFeatures(self, request_iterator: Any, context: Any) -> None:
         self.streams += 1
+        if self.streams <= self.mute_streams:
+            async for _ in request_iterator:
+                pass
+            return
 
         async def read(one: Any) -> bytes:
             self.trace_contexts.append(dict(one.trace_context))
@@ -233,3 +239,23 @@ async def test_the_stream_reopens_after_the_store_restarts() -> None:
         finally:
             await source.close()
             await server.stop(0)
+
+
+async def test_a_stream_that_answers_nothing_is_replaced() -> None:
+    servicer = Store()
+    servicer.mute_streams = 1
+    server, port = await _serve(servicer)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            source = GrpcFeatureSource(channel, f"127.0.0.1:{port}")
+            with pytest.raises(DeadlineExceededError, match="did not answer within 200 ms"):
+                await source.online("loans", ["e-1"], NAMES, 0.2)
+            # Nothing came back on that stream for the read's whole time: the next
+            # read goes out on a new one, and is answered.
+            [row] = await source.online("loans", ["e-2"], NAMES, 5.0)
+            await source.close()
+    finally:
+        await server.stop(0)
+    assert row["age"].value == 2
+    assert servicer.streams == 2
+    assert servicer.calls == [["e-2"]]

@@ -379,7 +379,9 @@ class _ReadStream:
     task that reads. A read waits for its own time only; its deadline travels
     with it so that the store skips a read nobody waits for any more. When the
     stream ends, every read still open on it fails with the stream's status,
-    and the next read opens a new stream.
+    and the next read opens a new stream. A stream that answers nothing for the
+    whole time of a read (a stalled connection the transport has not noticed
+    yet) is ended the same way.
     """
 
     def __init__(self, stub: feature_store_pb2_grpc.FeatureStoreStub) -> None:
@@ -389,6 +391,8 @@ class _ReadStream:
         self._outbox: asyncio.Queue[feature_store_pb2.OnlineFeaturesRead] = asyncio.Queue()
         self._open: dict[int, asyncio.Future[feature_store_pb2.OnlineFeaturesResult]] = {}
         self._next_id = 1
+        self._answers = 0
+        """Results received so far."""
         self.broken: _StreamBroken | None = None
         self._writer = asyncio.ensure_future(self._write())
         self._reader = asyncio.ensure_future(self._read())
@@ -417,8 +421,16 @@ class _ReadStream:
             )
         )
         timer = self._loop.call_later(timeout_s, _time_out, result)
+        answers = self._answers
         try:
             return await result
+        except _ReadTimedOut:
+            if self._answers == answers:
+                self._break(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the read stream answered nothing in {timeout_s * 1000:.0f} ms",
+                )
+            raise
         finally:
             timer.cancel()
             del self._open[read_id]
@@ -443,6 +455,7 @@ class _ReadStream:
                 if result is _EOF:
                     self._break(grpc.StatusCode.UNAVAILABLE, "the feature store ended the stream")
                     return
+                self._answers += 1
                 waiting = open_reads.get(result.id)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(result)
