@@ -13,7 +13,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from driftline.contracts.errors import DeadlineExceededError, NotFoundError, UnavailableError
-from driftline.features.grpc_server import ReadFailed, add_servicer, answer_read_stream
+from driftline.features.grpc_server import (
+    MAX_READS_IN_FLIGHT,
+    ReadFailed,
+    add_servicer,
+    answer_read_stream,
+)
 from driftline.infra import free_port
 from driftline.serving.feature_source import GrpcFeatureSource
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
@@ -34,6 +39,9 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
         self.streams = 0
         self.mute_streams = 0
         """The first this many streams take reads and never answer (a stalled connection)."""
+        self.stream_limit = MAX_READS_IN_FLIGHT
+        self.running = 0
+        self.most_running = 0
         self.trace_contexts: list[dict[str, str]] = []
 
     async def GetOnlineFeatures(self, request: Any, context: Any) -> Any:
@@ -51,9 +59,14 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
 
         async def read(one: Any) -> bytes:
             self.trace_contexts.append(dict(one.trace_context))
-            return bytes((await self._answer(one.request)).SerializeToString())
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            try:
+                return bytes((await self._answer(one.request)).SerializeToString())
+            finally:
+                self.running -= 1
 
-        await answer_read_stream(request_iterator, context, read)
+        await answer_read_stream(request_iterator, context, read, max_in_flight=self.stream_limit)
 
     async def _answer(self, request: Any) -> Any:
         self.calls.append(list(request.entity_ids))
@@ -259,3 +272,26 @@ async def test_a_stream_that_answers_nothing_is_replaced() -> None:
     assert row["age"].value == 2
     assert servicer.streams == 2
     assert servicer.calls == [["e-2"]]
+
+
+async def test_a_stream_runs_at_most_its_limit_of_reads_at_once() -> None:
+    servicer = Store()
+    servicer.stream_limit = 2
+    server, port = await _serve(servicer)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = feature_store_pb2_grpc.FeatureStoreStub(channel).StreamOnlineFeatures()
+            for i in range(6):
+                read = feature_store_pb2.GetOnlineFeaturesRequest(
+                    featureset="loans", entity_ids=[f"e-{i}"], feature_names=NAMES
+                )
+                await call.write(feature_store_pb2.OnlineFeaturesRead(id=i + 1, request=read))
+            await call.done_writing()
+            answered = {r.id: r for r in [r async for r in call]}
+    finally:
+        await server.stop(0)
+    # Six reads sent at once, all answered, never more than two at a time.
+    assert sorted(answered) == [1, 2, 3, 4, 5, 6]
+    assert all(r.code == 0 for r in answered.values())
+    assert answered[4].response.entities[0].features[1].value.int64_value == 3
+    assert servicer.most_running == 2

@@ -93,6 +93,10 @@ def add_servicer(
     server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
+MAX_READS_IN_FLIGHT = 1024
+"""Most reads of one StreamOnlineFeatures stream being answered at once."""
+
+
 class ReadFailed(Exception):
     """A read that is answered with a gRPC status instead of features."""
 
@@ -106,14 +110,20 @@ async def answer_read_stream(
     request_iterator: AsyncIterator[feature_store_pb2.OnlineFeaturesRead],
     context: grpc.aio.ServicerContext[feature_store_pb2.OnlineFeaturesRead, bytes],
     read: Callable[[feature_store_pb2.OnlineFeaturesRead], Awaitable[bytes]],
+    *,
+    max_in_flight: int = MAX_READS_IN_FLIGHT,
 ) -> None:
     """Serve one ``StreamOnlineFeatures`` stream with ``read`` (one read -> response bytes).
 
     Each read runs in its own task, so a slow one holds up no other, and is
     answered as it completes; a read that fails (:class:`ReadFailed`, or any
     error) answers its own status and the stream goes on. The answers are
-    written one at a time (a stream takes one write at once). When the client
-    half-closes, the reads it sent are answered before the stream ends.
+    written one at a time (a stream takes one write at once). At most
+    ``max_in_flight`` reads of the stream run at once: beyond that the stream
+    is not read until one finishes, so a client sending faster than the store
+    answers is held back by the stream's flow control rather than piling up
+    reads here. When the client half-closes, the reads it sent are answered
+    before the stream ends.
     """
     loop = asyncio.get_running_loop()
     writing = asyncio.Lock()
@@ -139,6 +149,8 @@ async def answer_read_stream(
 
     try:
         async for one in request_iterator:
+            if len(answering) >= max_in_flight:
+                await asyncio.wait(answering, return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.ensure_future(answer(one, loop.time()))
             answering.add(task)
             task.add_done_callback(answering.discard)
