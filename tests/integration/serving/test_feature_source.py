@@ -226,7 +226,10 @@ async def test_a_store_without_the_stream_is_read_with_calls(
     assert len(warned) == 1 and "GetOnlineFeatures calls instead" in warned[0]
 
 
-async def test_the_stream_reopens_after_the_store_restarts() -> None:
+async def test_the_stream_reopens_after_the_store_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
     port = free_port()
     first = Store()
     server, _ = await _serve(first, port)
@@ -249,6 +252,10 @@ async def test_the_stream_reopens_after_the_store_restarts() -> None:
                     await asyncio.sleep(0.05)
             assert row["age"].value == 3
             assert second.streams == 1 and second.calls == [["e-3"]]
+            # Said once, for the stream that had worked; not for each attempt in the outage.
+            said = [r.getMessage() for r in caplog.records if "read stream" in r.getMessage()]
+            assert len(said) == 1
+            assert said[0].startswith(f"feature read stream to 127.0.0.1:{port} ended after 1 ")
         finally:
             await source.close()
             await server.stop(0)

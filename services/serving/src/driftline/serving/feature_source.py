@@ -284,12 +284,18 @@ class GrpcFeatureSource(FeatureSource):
         """The read over the shared stream; None when the store has no stream (read unary)."""
         stream = self._stream
         if stream is None or stream.broken is not None:
+            if stream is not None and stream.answered:
+                # Once per working stream that ends (not per failed attempt in an outage).
+                log.warning(
+                    "feature read stream to %s ended after %d reads (%s); opening a new one",
+                    self._target,
+                    stream.answered,
+                    stream.broken,
+                )
             stream = self._stream = _ReadStream(self._stub)
         try:
             result = await stream.read(request, timeout_s, metadata)
         except _StreamBroken as exc:
-            if self._stream is stream:
-                self._stream = None
             if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 log.warning(
                     "feature store at %s has no StreamOnlineFeatures; reading with "
@@ -391,7 +397,7 @@ class _ReadStream:
         self._outbox: asyncio.Queue[feature_store_pb2.OnlineFeaturesRead] = asyncio.Queue()
         self._open: dict[int, asyncio.Future[feature_store_pb2.OnlineFeaturesResult]] = {}
         self._next_id = 1
-        self._answers = 0
+        self.answered = 0
         """Results received so far."""
         self.broken: _StreamBroken | None = None
         self._writer = asyncio.ensure_future(self._write())
@@ -421,11 +427,11 @@ class _ReadStream:
             )
         )
         timer = self._loop.call_later(timeout_s, _time_out, result)
-        answers = self._answers
+        answers = self.answered
         try:
             return await result
         except _ReadTimedOut:
-            if self._answers == answers:
+            if self.answered == answers:
                 self._break(
                     grpc.StatusCode.UNAVAILABLE,
                     f"the read stream answered nothing in {timeout_s * 1000:.0f} ms",
@@ -455,7 +461,7 @@ class _ReadStream:
                 if result is _EOF:
                     self._break(grpc.StatusCode.UNAVAILABLE, "the feature store ended the stream")
                     return
-                self._answers += 1
+                self.answered += 1
                 waiting = open_reads.get(result.id)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(result)
