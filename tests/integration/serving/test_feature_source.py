@@ -302,3 +302,29 @@ async def test_a_stream_runs_at_most_its_limit_of_reads_at_once() -> None:
     assert all(r.code == 0 for r in answered.values())
     assert answered[4].response.entities[0].features[1].value.int64_value == 3
     assert servicer.most_running == 2
+
+
+async def test_the_store_gives_up_a_read_at_its_deadline() -> None:
+    servicer = Store()
+    server, port = await _serve(servicer)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = feature_store_pb2_grpc.FeatureStoreStub(channel).StreamOnlineFeatures()
+            slow = feature_store_pb2.GetOnlineFeaturesRequest(
+                featureset="loans", entity_ids=["slow-1"], feature_names=NAMES
+            )
+            await call.write(
+                feature_store_pb2.OnlineFeaturesRead(id=1, request=slow, timeout_ms=200)
+            )
+            result = await call.read()
+            # Answered at the deadline, not when the read would have finished, and
+            # the read is no longer running.
+            running = servicer.running
+            await call.done_writing()
+            assert await call.read() == grpc.aio.EOF
+    finally:
+        await server.stop(0)
+    assert result.id == 1
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert result.message == "the read took longer than its 200 ms"
+    assert running == 0

@@ -213,8 +213,8 @@ class OnlineFeaturesRead(_message.Message):
     id: _builtins.int
     """Chosen by the client, echoed on the result; unique among its open reads."""
     timeout_ms: _builtins.int
-    """How long the client waits for this read, counted from when it sent it
-    (0: no limit). A read still queued when its time is up is not made: it
+    """How long the client waits for this read (0: no limit). The store gives up
+    on a read still running this long after it took it off the stream, and
     answers DEADLINE_EXCEEDED.
     """
     @_builtins.property

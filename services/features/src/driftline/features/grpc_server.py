@@ -117,7 +117,9 @@ async def answer_read_stream(
 
     Each read runs in its own task, so a slow one holds up no other, and is
     answered as it completes; a read that fails (:class:`ReadFailed`, or any
-    error) answers its own status and the stream goes on. The answers are
+    error) answers its own status and the stream goes on. A read still running
+    when its ``timeout_ms`` (counted from when it was taken off the stream) is
+    up is given up and answers DEADLINE_EXCEEDED. The answers are
     written one at a time (a stream takes one write at once). At most
     ``max_in_flight`` reads of the stream run at once: beyond that the stream
     is not read until one finishes, so a client sending faster than the store
@@ -131,12 +133,17 @@ async def answer_read_stream(
 
     async def answer(one: feature_store_pb2.OnlineFeaturesRead, received: float) -> None:
         try:
-            if one.timeout_ms and (loop.time() - received) * 1000 >= one.timeout_ms:
+            # Like a call's deadline: the store stops working on a read its client
+            # no longer waits for.
+            deadline = received + one.timeout_ms / 1000 if one.timeout_ms else None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    body = await read(one)
+            except TimeoutError:
                 raise ReadFailed(
-                    "DEADLINE_EXCEEDED",
-                    f"the read waited out its {one.timeout_ms} ms before it could start",
-                )
-            out = encode_result(one.id, await read(one))
+                    "DEADLINE_EXCEEDED", f"the read took longer than its {one.timeout_ms} ms"
+                ) from None
+            out = encode_result(one.id, body)
         except ReadFailed as exc:
             out = encode_failure(one.id, exc.code, exc.message)
         except Exception as exc:  # never end the stream over one read
