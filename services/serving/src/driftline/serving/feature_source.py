@@ -297,12 +297,13 @@ class GrpcFeatureSource(FeatureSource):
             result = await stream.read(request, timeout_s, metadata)
         except _StreamBroken as exc:
             if exc.code == grpc.StatusCode.UNIMPLEMENTED:
-                log.warning(
-                    "feature store at %s has no StreamOnlineFeatures; reading with "
-                    "GetOnlineFeatures calls instead",
-                    self._target,
-                )
-                self._use_stream = False
+                if self._use_stream:  # said once, whatever the reads that were open
+                    log.warning(
+                        "feature store at %s has no StreamOnlineFeatures; reading with "
+                        "GetOnlineFeatures calls instead until serving restarts",
+                        self._target,
+                    )
+                    self._use_stream = False
                 return None
             raise self._translate(exc.code, exc.details, request.featureset, timeout_s) from None
         except _ReadTimedOut:
