@@ -228,8 +228,8 @@ async def test_a_store_without_the_stream_is_read_with_calls(
     assert [r[0]["age"].value for r in rows] == [0, 1, 2]
     assert sorted(servicer.calls) == [["e-0"], ["e-1"], ["e-2"]]
     assert servicer.streams == 0
-    warned = [r.getMessage() for r in caplog.records if "StreamOnlineFeatures" in r.getMessage()]
-    assert len(warned) == 1 and "GetOnlineFeatures calls instead" in warned[0]
+    warned = [r.getMessage() for r in caplog.records if "read stream down" in r.getMessage()]
+    assert len(warned) == 1 and "reading with calls until serving restarts" in warned[0]
 
 
 async def test_the_stream_reopens_after_the_store_restarts(

@@ -240,10 +240,13 @@ class GrpcFeatureSource(FeatureSource):
         request = feature_store_pb2.GetOnlineFeaturesRequest(
             featureset=featureset, entity_ids=entity_ids, feature_names=feature_names
         )
+        response = None
+        refused: _StreamBroken | None = None
         if self._use_stream:
-            response = await self._stream_read(request, timeout_s, metadata)
-        else:
-            response = None
+            try:
+                response = await self._stream_read(request, timeout_s, metadata)
+            except _StreamBroken as exc:
+                refused = exc
         if response is None:
             try:
                 response = await self._stub.GetOnlineFeatures(
@@ -251,6 +254,14 @@ class GrpcFeatureSource(FeatureSource):
                 )
             except grpc.aio.AioRpcError as exc:
                 raise self._translate(exc.code(), exc.details(), featureset, timeout_s) from exc
+            if refused is not None and self._use_stream:  # said once
+                log.warning(
+                    "feature store at %s turned the read stream down (%s) but answers "
+                    "GetOnlineFeatures calls: reading with calls until serving restarts",
+                    self._target,
+                    refused,
+                )
+                self._use_stream = False
         out: list[dict[str, OnlineValue]] = []
         status_of = _STATUS.get
         present = common_pb2.FEATURE_STATUS_PRESENT
@@ -280,8 +291,13 @@ class GrpcFeatureSource(FeatureSource):
         request: feature_store_pb2.GetOnlineFeaturesRequest,
         timeout_s: float,
         metadata: tuple[tuple[str, str], ...] | None,
-    ) -> feature_store_pb2.GetOnlineFeaturesResponse | None:
-        """The read over the shared stream; None when the store has no stream (read unary)."""
+    ) -> feature_store_pb2.GetOnlineFeaturesResponse:
+        """The read over the shared stream.
+
+        Raises :class:`_StreamBroken` when the store turned the stream down
+        before it answered anything (the caller tries a call), else the read's
+        error.
+        """
         stream = self._stream
         if stream is None or stream.broken is not None:
             if stream is not None and stream.answered:
@@ -296,15 +312,10 @@ class GrpcFeatureSource(FeatureSource):
         try:
             result = await stream.read(request, timeout_s, metadata)
         except _StreamBroken as exc:
-            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
-                if self._use_stream:  # said once, whatever the reads that were open
-                    log.warning(
-                        "feature store at %s has no StreamOnlineFeatures; reading with "
-                        "GetOnlineFeatures calls instead until serving restarts",
-                        self._target,
-                    )
-                    self._use_stream = False
-                return None
+            # A store without the stream answers UNIMPLEMENTED; a write racing that
+            # answer can make it INTERNAL on this side.
+            if exc.code in _REFUSED and not stream.answered:
+                raise
             raise self._translate(exc.code, exc.details, request.featureset, timeout_s) from None
         except _ReadTimedOut:
             raise DeadlineExceededError(
@@ -356,6 +367,7 @@ class GrpcFeatureSource(FeatureSource):
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_REFUSED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
