@@ -1,5 +1,9 @@
 """gRPC ``driftline.v1.FeatureStore``: a thin edge over :class:`OnlineFeatureLookup`.
 
+Reads come as ``GetOnlineFeatures`` calls or as messages on a
+``StreamOnlineFeatures`` stream (:func:`answer_read_stream`); both go through
+the same lookup, span and latency histogram (labelled by method).
+
 Also serves ``grpc.health.v1`` (``SERVING`` once started) and server reflection.
 Errors map through the platform error table: unknown feature set → NOT_FOUND,
 bad request → INVALID_ARGUMENT, Redis unreachable → UNAVAILABLE.

@@ -1,8 +1,9 @@
 """Where online features come from: the interface, and the FeatureStore gRPC client.
 
 The core only sees :class:`FeatureSource`; :class:`GrpcFeatureSource` reads
-``driftline.v1.FeatureStore`` over one persistent channel with a deadline per
-call. Unit tests use an in-memory source.
+``driftline.v1.FeatureStore`` over one persistent channel, each read with its
+deadline: on one long-lived ``StreamOnlineFeatures`` stream, or with a
+``GetOnlineFeatures`` call per read. Unit tests use an in-memory source.
 """
 
 from __future__ import annotations
@@ -116,18 +117,23 @@ class _Coalesced:
 class GrpcFeatureSource(FeatureSource):
     """``FeatureStore`` over a channel the caller owns (one persistent channel per process).
 
-    Concurrent reads coalesce. Reads of the same feature names of one feature
-    set go out at once while fewer than ``max_in_flight`` such calls are
-    outstanding; beyond that they queue and go out together, as one
-    ``GetOnlineFeatures`` call (at most ``max_coalesced`` entities, with the
-    earliest of their deadlines), as soon as a call returns. So a lone request
-    waits for nothing, and under load the per-RPC cost of the client, the
-    channel and the feature store is shared by many requests. Each caller gets
-    its own rows back, or the read's error.
+    With ``stream`` (the default) every read is one message each way on one
+    long-lived ``StreamOnlineFeatures`` stream (see :class:`_ReadStream`); a
+    store that turns the stream down is read with ``GetOnlineFeatures`` calls,
+    as every read is without ``stream``.
 
-    The current trace context travels in the call metadata, so the feature
-    store's span joins the prediction's trace (a coalesced call carries the
-    first caller's).
+    Concurrent reads coalesce. Reads of the same feature names of one feature
+    set go out at once while fewer than ``max_in_flight`` such reads are
+    outstanding; beyond that they queue and go out together, as one read (at
+    most ``max_coalesced`` entities, with the earliest of their deadlines), as
+    soon as a read returns. So a lone request waits for nothing, and under load
+    the per-read cost of the client, the channel and the feature store is
+    shared by many requests. Each caller gets its own rows back, or the read's
+    error.
+
+    The current trace context travels with the read (in the message on the
+    stream, in the call metadata of a call), so the feature store's span joins
+    the prediction's trace (a coalesced read carries the first caller's).
     """
 
     def __init__(
