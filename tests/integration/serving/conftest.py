@@ -153,7 +153,7 @@ class StandInFeatureStore(feature_store_pb2_grpc.FeatureStoreServicer):
 
     Reads come as GetOnlineFeatures calls or on StreamOnlineFeatures, which is
     served by the features service's own stream handler. Add it to a server
-    with :func:`add_feature_store`.
+    with the features service's ``add_servicer`` (its stream answers bytes).
     """
 
     def __init__(self) -> None:
@@ -233,11 +233,6 @@ class ServingStack:
             await producer.stop()
 
 
-def add_feature_store(servicer: Any, server: grpc.aio.Server) -> None:
-    """Serve a FeatureStore servicer whose stream answers bytes (as the features service does)."""
-    add_servicer(servicer, server)
-
-
 async def _start_server(servicer: Any, add: Any) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     add(servicer, server)
@@ -270,7 +265,7 @@ async def serving_stack(platform_settings: PlatformSettings) -> AsyncIterator[Se
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(features, add_feature_store)
+    fs_server, fs_port = await _start_server(features, add_servicer)
     grpc_port, admin_port = free_port(), free_port()
     settings = platform_settings.model_copy(
         update={

@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 
+from driftline.features.grpc_server import add_servicer
 from driftline.infra import free_port
 from driftline.settings import PlatformSettings
 from driftline.v1 import (
@@ -29,7 +30,6 @@ from .conftest import (
     StandInFeatureStore,
     StandInRegistry,
     _start_server,
-    add_feature_store,
     trained_tree,
     wait_until,
 )
@@ -47,7 +47,7 @@ async def test_process_is_unavailable_until_a_champion_is_promoted(
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(features, add_feature_store)
+    fs_server, fs_port = await _start_server(features, add_servicer)
     grpc_port, admin_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(

@@ -402,7 +402,7 @@ class _ReadStream:
     (a stream takes one write at a time, and a caller giving up mid-write would
     cancel the whole stream), and its result is handed over by id by the one
     task that reads. A read waits for its own time only; its deadline travels
-    with it so that the store skips a read nobody waits for any more. When the
+    with it so that the store gives up a read nobody waits for any more. When the
     stream ends, every read still open on it fails with the stream's status,
     and the next read opens a new stream. A stream that answers nothing for the
     whole time of a read (a stalled connection the transport has not noticed
