@@ -30,7 +30,7 @@ from driftline.settings import (
     ServingSettings,
     TrainingSettings,
 )
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 
@@ -45,6 +45,8 @@ SLO_ALERTS = (
     "AccuracyBelowFloor",
     "ChampionTooOld",
     "DeadLetterRatioHigh",
+    "ConsumerStalled",
+    "RecordsSkipped",
 )
 
 # Series the rules read that no service exposes yet; the owning service is to add them
@@ -117,6 +119,7 @@ def _exposed_series() -> set[str]:
         registries.append(base.registry)
     ingestion = ServiceMetrics("ingestion")
     OutcomeCounters(ingestion.registry)
+    ConsumerHealth(ingestion.registry, stall_after_s=60)
     registries.append(ingestion.registry)
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}

@@ -15,6 +15,7 @@ itself and is strict.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -111,11 +112,16 @@ class RawEvent(_Strict):
 
 
 class RawLabel(_Strict):
-    """A label (ground truth) as sent to ``driftline.labels`` or ``POST /v1/labels``."""
+    """A label (ground truth) as sent to ``driftline.labels`` or ``POST /v1/labels``.
+
+    It is checked against the label type its feature set declares (``featureset``
+    may be omitted when only one is registered, as for events).
+    """
 
     event_id: _Id
     entity_id: _Id
     timestamp: Timestamp
+    featureset: str | None = None
     label: LabelValue
 
 
@@ -132,13 +138,15 @@ class ValidEvent(_Strict):
 
 
 class ValidLabel(_Strict):
-    """A label that passed validation."""
+    """A label that passed validation (against its feature set's label type, if declared)."""
 
     event_id: str
     entity_id: str
     event_time: Timestamp
     label: LabelValue
     ingested_at: Timestamp
+    featureset: str | None = None
+    """The feature set it was checked against (absent on labels written before it was kept)."""
 
 
 class DlqReason(StrEnum):
@@ -156,13 +164,32 @@ class DlqReason(StrEnum):
     """An event id already seen inside the dedup window."""
     TOO_LARGE = "too_large"
     """Larger than the configured maximum record size."""
+    PROCESSING_ERROR = "processing_error"
+    """Valid on its face, but processing it raised an error (the detail names it)."""
+
+
+DETAIL_CHARS = 2000
+"""Longest :attr:`DeadLetter.detail` kept; a longer one is cut and says so."""
 
 
 class DeadLetter(_Strict):
-    """A record that could not be accepted, kept byte for byte with the reason."""
+    """A record that could not be accepted, kept with the reason.
+
+    The original bytes are kept whole up to the per-record limit; of a larger
+    record only its first bytes are kept (``truncated``), with its size and
+    sha256, and the whole record stays readable at its source offset for the
+    topic's retention (``driftline dlq show`` and ``replay`` fetch it from there).
+    So a dead letter always fits on the dead-letter topic.
+    """
 
     original_b64: str
-    """The record's value exactly as received, base64."""
+    """The record's value as received, base64 (its first bytes only when ``truncated``)."""
+    original_size: int | None = None
+    """Size in bytes of the whole original value."""
+    original_sha256: str | None = None
+    """Hex sha256 of the whole original value."""
+    truncated: bool = False
+    """True when ``original_b64`` holds only the first bytes of the original."""
     original_key: str | None = None
     """The record's Kafka key (UTF-8, replaced where invalid), if any."""
     reason: DlqReason
@@ -176,13 +203,47 @@ class DeadLetter(_Strict):
     received_at: Timestamp
 
     def original(self) -> bytes:
-        """The original bytes."""
+        """The original bytes kept in the letter (only the first ones when ``truncated``)."""
         return base64.b64decode(self.original_b64)
 
     @staticmethod
     def encode_original(raw: bytes) -> str:
         """Base64 text of raw bytes, for :attr:`original_b64`."""
         return base64.b64encode(raw).decode("ascii")
+
+    @classmethod
+    def of(
+        cls,
+        raw: bytes,
+        *,
+        keep_bytes: int,
+        reason: DlqReason,
+        detail: str,
+        **where: Any,
+    ) -> DeadLetter:
+        """The dead letter of ``raw``: at most ``keep_bytes`` of it kept, size and digest noted.
+
+        ``where`` holds the remaining fields (``source``, ``kind``, ``source_topic`` …;
+        ``received_at`` defaults to now).
+
+        >>> d = DeadLetter.of(b"x" * 10, keep_bytes=4, reason=DlqReason.TOO_LARGE,
+        ...                   detail="too big", source="http", kind="event")
+        >>> d.original(), d.original_size, d.truncated
+        (b'xxxx', 10, True)
+        """
+        kept = raw[:keep_bytes]
+        if len(detail) > DETAIL_CHARS:
+            detail = detail[: DETAIL_CHARS - 20] + f"… ({len(detail)} chars)"
+        where.setdefault("received_at", utcnow())
+        return cls(
+            original_b64=cls.encode_original(kept),
+            original_size=len(raw),
+            original_sha256=hashlib.sha256(raw).hexdigest(),
+            truncated=len(kept) < len(raw),
+            reason=reason,
+            detail=detail,
+            **where,
+        )
 
 
 class FeatureVector(_Strict):

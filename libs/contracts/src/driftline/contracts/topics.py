@@ -58,9 +58,15 @@ class Topic:
     notes: str = ""
     config: dict[str, str] = field(default_factory=dict)
 
-    def topic_config(self) -> dict[str, str]:
-        """Broker-side topic configuration used at creation."""
-        return {"retention.ms": str(self.retention_ms), **self.config}
+    def topic_config(self, max_message_bytes: int | None = None) -> dict[str, str]:
+        """Broker-side topic configuration used at creation.
+
+        ``max_message_bytes`` (the settings' ``kafka.max_message_bytes``) sets the
+        topic's ``max.message.bytes``, so the largest record a producer may send and
+        the largest a topic takes are one figure.
+        """
+        extra = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
+        return {"retention.ms": str(self.retention_ms), **extra, **self.config}
 
 
 EVENTS = Topic(

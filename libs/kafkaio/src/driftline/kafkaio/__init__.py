@@ -13,15 +13,18 @@ from driftline.kafkaio.clients import (
     wait_for_kafka,
 )
 from driftline.kafkaio.provision import provision_topics
+from driftline.kafkaio.record_faults import RECORD_KAFKA_ERRORS, is_record_fault
 from driftline.kafkaio.tracing import context_from_headers, headers_from_context, traceparent_of
 
 __all__ = [
+    "RECORD_KAFKA_ERRORS",
     "OutRecord",
     "RecordBatch",
     "batch_records",
     "context_from_headers",
     "encode_value",
     "headers_from_context",
+    "is_record_fault",
     "make_consumer",
     "make_producer",
     "provision_topics",

@@ -23,7 +23,12 @@ def encode_value(value: BaseModel) -> bytes:
 
 
 def make_producer(settings: KafkaSettings, name: str, **overrides: Any) -> AIOKafkaProducer:
-    """An idempotent producer (``acks=all``) named ``<client_id>-<name>``; not started."""
+    """An idempotent producer (``acks=all``) named ``<client_id>-<name>``; not started.
+
+    Its ``max_request_size`` is :attr:`KafkaSettings.max_message_bytes`, the
+    ``max.message.bytes`` the topics are created with, so what the producer lets
+    through the broker takes.
+    """
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": f"{settings.client_id}-{name}",
@@ -31,6 +36,7 @@ def make_producer(settings: KafkaSettings, name: str, **overrides: Any) -> AIOKa
         "enable_idempotence": True,
         "linger_ms": 5,
         "request_timeout_ms": settings.request_timeout_ms,
+        "max_request_size": settings.max_message_bytes,
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -56,6 +62,8 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "request_timeout_ms": settings.request_timeout_ms,
+        # A partition's fetch always has room for the largest record a topic takes.
+        "max_partition_fetch_bytes": max(settings.max_message_bytes, 1024 * 1024),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*(t.name for t in topics), **options)

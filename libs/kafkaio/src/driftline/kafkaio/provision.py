@@ -19,7 +19,10 @@ async def provision_topics(
 ) -> list[str]:
     """Create every topic that does not exist yet; returns the names it created.
 
-    Safe to run any number of times, from any number of processes at once.
+    Safe to run any number of times, from any number of processes at once.  Topics
+    are created with ``max.message.bytes`` = ``settings.max_message_bytes``; a topic
+    that already exists keeps its configuration (change it with
+    ``kafka-configs.sh --alter`` when ``kafka.max_record_bytes`` is raised).
     """
     wanted = list(topics)
     admin = AIOKafkaAdminClient(
@@ -39,7 +42,7 @@ async def provision_topics(
                     name=t.name,
                     num_partitions=t.partitions,
                     replication_factor=settings.default_replication_factor,
-                    topic_configs=t.topic_config(),
+                    topic_configs=t.topic_config(settings.max_message_bytes),
                 )
                 for t in missing
             ]

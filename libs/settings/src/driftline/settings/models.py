@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICE_NAMES: tuple[str, ...] = (
@@ -37,6 +37,30 @@ class KafkaSettings(_Section):
     """Client request timeout."""
     default_replication_factor: int = Field(default=1, ge=1)
     """Replication factor used when provisioning topics (1 for a single node)."""
+    max_record_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest raw event or label accepted, in bytes; a larger one is dead-lettered as
+    ``too_large`` with its first ``max_record_bytes`` kept. Every other size limit follows
+    from it (see :attr:`max_message_bytes`), so they never disagree."""
+    stall_after_s: float = Field(default=60.0, gt=0)
+    """A consumer whose partition has failed at the same offset for this long reports a
+    stall: an ERROR log line with the offset and error, ``driftline_consumer_stalled``
+    set to 1, and the ``ConsumerStalled`` alert."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest Kafka record (and HTTP ingest body): ``max(1 MiB, 4 * max_record_bytes)``.
+
+        It is the ``max.message.bytes`` of every topic provisioning creates, every
+        producer's ``max_request_size`` and the HTTP ingest API's body limit: room
+        for a record at the limit once validated and re-encoded, and for the dead
+        letter of a larger one (its first ``max_record_bytes``, base64, plus detail).
+
+        >>> KafkaSettings().max_message_bytes
+        1048576
+        >>> KafkaSettings(max_record_bytes=1 << 20).max_message_bytes
+        4194304
+        """
+        return max(1024 * 1024, 4 * self.max_record_bytes)
 
 
 class RedisSettings(_Section):
@@ -109,8 +133,10 @@ class IngestionSettings(_ServiceSection):
     """When set, HTTP callers must send it as ``X-API-Key``."""
     dedup_window_s: float = Field(default=3600.0, gt=0)
     """How long an event id is remembered to drop duplicates."""
-    max_record_bytes: int = Field(default=64 * 1024, gt=0)
-    """Records larger than this are dead-lettered as ``too_large``."""
+    max_records_per_request: int = Field(default=10_000, ge=1)
+    """Most records one ``POST /v1/events`` or ``/v1/labels`` body may hold (a JSON array);
+    a longer array is refused whole with 422 ``unparseable``. The body's size is limited by
+    ``kafka.max_message_bytes``, the per-record size by ``kafka.max_record_bytes``."""
     featuresets_dir: Path = Path("examples/featuresets")
     """Directory of feature-set YAML files to validate against."""
     consumer_group: str = "driftline-ingestion"
@@ -119,6 +145,17 @@ class IngestionSettings(_ServiceSection):
     """Stable id of this replica; its Kafka transactional id is derived from it."""
     batch_size: int = Field(default=1000, ge=1)
     """Most records validated and written in one Kafka transaction."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_record_bytes" in data:
+            raise ValueError(
+                "ingestion.max_record_bytes moved to kafka.max_record_bytes "
+                "(DRIFTLINE_KAFKA__MAX_RECORD_BYTES): the topics' and producers' size limits "
+                "are derived from it"
+            )
+        return data
 
 
 class FeaturesSettings(_ServiceSection):

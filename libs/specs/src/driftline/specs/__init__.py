@@ -6,11 +6,11 @@ from driftline.specs.featureset import (
     FeatureSetCatalog,
     FeatureSetSpec,
     FieldSpec,
-    RecordRejected,
     SpecError,
     load_featureset,
     load_featuresets,
 )
+from driftline.specs.label import LabelSpec, RecordRejected, default_label_spec
 from driftline.specs.model import (
     ALLOWED_COMPONENTS,
     ALLOWED_METRICS,
@@ -29,11 +29,13 @@ __all__ = [
     "FeatureSetCatalog",
     "FeatureSetSpec",
     "FieldSpec",
+    "LabelSpec",
     "ModelSpec",
     "PromotionPolicy",
     "RecordRejected",
     "RetrainingPolicy",
     "SpecError",
+    "default_label_spec",
     "load_featureset",
     "load_featuresets",
     "load_model_spec",

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from driftline.contracts.messages import DlqReason, FeatureValue
 from driftline.settings import ConfigError, locate, read_yaml_with_lines
 from driftline.specs.durations import parse_duration
+from driftline.specs.label import LabelSpec, RecordRejected
 
 FieldType = Literal["float", "int", "string", "bool"]
 AggFn = Literal["count", "sum", "mean", "min", "max", "last", "stddev"]
@@ -37,15 +38,6 @@ _NUMERIC_FNS = {"sum", "mean", "min", "max", "stddev"}
 
 class SpecError(ConfigError):
     """A declaration that cannot be used; the message names file and line."""
-
-
-class RecordRejected(ValueError):
-    """A record that does not satisfy its feature set, with the DLQ reason."""
-
-    def __init__(self, reason: DlqReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 class _Spec(BaseModel):
@@ -134,6 +126,9 @@ class FeatureSetSpec(_Spec):
     """How long an online value stays fresh, in seconds (written ``1h`` …)."""
     fields: dict[str, FieldSpec] = Field(min_length=1)
     aggregations: list[AggregationSpec] = Field(default_factory=list)
+    label: LabelSpec | None = None
+    """The type of the labels (ground truth) of this feature set's events; labels that are
+    not of it are dead-lettered. Without it any finite scalar label is accepted."""
 
     @field_validator("ttl", mode="before")
     @classmethod
@@ -165,6 +160,17 @@ class FeatureSetSpec(_Spec):
         """Raw fields then aggregates, in declaration order."""
         return [*self.fields, *(a.name for a in self.aggregations)]
 
+    def check_label(self, value: Any) -> Any:
+        """``value`` checked against :attr:`label` (any finite scalar when none is declared).
+
+        Raises :class:`RecordRejected` (``schema`` or ``constraint``) naming what is wrong.
+        """
+        if self.label is not None:
+            return self.label.check(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecordRejected(DlqReason.CONSTRAINT, f"label: {value!r} is not a finite number")
+        return value
+
     def validate_features(self, features: Mapping[str, Any]) -> dict[str, FeatureValue]:
         """Check raw features against the declaration; return them typed.
 
@@ -193,6 +199,14 @@ class FeatureSetSpec(_Spec):
         return out
 
 
+_INT64 = 2**63
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} digits)"
+
+
 def _check_value(name: str, spec: FieldSpec, value: Any) -> FeatureValue:
     kind = type(value).__name__
     checked: FeatureValue
@@ -207,13 +221,23 @@ def _check_value(name: str, spec: FieldSpec, value: Any) -> FeatureValue:
     elif spec.type == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecordRejected(DlqReason.SCHEMA, f"{name}: expected int, got {kind} {value!r}")
+        if not -_INT64 <= value < _INT64:
+            # Beyond 64 bits no store, wire format or aggregate takes it.
+            raise RecordRejected(
+                DlqReason.CONSTRAINT, f"{name}: {_short(value)} is out of the int64 range"
+            )
         checked = value
     else:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RecordRejected(DlqReason.SCHEMA, f"{name}: expected float, got {kind} {value!r}")
-        if not math.isfinite(value):
-            raise RecordRejected(DlqReason.CONSTRAINT, f"{name}: {value!r} is not a finite number")
-        checked = float(value)
+        try:
+            checked = float(value)
+        except OverflowError:  # an int beyond the float range
+            checked = math.inf
+        if not math.isfinite(checked):
+            raise RecordRejected(
+                DlqReason.CONSTRAINT, f"{name}: {_short(value)} is not a finite number"
+            )
     if isinstance(checked, int | float) and not isinstance(checked, bool):
         if spec.min is not None and checked < spec.min:
             raise RecordRejected(

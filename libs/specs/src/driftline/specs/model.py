@@ -373,9 +373,15 @@ class ModelSpec(_Spec):
         return featureset.feature_names if featureset is not None else None
 
     def check_featureset(self, featureset: FeatureSetSpec) -> None:
-        """Raise :class:`SpecError` if the feature set is not this spec's or lacks a feature."""
+        """Raise :class:`SpecError` if the feature set is not this spec's, lacks a feature, or
+        declares labels of another task."""
         if featureset.name != self.featureset:
             raise SpecError(f"model {self.name} reads {self.featureset}, not {featureset.name}")
+        if featureset.label is not None and featureset.label.type != self.task:
+            raise SpecError(
+                f"model {self.name} is a {self.task} model, but feature set {featureset.name} "
+                f"declares {featureset.label.type} labels ({featureset.label.describe()})"
+            )
         missing = [f for f in self.features or () if f not in featureset.feature_names]
         if missing:
             raise SpecError(

@@ -1,5 +1,6 @@
 """Traces (OpenTelemetry), metrics (Prometheus) and JSON logs that carry the trace id."""
 
+from driftline.telemetry.consumer_health import ConsumerHealth
 from driftline.telemetry.logs import JsonFormatter, configure_logging
 from driftline.telemetry.messaging import SpanContextMemo, messaging_attributes, span_context_of
 from driftline.telemetry.metrics import Children, ServiceMetrics
@@ -8,6 +9,7 @@ from driftline.telemetry.tracing import configure_tracing
 
 __all__ = [
     "Children",
+    "ConsumerHealth",
     "JsonFormatter",
     "RpcServerSpans",
     "ServiceMetrics",

@@ -44,7 +44,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     health.set("redis", True)
 
     core = IngestionCore(
-        catalog, RedisDedupStore(redis, cfg.dedup_window_s), max_record_bytes=cfg.max_record_bytes
+        catalog,
+        RedisDedupStore(redis, cfg.dedup_window_s),
+        max_record_bytes=settings.kafka.max_record_bytes,
     )
     http_producer = make_producer(settings.kafka, f"ingestion-http-{cfg.instance_id}")
     await http_producer.start()
