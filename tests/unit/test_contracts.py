@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from driftline.contracts import errors
 from driftline.contracts.messages import DeadLetter, DlqReason, RawEvent, RawLabel
 from driftline.contracts.topics import ALL_TOPICS, EVENTS, EVENTS_VALID, MODELS, topic_by_name
 from driftline.kafkaio import send_model
+from driftline.settings import KafkaSettings
 
 DESIGN = Path(__file__).resolve().parents[3] / "shared" / "DESIGN.md"
 
@@ -126,3 +128,35 @@ def test_readme_topic_table_matches_the_declarations() -> None:
     rows = re.findall(r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| `(\w+)` \|", readme, re.M)
     declared = {t.name: (t.partitions, t.value_model.__name__) for t in ALL_TOPICS}
     assert {name: (int(p), model) for name, p, model in rows} == declared
+
+
+def test_a_dead_letter_keeps_the_first_bytes_of_an_oversized_record_and_says_so() -> None:
+    raw = b'{"event_id": "e-1", "pad": "' + b"x" * 1_200_000 + b'"}'
+    letter = DeadLetter.of(
+        raw,
+        keep_bytes=64 * 1024,
+        reason=DlqReason.TOO_LARGE,
+        detail="y" * 10_000,
+        source="kafka",
+        source_topic=EVENTS.name,
+        source_partition=2,
+        source_offset=41,
+        kind="event",
+    )
+    assert letter.truncated and letter.original_size == len(raw)
+    assert letter.original() == raw[: 64 * 1024]
+    assert letter.original_sha256 == hashlib.sha256(raw).hexdigest()
+    assert len(letter.detail) <= 2000 and letter.detail.endswith("(10000 chars)")
+    # What the dead-letter topic takes: well under Kafka's 1 MiB default.
+    assert len(letter.model_dump_json()) < 100 * 1024
+    small = DeadLetter.of(
+        b"{}", keep_bytes=1024, reason=DlqReason.SCHEMA, detail="d", source="http", kind="label"
+    )
+    assert (small.truncated, small.original(), small.original_size) == (False, b"{}", 2)
+
+
+def test_topics_are_created_with_the_message_size_the_producers_use() -> None:
+    config = EVENTS.topic_config(KafkaSettings().max_message_bytes)
+    assert config["max.message.bytes"] == str(1024 * 1024)
+    assert config["retention.ms"] == str(EVENTS.retention_ms)
+    assert "max.message.bytes" not in EVENTS.topic_config()

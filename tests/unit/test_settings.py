@@ -96,3 +96,23 @@ def test_every_field_is_documented() -> None:
         return missing
 
     assert walk(PlatformSettings, "") == []
+
+
+def test_the_moved_record_limit_names_its_new_place(tmp_path: Path) -> None:
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text("ingestion:\n  max_record_bytes: 1000\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "moved to kafka.max_record_bytes" in str(err.value)
+    assert f"{cfg}:1: ingestion" in str(err.value)
+
+
+def test_every_size_limit_follows_the_one_record_limit() -> None:
+    small = PlatformSettings(kafka={"max_record_bytes": 64 * 1024}).kafka
+    big = PlatformSettings(kafka={"max_record_bytes": 2 * 1024 * 1024}).kafka
+    # The floor is Kafka's own default message size, so existing topics keep working.
+    assert small.max_message_bytes == 1024 * 1024
+    # A record at the limit, base64-encoded in a dead letter with its detail, still fits.
+    for kafka in (small, big):
+        assert kafka.max_message_bytes >= kafka.max_record_bytes * 4 // 3 + 4096
+    assert big.max_message_bytes == 8 * 1024 * 1024
