@@ -64,9 +64,14 @@ def _coerce_time(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("timestamp must be finite")
-        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        except (OverflowError, OSError):
+            # Only a ValueError becomes a validation error; these would escape the
+            # validator and crash the caller on one record (1e20, a 400-digit int).
+            raise ValueError("timestamp is out of range (epoch milliseconds)") from None
     return value
 
 

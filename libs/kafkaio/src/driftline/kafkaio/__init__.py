@@ -13,7 +13,11 @@ from driftline.kafkaio.clients import (
     wait_for_kafka,
 )
 from driftline.kafkaio.provision import provision_topics
-from driftline.kafkaio.record_faults import RECORD_KAFKA_ERRORS, is_record_fault
+from driftline.kafkaio.record_faults import (
+    RECORD_KAFKA_ERRORS,
+    is_record_fault,
+    unreadable_detail,
+)
 from driftline.kafkaio.tracing import context_from_headers, headers_from_context, traceparent_of
 
 __all__ = [
@@ -31,5 +35,6 @@ __all__ = [
     "send_batched",
     "send_model",
     "traceparent_of",
+    "unreadable_detail",
     "wait_for_kafka",
 ]

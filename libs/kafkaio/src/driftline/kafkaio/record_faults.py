@@ -25,10 +25,11 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
+from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError
 
-__all__ = ["RECORD_KAFKA_ERRORS", "is_record_fault"]
+__all__ = ["RECORD_KAFKA_ERRORS", "is_record_fault", "unreadable_detail"]
 
 RECORD_KAFKA_ERRORS: tuple[type[KafkaError], ...] = (
     MessageSizeTooLargeError,
@@ -63,3 +64,24 @@ def is_record_fault(exc: BaseException) -> bool:
     module = type(exc).__module__
     # Redis client errors are I/O whatever their class (connection, timeout, busy).
     return not module.startswith("redis")
+
+
+def unreadable_detail(value: bytes | None, exc: ValidationError) -> str:
+    """Why a record's value is not its topic's model, in one line, for a skip's log line.
+
+    >>> from driftline.contracts.messages import ValidLabel
+    >>> try:
+    ...     ValidLabel.model_validate_json(b'{"event_id": "e-1"}')
+    ... except ValidationError as exc:
+    ...     unreadable_detail(b"...", exc)
+    'not a ValidLabel: entity_id: Field required (and 3 more)'
+    """
+    if value is None:
+        return "a null value (tombstone)"
+    errors = exc.errors(include_url=False, include_input=False)
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the value"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"not a {exc.title}: {where}: {first['msg']}{more}"

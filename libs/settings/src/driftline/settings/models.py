@@ -183,6 +183,10 @@ class TrainingSettings(_ServiceSection):
     """Admin HTTP endpoint."""
     models_dir: Path = Path("examples/models")
     """Directory of model-spec YAML files."""
+    featuresets_dir: Path = Path("examples/featuresets")
+    """Directory of feature-set YAML files: each model is checked against its feature set at
+    start, and its labels against the label type the feature set declares (a model whose
+    feature set is not found gets the default check for its task, with a warning)."""
     registry_target: str = "127.0.0.1:50052"
     """Registry gRPC address."""
     registry_token: str | None = None
