@@ -30,6 +30,10 @@ class DedupStore(ABC):
     async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
         """Claim ``(key, owner)`` pairs in order; True where the claim is this owner's."""
 
+    @abstractmethod
+    async def release_many(self, claims: Sequence[tuple[str, str]]) -> None:
+        """Drop the ``(key, owner)`` claims this owner holds (another owner's stay)."""
+
 
 class InMemoryDedupStore(DedupStore):
     """A process-local store, for unit tests and single-process tools."""
@@ -55,6 +59,12 @@ class InMemoryDedupStore(DedupStore):
                 out.append(held[0] == owner)
         return out
 
+    async def release_many(self, claims: Sequence[tuple[str, str]]) -> None:
+        for key, owner in claims:
+            held = self._seen.get(key)
+            if held is not None and held[0] == owner:
+                del self._seen[key]
+
 
 class RedisDedupStore(DedupStore):
     """Claims as ``SET key owner NX PX window`` in one pipeline per batch.
@@ -62,10 +72,17 @@ class RedisDedupStore(DedupStore):
     Shared by every ingestion replica and survives restarts.
     """
 
+    # Delete the key only while this owner holds it: compare and delete in one step.
+    _RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0"
+    )
+
     def __init__(self, redis: Redis, window_s: float, prefix: str = "dl:dedup:") -> None:
         super().__init__(window_s)
         self._redis = redis
         self._prefix = prefix
+        self._release = redis.register_script(self._RELEASE)
 
     async def claim_many(self, claims: Sequence[tuple[str, str]]) -> list[bool]:
         if not claims:
@@ -86,3 +103,14 @@ class RedisDedupStore(DedupStore):
                 held = prev.decode() if isinstance(prev, bytes) else str(prev)
                 out.append(held == owner)
         return out
+
+    async def release_many(self, claims: Sequence[tuple[str, str]]) -> None:
+        if not claims:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, owner in claims:
+                    await self._release(keys=[self._prefix + key], args=[owner], client=pipe)
+                await pipe.execute()
+        except RedisError as exc:
+            raise UnavailableError(f"dedup store (Redis) failed: {exc}") from exc

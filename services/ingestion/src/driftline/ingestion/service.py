@@ -17,7 +17,7 @@ from driftline.kafkaio import make_producer, provision_topics, wait_for_kafka
 from driftline.runtime import Health, build_admin_app, serve_http, wait_for_redis
 from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,17 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     http_producer = make_producer(settings.kafka, f"ingestion-http-{cfg.instance_id}")
     await http_producer.start()
     app = build_admin_app(health, metrics, title="Driftline ingestion")
-    add_ingest_routes(app, core, http_producer, counters, cfg.api_key)
-    loop = KafkaIngestLoop(core, settings, metrics, counters)
+    add_ingest_routes(
+        app,
+        core,
+        http_producer,
+        counters,
+        cfg.api_key,
+        max_body_bytes=settings.kafka.max_message_bytes,
+        max_records=cfg.max_records_per_request,
+    )
+    consumer_health = ConsumerHealth(metrics.registry, stall_after_s=settings.kafka.stall_after_s)
+    loop = KafkaIngestLoop(core, settings, metrics, counters, consumer_health)
     log.info(
         "ingestion ready: %d feature set(s) (%s), HTTP on %s:%d",
         len(catalog),

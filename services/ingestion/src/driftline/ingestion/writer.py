@@ -7,16 +7,43 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 
-from driftline.contracts.messages import ValidEvent
+from driftline.contracts.messages import DlqReason, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS_VALID, LABELS_VALID, Topic
-from driftline.ingestion.core import Accepted, Outcome, Rejected
+from driftline.ingestion.core import Accepted, Incoming, IngestionCore, Outcome, Rejected
 from driftline.kafkaio import send_model
 
 tracer = trace.get_tracer("driftline.ingestion")
+
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+"""Record faults meaning the producer or the broker refused a record's size."""
+
+FAULT_KEEP_BYTES = 1024
+"""Bytes of a record its dead letter keeps when writing its outcome was refused for size.
+
+A topic created before ``kafka.max_record_bytes`` was raised keeps its smaller
+``max.message.bytes``; a letter keeping this little fits any topic, and the
+whole record stays at its source offset (or with the HTTP caller)."""
+
+
+def fault_letter(
+    core: IngestionCore, item: Incoming, exc: BaseException, *, processing: bool = False
+) -> Rejected:
+    """The dead letter of a record whose outcome could not be written (or computed).
+
+    ``too_large`` when ``exc`` is a size refusal (keeping :data:`FAULT_KEEP_BYTES`),
+    ``processing_error`` otherwise; the detail names the error.
+    """
+    if isinstance(exc, SIZE_ERRORS):
+        detail = f"Kafka refused its outcome as too large ({type(exc).__name__}: {exc})"
+        return core.reject(item, DlqReason.TOO_LARGE, detail, keep_bytes=FAULT_KEEP_BYTES)
+    doing = "processing it" if processing else "writing its outcome"
+    detail = f"{doing} raised {type(exc).__name__}: {exc}"
+    return core.reject(item, DlqReason.PROCESSING_ERROR, detail)
 
 
 class OutcomeCounters:
@@ -46,33 +73,41 @@ def destination(outcome: Outcome) -> Topic:
     return EVENTS_VALID if isinstance(outcome.record, ValidEvent) else LABELS_VALID
 
 
+async def send_outcome(
+    producer: AIOKafkaProducer, outcome: Outcome, ctx: otel_context.Context | None = None
+) -> asyncio.Future[Any]:
+    """Queue one outcome on its topic; returns its delivery future.
+
+    It continues the trace ``ctx`` when given: a span is opened only for records
+    that arrived inside a trace, so untraced high-rate streams pay nothing for
+    tracing.  Raises what the producer raises before queueing (a
+    ``MessageSizeTooLargeError`` for a record over ``max_request_size``).
+    """
+    topic = destination(outcome)
+    value = outcome.letter if isinstance(outcome, Rejected) else outcome.record
+    if ctx is None:
+        return await send_model(producer, topic, outcome.key, value)
+    with tracer.start_as_current_span(
+        "ingestion.validate",
+        context=ctx,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.destination.name": topic.name,
+            "driftline.outcome": (
+                outcome.reason.value if isinstance(outcome, Rejected) else "valid"
+            ),
+        },
+    ):
+        return await send_model(producer, topic, outcome.key, value)
+
+
 async def send_outcomes(
     producer: AIOKafkaProducer,
     outcomes: Sequence[Outcome],
     contexts: Sequence[otel_context.Context | None],
 ) -> list[asyncio.Future[Any]]:
-    """Queue every outcome on its topic; each continues the trace its record carried.
-
-    A span is opened only for records that arrived inside a trace, so untraced
-    high-rate streams pay nothing for tracing.
-    """
-    futures: list[asyncio.Future[Any]] = []
-    for outcome, ctx in zip(outcomes, contexts, strict=True):
-        topic = destination(outcome)
-        value = outcome.letter if isinstance(outcome, Rejected) else outcome.record
-        if ctx is None:
-            futures.append(await send_model(producer, topic, outcome.key, value))
-            continue
-        with tracer.start_as_current_span(
-            "ingestion.validate",
-            context=ctx,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.destination.name": topic.name,
-                "driftline.outcome": (
-                    outcome.reason.value if isinstance(outcome, Rejected) else "valid"
-                ),
-            },
-        ):
-            futures.append(await send_model(producer, topic, outcome.key, value))
-    return futures
+    """Queue every outcome on its topic, in order (see :func:`send_outcome`)."""
+    return [
+        await send_outcome(producer, outcome, ctx)
+        for outcome, ctx in zip(outcomes, contexts, strict=True)
+    ]
