@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,8 +26,8 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from driftline.contracts.messages import FeatureVector, ValidEvent
-from driftline.contracts.topics import EVENTS_VALID, FEATURES
+from driftline.contracts.messages import DeadLetter, DlqReason, FeatureVector, ValidEvent
+from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
 from driftline.features.online_store import FeatureStatus, RedisOnlineStore
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
@@ -408,3 +409,144 @@ async def test_partitions_moving_between_workers_keep_aggregates_exact(
         for w in (first, second):
             if w.proc is not None and w.proc.poll() is None:
                 w.terminate()
+
+
+async def test_an_event_that_makes_processing_raise_is_dead_lettered_and_the_rest_go_on(
+    kafka: Any, redis_server: Any, worker: Worker, tmp_path: Path
+) -> None:
+    """A record fault inside processing: isolated, dead-lettered; the process stays up.
+
+    Two ``-2**63`` amounts for one account (each a valid int64, so ingestion would
+    take them) overflow the account's int ``sum`` past what the changelog's codec
+    takes.  Before issue 14 the worker exited on it and redid it after every restart.
+    """
+    await provision_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
+    run = uuid.uuid4().hex[:8]
+    name = f"ledger_{run}"
+    featuresets = tmp_path / "featuresets"
+    featuresets.mkdir()
+    (featuresets / "loans.yaml").write_text((FEATURESETS / "loans.yaml").read_text())
+    (featuresets / "ledger.yaml").write_text(
+        f"name: {name}\nversion: 1\nentity: account\nttl: 1d\n"
+        "fields:\n  amount: {type: int}\n"
+        "aggregations:\n  - {field: amount, fn: sum, window: 1h}\n"
+    )
+    worker.env["DRIFTLINE_FEATURES__FEATURESETS_DIR"] = str(featuresets)
+    ledger = load_featuresets(featuresets).resolve(name)
+    now = datetime.now(UTC)
+    # All in one bucket of the 1h sum (an hour that began 30-90 minutes ago), so that
+    # the two -2**63 amounts meet in it.
+    hour = math.floor((now.timestamp() - 1800) / 3600) * 3600
+    base = datetime.fromtimestamp(hour + 600, UTC)
+
+    amount_of: dict[str, int] = {}
+
+    def event(i: int, account: str, amount: int) -> ValidEvent:
+        amount_of[f"{run}-{i}"] = amount
+        return ValidEvent(
+            event_id=f"{run}-{i}", entity_id=f"{account}-{run}", featureset=name,
+            featureset_version=1, event_time=base + timedelta(seconds=i),
+            features={"amount": amount}, ingested_at=now,
+        )  # fmt: skip
+
+    low = -(2**63)
+    events = [
+        event(0, "poison", low),
+        *(event(i, f"a{i % 7}", i) for i in range(1, 40)),
+        event(40, "poison", low),  # the sum overflows: processing raises
+        *(event(i, f"a{i % 7}", i) for i in range(41, 80)),
+        event(80, "poison", 5),  # fine again once event 40 is left out
+    ]
+    bad = events[40]
+    good = [e for e in events if e is not bad]
+    # Written straight to driftline.events.valid (past ingestion), with a garbage record.
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        sent = {}
+        for e in events:
+            fut = await producer.send(
+                EVENTS_VALID.name, value=e.model_dump_json().encode(), key=e.entity_id.encode()
+            )
+            sent[e.event_id] = await fut
+        garbage_at = await producer.send_and_wait(
+            EVENTS_VALID.name, value=b"\xff{ garbage", key=f"garbage-{run}".encode()
+        )
+    finally:
+        await producer.stop()
+
+    proc = worker.start()
+    log = FeatureLog(kafka.bootstrap_servers, {e.event_id for e in events})
+    await log.start()
+    try:
+        await log.wait_for(len(good), timeout=90, proc=proc)
+        letters = await dead_letters(
+            kafka.bootstrap_servers,
+            {(sent[bad.event_id].partition, sent[bad.event_id].offset),
+             (garbage_at.partition, garbage_at.offset)},
+            proc,
+        )  # fmt: skip
+        await log.poll()
+    finally:
+        await log.stop()
+    # Every good event has its vector, once; the bad one none.
+    assert set(log.seen) == {e.event_id for e in good}
+    assert all(len(v) == 1 for v in log.seen.values())
+    failed = letters[(sent[bad.event_id].partition, sent[bad.event_id].offset)]
+    assert failed.reason is DlqReason.PROCESSING_ERROR
+    assert "Integer exceeds 64-bit range" in failed.detail
+    assert failed.original() == bad.model_dump_json().encode()
+    garbage = letters[(garbage_at.partition, garbage_at.offset)]
+    assert garbage.reason is DlqReason.UNPARSEABLE
+
+    # The online values are those of the good events: the poison account's sum holds
+    # events 0 and 80 only.
+    store = RedisOnlineStore(redis_server.url)
+    try:
+        accounts = sorted({e.entity_id for e in good})
+        rows = await store.read(ledger, accounts, ["amount", "amount_sum_1h"], time.time())
+    finally:
+        await store.close()
+    for account, (amount, total) in zip(accounts, rows, strict=True):
+        mine = [e for e in good if e.entity_id == account]
+        assert amount.value == amount_of[mine[-1].event_id], account
+        want = math.fsum(amount_of[e.event_id] for e in mine)
+        assert total.value == pytest.approx(want), account
+    metrics = await asyncio.to_thread(
+        lambda: (
+            urllib.request.urlopen(f"http://127.0.0.1:{worker.admin_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+    )
+    assert (
+        'driftline_records_skipped_total{reason="processing_error",topic="driftline.events.valid"}'
+        " 1.0" in metrics
+    )
+    assert proc.poll() is None, worker.log.read_text()[-3000:]  # it never exited
+
+
+async def dead_letters(
+    bootstrap: str, wanted: set[tuple[int, int]], proc: subprocess.Popen[bytes]
+) -> dict[tuple[int, int], DeadLetter]:
+    """The dead letters of ``driftline.events.valid`` records at ``(partition, offset)``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: dict[tuple[int, int], DeadLetter] = {}
+    try:
+        tps = [TopicPartition(DLQ.name, p) for p in range(DLQ.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + 60
+        while set(found) != wanted:
+            assert proc.poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, f"dead letters {set(found)} of {wanted}"
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    letter = DeadLetter.model_validate_json(r.value)
+                    where = (letter.source_partition, letter.source_offset)
+                    if letter.source_topic == EVENTS_VALID.name and where in wanted:
+                        found[where] = letter
+    finally:
+        await consumer.stop()
+    return found

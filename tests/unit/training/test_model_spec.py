@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from driftline.specs import ModelSpec, SpecError, load_featureset, load_model_spec
+from driftline.specs import LabelSpec, ModelSpec, SpecError, load_featureset, load_model_spec
+from driftline.training.service import label_specs
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "models" / "loans.yaml"
@@ -122,3 +124,31 @@ def test_select_drops_unlisted_and_missing_features() -> None:
     spec = load_model_spec(EXAMPLE)
     x = spec.select({"salary": 50000.0, "age": None, "count_1h": 3})
     assert x == {"salary": 50000.0}
+
+
+def test_training_takes_each_models_label_type_from_its_feature_set(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loans = load_model_spec(EXAMPLE)
+    orphan = ModelSpec.model_validate(
+        loans.model_dump() | {"name": "orphan", "featureset": "undeclared"}
+    )
+    featuresets = ROOT / "examples" / "featuresets"
+    with caplog.at_level(logging.WARNING):
+        labels = label_specs({"loans": loans, "orphan": orphan}, featuresets)
+    assert labels["loans"] == LabelSpec(type="binary")
+    assert labels["orphan"] is None  # the default check for its task
+    assert "feature set undeclared is not declared in" in caplog.text
+
+    # A feature set declaring labels of another task stops the service at start.
+    regression = tmp_path / "featuresets"
+    regression.mkdir()
+    text = (featuresets / "loans.yaml").read_text()
+    assert "label: {type: binary}" in text
+    (regression / "loans.yaml").write_text(text.replace("{type: binary}", "{type: regression}"))
+    with pytest.raises(SpecError, match="binary model, but feature set loans declares regression"):
+        label_specs({"loans": loans}, regression)
+
+    # No directory at all: every model gets its task's default, with a warning.
+    assert label_specs({"loans": loans}, tmp_path / "nowhere") == {"loans": None}
+    assert "training.featuresets_dir" in caplog.text

@@ -21,6 +21,7 @@ from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.runtime import Health, build_admin_app, serve_http, service_main, wait_for_redis
 from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
+from driftline.telemetry import ConsumerHealth
 
 log = logging.getLogger("driftline.features")
 
@@ -53,6 +54,11 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
             metrics=metrics,
             health=health,
             client_id=settings.kafka.client_id,
+            max_record_bytes=settings.kafka.max_record_bytes,
+            max_message_bytes=settings.kafka.max_message_bytes,
+            consumer_health=ConsumerHealth(
+                metrics.registry, stall_after_s=settings.kafka.stall_after_s
+            ),
         )
         # Start-up waits for the changelog topic and the group join; SIGTERM
         # must still be able to end it.

@@ -27,6 +27,7 @@ from driftline.contracts.messages import (
 from driftline.contracts.topics import EVENTS_VALID
 from driftline.features.aggregates import DEFAULT_LATENESS_S, EntityState
 from driftline.features.online_store import EntityWrite
+from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec, RecordRejected
 
 __all__ = ["BatchOutcome", "FeatureProcessor", "SourceRecord", "state_key"]
@@ -113,9 +114,13 @@ class FeatureProcessor:
         catalog: FeatureSetCatalog,
         *,
         allowed_lateness_s: float = DEFAULT_LATENESS_S,
+        keep_bytes: int = KafkaSettings().max_record_bytes,
     ) -> None:
         self.catalog = catalog
         self.allowed_lateness_s = allowed_lateness_s
+        self.keep_bytes = keep_bytes
+        """How much of a record a dead letter keeps (``kafka.max_record_bytes``): a dead
+        letter of any record then fits on the dead-letter topic."""
 
     def new_state(self, spec: FeatureSetSpec) -> EntityState:
         """An empty state for an entity of ``spec``."""
@@ -141,20 +146,20 @@ class FeatureProcessor:
                 reason = (
                     DlqReason.UNPARSEABLE if first["type"] == "json_invalid" else DlqReason.SCHEMA
                 )
-                out.dead_letters.append((rec.key, self._dead(rec, reason, str(exc))))
+                out.dead_letters.append((rec.key, self.dead_letter(rec, reason, str(exc))))
                 continue
             spec = self.catalog.get(event.featureset)
             if spec is None:
                 known = ", ".join(s.name for s in self.catalog) or "none"
                 detail = f"feature set {event.featureset!r} is not registered here; known: {known}"
                 out.dead_letters.append(
-                    (rec.key, self._dead(rec, DlqReason.UNKNOWN_FEATURESET, detail))
+                    (rec.key, self.dead_letter(rec, DlqReason.UNKNOWN_FEATURESET, detail))
                 )
                 continue
             try:
                 raw = spec.validate_features(event.features)
             except RecordRejected as exc:
-                out.dead_letters.append((rec.key, self._dead(rec, exc.reason, exc.detail)))
+                out.dead_letters.append((rec.key, self.dead_letter(rec, exc.reason, exc.detail)))
                 continue
             key = state_key(spec.name, event.entity_id)
             state = states.get(key)
@@ -205,17 +210,17 @@ class FeatureProcessor:
             out.writes.setdefault(spec.name, []).append(EntityWrite(entity_id, values))
         return out
 
-    @staticmethod
-    def _dead(rec: SourceRecord, reason: DlqReason, detail: str) -> DeadLetter:
-        return DeadLetter(
-            original_b64=DeadLetter.encode_original(rec.value),
-            original_key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
+    def dead_letter(self, rec: SourceRecord, reason: DlqReason, detail: str) -> DeadLetter:
+        """The dead letter of ``rec`` (its first :attr:`keep_bytes` kept, with its place)."""
+        return DeadLetter.of(
+            rec.value,
+            keep_bytes=self.keep_bytes,
             reason=reason,
-            detail=detail[:2000],
+            detail=detail,
+            original_key=rec.key.decode("utf-8", "replace") if rec.key is not None else None,
             source="kafka",
             source_topic=EVENTS_VALID.name,
             source_partition=rec.partition,
             source_offset=rec.offset,
             kind="event",
-            received_at=utcnow(),
         )

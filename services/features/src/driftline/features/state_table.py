@@ -137,6 +137,15 @@ class StateTable:
         for key in self._keys.pop(partition, ()):
             self._data.pop(key, None)
 
+    def drop_unowned(self) -> int:
+        """Forget every state no partition owns (neither recovered nor :meth:`note`-d): the
+        states a batch created before it failed.  Returns how many were dropped."""
+        owned = set().union(*self._keys.values())
+        stale = [key for key in self._data if key not in owned]
+        for key in stale:
+            del self._data[key]
+        return len(stale)
+
     @property
     def partitions(self) -> set[int]:
         """The partitions whose states are held."""

@@ -34,6 +34,16 @@ Partitions move between workers through the group's rebalance: a revoked
 partition's batch in flight finishes and its offsets are committed before its
 states are dropped; an assigned partition's states are replayed from the
 changelog before any of its events is processed.
+
+No record stops the worker.  Bad events are dead letters of the processor; an
+event that makes processing raise anyway (a bug in an aggregate, a value a
+codec refuses) is isolated: the batch's partitions get their states back from
+the changelog (which holds the pre-batch states: states are persisted only once
+a batch's other effects are durable), the records are redone one at a time, and
+the one that raises again is dead-lettered as ``processing_error`` while the
+worker goes on.  Errors of the world (broker, Redis) are retried, each failed
+attempt reported to :class:`~driftline.telemetry.ConsumerHealth` so that a
+partition stuck for ``kafka.stall_after_s`` shows as a stall.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
@@ -53,6 +64,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from redis.exceptions import RedisError
 
+from driftline.contracts.messages import DlqReason
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
 from driftline.features.aggregates import DEFAULT_LATENESS_S
 from driftline.features.metrics import FeaturesMetrics
@@ -70,11 +82,13 @@ from driftline.kafkaio import (
     context_from_headers,
     encode_value,
     headers_from_context,
+    is_record_fault,
     send_batched,
 )
 from driftline.runtime import Health
+from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetCatalog
-from driftline.telemetry import messaging_attributes
+from driftline.telemetry import ConsumerHealth, messaging_attributes
 
 __all__ = ["APP_ID", "CHANGELOG_TOPIC", "FeaturesWorker"]
 
@@ -86,7 +100,9 @@ APP_ID = "driftline-features"
 CHANGELOG_TOPIC = f"{APP_ID}-entity-state-changelog"
 """Compacted changelog of the entity-state table, partitioned like ``events.valid``."""
 EXIT_BATCH_FAILED = 70
-"""Exit status when a batch failed unexpectedly (its events are redone after restart)."""
+"""Exit status when the batch loop failed outside any record (its events are redone after
+restart)."""
+_KAFKA_DEFAULTS = KafkaSettings()
 COMMIT_INTERVAL_S = 1.0
 
 
@@ -122,12 +138,26 @@ class FeaturesWorker:
         allowed_lateness_s: float = DEFAULT_LATENESS_S,
         client_id: str = "driftline",
         session_timeout_s: float = 10.0,
+        max_record_bytes: int = _KAFKA_DEFAULTS.max_record_bytes,
+        max_message_bytes: int = _KAFKA_DEFAULTS.max_message_bytes,
+        consumer_health: ConsumerHealth | None = None,
     ) -> None:
+        """``max_record_bytes`` / ``max_message_bytes`` are ``kafka.max_record_bytes`` and
+        ``kafka.max_message_bytes`` (how much of a record a dead letter keeps; the
+        producer's ``max_request_size``); ``consumer_health`` is the service's one
+        :class:`ConsumerHealth` (one on ``metrics.registry`` with a 60 s stall when None).
+        """
         self.catalog = catalog
         self.store = store
         self.metrics = metrics
         self.health = health
-        self.processor = FeatureProcessor(catalog, allowed_lateness_s=allowed_lateness_s)
+        self.consumer_health = consumer_health or ConsumerHealth(
+            metrics.registry, stall_after_s=_KAFKA_DEFAULTS.stall_after_s
+        )
+        self.processor = FeatureProcessor(
+            catalog, allowed_lateness_s=allowed_lateness_s, keep_bytes=max_record_bytes
+        )
+        self._max_message_bytes = max_message_bytes
         self.table = StateTable(StateCodec(catalog, allowed_lateness_s))
         self._bootstrap = bootstrap_servers
         self._replication = replication_factor
@@ -173,6 +203,8 @@ class FeaturesWorker:
             enable_idempotence=True,
             linger_ms=2,
             max_batch_size=256 * 1024,
+            # What the topics take (max.message.bytes), so what passes here is accepted.
+            max_request_size=self._max_message_bytes,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -228,17 +260,7 @@ class FeaturesWorker:
             self._recovering[p] = asyncio.Event()
         self.health.set("recovered", False)
         try:
-            while True:
-                try:
-                    recovered = await read_changelog(
-                        self._bootstrap, CHANGELOG_TOPIC, fresh, self._client_id
-                    )
-                    break
-                except (KafkaError, OSError) as exc:
-                    log.warning("changelog recovery failed (%s); retrying in 1s", exc)
-                    await asyncio.sleep(1.0)
-            for p in fresh:
-                self.table.adopt(p, recovered[p])
+            await self._recover_states(fresh)
         finally:
             for p in fresh:
                 event = self._recovering.pop(p, None)
@@ -246,6 +268,34 @@ class FeaturesWorker:
                     event.set()
             if not self._recovering:
                 self.health.set("recovered", True)
+
+    async def _recover_states(self, partitions: Sequence[int]) -> None:
+        """Replace the states of ``partitions`` with those on the changelog."""
+        recovered = await self._read_changelog(partitions)
+        for p in partitions:
+            self.table.adopt(p, recovered[p])
+
+    async def _roll_back(self, partitions: Sequence[int]) -> None:
+        """Undo what a failed batch did to the states of ``partitions`` (it persisted none).
+
+        The changed states come back from the changelog; the ones the batch created
+        are not there (nor owned by any partition) and are dropped, or the event that
+        created one would look applied when it is redone.  Only while no other batch
+        is in flight (its new states are not owned yet either).
+        """
+        await self._recover_states(partitions)
+        self.table.drop_unowned()
+
+    async def _read_changelog(self, partitions: Sequence[int]) -> dict[int, dict[str, bytes]]:
+        """The changelog's states of ``partitions`` (retried until the broker answers)."""
+        while True:
+            try:
+                return await read_changelog(
+                    self._bootstrap, CHANGELOG_TOPIC, list(partitions), self._client_id
+                )
+            except (KafkaError, OSError) as exc:
+                log.warning("changelog recovery failed (%s); retrying in 1s", exc)
+                await asyncio.sleep(1.0)
 
     # -- the batch loop -----------------------------------------------------------------
 
@@ -289,19 +339,89 @@ class FeaturesWorker:
 
     async def _guarded(self, records: Sequence[SourceRecord]) -> None:
         # The batch's effects are awaited to the end even when the loop is cancelled.
-        task = asyncio.ensure_future(self.online_rebuild.exclusive(self.handle_batch(records)))
+        task = asyncio.ensure_future(self.online_rebuild.exclusive(self.handle_records(records)))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             await asyncio.wait({task}, timeout=30)
             raise
         except Exception:
-            # A bug, not a bad message (those are dead-lettered).  Going on would
-            # commit a batch with its effects half done, so the process ends here
-            # and the batch is redone after restart.
+            # Not a record's fault (those are isolated in handle_records): going on
+            # would commit a batch with its effects half done, so the process ends
+            # here and the batch is redone after restart.
             log.critical("batch failed; exiting so that it is redone", exc_info=True)
             logging.shutdown()
             os._exit(EXIT_BATCH_FAILED)
+
+    async def handle_records(self, records: Sequence[SourceRecord]) -> None:
+        """:meth:`handle_batch`, with a record that makes it raise isolated and dead-lettered.
+
+        When the batch raises a record fault (:func:`is_record_fault`), the states of
+        its partitions are recovered from the changelog (the pre-batch states) and
+        its records are handled one at a time, each made durable before the next; a
+        record that raises on its own gets its partition's states recovered again
+        and is dead-lettered as ``processing_error``.  Any other error propagates.
+        """
+        self.metrics.messages_in.labels(topic=EVENTS_VALID.name).inc(len(records))
+        try:
+            await self.handle_batch(records)
+            return
+        except Exception as exc:
+            if not is_record_fault(exc):
+                raise
+            first = records[0]
+            log.warning(
+                "a batch of %d events from %s[%d]@%d failed on a record (%s: %s); recovering "
+                "its partitions' states and redoing its events one at a time",
+                len(records), EVENTS_VALID.name, first.partition, first.offset,
+                type(exc).__name__, exc, exc_info=True,
+            )  # fmt: skip
+        await self._roll_back(sorted({r.partition for r in records}))
+        for rec in records:
+            try:
+                await self.handle_batch([rec])
+            except Exception as exc:
+                if not is_record_fault(exc):
+                    raise
+                await self._roll_back([rec.partition])
+                await self._dead_letter_failed(rec, exc)
+
+    async def _dead_letter_failed(self, rec: SourceRecord, exc: Exception) -> None:
+        """Dead-letter ``rec``, whose processing raised ``exc``, as ``processing_error``."""
+        where = f"{EVENTS_VALID.name}[{rec.partition}]@{rec.offset}"
+        log.error("processing the event at %s raised; dead-lettering it", where, exc_info=exc)
+        detail = (
+            f"processing the event raised {type(exc).__name__}: {exc} (a bug this event "
+            "exercises; it can be replayed from the dead-letter topic once fixed)"
+        )
+        letter = self.processor.dead_letter(rec, DlqReason.PROCESSING_ERROR, detail)
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the worker is not started")
+
+        async def send() -> None:
+            await (await producer.send(DLQ.name, value=encode_value(letter), key=rec.key))
+
+        try:
+            await self._retrying(
+                "dead-letter", send, {(EVENTS_VALID.name, rec.partition): rec.offset}
+            )
+        except Exception as send_exc:
+            if not is_record_fault(send_exc):
+                raise
+            # The letter itself was refused: the event is still readable at its offset.
+            self.consumer_health.skip(
+                EVENTS_VALID.name, rec.partition, rec.offset, DlqReason.PROCESSING_ERROR.value,
+                f"{detail}; its dead letter was refused too ({type(send_exc).__name__}: "
+                f"{send_exc})",
+            )  # fmt: skip
+            return
+        self.metrics.messages_out.labels(topic=DLQ.name).inc()
+        self.metrics.dead_letters.labels(reason=letter.reason.value).inc()
+        self.consumer_health.skip(
+            EVENTS_VALID.name, rec.partition, rec.offset, DlqReason.PROCESSING_ERROR.value,
+            f"dead-lettered: {detail}", event_id=_event_id(rec.value),
+        )  # fmt: skip
 
     async def _commit(self, force: bool = False) -> None:
         consumer = self._consumer
@@ -319,21 +439,35 @@ class FeaturesWorker:
         self._last_commit = time.monotonic()
 
     async def handle_batch(self, records: Sequence[SourceRecord]) -> None:
-        """Process one batch and make its effects durable in the safe order."""
+        """Process one batch and make its effects durable in the safe order.
+
+        I/O failures are retried (see :meth:`_retrying`); a record fault (an
+        exception the records cause) propagates with the batch's effects possibly
+        half done and the in-memory states of its partitions changed:
+        :meth:`handle_records` recovers from that.
+        """
         started = time.perf_counter()
         started_ns = time.time_ns()
-        self.metrics.messages_in.labels(topic=EVENTS_VALID.name).inc(len(records))
+        positions: dict[tuple[str, int], int] = {}
+        for rec in records:
+            positions.setdefault((EVENTS_VALID.name, rec.partition), rec.offset)
         outcome = self.processor.process(records, self.table)  # type: ignore[arg-type]
+        # Encoded before any effect: a state the codec refuses fails the batch
+        # while nothing of it is durable yet.
+        changelog = self._changelog_records(outcome)
         spans = self._event_spans(records, outcome, started_ns)
         try:
             await self._retrying(
-                "publish and write", lambda: self._publish_and_write(outcome, spans)
+                "publish and write", lambda: self._publish_and_write(outcome, spans), positions
             )
-            await self._retrying("persist state", lambda: self._persist_states(outcome))
+            await self._retrying(
+                "persist state", lambda: self._persist_states(changelog), positions
+            )
         finally:
             for span in spans:
                 if span is not None:
                     span.end()
+        self.consumer_health.progressed(positions)
         self.metrics.replayed.inc(outcome.replayed)
         self.metrics.batch_latency.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(records))
@@ -418,25 +552,40 @@ class FeaturesWorker:
                     letter.detail,
                 )
 
-    async def _persist_states(self, outcome: BatchOutcome) -> None:
-        if not outcome.states:
-            return
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("the worker is not started")
+    def _changelog_records(
+        self, outcome: BatchOutcome
+    ) -> tuple[list[OutRecord], dict[int, list[str]]]:
+        """The changed states as changelog records, and the keys per partition."""
         encode = self.table.codec.encode
         out: list[OutRecord] = []
         by_partition: dict[int, list[str]] = {}
         for key, (partition, state) in outcome.states.items():
             out.append((key.encode(), encode(key, state), None, partition))
             by_partition.setdefault(partition, []).append(key)
+        return out, by_partition
+
+    async def _persist_states(
+        self, changelog: tuple[list[OutRecord], dict[int, list[str]]]
+    ) -> None:
+        out, by_partition = changelog
+        if not out:
+            return
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the worker is not started")
         await asyncio.gather(*await send_batched(producer, CHANGELOG_TOPIC, out))
         for partition, keys in by_partition.items():
             self.table.note(partition, keys)
 
-    async def _retrying(self, what: str, step: Any) -> None:
-        # Storage and broker outages are waited out: giving up would let the
-        # events be committed with effects that are not durable.
+    async def _retrying(self, what: str, step: Any, positions: dict[tuple[str, int], int]) -> None:
+        """Await ``step()`` until it succeeds; I/O errors are retried with a back-off.
+
+        Storage and broker outages are waited out: giving up would let the events
+        be committed with effects that are not durable.  Each failure is reported to
+        :attr:`consumer_health` at ``positions`` (the first offset per partition of
+        the records at hand).  A record fault (a record too large for the broker …)
+        is raised at once: retrying cannot help.
+        """
         delay = 0.1
         while True:
             try:
@@ -445,8 +594,11 @@ class FeaturesWorker:
                     self.health.set("io_ok", True)
                 return
             except (RedisError, KafkaError, OSError) as exc:
+                if is_record_fault(exc):
+                    raise
                 self.health.set("io_ok", False)
                 self.metrics.errors.labels(kind=type(exc).__name__).inc()
+                self.consumer_health.failed(positions, f"{what}: {type(exc).__name__}: {exc}")
                 log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -460,6 +612,16 @@ class FeaturesWorker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(high - records[-1].offset - 1, 0)
                 )
+
+
+def _event_id(value: bytes) -> str | None:
+    """The event id in a record's value, if it has one (for log lines)."""
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = data.get("event_id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def _names(tps: set[TopicPartition]) -> str:

@@ -11,16 +11,25 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel, utcnow
+from driftline.contracts.messages import (
+    FeatureVector,
+    LabelValue,
+    RetrainRequest,
+    ValidLabel,
+    utcnow,
+)
+from driftline.contracts.topics import FEATURES, LABELS_VALID
 from driftline.drift_stats import build_reference
 from driftline.registry_client.promotion import Decision, PromotionPolicy, decide_promotion
-from driftline.specs import ModelSpec, metric_key
+from driftline.specs import LabelSpec, ModelSpec, RecordRejected, default_label_spec, metric_key
+from driftline.telemetry import ConsumerHealth
 from driftline.training.candidates import CandidateSink, Champion, RegisteredVersion
 from driftline.training.label_join import JoinedExample, LabelJoin, Position
 from driftline.training.learner import (
@@ -32,7 +41,9 @@ from driftline.training.learner import (
     score_recorded,
 )
 from driftline.training.retrain import (
+    LOGGED_SKIPS,
     ReplayPlan,
+    check_request,
     examples_needed,
     plan_replay,
     select_window,
@@ -147,18 +158,52 @@ class RetrainStats:
     seen: set[str] = field(default_factory=set)
 
 
+class SkipReason(StrEnum):
+    """Why the core passed over an example (``driftline_training_examples_skipped``)."""
+
+    LABEL_TYPE = "label_type"
+    """The label is not of the model's label type (see :meth:`TrainingCore.check_label`)."""
+    MODEL_ERROR = "model_error"
+    """The model raised predicting the example on arrival, or learning it."""
+
+
 class TrainingCore:
-    """The online learner of one model, its candidates, and its retraining."""
+    """The online learner of one model, its candidates, and its retraining.
+
+    Every joined example is checked before it is learned: a label that is not of
+    ``label_spec`` (the model's feature set's declaration; without one, the default
+    for the model's task, see :func:`default_label_spec`) is skipped, and so is an
+    example the model raises on (predicting it on arrival or learning it).  A skip
+    never reaches the model; it is counted in :attr:`skipped`, logged with the event
+    id and, when ``health`` is given, counted in ``driftline_records_skipped_total``
+    at the record's topic, partition and offset.  Retraining applies the same label
+    check to the replayed window.
+    """
 
     def __init__(
         self,
         spec: ModelSpec,
         sink: CandidateSink,
         config: CoreConfig | None = None,
+        *,
+        label_spec: LabelSpec | None = None,
+        health: ConsumerHealth | None = None,
     ) -> None:
+        if label_spec is not None and label_spec.type != spec.task:
+            raise ValueError(
+                f"model {spec.name} is a {spec.task} model; labels of type {label_spec.type} "
+                "cannot train it"
+            )
         self.spec = spec
         self.sink = sink
         self.config = config or CoreConfig()
+        self.label_spec = label_spec
+        """The check every label passes; None until the first label when no feature set
+        declares one (then the task's default, fixed by the first label that passes it)."""
+        self.health = health
+        self.skipped: Counter[SkipReason] = Counter()
+        """Examples passed over, by reason (the online stream only, not replays)."""
+        self._traced: set[type[BaseException]] = set()
         self.join: LabelJoin[Prediction] = LabelJoin(
             allowed_lateness_s=self.config.allowed_lateness_s,
             orphan_retention_s=self.config.orphan_retention_s,
@@ -195,24 +240,121 @@ class TrainingCore:
         if vector.featureset != self.spec.featureset:
             self.other_featuresets += 1
             return 0
-        joined = self.join.add_vector(vector, pos, self.learner.observe)
+        joined = self.join.add_vector(vector, pos, lambda v: self._observe(v, pos))
         if joined is None:
             return 0
-        self._learn(joined)
-        return 1
+        return self._learn(joined)
 
     def on_label(self, label: ValidLabel, pos: Position | None = None) -> int:
         """Take a label; returns how many examples were learned (0 or 1)."""
         joined = self.join.add_label(label, pos)
         if joined is None:
             return 0
-        self._learn(joined)
-        return 1
+        return self._learn(joined)
 
-    def _learn(self, joined: JoinedExample[Prediction]) -> None:
-        self.learner.learn(joined)
+    def check_label(self, value: LabelValue) -> LabelValue:
+        """``value`` as the model learns it; :class:`RecordRejected` when it is not of the
+        model's label type (``"maybe"`` for a binary model, NaN for regression, a class
+        a multiclass feature set does not declare)."""
+        spec = self.label_spec or default_label_spec(self.spec.task, value)
+        checked = spec.check(value)
+        # Without a declaration, a multiclass model's class type is the first one seen.
+        self.label_spec = spec
+        return checked
+
+    def _observe(self, vector: FeatureVector, pos: Position | None) -> Prediction:
+        try:
+            return self.learner.observe(vector)
+        except Exception as exc:
+            # Isolates the example: without its prediction it is not learned either
+            # (test-then-train), and the model goes on with the next one.
+            why = f"predict raised {type(exc).__name__}: {exc}"
+            self._skip(SkipReason.MODEL_ERROR, why, vector.event_id, pos, FEATURES.name, exc)
+            return Prediction(error=why)
+
+    def _learn(self, joined: JoinedExample[Prediction]) -> int:
+        if joined.attachment.error is not None:
+            return 0  # skipped (and counted) when its prediction failed
+        eid, pos = joined.event_id, joined.label_pos
+        try:
+            y = self.check_label(joined.label.label)
+        except RecordRejected as exc:
+            self._skip(SkipReason.LABEL_TYPE, exc.detail, eid, pos, LABELS_VALID.name)
+            return 0
+        if y != joined.label.label or type(y) is not type(joined.label.label):
+            joined = replace(joined, label=joined.label.model_copy(update={"label": y}))
+        try:
+            self.learner.learn(joined)
+        except Exception as exc:
+            # Isolates the example: learn() records nothing of it when the model raises.
+            why = f"learn_one raised {type(exc).__name__}: {exc}"
+            self._skip(SkipReason.MODEL_ERROR, why, eid, pos, LABELS_VALID.name, exc)
+            return 0
         for pending in self.pending_retrains.values():
             pending.count(joined.event_time)
+        return 1
+
+    def _skip(
+        self,
+        reason: SkipReason,
+        detail: str,
+        event_id: str,
+        pos: Position | None,
+        topic: str,
+        exc: BaseException | None = None,
+    ) -> None:
+        self.skipped[reason] += 1
+        detail = f"model {self.spec.name}: {detail}"
+        if exc is not None and type(exc) not in self._traced:
+            # One traceback per kind of failure is what a bug report needs; a model
+            # that raises on every example would otherwise flood the log.
+            self._traced.add(type(exc))
+            log.error("model %s raised on event %s; skipping the example (traceback once per "
+                      "error type)", self.spec.name, event_id, exc_info=exc)  # fmt: skip
+        if self.health is not None:
+            self.health.skip(
+                pos.topic if pos else topic,
+                pos.partition if pos else None,
+                pos.offset if pos else None,
+                reason.value,
+                detail,
+                event_id=event_id,
+            )
+        else:
+            log.warning("skipped event %s: %s: %s", event_id, reason.value, detail)
+
+    def _checked_window(
+        self, examples: Iterable[JoinedExample[Any]], request_id: str
+    ) -> list[JoinedExample[Any]]:
+        """The replayed ``examples`` of this model's feature set whose labels pass
+        :meth:`check_label` (the others are logged, not counted as skips of the stream:
+        the online loop counted them when it read them)."""
+        out: list[JoinedExample[Any]] = []
+        rejected = 0
+        for ex in examples:
+            if ex.vector.featureset != self.spec.featureset:
+                continue  # the feature log carries every model's vectors
+            try:
+                y = self.check_label(ex.label.label)
+            except RecordRejected as exc:
+                rejected += 1
+                if rejected <= LOGGED_SKIPS:
+                    log.warning("retrain %s for %s leaves out event %s: %s",
+                                request_id, self.spec.name, ex.event_id, exc.detail)  # fmt: skip
+                continue
+            if y != ex.label.label or type(y) is not type(ex.label.label):
+                ex = replace(ex, label=ex.label.model_copy(update={"label": y}))
+            out.append(ex)
+        if rejected > LOGGED_SKIPS:
+            wanted = self.label_spec.describe() if self.label_spec else self.spec.task
+            log.warning("retrain %s for %s left out %d examples whose label is not %s",
+                        request_id, self.spec.name, rejected, wanted)  # fmt: skip
+        return out
+
+    def postpone_snapshot(self) -> None:
+        """Try the scheduled snapshot again only after ``snapshot_every`` more examples
+        (a snapshot that failed because of the model itself would fail at every batch)."""
+        self.last_snapshot_at = self.learner.learned
 
     @property
     def snapshot_due(self) -> bool:
@@ -370,10 +512,14 @@ class TrainingCore:
 
         Deduplicated by ``request_id`` in this process and, across restarts, in
         the registry: a request whose version already exists is not retrained.
+
+        Raises :class:`~driftline.contracts.errors.InvalidArgumentError` for a request
+        that can never be served (see :func:`check_request`): the caller drops it.
         """
         if request.model_name != self.spec.name:
             self.retrains.other_models += 1
             return RetrainAttempt(RetrainStatus.OTHER_MODEL)
+        check_request(request, now)
         rid = request.request_id
         if rid in self.retrains.seen:
             self.retrains.duplicates += 1
@@ -385,7 +531,7 @@ class TrainingCore:
             log.info("retrain %s already produced %s v%d", rid, self.spec.name, existing.version)
             return RetrainAttempt(RetrainStatus.DUPLICATE)
         plan = plan_replay(request, self.spec)
-        examples = select_window(await replay(plan), plan)
+        examples = select_window(self._checked_window(await replay(plan), rid), plan)
         needed = examples_needed(self.spec)
         if len(examples) < needed and wait and not self.retrain_deadline_passed(request, now):
             if rid not in self.pending_retrains:
@@ -408,11 +554,9 @@ class TrainingCore:
             self.retrains.skipped += 1
             log.warning("retrain %s for %s rejected: %s", rid, self.spec.name, reason)
             return RetrainAttempt(RetrainStatus.REJECTED, None, len(examples), needed, reason)
-        # train_fresh learns from the oldest ``trained_on`` examples of the window.
+        # The reference describes exactly what the candidate learned from.
         reference = await asyncio.to_thread(
-            build_reference,
-            [self.spec.select(ex.vector.values) for ex in examples[: fresh.trained_on]],
-            self.config.reference_bins,
+            build_reference, fresh.trained_x, self.config.reference_bins
         )
         async with self._lock:
             champion = await self._champion()

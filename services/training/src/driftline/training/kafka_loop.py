@@ -4,6 +4,14 @@ Offsets are committed only after a candidate has been registered, and never
 past a record the join still holds (an unlabeled vector, an orphan label), so a
 restart replays what the last registered version had not covered: at-least-once,
 with duplicates recognised by event id.
+
+No record stops a loop: an unreadable record, one whose processing raises (for
+one model: the others still get it), a label of the wrong type, an example a
+model raises on, a retrain request that can never be served are each skipped
+with a log line naming topic, partition and offset and counted in
+``driftline_records_skipped_total{topic, reason}``.  Only errors of the world
+(broker, registry) are retried, and a retrain request that keeps failing on them
+is reported as a stall.
 """
 
 from __future__ import annotations
@@ -23,25 +31,38 @@ from pydantic import ValidationError
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
-from driftline.kafkaio import context_from_headers, make_consumer
+from driftline.kafkaio import context_from_headers, is_record_fault, make_consumer
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics, messaging_attributes
-from driftline.training.core import ReplayFn, TrainingCore
+from driftline.telemetry import ConsumerHealth, ServiceMetrics, messaging_attributes
+from driftline.training.core import ReplayFn, RetrainStatus, TrainingCore
 from driftline.training.label_join import Position
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.training")
 
 
+def _describe(exc: BaseException) -> str:
+    message = exc.message if isinstance(exc, DriftlineError) else str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 class KafkaTrainingLoop:
-    """Feeds every core from ``driftline.features`` and ``driftline.labels.valid``."""
+    """Feeds every core from ``driftline.features`` and ``driftline.labels.valid``.
+
+    ``health`` is the service's one :class:`ConsumerHealth` (skipped records).
+    """
 
     def __init__(
-        self, cores: Sequence[TrainingCore], settings: PlatformSettings, metrics: ServiceMetrics
+        self,
+        cores: Sequence[TrainingCore],
+        settings: PlatformSettings,
+        metrics: ServiceMetrics,
+        health: ConsumerHealth,
     ) -> None:
         self.cores = cores
         self.settings = settings
         self.metrics = metrics
+        self.health = health
         self.assigned = asyncio.Event()
         """Set once the group has assigned this replica its partitions."""
 
@@ -74,20 +95,37 @@ class KafkaTrainingLoop:
             await consumer.stop()
 
     def _feed(self, record: Any) -> None:
+        """Hand one record to every core; a record (or a core) that fails is skipped."""
         pos = Position(record.topic, record.partition, record.offset)
+        message: FeatureVector | ValidLabel
         try:
             if record.topic == FEATURES.name:
-                vector = FeatureVector.model_validate_json(record.value)
-                for core in self.cores:
-                    core.on_vector(vector, pos)
+                message = FeatureVector.model_validate_json(record.value or b"")
             else:
-                label = ValidLabel.model_validate_json(record.value)
-                for core in self.cores:
-                    core.on_label(label, pos)
+                message = ValidLabel.model_validate_json(record.value or b"")
         except ValidationError as exc:
             # Written by Driftline itself, so this is a bug upstream: count and go on.
             self.metrics.errors.labels(kind="bad_record").inc()
-            log.warning("skipping an unreadable record at %s: %s", pos, exc.errors()[:1])
+            first = exc.errors(include_url=False, include_input=False)[:1]
+            self.health.skip(pos.topic, pos.partition, pos.offset, "unreadable", str(first))
+            return
+        for core in self.cores:
+            try:
+                if isinstance(message, FeatureVector):
+                    core.on_vector(message, pos)
+                else:
+                    core.on_label(message, pos)
+            except Exception as exc:
+                # Isolates the record for this model: the other models still take it,
+                # and the loop goes on with the next record.  (A model that raises on an
+                # example is handled inside the core; this is any other failure.)
+                self.metrics.errors.labels(kind="processing_error").inc()
+                log.error("model %s failed on the record at %s[%d]@%d (event %s)",
+                          core.spec.name, pos.topic, pos.partition, pos.offset,
+                          message.event_id, exc_info=True)  # fmt: skip
+                self.health.skip(pos.topic, pos.partition, pos.offset, "processing_error",
+                                 f"model {core.spec.name}: {_describe(exc)}",
+                                 event_id=message.event_id)  # fmt: skip
 
     async def _snapshots(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]
@@ -99,10 +137,19 @@ class KafkaTrainingLoop:
             try:
                 await core.snapshot()
                 registered = True
-            except DriftlineError as exc:
-                # The registry is down or refused: keep learning, try at the next batch.
+            except Exception as exc:
                 self.metrics.errors.labels(kind=f"snapshot_{type(exc).__name__}").inc()
-                log.warning("snapshot of %s failed: %s", core.spec.name, exc.message)
+                if not is_record_fault(exc):
+                    # The registry or broker is down: keep learning, try at the next batch.
+                    log.warning("snapshot of %s failed: %s", core.spec.name, _describe(exc))
+                    continue
+                # Refused, or the model cannot be snapshotted (pickled, described): the
+                # same snapshot would fail at every batch, so wait for the next schedule.
+                core.postpone_snapshot()
+                log.error("snapshot of %s failed: %s; the next one is tried after %d more "
+                          "examples", core.spec.name, _describe(exc),
+                          core.config.snapshot_every,
+                          exc_info=not isinstance(exc, DriftlineError))  # fmt: skip
         if registered:
             await self._commit(consumer)
 
@@ -149,6 +196,14 @@ class KafkaRetrainLoop:
     per partition is that of the oldest held request, so later requests never
     commit past an earlier unserved one; the registry's idempotency (the request id)
     keeps a request served twice after a restart from making two candidates.
+
+    A request that fails is sorted with :func:`is_record_fault`: one that can never
+    be served (unreadable, for a model no spec here names, impossible ``since``,
+    refused by the registry, making training raise) is dropped and committed with a
+    ``skipped the record`` log line (``driftline_records_skipped_total``); one that
+    failed on the world (registry, broker) is retried with a back-off, each failure
+    reported to ``health`` so that one stuck for ``kafka.stall_after_s`` shows as a
+    stall of its partition.
     """
 
     def __init__(
@@ -157,11 +212,13 @@ class KafkaRetrainLoop:
         settings: PlatformSettings,
         metrics: ServiceMetrics,
         replay: ReplayFn,
+        health: ConsumerHealth,
     ) -> None:
         self.cores = cores
         self.settings = settings
         self.metrics = metrics
         self.replay = replay
+        self.health = health
         self.held: list[_HeldRequest] = []
         """Requests read and not yet served, oldest first."""
         self._read_to: dict[TopicPartition, int] = {}
@@ -191,7 +248,7 @@ class KafkaRetrainLoop:
             for tp, records in batch.items():
                 for r in records:
                     self.metrics.messages_in.labels(topic=tp.topic).inc()
-                    request = self._parse(r)
+                    request = self._parse(tp, r)
                     if request is not None:
                         self.held.append(_HeldRequest(tp, r.offset, request, r.headers))
                     self._read_to[tp] = r.offset + 1
@@ -202,13 +259,14 @@ class KafkaRetrainLoop:
                     self.held.remove(held)
             await self._commit(consumer)
 
-    def _parse(self, record: Any) -> RetrainRequest | None:
+    def _parse(self, tp: TopicPartition, record: Any) -> RetrainRequest | None:
         try:
-            return RetrainRequest.model_validate_json(record.value)
+            return RetrainRequest.model_validate_json(record.value or b"")
         except ValidationError as exc:
             self.metrics.errors.labels(kind="bad_retrain_request").inc()
-            log.warning("skipping an unreadable retrain request at offset %d: %s",
-                        record.offset, exc.errors()[:1])  # fmt: skip
+            first = exc.errors(include_url=False, include_input=False)[:1]
+            self.health.skip(tp.topic, tp.partition, record.offset, "unreadable",
+                             f"not a retrain request: {first}")  # fmt: skip
             return None
 
     def _due(self, held: _HeldRequest, now: float) -> bool:
@@ -241,11 +299,13 @@ class KafkaRetrainLoop:
                 "driftline.retrain.attempt": held.attempts,
             },
         ):
+            statuses: list[RetrainStatus] = []
             try:
                 for i, core in enumerate(self.cores):
                     if i in held.done_cores:
                         continue
                     attempt = await core.attempt_retrain(request, self.replay)
+                    statuses.append(attempt.status)
                     if attempt.done:
                         held.done_cores.add(i)
                     if attempt.outcome is not None:
@@ -256,19 +316,43 @@ class KafkaRetrainLoop:
                             attempt.outcome.version.version,
                             attempt.outcome.alias,
                         )
-            except DriftlineError as exc:
+            except Exception as exc:
                 self.metrics.errors.labels(kind=f"retrain_{type(exc).__name__}").inc()
-                if not exc.retriable:
-                    log.error("retrain %s failed: %s", request.request_id, exc.message)
+                if is_record_fault(exc):
+                    self._refuse(held, exc)
                     return True
-                return self._back_off(held, now, exc.message)
-            except KafkaError as exc:
-                self.metrics.errors.labels(kind="retrain_replay").inc()
-                return self._back_off(held, now, f"replay failed ({exc})")
+                # Broker or registry unreachable: the same request may well succeed later.
+                where = {(held.tp.topic, held.tp.partition): self._oldest(held)}
+                self.health.failed(where, _describe(exc))
+                return self._back_off(held, now, _describe(exc))
+        if held.attempts == 1 and all(s is RetrainStatus.OTHER_MODEL for s in statuses):
+            known = ", ".join(core.spec.name for core in self.cores)
+            self.health.skip(RETRAIN.name, held.tp.partition, held.offset, "unknown_model",
+                             f"retrain request {request.request_id} names model "
+                             f"{request.model_name!r}, which is not trained here ({known})",
+                             event_id=request.request_id)  # fmt: skip
         held.backoff_s = 0.5
         held.waiting = len(held.done_cores) < len(self.cores)
         held.next_try = now + self.settings.training.retrain_recheck_s
         return not held.waiting
+
+    def _refuse(self, held: _HeldRequest, exc: Exception) -> None:
+        """Drop a request that can never be served (the caller commits past it)."""
+        if isinstance(exc, DriftlineError):
+            reason = "invalid_request"
+        else:
+            # Not a refusal but training raising on this request: a bug to report.
+            reason = "processing_error"
+            log.error("retrain %s raised; dropping the request", held.request.request_id,
+                      exc_info=exc)  # fmt: skip
+        self.health.skip(RETRAIN.name, held.tp.partition, held.offset, reason,
+                         f"retrain request {held.request.request_id} for "
+                         f"{held.request.model_name} refused: {_describe(exc)}",
+                         event_id=held.request.request_id)  # fmt: skip
+
+    def _oldest(self, held: _HeldRequest) -> int:
+        # The commit point of the partition: where a restart would start again.
+        return min(h.offset for h in self.held if h.tp == held.tp)
 
     def _back_off(self, held: _HeldRequest, now: float, why: str) -> bool:
         log.warning("retrain %s: %s; retrying in %.1fs", held.request.request_id, why,
@@ -293,3 +377,4 @@ class KafkaRetrainLoop:
             log.warning("retrain offset commit failed (requests will be read again): %s", exc)
             return
         self._committed.update(offsets)
+        self.health.progressed((tp.topic, tp.partition) for tp in offsets)

@@ -1,14 +1,15 @@
 """Online learning with prequential (test-then-train) evaluation, and lineage tracking.
 
 The learner predicts when a feature vector *arrives* (as serving would, before
-the label exists) and, when the label joins, updates the metric with that
-prediction and only then learns.  This is exactly River's
+the label exists) and, when the label joins, learns and scores that earlier
+prediction.  This is exactly River's
 ``evaluate.progressive_val_score(..., delay=...)`` protocol, so the prequential
 figure on ``/metrics`` is comparable with River's own.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from driftline.contracts.messages import FeatureVector, LabelValue, Lineage, Off
 from driftline.specs import ModelSpec, metric_key
 from driftline.training.label_join import JoinedExample, Position
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -26,10 +29,13 @@ class Prediction:
 
     label: Any = None
     proba: dict[Any, float] | None = None
+    error: str | None = None
+    """Set when the model raised instead of predicting (the example is then not learned)."""
 
     def for_metric(self, metric: Any) -> Any:
         """The form ``metric`` wants: probabilities unless it requires labels."""
-        if metric.requires_labels or self.proba is None:
+        # Regression metrics have no ``requires_labels``; a regressor gives no proba.
+        if self.proba is None or metric.requires_labels:
             return self.label
         return self.proba
 
@@ -62,17 +68,32 @@ class EvalExample:
 def evaluate(
     model: Any, examples: Iterable[EvalExample], spec: ModelSpec, metric_names: Sequence[str]
 ) -> dict[str, float]:
-    """Score ``model`` (frozen) on ``examples``: ``{metric_key: value, "eval_examples": n}``."""
+    """Score ``model`` (frozen) on ``examples``: ``{metric_key: value, "eval_examples": n}``.
+
+    An example the model raises on is left out (not counted in ``eval_examples``)
+    and logged, so one input a model cannot take does not fail a comparison.
+    """
     metrics = {name: spec.build_metric(name) for name in metric_names}
     want_proba = spec.task != "regression" and any(not m.requires_labels for m in metrics.values())
-    n = 0
+    n = failed = 0
     for ex in examples:
-        pred = predict(model, ex.x, want_proba=want_proba)
+        try:
+            pred = predict(model, ex.x, want_proba=want_proba)
+        except Exception as exc:
+            # Isolates this example: the model is scored on the others.
+            failed += 1
+            if failed == 1:
+                log.warning("%s: the model raised on a held-out example (%s: %s); left out",
+                            spec.name, type(exc).__name__, exc, exc_info=True)  # fmt: skip
+            continue
         for m in metrics.values():
             y_pred = pred.for_metric(m)
             if _usable(y_pred):
                 m.update(ex.y, y_pred)
         n += 1
+    if failed:
+        log.warning("%s: %d held-out example(s) left out of the evaluation: the model raised",
+                    spec.name, failed)  # fmt: skip
     out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
     out["eval_examples"] = float(n)
     return out
@@ -145,7 +166,7 @@ class OnlineLearner:
     """A River pipeline learning test-then-train, with its prequential metric.
 
     ``observe`` is the ``attach`` callback of :class:`LabelJoin`: it predicts on
-    arrival.  ``learn`` updates the metrics with that prediction, then learns.
+    arrival (the test).  ``learn`` trains, then scores that earlier prediction.
     The last ``eval_window`` examples (with the pre-learning predictions) are
     kept for the candidate-vs-champion comparison.
     """
@@ -171,14 +192,20 @@ class OnlineLearner:
         return predict(self.model, self.features(vector), want_proba=self._want_proba)
 
     def learn(self, example: JoinedExample[Prediction]) -> None:
-        """Test (update metrics with the arrival prediction), then train."""
+        """Train on the example, then score the prediction made on its arrival.
+
+        The prediction is the one :meth:`observe` made before the label existed, so
+        the order of these two steps does not change the prequential figure; training
+        first means that when ``learn_one`` raises nothing of the example is recorded
+        (metrics, count, lineage, recent window): the caller may skip it.
+        """
         x = self.features(example.vector)
         y = example.label.label
+        self.model.learn_one(x, y)
         for m in (self.metric, self.promotion_metric):
             y_pred = example.attachment.for_metric(m)
             if _usable(y_pred):
                 m.update(y, y_pred)
-        self.model.learn_one(x, y)
         self.learned += 1
         self.lineage.add(example)
         self.recent.append(EvalExample(x, y, example.event_time, example.attachment))

@@ -100,9 +100,16 @@ class KafkaReplay:
         pos = Position(record.topic, record.partition, record.offset)
         try:
             if record.topic == FEATURES.name:
-                vector = FeatureVector.model_validate_json(record.value)
+                vector = FeatureVector.model_validate_json(record.value or b"")
                 return join.add_vector(vector, pos, _no_prediction)
-            return join.add_label(ValidLabel.model_validate_json(record.value), pos)
+            return join.add_label(ValidLabel.model_validate_json(record.value or b""), pos)
         except ValidationError:
+            # The online loop skipped (and counted) it when it read it.
             self.bad_records += 1
+            return None
+        except Exception:
+            # Isolates the record: the replay (and the retrain) goes on without it.
+            self.bad_records += 1
+            log.error("replay: skipping the record at %s[%d]@%d", pos.topic, pos.partition,
+                      pos.offset, exc_info=True)  # fmt: skip
             return None

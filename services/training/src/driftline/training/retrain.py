@@ -7,17 +7,30 @@ part of the window and keeps the most recent slice for evaluation.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from driftline.contracts.errors import InvalidArgumentError
-from driftline.contracts.messages import RetrainRequest
+from driftline.contracts.messages import RetrainRequest, utcnow
+from driftline.contracts.topics import FEATURES, LABELS_VALID
 from driftline.specs import ModelSpec
 from driftline.training.label_join import JoinedExample
 from driftline.training.learner import EvalExample, LineageTracker, Prediction
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW = timedelta(hours=1)
+"""How far ahead of this process's clock a request's times may be before it is refused
+(producers' clocks differ; a time beyond this is an impossible request, not skew)."""
+
+LOGGED_SKIPS = 10
+"""Examples a replay skips that are logged one by one; the rest are counted in a summary."""
+
+_REPLAYED = {t.name: t.partitions for t in (FEATURES, LABELS_VALID)}
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,12 @@ class ReplayPlan:
 
 
 def parse_offsets(raw: dict[str, int]) -> dict[tuple[str, int], int]:
-    """``{"driftline.features:3": 120}`` → ``{("driftline.features", 3): 120}``."""
+    """``{"driftline.features:3": 120}`` → ``{("driftline.features", 3): 120}``.
+
+    Raises :class:`InvalidArgumentError` for a key that is not ``topic:partition``, a
+    negative offset, or a partition the replay does not read (only the partitions of
+    ``driftline.features`` and ``driftline.labels.valid`` are replayed).
+    """
     out: dict[tuple[str, int], int] = {}
     for key, offset in raw.items():
         topic, sep, part = key.rpartition(":")
@@ -45,8 +63,33 @@ def parse_offsets(raw: dict[str, int]) -> dict[tuple[str, int], int]:
             raise InvalidArgumentError(
                 f"since_offsets key {key!r} (offset {offset}) is not 'topic:partition' -> offset>=0"
             )
+        partitions = _REPLAYED.get(topic)
+        if partitions is None or int(part) >= partitions:
+            known = ", ".join(f"{t}:0..{n - 1}" for t, n in _REPLAYED.items())
+            raise InvalidArgumentError(
+                f"since_offsets key {key!r} names a partition retraining does not replay "
+                f"(it reads {known})"
+            )
         out[(topic, int(part))] = offset
     return out
+
+
+def check_request(request: RetrainRequest, now: datetime | None = None) -> None:
+    """Refuse a request that can never be served: :class:`InvalidArgumentError` naming why.
+
+    A ``requested_at`` or ``since_event_time`` more than :data:`CLOCK_SKEW` ahead of
+    ``now`` is impossible (such a request would wait for labels until a date that
+    may never come), and so are ``since_offsets`` that :func:`parse_offsets` refuses.
+    """
+    limit = (now or utcnow()) + CLOCK_SKEW
+    for name in ("requested_at", "since_event_time"):
+        value: datetime | None = getattr(request, name)
+        if value is not None and value > limit:
+            raise InvalidArgumentError(
+                f"{name} {value.isoformat()} is in the future (more than "
+                f"{CLOCK_SKEW.total_seconds() / 3600:g}h ahead of this clock)"
+            )
+    parse_offsets(request.since_offsets)
 
 
 def plan_replay(request: RetrainRequest, spec: ModelSpec) -> ReplayPlan:
@@ -92,6 +135,11 @@ class FreshCandidate:
     lineage: LineageTracker
     holdout: list[EvalExample]
     trained_on: int
+    """Examples the model learned (those whose ``learn_one`` raised are not counted)."""
+    trained_x: list[dict[str, Any]] = field(default_factory=list)
+    """The inputs of the :attr:`trained_on` examples (the version's reference statistics)."""
+    skipped: int = 0
+    """Examples of the training part the model raised on (skipped, logged)."""
 
 
 def split_holdout(n: int, fraction: float, min_eval: int) -> int:
@@ -116,16 +164,39 @@ def examples_needed(spec: ModelSpec) -> int:
 
 
 def train_fresh(spec: ModelSpec, window: Sequence[JoinedExample[Any]]) -> FreshCandidate:
-    """Learn a new pipeline on all but the newest slice of ``window`` (event-time order)."""
+    """Learn a new pipeline on all but the newest slice of ``window`` (event-time order).
+
+    The labels are taken as they are (the caller checks them first).  An example
+    the pipeline raises on is skipped, logged with its event id and counted in
+    :attr:`FreshCandidate.skipped`, so one bad example cannot fail the retrain.
+    """
     held = split_holdout(len(window), spec.retraining.holdout, spec.promotion.min_eval_examples)
     train, test = window[: len(window) - held], window[len(window) - held :]
     model = spec.build_pipeline()
     lineage = LineageTracker(featureset=spec.featureset)
+    learned: list[dict[str, Any]] = []
+    skipped = 0
     for ex in train:
-        model.learn_one(spec.select(ex.vector.values), ex.label.label)
+        x = spec.select(ex.vector.values)
+        try:
+            model.learn_one(x, ex.label.label)
+        except Exception as exc:
+            # Isolates this example: the candidate learns from the rest of the window.
+            skipped += 1
+            if skipped <= LOGGED_SKIPS:
+                log.warning(
+                    "retraining %s skipped event %s: learn_one raised %s: %s",
+                    spec.name, ex.event_id, type(exc).__name__, exc,
+                    exc_info=skipped == 1,
+                )  # fmt: skip
+            continue
+        learned.append(x)
         lineage.add(ex)
+    if skipped > LOGGED_SKIPS:
+        log.warning("retraining %s skipped %d examples its pipeline raised on (first %d logged)",
+                    spec.name, skipped, LOGGED_SKIPS)  # fmt: skip
     holdout = [
         EvalExample(spec.select(ex.vector.values), ex.label.label, ex.event_time, Prediction())
         for ex in test
     ]
-    return FreshCandidate(model, lineage, holdout, len(train))
+    return FreshCandidate(model, lineage, holdout, len(learned), learned, skipped)

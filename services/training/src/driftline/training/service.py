@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from driftline.contracts.errors import DriftlineError, UnavailableError
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_http
 from driftline.settings import PlatformSettings, TrainingSettings
-from driftline.specs import SpecError, load_model_specs
-from driftline.telemetry import ServiceMetrics
+from driftline.specs import LabelSpec, ModelSpec, SpecError, load_featuresets, load_model_specs
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
 from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
 from driftline.training.registry_sink import RegistrySink
@@ -33,6 +34,35 @@ def core_config(cfg: TrainingSettings) -> CoreConfig:
         retrain_max_wait_s=cfg.retrain_max_wait_s,
         retrain_min_fraction=cfg.retrain_min_fraction,
     )
+
+
+def label_specs(specs: dict[str, ModelSpec], featuresets_dir: Path) -> dict[str, LabelSpec | None]:
+    """Per model, the label type its feature set declares (None: the task's default).
+
+    Each model is checked against its feature set (:meth:`ModelSpec.check_featureset`):
+    a mismatch (another label task, a missing feature) raises :class:`SpecError`.  A
+    model whose feature set is not in ``featuresets_dir`` (or a missing directory) is
+    trained with the default check for its task, with a warning.
+    """
+    if featuresets_dir.is_dir():
+        catalog = load_featuresets(featuresets_dir)
+    else:
+        log.warning("feature-set directory %s not found (training.featuresets_dir): labels are "
+                    "checked against their model's task only", featuresets_dir)  # fmt: skip
+        catalog = None
+    out: dict[str, LabelSpec | None] = {}
+    for name, spec in specs.items():
+        featureset = catalog.get(spec.featureset) if catalog is not None else None
+        if featureset is None:
+            if catalog is not None:
+                log.warning("model %s: feature set %s is not declared in %s; its labels are "
+                            "checked as %s labels", name, spec.featureset, featuresets_dir,
+                            spec.task)  # fmt: skip
+            out[name] = None
+            continue
+        spec.check_featureset(featureset)
+        out[name] = featureset.label
+    return out
 
 
 async def wait_for_registry(client: RegistryClient, wait_s: float) -> None:
@@ -61,7 +91,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     specs = load_model_specs(cfg.models_dir)
     if not specs:
         raise SpecError(f"{cfg.models_dir}: no model spec (*.yaml) to train")
+    labels = label_specs(specs, cfg.featuresets_dir)
     metrics = ServiceMetrics("training")
+    consumers = ConsumerHealth(metrics.registry, stall_after_s=settings.kafka.stall_after_s)
     health = Health("training")
     health.set("kafka", False)
     health.set("registry", False)
@@ -73,11 +105,14 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         await wait_for_registry(client, cfg.registry_wait_s)
         health.set("registry", True)
         sink = RegistrySink(client, settings.registry.signing_key)
-        cores = [TrainingCore(spec, sink, core_config(cfg)) for spec in specs.values()]
+        cores = [
+            TrainingCore(spec, sink, core_config(cfg), label_spec=labels[name], health=consumers)
+            for name, spec in specs.items()
+        ]
         metrics.registry.register(TrainingCollector(cores))
         app = build_admin_app(health, metrics, title="Driftline training")
-        online = KafkaTrainingLoop(cores, settings, metrics)
-        retrain = KafkaRetrainLoop(cores, settings, metrics, KafkaReplay(settings.kafka))
+        online = KafkaTrainingLoop(cores, settings, metrics, consumers)
+        retrain = KafkaRetrainLoop(cores, settings, metrics, KafkaReplay(settings.kafka), consumers)
         log.info("training ready: model(s) %s, admin on %s:%d",
                  ", ".join(specs), cfg.admin.host, cfg.admin.port)  # fmt: skip
         async with asyncio.TaskGroup() as tg:

@@ -8,11 +8,12 @@ from dataclasses import fields
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from driftline.training.core import TrainingCore
+from driftline.training.core import SkipReason, TrainingCore
 
 
 class TrainingCollector(Collector):
-    """Prequential metric, learned examples, join outcomes, candidates, retrains per model."""
+    """Prequential metric, learned and skipped examples, join outcomes, candidates, retrains
+    per model."""
 
     def __init__(self, cores: Sequence[TrainingCore]) -> None:
         self.cores = cores
@@ -25,6 +26,12 @@ class TrainingCollector(Collector):
         )
         learned = CounterMetricFamily(
             "driftline_training_examples_learned", "Labeled examples learned", labels=["model"]
+        )
+        skipped = CounterMetricFamily(
+            "driftline_training_examples_skipped",
+            "Joined examples not learned, by reason (label_type: the label is not of the "
+            "model's label type; model_error: the model raised predicting or learning it)",
+            labels=["model", "reason"],
         )
         join = CounterMetricFamily(
             "driftline_training_join_records",
@@ -57,6 +64,8 @@ class TrainingCollector(Collector):
             name = core.spec.name
             preq.add_metric([name, core.spec.metric], core.learner.prequential)
             learned.add_metric([name], core.learner.learned)
+            for reason in SkipReason:
+                skipped.add_metric([name, reason.value], core.skipped[reason])
             stats = core.join.stats
             for f in fields(stats):
                 join.add_metric([name, f.name], getattr(stats, f.name))
@@ -72,4 +81,4 @@ class TrainingCollector(Collector):
             ):  # fmt: skip
                 retrains.add_metric([name, outcome], n)
             pending.add_metric([name], len(core.pending_retrains))
-        yield from (preq, learned, join, waiting, candidates, retrains, pending)
+        yield from (preq, learned, skipped, join, waiting, candidates, retrains, pending)
