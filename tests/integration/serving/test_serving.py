@@ -17,6 +17,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pydantic import ValidationError
 
 from driftline.contracts.messages import PredictionRecord
 from driftline.contracts.topics import PREDICTIONS
@@ -218,7 +219,10 @@ async def test_shadow_predictions_are_logged_flagged_and_never_returned(
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    rec = PredictionRecord.model_validate_json(record.value)
+                    try:
+                        rec = PredictionRecord.model_validate_json(record.value or b"")
+                    except ValidationError:
+                        continue  # other tests write garbage to this shared topic
                     if rec.request_id in wanted:
                         found.append(rec)
     finally:

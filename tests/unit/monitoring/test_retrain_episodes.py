@@ -142,6 +142,17 @@ def test_a_drift_during_the_detector_warm_up_starts_no_earlier_than_the_watching
     # old concept still held.
     now = [T0]
     core = MonitorCore(MonitoringSettings(concept_warmup=500), clock=lambda: now[0])
+    for version in (1, 2):  # registered without lineage: nothing says what they learned
+        core.on_registry(
+            RegistryEvent(
+                event_id=f"reg-{version}",
+                kind=RegistryEventKind.REGISTERED,
+                model_name="loans",
+                version=version,
+                actor="training",
+                at=T0,
+            )
+        )
     core.on_registry(_champion(1))
     promoted_at, drift_at, n = 2000, 2700, 4500
     errors = bernoulli_errors(seed=9, p_before=0.05, p_after=0.5, n_before=drift_at, n_after=n)

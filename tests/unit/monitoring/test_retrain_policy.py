@@ -187,7 +187,18 @@ def test_debounce_gathers_detections_into_one_request() -> None:
 def test_a_new_champion_rebaselines_and_a_recovery_is_not_drift() -> None:
     clock = Clock()
     core = MonitorCore(MonitoringSettings(), clock=clock)
-    registered = RegistryEvent(
+    for version in (1, 2):
+        core.on_registry(
+            RegistryEvent(
+                event_id=f"reg-{version}",
+                kind=RegistryEventKind.REGISTERED,
+                model_name="loans",
+                version=version,
+                actor="t",
+                at=T0,
+            )
+        )
+    promoted = RegistryEvent(
         event_id="r1",
         kind=RegistryEventKind.ALIAS_SET,
         model_name="loans",
@@ -196,9 +207,9 @@ def test_a_new_champion_rebaselines_and_a_recovery_is_not_drift() -> None:
         actor="t",
         at=T0,
     )
-    core.on_registry(registered)
+    core.on_registry(promoted)
     errors = bernoulli_errors(seed=8, p_before=0.1, p_after=0.5, n_before=8_000, n_after=3_000)
     assert len(requests_of(feed_error_stream(core, clock, errors))) == 1
-    core.on_registry(registered.model_copy(update={"event_id": "r2", "version": 2}))
+    core.on_registry(promoted.model_copy(update={"event_id": "r2", "version": 2}))
     assert core.models["loans"].error.reference_rate is None  # warm-up again
     assert core.policy.episode("loans") is None

@@ -168,7 +168,8 @@ async def test_a_version_that_fails_to_load_leaves_the_old_one_serving(
 
     platform.models.load = tampered  # type: ignore[method-assign]
     platform.models.models.clear()
-    assert not await platform.table.apply(platform.event("champion", 3))
+    with pytest.raises(IntegrityError, match="digest mismatch"):
+        await platform.table.apply(platform.event("champion", 3))
     [out] = await platform.core.predict([PredictCall("c-1", NAME)])
     assert out.model.version == 1
 

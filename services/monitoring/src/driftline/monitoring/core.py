@@ -22,6 +22,14 @@ when the feature log did not show the event.
 
 Every detection becomes a :class:`DriftEvent`; :class:`RetrainPolicy` decides
 which of them become :class:`RetrainRequest` s.
+
+A record that cannot be right is refused (:class:`Refused`, with a skip reason)
+before it changes any state: a registry event naming a model or version the
+models log never registered (or with an unreadable reference).  A label whose type cannot be
+compared with its model's prediction (``"maybe"`` for a model answering 0/1) is
+refused too; when its prediction comes after it, the refusal is reported in
+:attr:`Outputs.refused_labels`.  A model or feature set the registry does not
+list is watched all the same: the monitor learns models from their predictions.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from driftline.contracts.messages import (
     ValidLabel,
     utcnow,
 )
+from driftline.drift_stats.reference import Reference
 from driftline.monitoring.distribution_drift import (
     DistributionConfig,
     DistributionMonitor,
@@ -58,9 +67,32 @@ from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConf
 from driftline.monitoring.timeseries import TimeSeriesStore
 from driftline.settings import MonitoringSettings
 
-__all__ = ["ModelState", "MonitorCore", "Outputs"]
+__all__ = ["ModelState", "MonitorCore", "Outputs", "Refused", "RefusedLabel"]
 
 CHAMPION = "champion"
+ALIAS_DELETED = 0
+"""The version of an ``alias_set`` event that removes the alias (the registry's encoding)."""
+
+
+class Refused(Exception):
+    """A record the monitor will not use: no detector or model state saw it.
+
+    ``reason`` is the skip reason (``unknown_model``, ``unknown_version``,
+    ``invalid``, ``label_type``), ``detail`` says what is wrong for a person.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RefusedLabel:
+    """A label refused when its prediction arrived (the label was read earlier)."""
+
+    event_id: str
+    detail: str
 
 
 @dataclass
@@ -69,11 +101,14 @@ class Outputs:
 
     drift: list[DriftEvent] = field(default_factory=list)
     retrain: list[RetrainRequest] = field(default_factory=list)
+    refused_labels: list[RefusedLabel] = field(default_factory=list)
+    """Labels (of ``driftline.labels.valid``) found unusable only now (see :class:`Refused`)."""
 
     def extend(self, other: Outputs) -> None:
         """Append ``other`` 's items."""
         self.drift.extend(other.drift)
         self.retrain.extend(other.retrain)
+        self.refused_labels.extend(other.refused_labels)
 
 
 @dataclass
@@ -167,6 +202,15 @@ class ModelState:
         self.recent_errors = 0
 
 
+def _comparable(prediction: LabelValue | None, label: LabelValue) -> bool:
+    """Whether ``label`` can be compared with ``prediction`` (numbers with numbers, text with text).
+
+    A model answers in the type it learned its labels in; a label of the other kind
+    (``"maybe"`` for a model answering 0/1) would count as an error of the model.
+    """
+    return prediction is None or isinstance(prediction, str) == isinstance(label, str)
+
+
 def _is_wrong(prediction: LabelValue | None, label: LabelValue) -> bool | None:
     """Whether a classification was wrong; None when the pair is not a classification."""
     if prediction is None:
@@ -211,6 +255,8 @@ class MonitorCore:
         """``(model, version) -> event time`` of the newest example the version learned."""
         self._event_times: OrderedDict[str, float] = OrderedDict()
         self.featureset_of: dict[str, str] = {}
+        self.registered: dict[str, set[int]] = {}
+        """``model -> versions`` registered on the models log (the log is read from its start)."""
         self.counts: dict[str, int] = {
             "features": 0,
             "predictions": 0,
@@ -340,7 +386,12 @@ class MonitorCore:
         return self._emit(self._findings(owner, DriftKind.DATA, findings, times, trace_id))
 
     def on_prediction(self, record: PredictionRecord, trace_id: str | None = None) -> Outputs:
-        """One prediction from ``driftline.predictions`` (shadow ones are not the served model)."""
+        """One prediction from ``driftline.predictions`` (shadow ones are not the served model).
+
+        A prediction's version is not checked against the models log: the first answers
+        of a new champion can be read before its registration on the other topic, and
+        refusing them would report a skip at every hot swap.
+        """
         self.counts["predictions"] += 1
         if record.shadow or record.variant != CHAMPION:
             return Outputs()
@@ -370,11 +421,18 @@ class MonitorCore:
             ),
         )
         if pair is not None:
-            out.extend(self._outcome(*pair, trace_id=trace_id))
+            try:
+                out.extend(self._outcome(*pair, trace_id=trace_id))
+            except Refused as refused:
+                # The label was read before: it is the one refused, not this prediction.
+                out.refused_labels.append(RefusedLabel(record.event_id, refused.detail))
         return out
 
     def on_label(self, label: ValidLabel, trace_id: str | None = None) -> Outputs:
-        """One validated label from ``driftline.labels.valid``."""
+        """One validated label from ``driftline.labels.valid``.
+
+        :class:`Refused` (``label_type``) when its prediction is here and of another type.
+        """
         self.counts["labels"] += 1
         pair = self.join.add_label(label.event_id, label.label)
         if pair is None:
@@ -389,6 +447,13 @@ class MonitorCore:
         *,
         trace_id: str | None,
     ) -> Outputs:
+        if not _comparable(prediction, label):
+            raise Refused(
+                "label_type",
+                f"label {str(label)[:100]!r} ({type(label).__name__}) of event "
+                f"{served.event_id!r} cannot be compared with model {served.model_name!r}'s "
+                f"prediction {str(prediction)[:100]!r} ({type(prediction).__name__})",
+            )
         wrong = _is_wrong(prediction, label)
         if wrong is None:
             self.counts["not_classification"] += 1
@@ -417,11 +482,18 @@ class MonitorCore:
         return self._emit([event])
 
     def on_registry(self, event: RegistryEvent) -> Outputs:
-        """One registry event: remember references; a champion change re-baselines."""
-        self.counts["registry"] += 1
+        """One registry event: remember references; a champion change re-baselines.
+
+        :class:`Refused` for an event no registry writes: an alias moved on a model
+        (``unknown_model``) or to a version (``unknown_version``) never registered
+        before it on the log, a registration with a version below 1 or a reference
+        that does not parse (``invalid``).
+        """
         if event.kind == RegistryEventKind.REGISTERED:
-            ref = event.spec.get("reference")
-            if isinstance(ref, dict):
+            ref = self._reference_of(event)
+            self.counts["registry"] += 1
+            self.registered.setdefault(event.model_name, set()).add(event.version)
+            if ref is not None:
                 self.references[(event.model_name, event.version)] = ref
             if event.lineage is not None and event.lineage.event_time_to is not None:
                 self.trained_until[(event.model_name, event.version)] = event.lineage.event_time_to
@@ -429,12 +501,31 @@ class MonitorCore:
             if isinstance(fs, str):
                 self.featureset_of[event.model_name] = fs
             return Outputs()
-        is_champion = (
-            event.kind == RegistryEventKind.ALIAS_SET and event.alias == CHAMPION
-        ) or event.kind == RegistryEventKind.ROLLED_BACK
-        if not is_champion:
+        if event.kind not in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
+            self.counts["registry"] += 1
+            return Outputs()
+        deleted = event.kind == RegistryEventKind.ALIAS_SET and event.version == ALIAS_DELETED
+        versions = self.registered.get(event.model_name)
+        if versions is None:
+            raise Refused(
+                "unknown_model",
+                f"{event.kind.value} names model {event.model_name[:200]!r}, "
+                "which the models log never registered",
+            )
+        if not deleted and event.version not in versions:
+            raise Refused(
+                "unknown_version",
+                f"{event.kind.value} moves {event.model_name!r}:{event.alias or CHAMPION} to "
+                f"v{event.version}, never registered (registered: {_versions(versions)})",
+            )
+        self.counts["registry"] += 1
+        if (event.alias or CHAMPION) != CHAMPION:
             return Outputs()
         st = self.model(event.model_name)
+        if deleted:
+            # No champion: outcomes of any version count until the next one is set.
+            st.champion_version = None
+            return Outputs()
         if st.champion_version == event.version:
             return Outputs()
         first = st.champion_version is None
@@ -453,6 +544,28 @@ class MonitorCore:
             self.clock().timestamp(), "champion", model=event.model_name, version=event.version
         )
         return Outputs()
+
+    @staticmethod
+    def _reference_of(event: RegistryEvent) -> dict[str, Any] | None:
+        """The registration's reference statistics, checked; :class:`Refused` if unusable."""
+        if event.version < 1:
+            raise Refused(
+                "invalid",
+                f"registration of {event.model_name!r} v{event.version} (versions start at 1)",
+            )
+        ref = event.spec.get("reference")
+        if not isinstance(ref, dict):
+            return None
+        try:
+            # Parsed now, so that a bad one cannot fail every later feature vector.
+            Reference.from_dict(ref)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise Refused(
+                "invalid",
+                f"registration of {event.model_name!r} v{event.version} has unreadable "
+                f"reference statistics: {exc}",
+            ) from exc
+        return ref
 
     def tick(self) -> Outputs:
         """Release debounced retraining requests; call every second or so."""
@@ -500,3 +613,10 @@ class MonitorCore:
             for feature, stats in mon.latest.items():
                 for stat, value in stats.items():
                     self.series.record(f"{stat}/{fs}/{feature}", now_s, value)
+
+
+def _versions(versions: set[int]) -> str:
+    """A short list of version numbers for a message."""
+    ordered = sorted(versions)
+    shown = ", ".join(f"v{v}" for v in ordered[-5:])
+    return shown if len(ordered) <= 5 else f"…, {shown}"

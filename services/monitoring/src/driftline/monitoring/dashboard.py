@@ -99,12 +99,13 @@ class ChartedMonitorCore(MonitorCore):
 
     def on_prediction(self, record: PredictionRecord, trace_id: str | None = None) -> Outputs:
         """As :meth:`MonitorCore.on_prediction`; a served prediction's latency is also kept."""
+        out = super().on_prediction(record, trace_id)  # first: it may refuse the record
         if not record.shadow and math.isfinite(record.latency_ms):
             window = self._latencies.get(record.model_name)
             if window is None:
                 window = self._latencies[record.model_name] = deque(maxlen=_LATENCY_KEEP)
             window.append(record.latency_ms)
-        return super().on_prediction(record, trace_id)
+        return out
 
     def on_registry(self, event: RegistryEvent) -> Outputs:
         """As :meth:`MonitorCore.on_registry`; a champion change is also a step in its series."""

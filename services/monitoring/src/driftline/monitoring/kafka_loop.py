@@ -3,9 +3,17 @@
 Data topics are read in the monitor's consumer group and committed after the
 detections they caused are acknowledged by the broker (at-least-once).  The
 registry log ``driftline.models`` is read from its beginning on every start, outside
-any group, so the monitor always knows every version's reference and the current
-champion.  A record that does not parse is counted (``driftline_errors_total
-{kind="bad_message"}``) and skipped: it never stops the loop.
+any group, and up to its end before any data, so the monitor always knows every
+registered version, its reference and the current champion.
+
+No record stops the loop.  One that does not parse (``unreadable``), one the core
+refuses (:class:`~driftline.monitoring.core.Refused`: ``unknown_model``,
+``unknown_version``, ``invalid``, ``label_type``) and one whose processing raises
+(``processing_error``, logged with its traceback) is skipped with a log line naming
+its place and counted in ``driftline_records_skipped_total{topic, reason}``.
+Publishing detections is I/O: a failure is retried with a back-off, reported to
+:meth:`ConsumerHealth.failed` at the batch's offsets (a long one is a stall), while
+a detection the broker refuses for itself is dropped and logged.
 """
 
 from __future__ import annotations
@@ -13,21 +21,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import ValidationError
 
 from driftline.contracts.messages import FeatureVector, PredictionRecord, RegistryEvent, ValidLabel
 from driftline.contracts.topics import DRIFT, FEATURES, LABELS_VALID, MODELS, PREDICTIONS, RETRAIN
-from driftline.kafkaio import make_consumer, make_producer, send_model, traceparent_of
-from driftline.monitoring.core import MonitorCore, Outputs
+from driftline.kafkaio import (
+    is_record_fault,
+    make_consumer,
+    make_producer,
+    send_model,
+    traceparent_of,
+    unreadable_detail,
+)
+from driftline.monitoring.core import MonitorCore, Outputs, Refused
 from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.settings import PlatformSettings
 from driftline.telemetry import (
+    ConsumerHealth,
     ServiceMetrics,
     SpanContextMemo,
     messaging_attributes,
@@ -36,6 +52,16 @@ from driftline.telemetry import (
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.monitoring")
+
+Positions = Mapping[tuple[str, int], int]
+"""``(topic, partition) -> offset`` of the records a publication is for."""
+
+_VALUE_MODELS: dict[str, type[FeatureVector | PredictionRecord | ValidLabel | RegistryEvent]] = {
+    FEATURES.name: FeatureVector,
+    PREDICTIONS.name: PredictionRecord,
+    LABELS_VALID.name: ValidLabel,
+    MODELS.name: RegistryEvent,
+}
 
 __all__ = ["KafkaMonitorLoop", "trace_id_of"]
 
@@ -58,11 +84,13 @@ class KafkaMonitorLoop:
         settings: PlatformSettings,
         metrics: ServiceMetrics,
         monitor_metrics: MonitorMetrics,
+        health: ConsumerHealth,
     ) -> None:
         self.core = core
         self.settings = settings
         self.metrics = metrics
         self.monitor_metrics = monitor_metrics
+        self.health = health
         self.published_drift = 0
         self.published_retrain = 0
         # A detection names the trace ids of the records behind it; these memos turn
@@ -70,37 +98,74 @@ class KafkaMonitorLoop:
         self.upstream_spans = SpanContextMemo()
         self.drift_spans = SpanContextMemo()
 
-    def _dispatch(self, record: Any) -> Outputs:
-        topic = record.topic
+    def dispatch(self, record: Any) -> Outputs:
+        """Feed one consumed record to the core; what it caused (nothing if it was skipped)."""
+        topic, partition, offset = record.topic, record.partition, record.offset
         self.metrics.messages_in.labels(topic=topic).inc()
-        trace_id = trace_id_of(record.headers)
+        try:
+            value = _VALUE_MODELS[topic].model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            self.metrics.errors.labels(kind="bad_message").inc()
+            detail = unreadable_detail(record.value, exc)
+            self.health.skip(topic, partition, offset, "unreadable", detail)
+            return Outputs()
+        event_id = getattr(value, "event_id", None)
+        try:
+            out = self._apply(value, self._trace_id(record.headers))
+        except Refused as refused:
+            self.health.skip(
+                topic, partition, offset, refused.reason, refused.detail, event_id=event_id
+            )
+            return Outputs()
+        except Exception as exc:
+            # A detector that raises on one record (a number beyond float range, a
+            # bug) must not stop the monitor: the record is skipped, the rest goes on.
+            self.metrics.errors.labels(kind="processing_error").inc()
+            log.error(
+                "processing the record at %s[%d]@%d (event %s) raised",
+                topic,
+                partition,
+                offset,
+                event_id,
+                exc_info=True,
+            )
+            self.health.skip(
+                topic,
+                partition,
+                offset,
+                "processing_error",
+                f"{type(exc).__name__}: {exc}",
+                event_id=event_id,
+            )
+            return Outputs()
+        for label in out.refused_labels:
+            # Read earlier, refused now that its prediction came: its offset is behind us.
+            self.health.skip(
+                LABELS_VALID.name, None, None, "label_type", label.detail, event_id=label.event_id
+            )
+        return out
+
+    def _trace_id(self, headers: Any) -> str | None:
+        """The record's trace id, its upstream span remembered to link detections to."""
+        trace_id = trace_id_of(headers)
         if trace_id is not None:
-            upstream = span_context_of(traceparent_of(record.headers))
+            upstream = span_context_of(traceparent_of(headers))
             if upstream is not None:
                 self.upstream_spans.remember(trace_id, upstream)
-        try:
-            if topic == FEATURES.name:
-                return self.core.on_features(
-                    FeatureVector.model_validate_json(record.value), trace_id
-                )
-            if topic == PREDICTIONS.name:
-                return self.core.on_prediction(
-                    PredictionRecord.model_validate_json(record.value), trace_id
-                )
-            if topic == LABELS_VALID.name:
-                return self.core.on_label(ValidLabel.model_validate_json(record.value), trace_id)
-            if topic == MODELS.name:
-                return self.core.on_registry(RegistryEvent.model_validate_json(record.value))
-        except (ValidationError, ValueError) as exc:
-            self.metrics.errors.labels(kind="bad_message").inc()
-            log.warning(
-                "skipping bad record %s:%d:%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                str(exc).splitlines()[0],
-            )
-        return Outputs()
+        return trace_id
+
+    def _apply(
+        self,
+        value: FeatureVector | PredictionRecord | ValidLabel | RegistryEvent,
+        trace_id: str | None,
+    ) -> Outputs:
+        if isinstance(value, FeatureVector):
+            return self.core.on_features(value, trace_id)
+        if isinstance(value, PredictionRecord):
+            return self.core.on_prediction(value, trace_id)
+        if isinstance(value, ValidLabel):
+            return self.core.on_label(value, trace_id)
+        return self.core.on_registry(value)
 
     async def _publish(self, producer: AIOKafkaProducer, out: Outputs) -> None:
         futures = []
@@ -160,7 +225,7 @@ class KafkaMonitorLoop:
             max_poll_records=2000,
         )
         models: AIOKafkaConsumer = make_consumer(
-            self.settings.kafka, f"monitoring-{cfg.instance_id}-models", MODELS, group_id=None
+            self.settings.kafka, f"monitoring-{cfg.instance_id}-models", group_id=None
         )
         producer = make_producer(self.settings.kafka, f"monitoring-{cfg.instance_id}")
         await models.start()
@@ -168,27 +233,31 @@ class KafkaMonitorLoop:
         await producer.start()
         next_refresh = time.monotonic()
         try:
+            await self._read_models_log(models, stop)
             while not stop.is_set():
+                out = Outputs()
                 # Registry events first: a champion change must apply before later data.
                 reg = await models.getmany(timeout_ms=0, max_records=500)
                 for recs in reg.values():
                     for r in recs:
-                        await self._publish(producer, self._dispatch(r))
+                        out.extend(self.dispatch(r))
                 batch = await data.getmany(timeout_ms=200, max_records=2000)
-                out = Outputs()
                 # A batch comes grouped by partition; merged by record time, the error
                 # stream keeps the order events happened in, so the onset estimate holds.
                 records = sorted(
                     (r for recs in batch.values() for r in recs), key=lambda r: r.timestamp
                 )
                 for r in records:
-                    out.extend(self._dispatch(r))
+                    out.extend(self.dispatch(r))
                 if time.monotonic() >= next_refresh:
                     out.extend(self.core.tick())
                     self.monitor_metrics.refresh(self.core)
                     self.core.sample(time.time())
                     next_refresh = time.monotonic() + cfg.publish_interval_s
-                await self._publish_with_retry(producer, out, stop)
+                positions = {
+                    (tp.topic, tp.partition): recs[0].offset for tp, recs in batch.items() if recs
+                }
+                await self.publish_with_retry(producer, out, stop, data, positions)
                 if batch:
                     await data.commit()
         finally:
@@ -196,18 +265,97 @@ class KafkaMonitorLoop:
             await models.stop()
             await producer.stop()
 
-    async def _publish_with_retry(
-        self, producer: AIOKafkaProducer, out: Outputs, stop: asyncio.Event
+    async def _read_models_log(self, models: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        """Apply ``driftline.models`` from its start to its end as of now, before any data.
+
+        Data read before its version's registration would be refused as naming an
+        unknown version, and a prediction judged against a champion not yet read.
+        """
+        # One partition by contract; read them all regardless.
+        tps = [TopicPartition(MODELS.name, p) for p in range(MODELS.partitions)]
+        models.assign(tps)
+        await models.seek_to_beginning(*tps)
+        end = await models.end_offsets(tps)
+        read = 0
+        while not stop.is_set():
+            if all([await models.position(tp) >= offset for tp, offset in end.items()]):
+                break
+            batch = await models.getmany(timeout_ms=200, max_records=500)
+            for recs in batch.values():
+                for r in recs:
+                    self.dispatch(r)
+                    read += 1
+        log.info("read %d record(s) of %s before any data", read, MODELS.name)
+
+    async def publish_with_retry(
+        self,
+        producer: AIOKafkaProducer,
+        out: Outputs,
+        stop: asyncio.Event,
+        data: AIOKafkaConsumer,
+        positions: Positions,
     ) -> None:
+        """Publish ``out``; returns once it is acknowledged (or ``stop`` is set: re-raised).
+
+        An I/O failure is retried with a back-off and reported to
+        :meth:`ConsumerHealth.failed` at ``positions`` (the first offset of each partition
+        of the batch that caused ``out``; the data consumer's positions when empty); a
+        record the broker refuses for itself is dropped (the others still go).
+        """
         delay = 0.2
+        waiting = positions
         while True:
             try:
                 await self._publish(producer, out)
-                return
-            except KafkaError as exc:
+            except Exception as exc:
+                if is_record_fault(exc):
+                    await self._publish_apart(producer, out, stop, data, positions, exc)
+                    return
                 self.metrics.errors.labels(kind=type(exc).__name__).inc()
+                # Nothing read is committed until this goes through: the data partitions
+                # wait here (all of them when only a timer's output is at stake), and a
+                # long wait shows as a stall.
+                if not waiting:
+                    waiting = await _positions_of(data)
+                self.health.failed(waiting, exc)
                 log.warning("publishing detections failed (%s); retrying in %.1fs", exc, delay)
                 if stop.is_set():
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            else:
+                self.health.progressed(waiting)
+                return
+
+    async def _publish_apart(
+        self,
+        producer: AIOKafkaProducer,
+        out: Outputs,
+        stop: asyncio.Event,
+        data: AIOKafkaConsumer,
+        positions: Positions,
+        exc: Exception,
+    ) -> None:
+        """One of ``out`` 's records cannot be published (the broker refuses it for itself):
+        publish them one by one and drop only those that fail so."""
+        items = [Outputs(drift=[d]) for d in out.drift] + [
+            Outputs(retrain=[r]) for r in out.retrain
+        ]
+        if len(items) <= 1:
+            self.metrics.errors.labels(kind="unpublishable").inc()
+            ids = [d.drift_id for d in out.drift] + [r.request_id for r in out.retrain]
+            log.error(
+                "dropped %s: it cannot be published (%s: %s)",
+                ", ".join(ids) or "nothing",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            return
+        for item in items:
+            await self.publish_with_retry(producer, item, stop, data, positions)
+
+
+async def _positions_of(data: AIOKafkaConsumer) -> dict[tuple[str, int], int]:
+    """The data consumer's position on each assigned partition."""
+    return {(tp.topic, tp.partition): await data.position(tp) for tp in data.assignment()}

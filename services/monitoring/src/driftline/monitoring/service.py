@@ -12,7 +12,7 @@ from driftline.monitoring.kafka_loop import KafkaMonitorLoop
 from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.runtime import Health, build_admin_app, serve_http
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
 
     mount_dashboard(app)
 
-    loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics)
+    consumers = ConsumerHealth(metrics.registry, stall_after_s=settings.kafka.stall_after_s)
+    loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics, consumers)
     log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))

@@ -10,7 +10,6 @@ is exactly what every replica will rebuild from the log.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from driftline.contracts.messages import Lineage, RegistryEvent, RegistryEventKi
 from driftline.registry.state import (
     DELETED_VERSION,
     EXTRAS_KEY,
+    MODEL_NAME,
     ApplyOutcome,
     ModelState,
     RegistryState,
@@ -51,8 +51,6 @@ __all__ = [
     "validate_model_name",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
 Publish = Callable[[RegistryEvent], Awaitable[None]]
 """Writes one event durably to the log (``acks=all``); returns once it is written."""
 
@@ -61,7 +59,7 @@ def validate_model_name(name: str) -> str:
     """``name`` if it is a valid model name, else :class:`InvalidArgumentError`."""
     if not name:
         raise InvalidArgumentError("model name is empty; pass the model's name (e.g. 'loans')")
-    if not _NAME.match(name):
+    if not MODEL_NAME.match(name):
         raise InvalidArgumentError(
             f"model name {name!r} is invalid: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -146,8 +144,18 @@ class RegistryCore:
     # -- the log ------------------------------------------------------------------
 
     def on_event(self, event: RegistryEvent) -> ApplyOutcome:
-        """Apply one event read from the log and wake the writer waiting for it."""
-        outcome = self.state.apply(event)
+        """Apply one event read from the log and wake the writer waiting for it.
+
+        Re-raises whatever applying it raised (the follower skips the event), after
+        handing the error to the writer waiting for it, if any.
+        """
+        try:
+            outcome = self.state.apply(event)
+        except Exception as exc:
+            failed = self._waiters.pop(event.event_id, None)
+            if failed is not None and not failed.done():
+                failed.set_exception(exc)
+            raise
         waiter = self._waiters.pop(event.event_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)

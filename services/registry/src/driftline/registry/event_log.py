@@ -1,4 +1,11 @@
-"""The ``driftline.models`` log: writing events and following them into the core."""
+"""The ``driftline.models`` log: writing events and following them into the core.
+
+The follower never stops on one record: a record that does not parse, an event
+no registry could have written (a model or version the log never registered),
+and an event whose application raises are each skipped with a log line and
+counted in ``driftline_records_skipped_total{topic="driftline.models", reason}``;
+the replay goes on and the registry keeps answering.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,11 @@ from pydantic import ValidationError
 
 from driftline.contracts.messages import RegistryEvent
 from driftline.contracts.topics import MODELS
-from driftline.kafkaio import make_consumer, make_producer, send_model
+from driftline.kafkaio import make_consumer, make_producer, send_model, unreadable_detail
 from driftline.registry.core import RegistryCore
 from driftline.registry.registry_metrics import RegistryMetrics
 from driftline.settings import KafkaSettings
+from driftline.telemetry import ConsumerHealth
 
 __all__ = ["KafkaRegistryLog"]
 
@@ -29,10 +37,16 @@ class KafkaRegistryLog:
     """
 
     def __init__(
-        self, kafka: KafkaSettings, metrics: RegistryMetrics, *, instance_id: str = "0"
+        self,
+        kafka: KafkaSettings,
+        metrics: RegistryMetrics,
+        health: ConsumerHealth,
+        *,
+        instance_id: str = "0",
     ) -> None:
         self._kafka = kafka
         self._metrics = metrics
+        self._health = health
         self._instance = instance_id
         self._producer: AIOKafkaProducer | None = None
         self.caught_up = asyncio.Event()
@@ -80,9 +94,9 @@ class KafkaRegistryLog:
                     self.caught_up.set()
                     log.info("registry state rebuilt: %d version(s)", core.state.version_count)
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
-                for records in batches.values():
+                for tp, records in batches.items():
                     for record in records:
-                        self._apply(core, record.value, record.offset, record.headers)
+                        self.apply_record(core, record.value, tp.partition, record.offset)
         finally:
             await consumer.stop()
 
@@ -93,13 +107,10 @@ class KafkaRegistryLog:
                 return False
         return True
 
-    def _apply(
-        self,
-        core: RegistryCore,
-        value: bytes | None,
-        offset: int,
-        headers: list[tuple[str, bytes]] | None,
+    def apply_record(
+        self, core: RegistryCore, value: bytes | None, partition: int, offset: int
     ) -> None:
+        """Apply one record of the log; whatever is wrong with it, the follower goes on."""
         self._metrics.base.messages_in.labels(topic=MODELS.name).inc()
         try:
             event = RegistryEvent.model_validate_json(value or b"")
@@ -107,9 +118,42 @@ class KafkaRegistryLog:
             # The log is the audit trail: a bad record is counted and skipped, never fatal.
             self._metrics.events.labels(outcome="invalid").inc()
             self._metrics.base.errors.labels(kind="invalid_registry_event").inc()
-            log.error("skipping invalid event at %s offset %d: %s", MODELS.name, offset, exc)
+            detail = unreadable_detail(value, exc)
+            self._health.skip(MODELS.name, partition, offset, "unreadable", detail)
             return
-        outcome = core.on_event(event)
-        if not outcome.applied:
+        try:
+            outcome = core.on_event(event)
+        except Exception as exc:
+            # A bug the event exercises (or content the state cannot hold) must not stop
+            # the replay: every later event would be lost to this replica.
+            self._metrics.events.labels(outcome="invalid").inc()
+            log.error(
+                "applying event %s at %s[%d]@%d raised",
+                event.event_id,
+                MODELS.name,
+                partition,
+                offset,
+                exc_info=True,
+            )
+            self._health.skip(
+                MODELS.name,
+                partition,
+                offset,
+                "processing_error",
+                f"{type(exc).__name__}: {exc}",
+                event_id=event.event_id,
+            )
+            return
+        if outcome.skip_reason is not None:
+            self._health.skip(
+                MODELS.name,
+                partition,
+                offset,
+                outcome.skip_reason,
+                f"{event.kind.value} of {event.model_name[:200]!r} v{event.version}: "
+                f"{outcome.reason}",
+                event_id=event.event_id,
+            )
+        elif not outcome.applied:
             log.info("event %s (%s) ignored: %s", event.event_id, event.kind, outcome.reason)
         self._metrics.observe(event, outcome, core.state)

@@ -20,7 +20,7 @@ from driftline.registry.grpc_api import RegistryServicer
 from driftline.registry.registry_metrics import RegistryMetrics
 from driftline.runtime import Health, build_admin_app, serve_http
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["RegistryService", "serve"]
@@ -44,8 +44,11 @@ class RegistryService:
         self.health = Health("registry")
         self.health.set("kafka", False)
         self.health.set("log_replayed", False)
+        self.consumer_health = ConsumerHealth(
+            self.metrics.registry, stall_after_s=settings.kafka.stall_after_s
+        )
         self.log = KafkaRegistryLog(
-            settings.kafka, self.registry_metrics, instance_id=cfg.instance_id
+            settings.kafka, self.registry_metrics, self.consumer_health, instance_id=cfg.instance_id
         )
         self.core = RegistryCore(
             ArtifactStore(cfg.artifact_dir),

@@ -11,7 +11,8 @@ write to one log without a distributed lock.
 
 Encodings on top of :class:`RegistryEvent` (kept here, in one place):
 
-* ``alias_set`` with ``version == 0`` deletes the alias (versions start at 1).
+* ``alias_set`` with ``version == 0`` deletes the alias (versions start at 1); a
+  ``rolled_back`` always names a version.
 * ``previous_version`` of an alias event is the value the writer saw; the event
   only applies while the alias still has that value.
 * version attributes the event model has no field for (params, tags, artifact
@@ -21,6 +22,7 @@ Encodings on top of :class:`RegistryEvent` (kept here, in one place):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +40,7 @@ from driftline.registry_client.models import (
 __all__ = [
     "DELETED_VERSION",
     "EXTRAS_KEY",
+    "MODEL_NAME",
     "ApplyOutcome",
     "ModelState",
     "RegistryState",
@@ -51,14 +54,26 @@ EXTRAS_KEY = "_registry"
 DELETED_VERSION = 0
 """``alias_set`` to this version removes the alias."""
 
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""A valid model name: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+
 
 @dataclass(frozen=True)
 class ApplyOutcome:
-    """What applying one event did: ``applied`` or ignored with a reason a person can read."""
+    """What applying one event did: ``applied`` or ignored with a reason a person can read.
+
+    An ignored event either lost a race to another writer (a conflict or a duplicate:
+    normal when replicas write at once) or could not have been written by any registry
+    (it names a model or version the log never registered, or is malformed); only the
+    latter has a :attr:`skip_reason`.
+    """
 
     event_id: str
     applied: bool
     reason: str = ""
+    skip_reason: str | None = None
+    """``unknown_model``, ``unknown_version`` or ``invalid`` for an event no registry
+    writes; ``None`` when it applied or lost a race."""
 
 
 @dataclass
@@ -127,6 +142,13 @@ class RegistryState:
         return outcome
 
     def _register(self, event: RegistryEvent) -> ApplyOutcome:
+        if not MODEL_NAME.match(event.model_name):
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"invalid: model name {event.model_name[:200]!r} is not a valid name",
+                "invalid",
+            )
         model = self.models.get(event.model_name) or ModelState(event.model_name)
         key = dedup_key_of(event)
         if key is not None and key in model.dedup:
@@ -134,6 +156,15 @@ class RegistryState:
                 event.event_id,
                 False,
                 f"duplicate: key {key!r} already created version {model.dedup[key]}",
+            )
+        if not 1 <= event.version <= model.latest + 1:
+            # A writer numbers from a state that is a prefix of this log: never past the next.
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"invalid: version {event.version} of {event.model_name!r} cannot be "
+                f"registered (the next number is {model.latest + 1})",
+                "invalid",
             )
         if event.version != model.latest + 1:
             return ApplyOutcome(
@@ -143,7 +174,9 @@ class RegistryState:
                 f"number ({model.latest + 1})",
             )
         if not event.sha256 or not event.signature:
-            return ApplyOutcome(event.event_id, False, "invalid: registration without artifact")
+            return ApplyOutcome(
+                event.event_id, False, "invalid: registration without artifact", "invalid"
+            )
         spec, extras = split_spec(event.spec)
         info = ModelVersionInfo(
             name=event.model_name,
@@ -169,16 +202,23 @@ class RegistryState:
         return ApplyOutcome(event.event_id, True)
 
     def _move_alias(self, event: RegistryEvent) -> ApplyOutcome:
+        # A writer checks the model, alias and version in its state (a prefix of this
+        # log) before it writes: an event failing these checks comes from no registry.
         model = self.models.get(event.model_name)
         if model is None:
-            return ApplyOutcome(event.event_id, False, f"unknown model {event.model_name!r}")
+            return ApplyOutcome(
+                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
+            )
         alias = event.alias or ""
         if alias not in ALIASES:
-            return ApplyOutcome(event.event_id, False, f"invalid alias {alias!r}")
-        deleting = event.version == DELETED_VERSION
+            return ApplyOutcome(event.event_id, False, f"invalid alias {alias!r}", "invalid")
+        deleting = event.kind is RegistryEventKind.ALIAS_SET and event.version == DELETED_VERSION
         if not deleting and model.version(event.version) is None:
             return ApplyOutcome(
-                event.event_id, False, f"unknown version {event.version} of {model.name!r}"
+                event.event_id,
+                False,
+                f"unknown version {event.version} of {model.name!r}",
+                "unknown_version",
             )
         current = model.aliases.get(alias)
         if current != event.previous_version:
@@ -216,9 +256,16 @@ class RegistryState:
 
     def _reject(self, event: RegistryEvent) -> ApplyOutcome:
         model = self.models.get(event.model_name)
-        if model is None or model.version(event.version) is None:
+        if model is None:
             return ApplyOutcome(
-                event.event_id, False, f"unknown version {event.version} of {event.model_name!r}"
+                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
+            )
+        if model.version(event.version) is None:
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"unknown version {event.version} of {event.model_name!r}",
+                "unknown_version",
             )
         idx = event.version - 1
         model.versions[idx] = model.versions[idx].model_copy(update={"status": "rejected"})

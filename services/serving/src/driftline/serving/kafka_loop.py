@@ -6,6 +6,14 @@ the registry's current aliases, so a restart does not replay history.  A
 registered version starts loading when its registration is read, so that its
 promotion swaps it in without a download; the model libraries are imported at
 start, so that the first promotion is not slower than the others.
+
+One record never stops the follower: a record that does not parse, and a
+promotion to a version that cannot be served (no such model or version, an
+artifact that fails verification or does not unpickle) are skipped with a log
+line and counted in ``driftline_records_skipped_total{topic, reason}``, and the
+version served before keeps serving.  A promotion that fails because the
+registry or the feature store is unreachable is tried again (in log order) until
+it loads, and a long outage shows as a stalled partition.
 """
 
 from __future__ import annotations
@@ -18,13 +26,21 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from driftline.contracts.errors import DriftlineError
+from driftline.contracts.errors import DriftlineError, NotFoundError
 from driftline.contracts.messages import RegistryEvent
 from driftline.contracts.topics import MODELS, PREDICTIONS
-from driftline.kafkaio import OutRecord, RecordBatch, batch_records, headers_from_context
+from driftline.kafkaio import (
+    OutRecord,
+    RecordBatch,
+    batch_records,
+    headers_from_context,
+    is_record_fault,
+    unreadable_detail,
+)
 from driftline.serving.model_table import ModelTable
 from driftline.serving.prediction_log import PredictionLog, encode_prediction, timestamp_text
 from driftline.serving.serving_metrics import ServingMetrics
+from driftline.telemetry import ConsumerHealth
 
 __all__ = ["ModelFollower", "PredictionLogWriter"]
 
@@ -43,12 +59,14 @@ class ModelFollower:
         consumer: AIOKafkaConsumer,
         table: ModelTable,
         metrics: ServingMetrics,
+        health: ConsumerHealth,
         *,
         retry_s: float,
     ) -> None:
         self._consumer = consumer
         self._table = table
         self._metrics = metrics
+        self._health = health
         self._retry_s = retry_s
 
     async def _pin_end(self) -> None:
@@ -101,24 +119,85 @@ class ModelFollower:
         await self._sync(stop)
         while not stop.is_set():
             batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
-                    self._metrics.base.messages_in.labels(topic=MODELS.name).inc()
-                    try:
-                        event = RegistryEvent.model_validate_json(record.value or b"")
-                    except ValidationError as exc:
-                        # A malformed record must not stop promotions from being followed.
-                        self._metrics.registry_events.labels(outcome="invalid").inc()
-                        log.warning(
-                            "skipping invalid driftline.models record at offset %d: %s",
-                            record.offset,
-                            exc.errors()[0]["msg"] if exc.errors() else exc,
-                        )
-                        continue
-                    applied = await self._table.apply(event)
-                    self._metrics.registry_events.labels(
-                        outcome="applied" if applied else "ignored"
-                    ).inc()
+                    await self.follow_record(tp.partition, record.offset, record.value, stop)
+
+    async def follow_record(
+        self, partition: int, offset: int, value: bytes | None, stop: asyncio.Event
+    ) -> None:
+        """Apply one ``driftline.models`` record; returns once it is applied or skipped
+        (or ``stop`` is set while the registry is unreachable)."""
+        self._metrics.base.messages_in.labels(topic=MODELS.name).inc()
+        try:
+            event = RegistryEvent.model_validate_json(value or b"")
+        except ValidationError as exc:
+            # A malformed record must not stop promotions from being followed.
+            self._metrics.registry_events.labels(outcome="invalid").inc()
+            detail = unreadable_detail(value, exc)
+            self._health.skip(MODELS.name, partition, offset, "unreadable", detail)
+            return
+        here = (MODELS.name, partition)
+        while True:
+            known = event.model_name in self._table.names
+            try:
+                applied = await self._table.apply(event)
+            except Exception as exc:
+                if is_record_fault(exc):
+                    self._refuse(event, partition, offset, exc, known=known)
+                    return
+                # The registry or the feature store is down: skipping would lose the
+                # promotion for good, so the same event is tried again, in log order.
+                self._health.failed({here: offset}, exc)
+                log.warning(
+                    "cannot apply %s of model %r v%d (event %s) yet: %s; retrying in %.1fs",
+                    event.kind.value,
+                    event.model_name,
+                    event.version,
+                    event.event_id,
+                    exc,
+                    self._retry_s,
+                )
+                try:
+                    await asyncio.wait_for(stop.wait(), self._retry_s)
+                    return
+                except TimeoutError:
+                    continue
+            self._health.progressed([here])
+            self._metrics.registry_events.labels(outcome="applied" if applied else "ignored").inc()
+            return
+
+    def _refuse(
+        self, event: RegistryEvent, partition: int, offset: int, exc: Exception, *, known: bool
+    ) -> None:
+        """Skip an event naming a version this replica cannot serve (what served stays)."""
+        self._metrics.registry_events.labels(outcome="invalid").inc()
+        if isinstance(exc, NotFoundError):
+            reason = "unknown_version" if known else "unknown_model"
+        else:
+            reason = "processing_error"
+        if not isinstance(exc, DriftlineError):
+            # Not one of the load's known refusals (a tampered or missing artifact): an
+            # unpickling failure or a bug; the traceback says which.
+            log.error(
+                "applying event %s at %s[%d]@%d raised",
+                event.event_id,
+                MODELS.name,
+                partition,
+                offset,
+                exc_info=exc,
+            )
+        message = exc.message if isinstance(exc, DriftlineError) else f"{type(exc).__name__}: {exc}"
+        self._health.skip(
+            MODELS.name,
+            partition,
+            offset,
+            reason,
+            f"{event.kind.value} of model {event.model_name[:200]!r} v{event.version} "
+            f"(alias {event.alias or 'champion'!r}) not applied, what served before keeps "
+            f"serving: {message}",
+            event_id=event.event_id,
+        )
 
 
 class PredictionLogWriter:

@@ -22,6 +22,8 @@ from driftline.artifacts import load_model
 from driftline.contracts.errors import (
     DriftlineError,
     FailedPreconditionError,
+    IntegrityError,
+    InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
@@ -46,6 +48,15 @@ MODEL_MODULES: tuple[str, ...] = (
 """The River packages the model-spec allow-list draws on: what unpickling an artifact
 imports.  ``river.tree`` alone pulls in scipy; on a loaded two-core machine that took
 20-40 s, which the first promotion paid while serving answered UNAVAILABLE."""
+
+_REFUSALS: dict[grpc.StatusCode, type[DriftlineError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.DATA_LOSS: IntegrityError,
+}
+"""Registry answers about the request itself; any other failure is the registry's
+(:class:`UnavailableError`, retried)."""
 
 
 def import_model_modules(modules: tuple[str, ...] = MODEL_MODULES) -> list[str]:
@@ -169,8 +180,11 @@ class RegistryModelSource(ModelSource):
         )
 
     def _translate(self, exc: grpc.aio.AioRpcError, doing: str) -> DriftlineError:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            return NotFoundError(f"registry: {exc.details()}")
+        # What the request itself got wrong is not retried: asking again gets the same
+        # answer (a promotion naming version -1 must not hold the follower forever).
+        refused = _REFUSALS.get(exc.code())
+        if refused is not None:
+            return refused(f"registry: {exc.details()}")
         return UnavailableError(
             f"registry at {self._target} failed {doing} ({exc.code().name}: {exc.details()})"
         )

@@ -9,6 +9,10 @@ in a single assignment is the whole swap.
 A registered version starts loading at once (:meth:`ModelTable.prefetch`): a
 promotion follows a registration closely, and when it comes the version is in
 memory or on its way, so the swap waits for no more than the rest of that load.
+
+A promotion to a version that cannot be loaded (none such, a tampered artifact)
+changes nothing: the version served before keeps serving, and a model name
+appears in the table only once the registry lists it or one of its versions loaded.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ from driftline.serving.canary import CanarySetting
 from driftline.serving.loaded_model import LoadedModel
 from driftline.serving.model_source import ModelSource
 
-__all__ = ["FOLLOWED_ALIASES", "ModelTable", "ServedModel"]
+__all__ = ["ALIAS_DELETED", "FOLLOWED_ALIASES", "ModelTable", "ServedModel"]
 
 log = logging.getLogger(__name__)
 
 FOLLOWED_ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
 """Aliases serving keeps loaded and follows on ``driftline.models``."""
+
+ALIAS_DELETED = 0
+"""The version of an ``alias_set`` event that removes the alias (the registry's
+encoding on ``driftline.models``: versions start at 1)."""
 
 _PREFETCHED = 2
 """Prefetched versions kept per model until promoted (older ones are dropped)."""
@@ -175,8 +183,9 @@ class ModelTable:
         Its promotion, if it comes, then finds it loaded (or joins the load in
         flight). A failed prefetch is logged; the promotion loads it again.
         """
-        served = self._served(name)
-        if served.loaded(version) is not None or (name, version) in self._pending:
+        known = self._models.get(name)
+        in_memory = known is not None and known.loaded(version) is not None
+        if in_memory or (name, version) in self._pending:
             return
 
         def keep(done: asyncio.Future[LoadedModel]) -> None:
@@ -187,9 +196,15 @@ class ModelTable:
                 log.warning("prefetch of model %r v%d failed (retried if it is promoted): %s",
                             name, version, exc)  # fmt: skip
                 return
+            # The model is listed from its first loaded version on: a registration of a
+            # model the registry does not have must not add a name to the table.
+            new = name not in self._models
+            served = self._served(name)
             served.prefetched[version] = done.result()
             while len(served.prefetched) > _PREFETCHED:
                 served.prefetched.popitem(last=False)
+            if new:
+                self._changed()
 
         self._load(name, version).add_done_callback(keep)
 
@@ -231,28 +246,36 @@ class ModelTable:
         Returns whether the alias now points at ``version``; a failed load leaves
         the previous version serving and is logged.
         """
-        served = self._served(name)
-        current = served.aliases.get(alias)
+        try:
+            return await self._swap_in(name, alias, version)
+        except DriftlineError as exc:
+            log.error("cannot load model %r v%d for %r: %s", name, version, alias, exc.message)
+        except Exception:
+            # An artifact that verifies but does not unpickle (a River class
+            # missing here, say) must not stop the others from loading.
+            log.exception("cannot deserialize model %r v%d for %r", name, version, alias)
+        return False
+
+    async def _swap_in(self, name: str, alias: str, version: int) -> bool:
+        """:meth:`point`, raising what the load raised (nothing changes then)."""
+        served = self._models.get(name)
+        current = served.aliases.get(alias) if served is not None else None
         if current is not None and current.version == version:
             return True
-        model = served.loaded(version)
-        if model is not None and served.prefetched.get(version) is model:
+        model = served.loaded(version) if served is not None else None
+        if model is not None and served is not None and served.prefetched.get(version) is model:
             self._loaded("loaded")  # loaded ahead, for this promotion
         elif model is None:
             try:
                 model = await asyncio.shield(self._load(name, version))
-            except DriftlineError as exc:
-                log.error("cannot load model %r v%d for %r: %s", name, version, alias, exc.message)
-                self._loaded("failed")
-                return False
             except Exception:
-                # An artifact that verifies but does not unpickle (a River class
-                # missing here, say) must not stop the follower: the old version
-                # keeps serving and the failure is counted and logged.
-                log.exception("cannot deserialize model %r v%d for %r", name, version, alias)
                 self._loaded("failed")
-                return False
+                raise
             self._loaded("loaded")
+        # Created only now that it has a version to serve (see the module docstring);
+        # read again: the table may have changed during the load.
+        served = self._served(name)
+        current = served.aliases.get(alias)
         # The swap: one assignment of a new dict; readers hold the old one or the new one.
         served.aliases = {**served.aliases, alias: model}
         served.prefetched.pop(version, None)
@@ -266,23 +289,47 @@ class ModelTable:
         self._changed()
         return True
 
+    def _unset(self, name: str, alias: str) -> bool:
+        served = self._models.get(name)
+        current = served.aliases.get(alias) if served is not None else None
+        if served is None or current is None:
+            return False
+        served.aliases = {a: m for a, m in served.aliases.items() if a != alias}
+        log.info(
+            "model %r alias %r removed in the registry (was v%d)", name, alias, current.version
+        )
+        self._changed()
+        return True
+
     async def apply(self, event: RegistryEvent) -> bool:
-        """Follow one ``driftline.models`` event; True when it changed what is served."""
+        """Follow one ``driftline.models`` event; True when the alias it moves points at its
+        version now (or, for a deletion, is gone).
+
+        An event naming a version that cannot be served raises, and what was served
+        stays served: :class:`NotFoundError` (no such model or version),
+        :class:`IntegrityError` (the artifact fails verification),
+        :class:`UnavailableError` (the registry or feature store is unreachable: apply
+        the event again later), or whatever unpickling the artifact raised.
+        """
         if not self.follows(event.model_name):
             return False
         if event.kind == RegistryEventKind.REGISTERED:
-            if event.model_name not in self._models:
-                self._served(event.model_name)
-                self._changed()
             self.prefetch(event.model_name, event.version)
             return False
         if event.kind not in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
             return False
         alias = event.alias or "champion"
-        served = self._served(event.model_name)
-        if alias not in FOLLOWED_ALIASES and alias != served.canary.alias:
+        served = self._models.get(event.model_name)
+        canary = served.canary if served is not None else self._default_canary
+        if alias not in FOLLOWED_ALIASES and alias != canary.alias:
             return False
-        return await self.point(event.model_name, alias, event.version)
+        if event.kind == RegistryEventKind.ALIAS_SET and event.version == ALIAS_DELETED:
+            return self._unset(event.model_name, alias)
+        if event.version < 1:
+            raise NotFoundError(
+                f"model {event.model_name!r} has no version {event.version} (versions start at 1)"
+            )
+        return await self._swap_in(event.model_name, alias, event.version)
 
     def loaded_aliases(self) -> dict[str, dict[str, int]]:
         """model -> alias -> loaded version (for metrics and logs)."""

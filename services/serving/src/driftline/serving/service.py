@@ -21,7 +21,7 @@ from driftline.serving.model_table import ModelTable
 from driftline.serving.prediction_log import PredictionLog
 from driftline.serving.serving_metrics import ServingMetrics
 from driftline.settings import PlatformSettings
-from driftline.telemetry import ServiceMetrics
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 __all__ = ["serve"]
 
@@ -44,6 +44,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     base = ServiceMetrics("serving")
     metrics = ServingMetrics(base)
     health = Health("serving")
+    consumers = ConsumerHealth(base.registry, stall_after_s=settings.kafka.stall_after_s)
     health.set("kafka", False)
     health.set("model_loaded", False)
 
@@ -110,7 +111,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         cfg.admin.port,
         PREDICTIONS.name,
     )
-    follower = ModelFollower(consumer, table, metrics, retry_s=cfg.registry_retry_s)
+    follower = ModelFollower(consumer, table, metrics, consumers, retry_s=cfg.registry_retry_s)
     writer = PredictionLogWriter(producer, buffer, metrics, batch=cfg.prediction_log_batch)
     app = build_admin_app(health, base, title="Driftline serving")
     writer_stop = asyncio.Event()

@@ -65,7 +65,8 @@ class ServingMetrics:
         )
         self.registry_events = Counter(
             "driftline_serving_registry_events",
-            "driftline.models records seen, by outcome (applied / ignored / invalid)",
+            "driftline.models records seen, by outcome (applied / ignored / invalid: "
+            "unreadable, or naming a version that cannot be served)",
             ["outcome"],
             registry=registry,
         )
