@@ -33,6 +33,7 @@ BENCHES = {
     "serving": "bench_serving.py",
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
+    "poison": "bench_poison.py",
 }
 
 
@@ -214,6 +215,23 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     failed = _get(report, "loop", "failed_requests")
     add("#8", "make demo scenario: failed requests", failed, "", "0", "—",
         None if failed is None else failed == 0)  # fmt: skip
+
+    # -- poison pills (#14)
+    for t in _get(report, "poison", "topics") or []:
+        after = t["after_hostile"]
+        worst = max(after, key=lambda name: after[name]["median_ms"])
+        add("#14", f"{t['source']}: hostile record -> next valid record on "
+            f"{t['output']}, slowest kind ({worst}), median", after[worst]["median_ms"], "ms",
+            "seconds, not never; every hostile record dead-lettered",
+            f"a valid record after a valid one {_fmt(t['clean_median_ms'], 'ms')} "
+            f"(ratio {_fmt(after[worst]['ratio_to_clean'])}); {len(after)} kinds; dead letters "
+            f"{t['dead_letters_found_by_source_offset']} of {t['hostile_records_with_offset']}",
+            t["dead_letters_found_by_source_offset"] == t["hostile_records_with_offset"]
+            and after[worst]["max_ms"] < 10_000)  # fmt: skip
+    running = _get(report, "poison", "services_still_running")
+    if running is not None:
+        add("#14", "poison bench: services never restarted", all(running.values()), "",
+            "ingestion and features run throughout", "—", all(running.values()))  # fmt: skip
 
     # -- training, registry, infra (#3, #5)
     add("#5", "training: labelled examples learnt per s (online join)",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,8 @@ async def test_unknown_featureset_letters_replay_once_it_is_registered(
     svc.proc.terminate()
     svc.proc.wait(20)
     ingestion_factory(DRIFTLINE_INGESTION__FEATURESETS_DIR=str(fixed))
-    assert await replay_dead_letters(settings, letters) == 10
+    replayed = await replay_dead_letters(settings, letters)
+    assert (replayed.sent, replayed.unavailable) == (10, [])
 
     def ours_valid(r: Any) -> bool:
         return r.topic == EVENTS_VALID.name and r.key.decode().startswith(f"{run}-c")
@@ -65,3 +70,72 @@ async def test_unknown_featureset_letters_replay_once_it_is_registered(
     assert {DeadLetter.encode_original(s.letter.original()) for s in letters} == {
         s.letter.original_b64 for s in letters
     }
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "driftline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+async def test_an_oversized_records_whole_original_is_read_back_and_replayed_from_its_source(
+    kafka: Any, ingestion_factory: Any, tmp_path: Path
+) -> None:
+    """The dead letter keeps the first bytes; `dlq original` and replay reach the whole record."""
+    run = uuid.uuid4().hex[:8]
+    event = agrawal_events(run, 1)[0]
+    event["features"]["padding"] = "x" * 300_000  # over the 64 KiB per-record limit
+    big = json.dumps(event).encode()
+    digest = hashlib.sha256(big).hexdigest()
+    ingestion_factory()
+    kcat_produce(kafka.bootstrap_servers, EVENTS, [(run, big)])
+
+    def ours(r: Any) -> bool:
+        return r.topic == DLQ.name and r.key == run.encode()
+
+    [record] = await collect(kafka.bootstrap_servers, [DLQ], ours, want=1)
+    letter = DeadLetter.model_validate_json(record.value)
+    assert letter.reason is DlqReason.TOO_LARGE
+    assert letter.truncated and letter.original_size == len(big)
+    assert letter.original_sha256 == digest
+    assert big.startswith(letter.original()) and len(letter.original()) == 64 * 1024
+    assert len(record.value) < KafkaSettings().max_message_bytes
+
+    # An outside process (the CLI) writes the whole record, read back from driftline.events.
+    out = tmp_path / "original.json"
+    env = {**os.environ, "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    at = f"{record.partition}:{record.offset}"
+    cli = _cli(env, "dlq", "original", at, "-o", str(out))
+    assert cli.returncode == 0, cli.stderr
+    assert "read back from its source" in cli.stderr
+    assert out.read_bytes() == big
+    shown = _cli({**env, "COLUMNS": "400"}, "dlq", "show", "--reason", "too_large", "-n", "500")
+    assert shown.returncode == 0, shown.stderr
+    assert at in shown.stdout
+    assert f"first 65,536 of {len(big):,} bytes" in shown.stdout
+
+    # Replay sends the whole record again (still too large: a second letter of the same bytes).
+    settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
+    stored = [
+        s
+        for s in await read_dead_letters(settings, reasons=[DlqReason.TOO_LARGE])
+        if s.letter.original_key == run
+    ]
+    replayed = await replay_dead_letters(settings, stored)
+    assert (replayed.sent, replayed.unavailable) == (1, [])
+    letters = await collect(kafka.bootstrap_servers, [DLQ], ours, want=2)
+
+    def place(d: DeadLetter) -> tuple[int | None, int | None]:
+        return d.source_partition, d.source_offset
+
+    [again] = [
+        d for d in map(DeadLetter.model_validate_json, (r.value for r in letters))
+        if place(d) != place(letter)
+    ]  # fmt: skip
+    assert (again.original_sha256, again.original_size) == (digest, len(big))

@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from opentelemetry import trace as otel_trace
@@ -44,14 +45,34 @@ async def test_provisioning_is_idempotent_and_matches_the_declarations(kafka: An
     assert partitions == {t.name: t.partitions for t in ALL_TOPICS}
     entries = {c[0]: c[1] for c in configs[0].resources[0][4]}
     assert entries["retention.ms"] == "-1"
+    # The largest record a topic takes is the producers' max_request_size.
+    assert entries["max.message.bytes"] == str(settings.max_message_bytes)
 
 
-async def _read_one(bootstrap: str, key: bytes) -> Any:
-    consumer = make_consumer(
-        KafkaSettings(bootstrap_servers=bootstrap), "test", EVENTS, group_id=f"t-{uuid.uuid4().hex}"
-    )
+async def _ends(bootstrap: str) -> dict[TopicPartition, int]:
+    """The end offset of every partition of ``driftline.events`` now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
+        tps = [TopicPartition(EVENTS.name, p) for p in range(EVENTS.partitions)]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def _read_one(bootstrap: str, key: bytes, since: dict[TopicPartition, int]) -> Any:
+    """The record keyed ``key`` written after ``since``.
+
+    Only records after ``since`` are read: earlier tests leave hostile records on
+    the shared topic, one of which (a header name that is not UTF-8) no aiokafka
+    consumer can decode.
+    """
+    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), "test", group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(since))
+        for tp, offset in since.items():
+            consumer.seek(tp, offset)
         for _ in range(60):
             batch = await consumer.getmany(timeout_ms=500)
             for recs in batch.values():
@@ -76,6 +97,7 @@ async def test_kcat_payload_and_traceparent_survive_the_consumer_helper(kafka: A
         ensure_ascii=False,
     ).encode()
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    since = await _ends(kafka.bootstrap_servers)
     subprocess.run(
         [
             "kcat",
@@ -93,7 +115,7 @@ async def test_kcat_payload_and_traceparent_survive_the_consumer_helper(kafka: A
         check=True,
         timeout=30,
     )
-    record = await _read_one(kafka.bootstrap_servers, key)
+    record = await _read_one(kafka.bootstrap_servers, key, since)
     assert record.value == payload
     assert traceparent_of(record.headers) == traceparent
     exporter = InMemorySpanExporter()
@@ -120,6 +142,7 @@ async def test_send_model_writes_the_active_trace(kafka: Any) -> None:
     await producer.start()
     key = f"k-{uuid.uuid4().hex}"
     event = RawEvent(event_id="e", entity_id=key, timestamp=1, features={"a": 1})  # type: ignore[arg-type]
+    since = await _ends(kafka.bootstrap_servers)
     try:
         with otel_trace.use_span(
             provider.get_tracer("t").start_span("produce"), end_on_exit=True
@@ -129,7 +152,7 @@ async def test_send_model_writes_the_active_trace(kafka: Any) -> None:
             trace_id = format(span.get_span_context().trace_id, "032x")
     finally:
         await producer.stop()
-    record = await _read_one(kafka.bootstrap_servers, key.encode())
+    record = await _read_one(kafka.bootstrap_servers, key.encode(), since)
     tp = traceparent_of(record.headers)
     assert tp is not None and tp.split("-")[1] == trace_id
     assert RawEvent.model_validate_json(record.value) == event
