@@ -327,6 +327,48 @@ async def test_sigkill_mid_stream_loses_and_double_counts_nothing(
     await check_online_values(redis_server, worker.grpc_port, events)
 
 
+async def test_events_of_an_aborted_transaction_are_not_counted(
+    kafka: Any, redis_server: Any, worker: Worker
+) -> None:
+    """Ingestion writes in transactions; one killed mid-way is aborted and written again.
+
+    The aborted copies sit in the log before the committed ones: a worker reading
+    uncommitted records counted those events twice (seen in the SIGKILL chaos test).
+    """
+    await provision_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers))
+    events = make_events(200, 10, seed=3)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        transactional_id=f"test-aborted-{uuid.uuid4().hex[:8]}",
+        acks="all",
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        for e in events[:100]:
+            await producer.send_and_wait(
+                EVENTS_VALID.name, value=e.model_dump_json().encode(), key=e.entity_id.encode()
+            )
+        await producer.abort_transaction()
+        async with producer.transaction():
+            for e in events:
+                await producer.send(
+                    EVENTS_VALID.name, value=e.model_dump_json().encode(), key=e.entity_id.encode()
+                )
+    finally:
+        await producer.stop()
+    proc = worker.start()
+    log = FeatureLog(kafka.bootstrap_servers, {e.event_id for e in events})
+    await log.start()
+    try:
+        await log.wait_for(len(events), timeout=90, proc=proc)
+    finally:
+        await log.stop()
+    # Each event once on the feature log, and counted once in its entity's aggregates.
+    assert {e: len(v) for e, v in log.seen.items() if len(v) > 1} == {}
+    await check_online_values(redis_server, worker.grpc_port, events)
+
+
 async def wait_ready(w: Worker, timeout: float = 90) -> None:
     """Until the worker's /readyz says ready (it has joined the group and recovered)."""
     import json

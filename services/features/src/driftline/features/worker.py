@@ -213,9 +213,13 @@ class FeaturesWorker:
             client_id=f"{self._client_id}-features",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Ingestion writes driftline.events.valid in transactions: a replica killed
+            # mid-transaction leaves records that are aborted and written again by its
+            # successor.  Read uncommitted, each would be counted twice.
+            isolation_level="read_committed",
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(self._session_timeout_ms // 5, 500),
-            max_partition_fetch_bytes=2 * 1024 * 1024,
+            max_partition_fetch_bytes=max(2 * 1024 * 1024, self._max_message_bytes),
         )
         self._consumer.subscribe([EVENTS_VALID.name], listener=_Rebalance(self))
         await self._consumer.start()
