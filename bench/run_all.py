@@ -230,7 +230,8 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
             and after[worst]["max_ms"] < 10_000)  # fmt: skip
     running = _get(report, "poison", "services_still_running")
     if running is not None:
-        add("#14", "poison bench: services never restarted", all(running.values()), "",
+        add("#14", "poison bench: services never restarted",
+            "yes" if all(running.values()) else "no", "",
             "ingestion and features run throughout", "—", all(running.values()))  # fmt: skip
 
     # -- training, registry, infra (#3, #5)
