@@ -1,0 +1,315 @@
+"""The runtime boundary: what every model framework is to serving, training and the registry.
+
+A :class:`ModelRuntime` is built from a *verified* artifact (the registry's
+signature is checked before the bytes reach :meth:`ModelRuntime.from_artifact`),
+predicts a whole :class:`FeatureBatch` in one call into the model, and describes
+its inputs and outputs.  One runtime per framework (River, scikit-learn with the
+LightGBM and XGBoost scikit-learn estimators, ONNX, a user's own Python class),
+chosen by the framework the registry recorded for the version, never by
+guessing from the bytes (see :mod:`driftline.model_runtimes.catalog`).
+
+>>> sig = ModelSignature.of(["salary", "age"], task="binary", datatypes={"age": "INT64"})
+>>> [(i.name, i.datatype) for i in sig.inputs], sig.is_classifier
+([('salary', 'FP64'), ('age', 'INT64')], True)
+>>> batch = FeatureBatch.from_rows([{"salary": 1.5, "age": 3}, {"age": 4}], sig.names)
+>>> batch.matrix().tolist()
+[[1.5, 3.0], [nan, 4.0]]
+>>> batch.rows()
+[{'salary': 1.5, 'age': 3}, {'age': 4}]
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from driftline.contracts.errors import FailedPreconditionError, InvalidArgumentError
+
+__all__ = [
+    "DATATYPES",
+    "Datatype",
+    "FeatureBatch",
+    "ModelInput",
+    "ModelRuntime",
+    "ModelSignature",
+    "Predictions",
+    "Scored",
+    "Task",
+    "TensorSpec",
+]
+
+Task = Literal["binary", "multiclass", "regression"]
+Datatype = Literal["FP64", "INT64", "BYTES", "BOOL"]
+"""The Open Inference Protocol datatype a model input is exchanged as."""
+DATATYPES: tuple[Datatype, ...] = ("FP64", "INT64", "BYTES", "BOOL")
+
+Scored = tuple[Any, dict[str, float]]
+"""One row's ``(prediction, probabilities by str(class))``; the prediction is None when the
+model cannot answer yet (an online model that has learnt nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInput:
+    """One input of a model: a feature's name and the datatype it is exchanged as."""
+
+    name: str
+    datatype: Datatype = "FP64"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """An input or output tensor as the Open Inference Protocol describes it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a model takes and gives: its inputs (in column order), task and classes.
+
+    ``classes`` is the class order of a classifier's probabilities when the model
+    knows it at load (scikit-learn's ``classes_``); None when it comes with each
+    prediction (River).
+    """
+
+    inputs: tuple[ModelInput, ...]
+    task: Task
+    classes: tuple[Any, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        names: Iterable[str],
+        *,
+        task: Task,
+        datatypes: Mapping[str, Datatype] | None = None,
+        classes: Sequence[Any] | None = None,
+    ) -> ModelSignature:
+        """A signature from feature names (datatypes default to FP64)."""
+        types = datatypes or {}
+        inputs = tuple(ModelInput(n, types.get(n, "FP64")) for n in names)
+        if not inputs:
+            raise FailedPreconditionError("a model needs at least one input feature")
+        seen: set[str] = set()
+        for i in inputs:
+            if i.name in seen:
+                raise InvalidArgumentError(f"input {i.name!r} is listed twice")
+            seen.add(i.name)
+            if i.datatype not in DATATYPES:
+                raise InvalidArgumentError(
+                    f"input {i.name!r}: datatype {i.datatype!r} is not one of "
+                    f"{', '.join(DATATYPES)}"
+                )
+        return cls(inputs, task, tuple(classes) if classes is not None else None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The input names, in column order."""
+        return tuple(i.name for i in self.inputs)
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for binary and multiclass models."""
+        return self.task != "regression"
+
+    def with_classes(self, classes: Sequence[Any] | None) -> ModelSignature:
+        """The same signature with the classifier's class order known."""
+        return ModelSignature(
+            self.inputs, self.task, tuple(classes) if classes is not None else None
+        )
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """Rows of features as columns: ``columns[name][i]`` is row ``i``'s value (None: missing).
+
+    Serving builds it from Predict rows or ModelInfer tensors; each runtime reads
+    it in the form its framework wants (:meth:`rows` for River's dicts,
+    :meth:`matrix` for a numeric array, :meth:`frame` for a DataFrame).
+    """
+
+    columns: Mapping[str, Sequence[Any]]
+    n: int
+    names: tuple[str, ...]
+    """Column order: the model's inputs."""
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> FeatureBatch:
+        """Columns of ``rows`` (a key absent from a row is a missing value)."""
+        return cls({n: [r.get(n) for r in rows] for n in names}, len(rows), tuple(names))
+
+    @classmethod
+    def from_columns(
+        cls, columns: Mapping[str, Sequence[Any]], n: int, names: Sequence[str]
+    ) -> FeatureBatch:
+        """``columns`` (any subset of ``names``; an absent column is missing in every row)."""
+        for name, values in columns.items():
+            if len(values) != n:
+                raise InvalidArgumentError(f"column {name!r} has {len(values)} values, not {n}")
+        return cls(columns, n, tuple(names))
+
+    def column(self, name: str) -> Sequence[Any]:
+        """The values of ``name`` (all None when the column was not given)."""
+        values = self.columns.get(name)
+        return values if values is not None else [None] * self.n
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per row, missing values left out (River's convention)."""
+        cols = [(n, self.columns[n]) for n in self.names if n in self.columns]
+        out: list[dict[str, Any]] = []
+        for i in range(self.n):
+            row = {}
+            for name, values in cols:
+                v = values[i]
+                if v is not None:
+                    row[name] = v
+            out.append(row)
+        return out
+
+    def matrix(self, dtype: Any = np.float64) -> np.ndarray:
+        """An ``[n, len(names)]`` array in column order; missing values are NaN.
+
+        Raises :class:`InvalidArgumentError` naming the column whose values are not numbers.
+        """
+        out = np.empty((self.n, len(self.names)), dtype=dtype)
+        for j, name in enumerate(self.names):
+            values = self.columns.get(name)
+            if values is None:
+                out[:, j] = math.nan
+                continue
+            try:
+                if isinstance(values, np.ndarray) and values.dtype != object:
+                    out[:, j] = values
+                else:
+                    out[:, j] = [math.nan if v is None else v for v in values]
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgumentError(
+                    f"input {name!r} must be numeric for this model ({exc})"
+                ) from None
+        return out
+
+    def frame(self) -> Any:
+        """A pandas DataFrame with the columns in order (missing values are None/NaN)."""
+        import pandas as pd
+
+        return pd.DataFrame({n: list(self.column(n)) for n in self.names}, columns=list(self.names))
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A batch's predictions: one label per row and, for classifiers, the probabilities.
+
+    ``probabilities[i, j]`` is row ``i``'s probability of ``classes[j]`` (``str`` of
+    the class, as the Open Inference Protocol and the prediction log carry it).
+    """
+
+    labels: Sequence[Any]
+    probabilities: np.ndarray | None = None
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def scored(self, i: int) -> Scored:
+        """Row ``i`` as ``(label, {class: probability})``."""
+        label = self.labels[i]
+        if self.probabilities is None:
+            return label, {}
+        row = self.probabilities[i]
+        return label, {c: float(p) for c, p in zip(self.classes, row, strict=True)}
+
+    def all_scored(self) -> list[Scored]:
+        """Every row as :meth:`scored` gives it."""
+        return [self.scored(i) for i in range(len(self.labels))]
+
+    @classmethod
+    def from_scored(cls, scored: Sequence[Scored]) -> Predictions:
+        """Predictions of rows scored one by one (classes: every class any row named)."""
+        labels = [label for label, _ in scored]
+        classes = sorted({c for _, probs in scored for c in probs})
+        if not classes:
+            return cls(labels)
+        probs = np.array([[p.get(c, 0.0) for c in classes] for _, p in scored], dtype=np.float64)
+        return cls(labels, probs, tuple(classes))
+
+
+class ModelRuntime(abc.ABC):
+    """A model version ready to predict, behind the interface every framework shares.
+
+    Subclasses set :attr:`framework` (the name the registry records), :attr:`platform`
+    (the Open Inference Protocol's platform string) and :attr:`formats` (the artifact
+    formats they load, the first being what :meth:`dump` writes), and implement
+    :meth:`from_artifact` and :meth:`predict`.  A runtime is immutable once built:
+    serving swaps whole runtimes, so a request keeps the model it started with.
+    """
+
+    framework: ClassVar[str]
+    platform: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+
+    def __init__(self, model: Any, signature: ModelSignature) -> None:
+        self.model = model
+        self.signature = signature
+
+    @classmethod
+    @abc.abstractmethod
+    def from_artifact(
+        cls, data: bytes, signature: ModelSignature, spec: Mapping[str, Any]
+    ) -> ModelRuntime:
+        """The runtime of verified artifact bytes.
+
+        ``signature`` is what the version's spec declares (inputs in order, task);
+        ``spec`` the whole recorded spec, for runtime-specific settings.  Raises
+        :class:`FailedPreconditionError` naming what is wrong when the artifact is not
+        a model of this framework or does not match the signature.
+        """
+
+    @abc.abstractmethod
+    def predict(self, batch: FeatureBatch) -> Predictions:
+        """Predict every row of ``batch`` with one call into the model.
+
+        Raises :class:`InvalidArgumentError` when the batch cannot be fed to the model
+        (a non-numeric value for a numeric input …), naming the input.
+        """
+
+    def predict_one(self, row: Mapping[str, Any]) -> Scored:
+        """One row (absent keys are missing values); a batch of one unless a framework
+        has a cheaper single-row path."""
+        return self.predict(FeatureBatch.from_rows([row], self.signature.names)).scored(0)
+
+    @classmethod
+    def dump(cls, model: Any) -> bytes:
+        """The artifact bytes of a model object, in :attr:`formats` ``[0]``."""
+        raise NotImplementedError(f"the {cls.framework} runtime does not serialise models")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The input names, in column order."""
+        return self.signature.names
+
+    def inputs(self) -> list[TensorSpec]:
+        """One ``[-1, 1]`` tensor per input feature, typed as the feature store declares."""
+        return [TensorSpec(i.name, i.datatype, (-1, 1)) for i in self.signature.inputs]
+
+    def outputs(self) -> list[TensorSpec]:
+        """``predict`` (BYTES classes or FP64 values); classifiers add ``probability`` and
+        ``probabilities`` (``[n, k]``, the class order in its ``classes`` parameter)."""
+        if not self.signature.is_classifier:
+            return [TensorSpec("predict", "FP64", (-1,))]
+        return [
+            TensorSpec("predict", "BYTES", (-1,)),
+            TensorSpec("probability", "FP64", (-1,)),
+            TensorSpec("probabilities", "FP64", (-1, -1)),
+        ]
+
+    def describe(self) -> str:
+        """``framework model`` for messages."""
+        return f"{self.framework} {type(self.model).__name__}"

@@ -1,0 +1,28 @@
+"""The examples in the libraries' docstrings run and give what they show."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = (
+    "driftline.contracts.messages",
+    "driftline.contracts.topics",
+    "driftline.contracts.errors",
+    "driftline.settings.models",
+    "driftline.specs.label",
+    "driftline.kafkaio.record_faults",
+    "driftline.telemetry.consumer_health",
+    "driftline.model_runtimes.base",
+    "driftline.model_runtimes.catalog",
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples to run"
+    assert result.failed == 0, f"{result.failed} example(s) of {name} failed (see the output)"
