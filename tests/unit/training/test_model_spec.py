@@ -152,3 +152,62 @@ def test_training_takes_each_models_label_type_from_its_feature_set(
     # No directory at all: every model gets its task's default, with a warning.
     assert label_specs({"loans": loans}, tmp_path / "nowhere") == {"loans": None}
     assert "training.featuresets_dir" in caplog.text
+
+
+GBM = """\
+name: loans-gbm
+featureset: loans
+task: binary
+framework: sklearn
+pipeline:
+  - sklearn.preprocessing.StandardScaler
+  - sklearn.ensemble.HistGradientBoostingClassifier: {max_iter: 20, learning_rate: 0.2}
+"""
+
+
+def test_a_sklearn_spec_builds_its_batch_trainer(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    spec = load_model_spec(_write(tmp_path, GBM))
+    assert (spec.framework, spec.retrainable, spec.online) == ("sklearn", True, False)
+    model = spec.build_pipeline()
+    assert isinstance(model, Pipeline)
+    final = model.steps[-1][1]
+    assert isinstance(final, HistGradientBoostingClassifier) and final.max_iter == 20
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (GBM.replace("sklearn.preprocessing.StandardScaler", "os.system"), 6,
+         "'os.system' is not an allowed batch-trainer class"),
+        (GBM.replace("max_iter: 20", "max_iters: 20"), 7, "has no parameter 'max_iters'"),
+        (GBM.replace("HistGradientBoostingClassifier", "HistGradientBoostingRegressor"), 7,
+         "the last step must be a classifier for task binary"),
+        (GBM.replace("framework: sklearn", "framework: onnx"), 5, "framework onnx has no trainer"),
+        (GBM.replace("framework: sklearn", "framework: python"), 1, "needs python_class"),
+        (GBM.replace("pipeline:", "python_class: a.B\npipeline:"), 5, "is for framework python"),
+    ],
+    ids=["not-allowed", "bad-param", "wrong-task", "onnx-trainer", "python-no-class",
+         "class-not-python"],
+)  # fmt: skip
+def test_a_bad_trainer_spec_names_the_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        load_model_spec(path)
+    assert message in str(err.value)
+    assert f"{path}:{line}:" in str(err.value)
+
+
+def test_a_model_trained_elsewhere_has_a_spec_without_a_trainer(tmp_path: Path) -> None:
+    onnx = load_model_spec(_write(tmp_path, "name: risk\nfeatureset: loans\ntask: binary\n"
+                                  "framework: onnx\nclasses: [0, 1]\n"))  # fmt: skip
+    assert (onnx.retrainable, onnx.classes) == (False, [0, 1])
+    with pytest.raises(ValueError, match="cannot train it"):
+        onnx.build_pipeline()
+    river = "name: r\nfeatureset: loans\ntask: binary\n"
+    with pytest.raises(SpecError, match="needs its pipeline"):
+        load_model_spec(_write(tmp_path, river))

@@ -11,8 +11,8 @@ and :func:`register_runtime` (the public extension point; tests use it).
 >>> try:
 ...     runtime_for("tensorflow")
 ... except FailedPreconditionError as exc:
-...     print(exc.message)
-no runtime serves framework 'tensorflow'; known: onnx, python, river, sklearn
+...     print(exc.message)  # doctest: +ELLIPSIS
+no runtime serves framework 'tensorflow'; known: onnx, python, river, sklearn...
 """
 
 from __future__ import annotations

@@ -191,6 +191,26 @@ class RegisterVersionMetadata(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class LibraryVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     LINEAGE_FIELD_NUMBER: _builtins.int
@@ -202,6 +222,8 @@ class RegisterVersionMetadata(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_FIELD_NUMBER: _builtins.int
+    LIBRARY_VERSIONS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     artifact_format: _builtins.str
     """Serialization of the artifact, e.g. "river-pickle"."""
@@ -212,6 +234,10 @@ class RegisterVersionMetadata(_message.Message):
     """Who registers it (service or person)."""
     idempotency_key: _builtins.str
     """Optional dedup key; a retried upload with the same key returns the first result."""
+    framework: _builtins.str
+    """The framework whose runtime serves it: "river" (the default when empty),
+    "sklearn", "onnx", "python", or a plug-in's.
+    """
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Evaluation metrics of the candidate (e.g. "accuracy", "logloss")."""
@@ -228,6 +254,10 @@ class RegisterVersionMetadata(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def library_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Versions of the libraries that wrote the artifact ("scikit-learn" -> "1.9.1")."""
+
     def __init__(
         self,
         *,
@@ -242,10 +272,12 @@ class RegisterVersionMetadata(_message.Message):
         actor: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        framework: _builtins.str = ...,
+        library_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "artifact_format", b"artifact_format", "idempotency_key", b"idempotency_key", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "sha256", b"sha256", "size_bytes", b"size_bytes", "spec", b"spec", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "artifact_format", b"artifact_format", "framework", b"framework", "idempotency_key", b"idempotency_key", "library_versions", b"library_versions", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "sha256", b"sha256", "size_bytes", b"size_bytes", "spec", b"spec", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -341,6 +373,26 @@ class ModelVersion(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class LibraryVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
@@ -357,6 +409,8 @@ class ModelVersion(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     SIGNATURE_KEY_ID_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_FIELD_NUMBER: _builtins.int
+    LIBRARY_VERSIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.int
     sha256: _builtins.str
@@ -369,6 +423,10 @@ class ModelVersion(_message.Message):
     created_by: _builtins.str
     signature_key_id: _builtins.str
     """Identifies the signing key, for key rotation."""
+    framework: _builtins.str
+    """The framework whose runtime serves it ("river" for versions registered before
+    frameworks were recorded).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -385,6 +443,8 @@ class ModelVersion(_message.Message):
     def spec(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def library_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
         self,
         *,
@@ -404,10 +464,12 @@ class ModelVersion(_message.Message):
         created_by: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         signature_key_id: _builtins.str = ...,
+        framework: _builtins.str = ...,
+        library_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lineage", b"lineage", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_format", b"artifact_format", "created_at", b"created_at", "created_by", b"created_by", "lineage", b"lineage", "metrics", b"metrics", "name", b"name", "params", b"params", "sha256", b"sha256", "signature", b"signature", "signature_key_id", b"signature_key_id", "size_bytes", b"size_bytes", "spec", b"spec", "status", b"status", "tags", b"tags", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "artifact_format", b"artifact_format", "created_at", b"created_at", "created_by", b"created_by", "framework", b"framework", "library_versions", b"library_versions", "lineage", b"lineage", "metrics", b"metrics", "name", b"name", "params", b"params", "sha256", b"sha256", "signature", b"signature", "signature_key_id", b"signature_key_id", "size_bytes", b"size_bytes", "spec", b"spec", "status", b"status", "tags", b"tags", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -532,11 +594,19 @@ class ModelSummary(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    UNSERVED_RETRAINS_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     latest_version: _builtins.int
+    framework: _builtins.str
+    """The latest version's framework."""
     @_builtins.property
     def aliases(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """alias -> version"""
+
+    @_builtins.property
+    def unserved_retrains(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnservedRetrain]:
+        """Retrain requests not served since the latest version (see RecordUnservedRetrain)."""
 
     def __init__(
         self,
@@ -544,14 +614,102 @@ class ModelSummary(_message.Message):
         name: _builtins.str = ...,
         latest_version: _builtins.int = ...,
         aliases: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        unserved_retrains: _abc.Iterable[Global___UnservedRetrain] | None = ...,
+        framework: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "framework", b"framework", "latest_version", b"latest_version", "name", b"name", "unserved_retrains", b"unserved_retrains"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelSummary: _TypeAlias = ModelSummary  # noqa: Y015
+
+@_typing.final
+class UnservedRetrain(_message.Message):
+    """A retrain request Driftline could not serve for a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    DRIFT_IDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def drift_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        drift_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "drift_ids", b"drift_ids", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnservedRetrain: _TypeAlias = UnservedRetrain  # noqa: Y015
+
+@_typing.final
+class RecordUnservedRetrainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    DRIFT_IDS_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    request_id: _builtins.str
+    """The retrain request's id (recording it twice is a no-op)."""
+    reason: _builtins.str
+    """Why it cannot be served, for a person ("framework onnx has no trainer")."""
+    actor: _builtins.str
+    @_builtins.property
+    def drift_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        drift_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "drift_ids", b"drift_ids", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnservedRetrainRequest: _TypeAlias = RecordUnservedRetrainRequest  # noqa: Y015
+
+@_typing.final
+class RecordUnservedRetrainResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNSERVED_FIELD_NUMBER: _builtins.int
+    unserved: _builtins.int
+    """How many unserved requests the model now has."""
+    def __init__(
+        self,
+        *,
+        unserved: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["unserved", b"unserved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUnservedRetrainResponse: _TypeAlias = RecordUnservedRetrainResponse  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):

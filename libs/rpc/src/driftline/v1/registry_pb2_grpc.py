@@ -79,6 +79,11 @@ class RegistryStub:
                 request_serializer=driftline_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
                 response_deserializer=driftline_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
                 _registered_method=True)
+        self.RecordUnservedRetrain = channel.unary_unary(
+                '/driftline.v1.Registry/RecordUnservedRetrain',
+                request_serializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.SerializeToString,
+                response_deserializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -156,6 +161,17 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordUnservedRetrain(self, request, context):
+        """Record that a retrain request for a model was not served because Driftline
+        cannot retrain it (an ONNX or custom model without a trainer, or no trainer
+        in training's model specs). The request is kept on the model, shown by
+        ListModels, until a new version of it is registered.
+        Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +219,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetAliasHistory,
                     request_deserializer=driftline_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.FromString,
                     response_serializer=driftline_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.SerializeToString,
+            ),
+            'RecordUnservedRetrain': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUnservedRetrain,
+                    request_deserializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.FromString,
+                    response_serializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +469,33 @@ class Registry:
             '/driftline.v1.Registry/GetAliasHistory',
             driftline_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
             driftline_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUnservedRetrain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Registry/RecordUnservedRetrain',
+            driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.SerializeToString,
+            driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

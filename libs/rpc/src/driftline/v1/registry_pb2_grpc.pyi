@@ -64,6 +64,13 @@ class RegistryStub:
     """
     GetAliasHistory: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]
     """Every alias change of a model, oldest first."""
+    RecordUnservedRetrain: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RecordUnservedRetrainRequest, _registry_pb2.RecordUnservedRetrainResponse]
+    """Record that a retrain request for a model was not served because Driftline
+    cannot retrain it (an ONNX or custom model without a trainer, or no trainer
+    in training's model specs). The request is kept on the model, shown by
+    ListModels, until a new version of it is registered.
+    Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -99,6 +106,13 @@ class RegistryAsyncStub(RegistryStub):
     """
     GetAliasHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetAliasHistoryRequest, _registry_pb2.GetAliasHistoryResponse]  # type: ignore[assignment]
     """Every alias change of a model, oldest first."""
+    RecordUnservedRetrain: _aio.UnaryUnaryMultiCallable[_registry_pb2.RecordUnservedRetrainRequest, _registry_pb2.RecordUnservedRetrainResponse]  # type: ignore[assignment]
+    """Record that a retrain request for a model was not served because Driftline
+    cannot retrain it (an ONNX or custom model without a trainer, or no trainer
+    in training's model specs). The request is kept on the model, shown by
+    ListModels, until a new version of it is registered.
+    Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -185,5 +199,18 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetAliasHistoryResponse, _abc.Awaitable[_registry_pb2.GetAliasHistoryResponse]]:
         """Every alias change of a model, oldest first."""
+
+    @_abc_1.abstractmethod
+    def RecordUnservedRetrain(
+        self,
+        request: _registry_pb2.RecordUnservedRetrainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RecordUnservedRetrainResponse, _abc.Awaitable[_registry_pb2.RecordUnservedRetrainResponse]]:
+        """Record that a retrain request for a model was not served because Driftline
+        cannot retrain it (an ONNX or custom model without a trainer, or no trainer
+        in training's model specs). The request is kept on the model, shown by
+        ListModels, until a new version of it is registered.
+        Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -247,6 +247,9 @@ class RegistrySettings(_ServiceSection):
     """How long a mutation waits for its event to be read back from ``driftline.models``."""
     instance_id: str = "0"
     """Stable id of this replica; names its Kafka clients."""
+    featuresets_dir: Path = Path("examples/featuresets")
+    """Directory of feature-set YAML files: a version's input signature (its spec's
+    features) is checked against its feature set at registration."""
 
 
 class ServingSettings(_ServiceSection):

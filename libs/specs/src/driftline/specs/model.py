@@ -25,9 +25,26 @@ component (allow-listed as well).  Nothing is ``eval``-ed and no name outside th
 allow-list is ever imported.  A class's variadic parameter (``compose.Select``'s
 ``keys``) is written as a list.
 
-A bad file fails at load with ``file:line: where: what is wrong``.  River is
-imported only when a spec is validated or built, so feature-set users of this
-library do not pay for it.
+A model of another framework names it; its ``pipeline`` is then the *batch
+trainer* training refits on the window replayed from the feature log, built from
+:data:`ALLOWED_TRAINER_COMPONENTS` (scikit-learn, LightGBM and XGBoost estimators
+and common preprocessing, by their full import path)::
+
+    name: loans-gbm
+    featureset: loans
+    task: binary
+    framework: sklearn
+    pipeline:
+      - sklearn.ensemble.HistGradientBoostingClassifier: {max_iter: 100}
+
+A model trained elsewhere and registered with ``driftline models register`` has a
+spec too: ``framework: onnx`` (with ``classes`` naming its probability columns)
+or ``framework: python`` (with ``python_class``, the import path of the user's
+class) and no pipeline; Driftline serves and watches it but cannot retrain it.
+
+A bad file fails at load with ``file:line: where: what is wrong``.  River and
+scikit-learn are imported only when a spec is validated or built, so feature-set
+users of this library do not pay for them.
 """
 
 from __future__ import annotations
@@ -105,6 +122,46 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
 )
 """The River metrics (``river.metrics.<Name>``) a spec may name."""
 
+ALLOWED_TRAINER_COMPONENTS: frozenset[str] = frozenset(
+    {
+        "sklearn.preprocessing.StandardScaler",
+        "sklearn.preprocessing.MinMaxScaler",
+        "sklearn.preprocessing.MaxAbsScaler",
+        "sklearn.preprocessing.RobustScaler",
+        "sklearn.preprocessing.OneHotEncoder",
+        "sklearn.preprocessing.OrdinalEncoder",
+        "sklearn.preprocessing.KBinsDiscretizer",
+        "sklearn.preprocessing.PolynomialFeatures",
+        "sklearn.impute.SimpleImputer",
+        "sklearn.linear_model.LogisticRegression",
+        "sklearn.linear_model.SGDClassifier",
+        "sklearn.linear_model.LinearRegression",
+        "sklearn.linear_model.Ridge",
+        "sklearn.linear_model.Lasso",
+        "sklearn.linear_model.ElasticNet",
+        "sklearn.linear_model.SGDRegressor",
+        "sklearn.naive_bayes.GaussianNB",
+        "sklearn.tree.DecisionTreeClassifier",
+        "sklearn.tree.DecisionTreeRegressor",
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.ensemble.HistGradientBoostingRegressor",
+        "sklearn.ensemble.GradientBoostingClassifier",
+        "sklearn.ensemble.GradientBoostingRegressor",
+        "sklearn.ensemble.RandomForestClassifier",
+        "sklearn.ensemble.RandomForestRegressor",
+        "sklearn.ensemble.ExtraTreesClassifier",
+        "sklearn.ensemble.ExtraTreesRegressor",
+        "lightgbm.LGBMClassifier",
+        "lightgbm.LGBMRegressor",
+        "xgboost.XGBClassifier",
+        "xgboost.XGBRegressor",
+    }
+)
+"""The batch-trainer classes a non-River pipeline may use, by full import path."""
+
+RETRAINABLE_FRAMEWORKS: frozenset[str] = frozenset({"river", "sklearn"})
+"""Frameworks whose models training can (re)fit from a spec's pipeline."""
+
 _COMPONENT_NAME = re.compile(r"^[a-z_]+(\.[a-z_]+)*\.[A-Z][A-Za-z0-9]*$")
 _MODEL_NAME = r"^[a-z][a-z0-9_.-]*$"
 
@@ -127,6 +184,27 @@ def _river_attr(dotted: str) -> Any:
     return getattr(module, attr)
 
 
+def _trainer_attr(dotted: str) -> Any:
+    """The allow-listed batch-trainer class at ``dotted``; never anything else."""
+    if dotted not in ALLOWED_TRAINER_COMPONENTS:
+        raise ValueError(f"{dotted} is not allow-listed")
+    module_path, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_path), attr)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """Where a pipeline's components come from: an allow-list and how to import one."""
+
+    allowed: frozenset[str]
+    resolve: Any
+    what: str
+
+
+_RIVER = _Kind(ALLOWED_COMPONENTS, _river_attr, "River class")
+_TRAINER = _Kind(ALLOWED_TRAINER_COMPONENTS, _trainer_attr, "batch-trainer class")
+
+
 @dataclass(frozen=True)
 class _Component:
     name: str
@@ -134,7 +212,7 @@ class _Component:
     path: tuple[str | int, ...]
 
 
-def _parse_component(raw: Any, path: tuple[str | int, ...]) -> _Component:
+def _parse_component(raw: Any, path: tuple[str | int, ...], kind: _Kind = _RIVER) -> _Component:
     if isinstance(raw, str):
         name, params = raw, {}
         key_path = path
@@ -153,11 +231,10 @@ def _parse_component(raw: Any, path: tuple[str | int, ...]) -> _Component:
             path,
             "a component is 'module.Class' or a one-key mapping {module.Class: {param: value}}",
         )
-    if not isinstance(name, str) or name not in ALLOWED_COMPONENTS:
+    if not isinstance(name, str) or name not in kind.allowed:
         raise _PathError(
             key_path,
-            f"{name!r} is not an allowed River class; "
-            f"allowed: {', '.join(sorted(ALLOWED_COMPONENTS))}",
+            f"{name!r} is not an allowed {kind.what}; allowed: {', '.join(sorted(kind.allowed))}",
         )
     return _Component(name, params, key_path)
 
@@ -171,9 +248,9 @@ def _looks_like_component(value: Any) -> bool:
     )
 
 
-def _instantiate(comp: _Component) -> Any:
+def _instantiate(comp: _Component, kind: _Kind = _RIVER) -> Any:
     """Build one component, checking every parameter name against the class signature."""
-    cls = _river_attr(comp.name)
+    cls = kind.resolve(comp.name)
     sig = inspect.signature(cls)
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -191,7 +268,7 @@ def _instantiate(comp: _Component) -> Any:
                 f"{comp.name} has no parameter {pname!r}; "
                 f"its parameters: {', '.join(accepted) or 'none'}",
             )
-        value = _value(pvalue, ppath)
+        value = _value(pvalue, ppath, kind)
         if param.kind is param.VAR_POSITIONAL:
             if not isinstance(value, list):
                 raise _PathError(ppath, f"{comp.name}'s {pname} is a list")
@@ -204,13 +281,13 @@ def _instantiate(comp: _Component) -> Any:
         raise _PathError(comp.path, f"{comp.name} rejected its parameters: {exc}") from exc
 
 
-def _value(raw: Any, path: tuple[str | int, ...]) -> Any:
+def _value(raw: Any, path: tuple[str | int, ...], kind: _Kind = _RIVER) -> Any:
     if _looks_like_component(raw):
-        return _instantiate(_parse_component(raw, path))
+        return _instantiate(_parse_component(raw, path, kind), kind)
     if isinstance(raw, list):
-        return [_value(v, (*path, i)) for i, v in enumerate(raw)]
+        return [_value(v, (*path, i), kind) for i, v in enumerate(raw)]
     if isinstance(raw, Mapping):
-        return {k: _value(v, (*path, str(k))) for k, v in raw.items()}
+        return {k: _value(v, (*path, str(k)), kind) for k, v in raw.items()}
     return raw
 
 
@@ -293,7 +370,7 @@ class PromotionPolicy(_Spec):
 
 
 class ModelSpec(_Spec):
-    """A model: its feature set, label, task, River pipeline, metric and policies."""
+    """A model: its feature set, label, task, framework, pipeline, metric and policies."""
 
     name: str = Field(pattern=_MODEL_NAME)
     featureset: str
@@ -303,8 +380,18 @@ class ModelSpec(_Spec):
     description: str = ""
     features: list[str] | None = None
     """The feature-set features the model reads; None means all of them."""
-    pipeline: list[str | dict[str, Any]] = Field(min_length=1)
-    """Steps, as written in YAML (transformers, then one estimator last)."""
+    framework: str = Field(default="river", pattern=r"^[a-z][a-z0-9_-]*$")
+    """The runtime that serves it: ``river`` (learns online), ``sklearn`` (refitted in
+    batches from ``pipeline``, or trained elsewhere), ``onnx``, ``python``, a plug-in's."""
+    pipeline: list[str | dict[str, Any]] | None = None
+    """Steps, as written in YAML (transformers, then one estimator last): River components
+    for ``river`` (required), the batch trainer for ``sklearn`` (optional: without it the
+    model is served and watched but not retrained)."""
+    python_class: str | None = None
+    """``framework: python``: the import path of the user's model class."""
+    classes: list[str | int | bool] | None = None
+    """A classifier's classes in the order of its probability outputs, where the artifact
+    does not say it (ONNX)."""
     metric: str = "Accuracy"
     """The prequential metric reported on ``/metrics`` and recorded with versions."""
     retraining: RetrainingPolicy = RetrainingPolicy()
@@ -319,12 +406,66 @@ class ModelSpec(_Spec):
                 raise _PathError(("features",), "list at least one feature, or omit the key")
             if len(set(self.features)) != len(self.features):
                 raise _PathError(("features",), "a feature is listed twice")
-        self._build()  # every class and parameter checked here, at load
+        if self.framework == "python" and not self.python_class:
+            raise _PathError(("python_class",), "framework python needs python_class: the "
+                             "import path of the model class (package.module.Class)")  # fmt: skip
+        if self.python_class and self.framework != "python":
+            raise _PathError(("python_class",), f"python_class is for framework python, not "
+                             f"{self.framework}")  # fmt: skip
+        if self.pipeline is not None and not self.pipeline:
+            raise _PathError(("pipeline",), "list at least one step, or omit the key")
+        if self.framework == "river" and self.pipeline is None:
+            raise _PathError(("pipeline",), "a river model needs its pipeline of River components")
+        if self.pipeline is not None and self.framework not in RETRAINABLE_FRAMEWORKS:
+            raise _PathError(
+                ("pipeline",),
+                f"framework {self.framework} has no trainer: register versions trained elsewhere "
+                "and leave out the pipeline (or use framework sklearn)",
+            )
+        if self.pipeline is not None:
+            self.build_pipeline()  # every class and parameter checked here, at load
         return self
+
+    @property
+    def retrainable(self) -> bool:
+        """Whether training can fit this model from its spec (a River or sklearn pipeline)."""
+        return self.pipeline is not None and self.framework in RETRAINABLE_FRAMEWORKS
+
+    @property
+    def online(self) -> bool:
+        """Whether it learns example by example (River) rather than by refitting a window."""
+        return self.framework == "river"
+
+    def _build_trainer(self) -> Any:
+        from sklearn.base import is_classifier, is_regressor
+        from sklearn.pipeline import make_pipeline
+
+        assert self.pipeline is not None
+        steps = [
+            _instantiate(_parse_component(raw, ("pipeline", i), _TRAINER), _TRAINER)
+            for i, raw in enumerate(self.pipeline)
+        ]
+        for i, step in enumerate(steps[:-1]):
+            if not callable(getattr(step, "transform", None)):
+                raise _PathError(
+                    ("pipeline", i),
+                    f"{type(step).__name__} is not a transformer; only the last step may be "
+                    "an estimator",
+                )
+        last = steps[-1]
+        where = ("pipeline", len(steps) - 1)
+        if self.task == "regression" and not is_regressor(last):
+            raise _PathError(where, f"the last step must be a regressor for task regression, "
+                             f"not {type(last).__name__}")  # fmt: skip
+        if self.task != "regression" and not is_classifier(last):
+            raise _PathError(where, f"the last step must be a classifier for task {self.task}, "
+                             f"not {type(last).__name__}")  # fmt: skip
+        return steps[0] if len(steps) == 1 else make_pipeline(*steps)
 
     def _build(self) -> Any:
         from river import base, compose
 
+        assert self.pipeline is not None
         steps = [
             _instantiate(_parse_component(raw, ("pipeline", i)))
             for i, raw in enumerate(self.pipeline)
@@ -357,7 +498,17 @@ class ModelSpec(_Spec):
         return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
 
     def build_pipeline(self) -> Any:
-        """A fresh, untrained River estimator assembled from :attr:`pipeline`."""
+        """A fresh, untrained estimator assembled from :attr:`pipeline`: a River pipeline
+        for ``river``, a scikit-learn estimator or ``Pipeline`` for ``sklearn``.
+
+        Raises :class:`ValueError` when the spec has no pipeline (see :attr:`retrainable`).
+        """
+        if self.pipeline is None:
+            raise ValueError(
+                f"model {self.name} ({self.framework}) has no pipeline: Driftline cannot train it"
+            )
+        if self.framework == "sklearn":
+            return self._build_trainer()
         return self._build()
 
     def build_metric(self, name: str | None = None) -> Any:

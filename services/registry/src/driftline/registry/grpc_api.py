@@ -322,3 +322,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.GetAliasHistoryResponse(
             changes=[alias_change_to_pb(c) for c in changes]
         )
+
+    async def RecordUnservedRetrain(
+        self,
+        request: registry_pb2.RecordUnservedRetrainRequest,
+        context: _Ctx,
+    ) -> registry_pb2.RecordUnservedRetrainResponse:
+        """Not implemented yet: answers UNIMPLEMENTED (the contract is in registry.proto)."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "RecordUnservedRetrain is not implemented by this registry yet",
+        )
+        raise AssertionError("unreachable: abort raises")
