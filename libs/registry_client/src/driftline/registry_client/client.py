@@ -124,8 +124,14 @@ class RegistryClient:
         tags: Mapping[str, str] | None = None,
         drift_ids: Sequence[str] = (),
         artifact_format: str = RIVER_PICKLE,
+        framework: str = "river",
+        library_versions: Mapping[str, str] | None = None,
     ) -> ModelVersionInfo:
         """Upload a new version (``model_bytes``, or ``model`` pickled as ``river-pickle``).
+
+        ``framework`` names the runtime that serves it (``river``, ``sklearn``, ``onnx``,
+        ``python``), ``artifact_format`` the serialisation of ``model_bytes`` (one its
+        runtime reads), ``library_versions`` what wrote it (``{"scikit-learn": "1.9.1"}``).
 
         ``trigger_id`` is recorded in the lineage (it overrides ``lineage.trigger_id``)
         and, without an ``idempotency_key``, is the dedup key: registering the
@@ -150,6 +156,8 @@ class RegistryClient:
             actor=actor,
             idempotency_key=idempotency_key or "",
             tags=dict(tags or {}),
+            framework=framework,
+            library_versions=dict(library_versions or {}),
         )
         chunk = self.chunk_bytes
 

@@ -183,6 +183,8 @@ def version_to_pb(v: ModelVersionInfo) -> registry_pb2.ModelVersion:
         created_by=v.created_by,
         tags=v.tags,
         signature_key_id=v.signature_key_id,
+        framework=v.framework,
+        library_versions=v.library_versions,
     )
     return pb
 
@@ -208,6 +210,8 @@ def version_from_pb(pb: registry_pb2.ModelVersion) -> ModelVersionInfo:
         artifact_format=pb.artifact_format,
         size_bytes=pb.size_bytes,
         tags=dict(pb.tags),
+        framework=pb.framework or "river",
+        library_versions=dict(pb.library_versions),
     )
 
 

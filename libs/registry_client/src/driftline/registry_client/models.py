@@ -53,6 +53,10 @@ class ModelVersionInfo(_Frozen):
     artifact_format: str = ""
     size_bytes: int = 0
     tags: dict[str, str] = Field(default_factory=dict)
+    framework: str = "river"
+    """The framework whose runtime serves it (river for versions recorded before frameworks)."""
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    """Versions of the libraries that wrote the artifact."""
 
     @property
     def trigger_id(self) -> str | None:
