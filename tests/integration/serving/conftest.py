@@ -84,24 +84,42 @@ class StandInRegistry(registry_pb2_grpc.RegistryServicer):
     def __init__(self) -> None:
         self.artifacts: dict[int, tuple[bytes, str, str]] = {}
         self.aliases: dict[str, int] = {}
+        self.kinds: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        """Per version: ``(framework, artifact_format, spec)`` (default: River's, SPEC)."""
 
-    def add(self, version: int, pipeline: Any, *, signature: str | None = None) -> None:
-        data = dump_model(pipeline)
+    def add(
+        self,
+        version: int,
+        pipeline: Any = None,
+        *,
+        signature: str | None = None,
+        data: bytes | None = None,
+        framework: str = "",
+        artifact_format: str = "river-pickle",
+        spec: dict[str, Any] | None = None,
+    ) -> None:
+        """A version of ``pipeline`` pickled (or of ``data`` as given), signed unless
+        ``signature`` says otherwise; an empty ``framework`` is what registries recorded
+        before frameworks (serving reads it as River)."""
+        data = dump_model(pipeline) if data is None else data
         self.artifacts[version] = (data, digest(data), signature or sign(data, SIGNING_KEY))
+        self.kinds[version] = (framework, artifact_format, spec or SPEC)
 
     def _version(self, version: int) -> registry_pb2.ModelVersion:
         data, sha, sig = self.artifacts[version]
+        framework, artifact_format, user_spec = self.kinds.get(version, ("", "river-pickle", SPEC))
         spec = Struct()
-        spec.update(SPEC)
+        spec.update(user_spec)
         return registry_pb2.ModelVersion(
             name=MODEL,
             version=version,
             sha256=sha,
             signature=sig,
             spec=spec,
-            artifact_format="river-pickle",
+            artifact_format=artifact_format,
             size_bytes=len(data),
             aliases=[a for a, v in self.aliases.items() if v == version],
+            framework=framework,
         )
 
     def _select(self, request: Any) -> int | None:
@@ -141,7 +159,7 @@ class StandInRegistry(registry_pb2_grpc.RegistryServicer):
                 sha256=sha,
                 signature=sig,
                 signature_algorithm="hmac-sha256",
-                artifact_format="river-pickle",
+                artifact_format=self._version(version).artifact_format,
             )
         )
         for i in range(0, len(data), 64 * 1024):

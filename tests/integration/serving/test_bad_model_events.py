@@ -174,7 +174,7 @@ async def test_promotions_serving_cannot_follow_leave_the_champion_serving(
         assert await _metric(admin, invalid) == 9.0
         text = log_path.read_text()
         assert text.count("skipped the record at driftline.models[0]@") == 9
-        assert "UnpicklingError" in text  # the unexpected failure is logged with its traceback
+        assert "UnpicklingError" in text  # the refusal names what went wrong with the artifact
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

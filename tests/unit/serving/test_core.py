@@ -82,7 +82,7 @@ async def test_predict_merges_online_features_and_answers_with_the_champion(
     x = rows[0]
     platform.features.put("loans", "c-1", x, age_ms=250)
     [out] = await platform.core.predict([PredictCall("c-1", NAME, event_id="ev-1")])
-    expected = platform.v1.pipeline.predict_proba_one(x)
+    expected = platform.v1.model.predict_proba_one(x)
     assert out.model.version == 1 and out.variant == "champion"
     assert out.prediction == max(expected, key=expected.get)
     assert out.probabilities == {str(k): v for k, v in expected.items()}
@@ -249,11 +249,18 @@ async def test_infer_scores_rows_like_predict(
 ) -> None:
     served, model, variant = await platform.core.resolve(NAME, "")
     columns = {n: [r[n] for r in rows[:50]] for n in model.feature_names}
-    scored = platform.core.infer(served, model, columns, 50, variant=variant, request_id="r")
+    predictions = platform.core.infer(served, model, columns, 50, variant=variant, request_id="r")
+    scored = predictions.all_scored()
     outs = await platform.core.predict(
         [PredictCall(f"c-{i}", NAME, features=rows[i]) for i in range(50)], batch=True
     )
     assert [s[0] for s in scored] == [o.prediction for o in outs]
     assert [s[1] for s in scored] == [o.probabilities for o in outs]
+    # ...and like one Predict per row (a class River did not name for a row is 0 in a batch).
+    alone = [model.score(rows[i]) for i in range(50)]
+    assert [s[0] for s in scored] == [a[0] for a in alone]
+    for (_, batch_probs), (_, probs) in zip(scored, alone, strict=True):
+        assert {c: batch_probs[c] for c in probs} == probs
+        assert all(p == 0.0 for c, p in batch_probs.items() if c not in probs)
     _, pinned, pinned_variant = await platform.core.resolve(NAME, "2")
     assert (pinned.version, pinned_variant) == (2, "pinned")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -140,6 +141,7 @@ class FeatureBatch:
     n: int
     names: tuple[str, ...]
     """Column order: the model's inputs."""
+    _rows: list[dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> FeatureBatch:
@@ -162,16 +164,33 @@ class FeatureBatch:
         return values if values is not None else [None] * self.n
 
     def rows(self) -> list[dict[str, Any]]:
-        """One dict per row, missing values left out (River's convention)."""
-        cols = [(n, self.columns[n]) for n in self.names if n in self.columns]
-        out: list[dict[str, Any]] = []
-        for i in range(self.n):
-            row = {}
-            for name, values in cols:
-                v = values[i]
-                if v is not None:
-                    row[name] = v
-            out.append(row)
+        """One dict per row, missing values left out (River's convention).
+
+        Built once per batch and shared by every caller (serving logs the very dicts
+        River scored, rather than building them twice): do not change them.
+        """
+        if self._rows is not None:
+            return self._rows
+        names = [n for n in self.names if n in self.columns]
+        cols = [self.columns[n] for n in names]
+        out: list[dict[str, Any]]
+        if not any(_has_missing(values) for values in cols):
+            # No value to leave out: one C-level dict(zip()) per row.
+            out = (
+                [dict(zip(names, values, strict=True)) for values in zip(*cols, strict=True)]
+                if cols
+                else [{} for _ in range(self.n)]
+            )
+        else:
+            out = []
+            for i in range(self.n):
+                row = {}
+                for name, values in zip(names, cols, strict=True):
+                    v = values[i]
+                    if v is not None:
+                        row[name] = v
+                out.append(row)
+        object.__setattr__(self, "_rows", out)
         return out
 
     def matrix(self, dtype: Any = np.float64) -> np.ndarray:
@@ -203,6 +222,13 @@ class FeatureBatch:
         return pd.DataFrame({n: list(self.column(n)) for n in self.names}, columns=list(self.names))
 
 
+def _has_missing(values: Sequence[Any]) -> bool:
+    """Whether a column holds a None (a numeric array cannot)."""
+    if isinstance(values, np.ndarray):
+        return values.dtype == object and any(v is None for v in values)
+    return None in values
+
+
 @dataclass(frozen=True)
 class Predictions:
     """A batch's predictions: one label per row and, for classifiers, the probabilities.
@@ -214,17 +240,31 @@ class Predictions:
     labels: Sequence[Any]
     probabilities: np.ndarray | None = None
     classes: tuple[str, ...] = ()
+    _scored: Sequence[Scored] | None = field(default=None, repr=False, compare=False)
+    """The rows as the model scored them one by one (:meth:`from_scored`)."""
+    _rows: list[list[float]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def scored(self, i: int) -> Scored:
-        """Row ``i`` as ``(label, {class: probability})``."""
+        """Row ``i`` as ``(label, {class: probability})``.
+
+        Rows scored one by one (:meth:`from_scored`) come back as the model gave them
+        (a class it did not name for the row has probability 0), shared: do not
+        change them.
+        """
+        if self._scored is not None:
+            return self._scored[i]
         label = self.labels[i]
         if self.probabilities is None:
             return label, {}
-        row = self.probabilities[i]
-        return label, {c: float(p) for c, p in zip(self.classes, row, strict=True)}
+        rows = self._rows
+        if rows is None:
+            # One conversion for the whole batch: per-row dicts are built row after row.
+            rows = self.probabilities.tolist()
+            object.__setattr__(self, "_rows", rows)
+        return label, dict(zip(self.classes, rows[i], strict=True))
 
     def all_scored(self) -> list[Scored]:
         """Every row as :meth:`scored` gives it."""
@@ -234,11 +274,20 @@ class Predictions:
     def from_scored(cls, scored: Sequence[Scored]) -> Predictions:
         """Predictions of rows scored one by one (classes: every class any row named)."""
         labels = [label for label, _ in scored]
-        classes = sorted({c for _, probs in scored for c in probs})
+        classes = sorted(set().union(*(probs for _, probs in scored)))
         if not classes:
-            return cls(labels)
-        probs = np.array([[p.get(c, 0.0) for c in classes] for _, p in scored], dtype=np.float64)
-        return cls(labels, probs, tuple(classes))
+            return cls(labels, _scored=scored)
+        rows: list[Any] | None = None
+        if len(classes) > 1:
+            # Usually every row names every class: one C-level lookup of them all per row.
+            get = operator.itemgetter(*classes)
+            try:
+                rows = [get(p) for _, p in scored]
+            except KeyError:
+                rows = None
+        if rows is None:
+            rows = [[p.get(c, 0.0) for c in classes] for _, p in scored]
+        return cls(labels, np.array(rows, dtype=np.float64), tuple(classes), _scored=scored)
 
 
 class ModelRuntime(abc.ABC):

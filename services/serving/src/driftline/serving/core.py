@@ -23,6 +23,7 @@ from driftline.contracts.errors import (
     InvalidArgumentError,
     UnavailableError,
 )
+from driftline.model_runtimes import FeatureBatch, Predictions
 from driftline.serving.canary import CanarySetting, in_canary
 from driftline.serving.feature_merge import (
     FeaturePolicy,
@@ -194,30 +195,28 @@ class ServingCore:
             except DriftlineError as exc:
                 raise (_prefixed(exc, f"requests[{i}]: ") if batch else exc) from None
         await self._fetch_online(prepared, started, timeout_s)
-        out: list[PredictOutcome] = []
-        now = time.time()
-        trace = otel_context.get_current()
+        merged_rows: list[MergedFeatures] = []
         for i, p in enumerate(prepared):
             policy = self.policy_for(p.model.name)
             try:
-                merged = merge_features(
-                    p.model, p.call.entity_id, p.online, p.request_features, policy
+                merged_rows.append(
+                    merge_features(p.model, p.call.entity_id, p.online, p.request_features, policy)
                 )
             except DriftlineError as exc:
                 raise (_prefixed(exc, f"requests[{i}]: ") if batch else exc) from None
-            prediction, probabilities = p.model.score(merged.x)
-            out.append(
-                PredictOutcome(
-                    p.request_id,
-                    p.model,
-                    p.variant,
-                    prediction,
-                    probabilities,
-                    merged,
-                    p.call.event_id,
-                    now,
-                )
+        if len(prepared) == 1:
+            # Predict: the framework's single-row call (River's predict_proba_one as is).
+            scored = [prepared[0].model.score(merged_rows[0].x)]
+        else:
+            scored = _score_by_model(prepared, merged_rows)
+        now = time.time()
+        trace = otel_context.get_current()
+        out = [
+            PredictOutcome(
+                p.request_id, p.model, p.variant, label, probs, merged, p.call.event_id, now
             )
+            for p, merged, (label, probs) in zip(prepared, merged_rows, scored, strict=True)
+        ]
         latency_ms = (time.perf_counter() - started) * 1000.0
         for p, o in zip(prepared, out, strict=True):
             self.log.offer(
@@ -331,8 +330,8 @@ class ServingCore:
         variant: str,
         request_id: str,
         entity_ids: Sequence[str] | None = None,
-    ) -> list[Scored]:
-        """Score ``n_rows`` rows given as one column per feature, in one pass.
+    ) -> Predictions:
+        """Score ``n_rows`` rows given as one column per feature, with one call into the model.
 
         Columns must be named after the model's features (any subset: absent
         features are missing values). Every row is logged like a prediction.
@@ -349,15 +348,21 @@ class ServingCore:
                 f"unknown input(s) {', '.join(map(repr, unknown))} for model {model.describe()}; "
                 f"its inputs are: {', '.join(model.feature_names)}"
             )
-        cols = [columns[n] for n in names]
-        rows = [dict(zip(names, values, strict=True)) for values in zip(*cols, strict=True)]
-        scored = model.score_many(rows)
+        if n_rows == 0:
+            return Predictions([])
+        batch = FeatureBatch.from_columns(columns, n_rows, model.feature_names)
+        predictions = model.predict(batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
+        # The log holds each row's features as the request gave them (decoded tensors hold
+        # no missing value): the batch's row dicts, which River has already built.
+        rows = batch.rows()
         now = time.time()
         trace = otel_context.get_current()
         shadow = served.aliases.get("shadow")
         offer = self.log.offer
-        for i, (x, (prediction, probabilities)) in enumerate(zip(rows, scored, strict=True)):
+        scored = predictions.scored
+        for i, x in enumerate(rows):
+            prediction, probabilities = scored(i)
             offer(
                 PendingPrediction(
                     f"{request_id}/{i}",
@@ -374,4 +379,22 @@ class ServingCore:
                     trace,
                 )
             )
-        return scored
+        return predictions
+
+
+def _score_by_model(
+    prepared: Sequence[_Prepared], merged: Sequence[MergedFeatures]
+) -> list[Scored]:
+    """Each row's ``(prediction, probabilities)``, with one ``predict`` call per model
+    (a batch may span the champion, a canary's challenger and pinned versions)."""
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prepared):
+        groups.setdefault(id(p.model), []).append(i)
+    scored: list[Scored] = [(None, {})] * len(prepared)
+    for indices in groups.values():
+        model = prepared[indices[0]].model
+        batch = FeatureBatch.from_rows([merged[i].x for i in indices], model.feature_names)
+        predictions = model.predict(batch)
+        for j, i in enumerate(indices):
+            scored[i] = predictions.scored(j)
+    return scored

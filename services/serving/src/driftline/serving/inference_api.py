@@ -2,8 +2,14 @@
 
 A served model's inputs are its features, one tensor each, shaped ``[-1, 1]``
 (``[n]`` is accepted too) and typed after the feature store's declared types
-(FP64, INT64, BYTES, BOOL). An optional BYTES input ``entity_id`` names each
-row's entity in the prediction log. Outputs:
+(FP64, INT64, BYTES, BOOL) — or, for a model whose features are all numeric,
+one 2-D ``[n, k]`` tensor of any name (``input-0`` …) whose columns are the
+features in the order ModelMetadata lists them, as Seldon MLServer's
+scikit-learn runtime and NumPy users send ``X``. An optional BYTES input
+``entity_id`` names each row's entity in the prediction log. ModelMetadata's
+platform and tensors are the model runtime's (``river``, ``sklearn``,
+``onnxruntime_onnx``, ``python`` …). All rows of a request are predicted with
+one call into the model. Outputs:
 
 * ``predict`` — the predicted class as BYTES (``str(label)``), or FP64 for regression;
 * ``probability`` — FP64, the probability of the predicted class (classifiers);
@@ -18,14 +24,15 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 
 from driftline.contracts.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from driftline.model_runtimes import Predictions, TensorSpec
 from driftline.serving.core import ServingCore
-from driftline.serving.loaded_model import LoadedModel, Scored
+from driftline.serving.loaded_model import LoadedModel
 from driftline.serving.rpc_observer import observed
 from driftline.serving.serving_metrics import ServingMetrics
 from driftline.serving.tensor_codec import encode_raw, fill_typed, input_columns
@@ -41,36 +48,39 @@ SERVER_NAME = "driftline-serving"
 SERVER_VERSION = "0.1.0"
 _EXTRA = frozenset({ENTITY_INPUT})
 
-Tensor = tuple[str, str, list[int], list[Any], dict[str, str]]
-"""``(name, datatype, shape, flat values, string parameters)``."""
+Tensor = tuple[str, str, list[int], "list[Any] | np.ndarray", dict[str, str]]
+"""``(name, datatype, shape, flat values (a list or a 1-D array), string parameters)``."""
 
 
-def output_tensors(model: LoadedModel, scored: Sequence[Scored]) -> list[Tensor]:
-    """The output tensors of scored rows (see the module doc)."""
-    n = len(scored)
+def output_tensors(model: LoadedModel, predictions: Predictions) -> list[Tensor]:
+    """The output tensors of a batch's predictions (see the module doc); arrays stay arrays."""
+    n = len(predictions)
+    labels = predictions.labels
     if not model.is_classifier:
-        values = [math.nan if p is None else float(p) for p, _ in scored]
+        values = np.array([math.nan if v is None else v for v in labels], dtype=np.float64)
         return [("predict", "FP64", [n], values, {})]
-    labels = ["" if p is None else str(p) for p, _ in scored]
-    top = [probs.get(str(p), math.nan) if p is not None else math.nan for p, probs in scored]
-    classes: list[str] = sorted({c for _, probs in scored for c in probs})
-    flat = [probs.get(c, 0.0) for _, probs in scored for c in classes]
+    names = ["" if v is None else str(v) for v in labels]
+    proba = predictions.probabilities
+    classes = list(predictions.classes) if proba is not None else []
+    if proba is None or n == 0:
+        top = np.full(n, math.nan)
+        flat = np.empty(0, dtype=np.float64)
+    else:
+        column = {c: j for j, c in enumerate(classes)}
+        index = np.array([column.get(c, -1) for c in names], dtype=np.int64)
+        # A label the probabilities do not name (none yet, or a label-only output): NaN.
+        top = np.where(index >= 0, proba[np.arange(n), index], math.nan)
+        flat = np.ascontiguousarray(proba, dtype=np.float64).reshape(-1)
     return [
-        ("predict", "BYTES", [n], labels, {}),
+        ("predict", "BYTES", [n], names, {}),
         ("probability", "FP64", [n], top, {}),
         ("probabilities", "FP64", [n, len(classes)], flat, {"classes": json.dumps(classes)}),
     ]
 
 
-def _metadata_outputs(model: LoadedModel) -> list[oip.ModelMetadataResponse.TensorMetadata]:
+def _tensor_metadata(specs: list[TensorSpec]) -> list[oip.ModelMetadataResponse.TensorMetadata]:
     tm = oip.ModelMetadataResponse.TensorMetadata
-    if not model.is_classifier:
-        return [tm(name="predict", datatype="FP64", shape=[-1])]
-    return [
-        tm(name="predict", datatype="BYTES", shape=[-1]),
-        tm(name="probability", datatype="FP64", shape=[-1]),
-        tm(name="probabilities", datatype="FP64", shape=[-1, -1]),
-    ]
+    return [tm(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
 
 
 class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
@@ -121,13 +131,12 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
     ) -> oip.ModelMetadataResponse:
         served, model, _ = await self.core.resolve(request.name, request.version)
         versions = sorted({m.version for m in served.aliases.values() if m is not None})
-        tm = oip.ModelMetadataResponse.TensorMetadata
         return oip.ModelMetadataResponse(
             name=model.name,
             versions=[str(v) for v in versions] or [str(model.version)],
-            platform="river",
-            inputs=[tm(name=f.name, datatype=f.datatype, shape=[-1, 1]) for f in model.features],
-            outputs=_metadata_outputs(model),
+            platform=model.platform,
+            inputs=_tensor_metadata(model.runtime.inputs()),
+            outputs=_tensor_metadata(model.runtime.outputs()),
         )
 
     @observed(_SERVICE, "ModelInfer")
@@ -137,7 +146,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
         served, model, variant = await self.core.resolve(request.model_name, request.model_version)
         columns, extras, rows, raw = input_columns(request, model.by_name, _EXTRA)
         request_id = request.id or uuid.uuid4().hex
-        scored = self.core.infer(
+        predictions = self.core.infer(
             served,
             model,
             columns,
@@ -147,7 +156,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             entity_ids=extras.get(ENTITY_INPUT),
         )
         self.metrics.predicted(model.name, variant, rows)
-        tensors = output_tensors(model, scored)
+        tensors = output_tensors(model, predictions)
         wanted = [o.name for o in request.outputs]
         if wanted:
             by_name = {t[0]: t for t in tensors}
@@ -168,5 +177,9 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             if raw:
                 response.raw_output_contents.append(encode_raw(datatype, values))
             else:
-                fill_typed(out.contents, datatype, values)
+                fill_typed(
+                    out.contents,
+                    datatype,
+                    values.tolist() if isinstance(values, np.ndarray) else values,
+                )
         return response

@@ -1,9 +1,11 @@
 """Where model versions come from: the interface, and the Registry gRPC implementation.
 
 :class:`RegistryModelSource` streams the artifact from ``driftline.v1.Registry``,
-verifies its digest and HMAC signature (``driftline.artifacts.load_model``)
-before unpickling, and takes the input schema from the version's recorded spec
-and the feature store's declared types.
+verifies its digest and HMAC signature (``driftline.artifacts.verify``) before
+anything deserialises it, and loads it with the runtime of the framework the
+registry recorded for the version (:func:`load_version`; River for versions
+recorded before frameworks). The input signature comes from the version's
+recorded spec and the feature store's declared types.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from driftline.artifacts import load_model
+from driftline.artifacts import verify
 from driftline.contracts.errors import (
     DriftlineError,
     FailedPreconditionError,
@@ -27,11 +29,26 @@ from driftline.contracts.errors import (
     NotFoundError,
     UnavailableError,
 )
+from driftline.model_runtimes import ModelRuntime, load_runtime, runtime_for
 from driftline.serving.feature_source import FeatureSource
-from driftline.serving.loaded_model import LoadedModel, featureset_of_spec
+from driftline.serving.loaded_model import (
+    FeatureDatatype,
+    LoadedModel,
+    classes_of_spec,
+    featureset_of_spec,
+    settle_task,
+    signature_of_spec,
+    task_of_spec,
+)
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["MODEL_MODULES", "ModelSource", "RegistryModelSource", "import_model_modules"]
+__all__ = [
+    "MODEL_MODULES",
+    "ModelSource",
+    "RegistryModelSource",
+    "import_model_modules",
+    "load_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +89,50 @@ def import_model_modules(modules: tuple[str, ...] = MODEL_MODULES) -> list[str]:
     return failed
 
 
+def load_version(
+    what: str,
+    framework: str,
+    artifact_format: str,
+    data: bytes,
+    spec: Mapping[str, Any],
+    feature_types: Mapping[str, FeatureDatatype],
+) -> ModelRuntime:
+    """The runtime of a version's *verified* artifact bytes (blocking: call it in a thread).
+
+    ``framework`` picks the runtime (never the bytes); an empty ``artifact_format``
+    is the runtime's first format. The signature is the spec's features typed as
+    the feature set declares them, with the spec's task; a River spec without a
+    task is settled by the model's class, as before frameworks. Raises
+    :class:`FailedPreconditionError` naming ``what`` and the problem: an unknown
+    framework, a format its runtime does not read, an artifact it cannot load, a
+    ``python_class`` that does not import, a spec without the task or features it needs.
+    """
+    task = task_of_spec(spec)
+    classes = classes_of_spec(spec)
+    if classes is not None:
+        spec = {**spec, "classes": classes}
+    try:
+        if task is None and framework != "river":
+            raise FailedPreconditionError(
+                f"its spec declares no task; a {framework} model's spec must say binary, "
+                "multiclass or regression"
+            )
+        signature = signature_of_spec(what, spec, feature_types, task=task or "regression")
+        runtime_format = artifact_format or runtime_for(framework).formats[0]
+        runtime = load_runtime(framework, runtime_format, data, signature, spec)
+    except DriftlineError as exc:
+        if exc.message.startswith(f"model {what}"):
+            raise
+        raise type(exc)(f"model {what} ({framework}): {exc.message}") from exc
+    except Exception as exc:
+        # Past verification, whatever goes wrong is the artifact's (or its class's):
+        # one clear refusal rather than a traceback that reads like serving's bug.
+        raise FailedPreconditionError(
+            f"model {what} ({framework}): the artifact does not load: {type(exc).__name__}: {exc}"
+        ) from exc
+    return settle_task(runtime) if task is None else runtime
+
+
 class ModelSource(abc.ABC):
     """Resolves aliases and loads model versions."""
 
@@ -87,7 +148,9 @@ class ModelSource(abc.ABC):
 
         Raises :class:`NotFoundError` when the model, alias or version does not
         exist, :class:`IntegrityError` for a tampered or unsigned artifact,
-        :class:`UnavailableError` when the registry cannot be reached.
+        :class:`FailedPreconditionError` for a version its framework's runtime
+        cannot load (see :func:`load_version`), :class:`UnavailableError` when the
+        registry cannot be reached.
         """
 
     async def warm_up(self) -> None:  # noqa: B027 - a no-op unless a source needs one
@@ -154,29 +217,31 @@ class RegistryModelSource(ModelSource):
         data = b"".join(chunks)
         mv = metadata.model_version
         spec: dict[str, Any] = json_format.MessageToDict(mv.spec)
-        # Verify then unpickle off the event loop: a large artifact must not stall RPCs.
-        pipeline = await asyncio.to_thread(
-            load_model,
-            data,
-            metadata.sha256 or mv.sha256,
-            metadata.signature or mv.signature,
-            self._key,
-        )
+        sha256 = metadata.sha256 or mv.sha256
+        # The digest and signature are checked before anything reads the bytes: a pickle
+        # runs code as it loads, so a tampered or unsigned artifact must never get that far.
+        await asyncio.to_thread(verify, data, sha256, metadata.signature or mv.signature, self._key)
+        what = f"{mv.name or name!r} v{mv.version}"
         featureset = featureset_of_spec(spec) or mv.lineage.featureset
         if not featureset:
             raise FailedPreconditionError(
-                f"{what} (v{mv.version}) records no feature set in its spec or lineage; "
+                f"model {what} records no feature set in its spec or lineage; "
                 "serving cannot fetch its online features"
             )
         types = await self._features.feature_types(featureset)
-        return LoadedModel.build(
+        framework = mv.framework or "river"  # versions recorded before frameworks are River's
+        artifact_format = metadata.artifact_format or mv.artifact_format
+        # Deserialising a large artifact must not stall RPCs: off the event loop.
+        runtime = await asyncio.to_thread(
+            load_version, what, framework, artifact_format, data, spec, types
+        )
+        return LoadedModel.of_runtime(
             mv.name or name,
             mv.version,
-            pipeline,
-            spec=spec,
-            feature_types=types,
-            sha256=metadata.sha256 or mv.sha256,
+            runtime,
             featureset=featureset,
+            sha256=sha256,
+            artifact_format=artifact_format or runtime.formats[0],
         )
 
     def _translate(self, exc: grpc.aio.AioRpcError, doing: str) -> DriftlineError:

@@ -1,18 +1,19 @@
 """The models this replica serves, by name and alias, and how they are swapped.
 
-A new version is loaded completely (downloaded, verified, unpickled) before one
-reference is replaced, so requests never wait for a load and never see half a
-model: a request that picked the old champion finishes with it; the next one
-gets the new one. asyncio runs one task at a time, so replacing the alias dict
-in a single assignment is the whole swap.
+A new version is loaded completely (downloaded, verified, deserialised by the
+runtime of its framework) before one reference is replaced, so requests never
+wait for a load and never see half a model: a request that picked the old
+champion finishes with it; the next one gets the new one. asyncio runs one task
+at a time, so replacing the alias dict in a single assignment is the whole swap.
 
 A registered version starts loading at once (:meth:`ModelTable.prefetch`): a
 promotion follows a registration closely, and when it comes the version is in
 memory or on its way, so the swap waits for no more than the rest of that load.
 
-A promotion to a version that cannot be loaded (none such, a tampered artifact)
-changes nothing: the version served before keeps serving, and a model name
-appears in the table only once the registry lists it or one of its versions loaded.
+A promotion to a version that cannot be loaded (none such, a tampered artifact,
+one its framework's runtime cannot load) changes nothing: the version served
+before keeps serving, and a model name appears in the table only once the
+registry lists it or one of its versions loaded.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Inputs arrive either typed (``InferTensorContents``, the repeated field that
 matches the datatype) or raw (``raw_input_contents``: little-endian, row-major
 bytes; BYTES elements each prefixed by a 4-byte little-endian length). Outputs
-go back the way the request came.
+go back the way the request came. The features come as one tensor per feature,
+or as one numeric ``[n, k]`` matrix whose columns are the model's features in
+order (:func:`input_columns`).
 
 >>> raw = encode_raw("FP64", [1.5, -2.0])
 >>> decode_raw("FP64", raw, 2)
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ __all__ = [
     "feature_column",
     "fill_typed",
     "input_columns",
+    "matrix_columns",
 ]
 
 _NUMPY: dict[str, str] = {
@@ -119,8 +122,9 @@ def decode_raw(datatype: str, data: bytes, count: int, name: str = "") -> list[A
     return values
 
 
-def encode_raw(datatype: str, values: Sequence[Any]) -> bytes:
-    """Raw little-endian bytes of ``values`` (str or bytes elements for BYTES)."""
+def encode_raw(datatype: str, values: Sequence[Any] | np.ndarray) -> bytes:
+    """Raw little-endian bytes of ``values`` (str or bytes elements for BYTES; an array is
+    written in one copy)."""
     if datatype == "BYTES":
         parts: list[bytes] = []
         for v in values:
@@ -195,18 +199,104 @@ def feature_column(feature: ModelFeature, datatype: str, values: list[Any]) -> l
     )
 
 
+def _decode(
+    request: oip.ModelInferRequest, i: int, tensor: Any, count: int, raw: bool
+) -> list[Any]:
+    name, datatype = tensor.name, tensor.datatype
+    if raw:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(
+                f"input {name!r} sets contents although raw_input_contents is used; "
+                "use one or the other"
+            )
+        return decode_raw(datatype, request.raw_input_contents[i], count, name)
+    return decode_typed(datatype, tensor.contents, count, name)
+
+
+def matrix_columns(
+    name: str,
+    datatype: str,
+    array: np.ndarray,
+    features: Sequence[ModelFeature],
+) -> dict[str, list[Any]]:
+    """The feature columns of a matrix input (``array`` shaped ``[rows, len(features)]``).
+
+    Column ``j`` is feature ``j`` of the model, in signature order (what Seldon
+    MLServer's scikit-learn runtime and NumPy users send: ``X`` as one tensor).
+    The matrix must be numeric and every feature numeric: FP64 features take any
+    number, INT64 features integers, or floats that are whole numbers.
+    """
+    if datatype not in _FLOAT and datatype not in _INTEGER:
+        raise InvalidArgumentError(
+            f"input {name!r}: a [rows, {len(features)}] matrix input is numeric (FP32, FP64 or "
+            f"an integer type), not {datatype}"
+        )
+    text = [f for f in features if f.datatype not in ("FP64", "INT64")]
+    if text:
+        raise InvalidArgumentError(
+            f"input {name!r}: the model's feature(s) {', '.join(repr(f.name) for f in text)} "
+            "are not numeric, so its inputs cannot come as one matrix; send one tensor per "
+            "feature"
+        )
+    out: dict[str, list[Any]] = {}
+    for j, feature in enumerate(features):
+        column = array[:, j]
+        if feature.datatype == "INT64" and datatype in _FLOAT:
+            whole = np.isfinite(column) & (column == np.floor(column))
+            if not whole.all():
+                bad = column[~whole][0].item()
+                raise InvalidArgumentError(
+                    f"input {name!r}: column {j} is feature {feature.name!r}, which is INT64; "
+                    f"{datatype} value {bad!r} is not a whole number"
+                )
+            column = column.astype(np.int64)
+        out[feature.name] = column.tolist()
+    return out
+
+
+def _matrix(
+    request: oip.ModelInferRequest, i: int, tensor: Any, shape: list[int], raw: bool
+) -> np.ndarray:
+    """A matrix input's elements as a ``shape`` array (one copy at most)."""
+    name, datatype = tensor.name, tensor.datatype
+    count = element_count(name, shape)
+    if raw and datatype in _NUMPY:
+        if tensor.HasField("contents"):
+            raise InvalidArgumentError(
+                f"input {name!r} sets contents although raw_input_contents is used; "
+                "use one or the other"
+            )
+        data = request.raw_input_contents[i]
+        dtype = np.dtype(_NUMPY[datatype])
+        if len(data) != count * dtype.itemsize:
+            raise InvalidArgumentError(
+                f"input {name!r}: raw content is {len(data)} bytes; {count} {datatype} "
+                f"elements (shape {shape}) need {count * dtype.itemsize}"
+            )
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    values = _decode(request, i, tensor, count, raw)
+    return np.asarray(values, dtype=_NUMPY.get(datatype, object)).reshape(shape)
+
+
 def input_columns(
-    request: oip.ModelInferRequest, by_name: dict[str, ModelFeature], extra: frozenset[str]
+    request: oip.ModelInferRequest, by_name: Mapping[str, ModelFeature], extra: frozenset[str]
 ) -> tuple[dict[str, list[Any]], dict[str, list[Any]], int, bool]:
     """``(feature columns, extra columns, rows, raw)`` of a ModelInfer request.
 
-    Each input must be shaped ``[n]`` or ``[n, 1]`` with the same ``n`` for all;
-    inputs are features of the model, or one of ``extra`` (decoded, undecoded
-    BYTES as str). ``raw`` tells whether the request used ``raw_input_contents``.
+    The features come either as one tensor per feature, each shaped ``[n]`` or
+    ``[n, 1]`` with the same ``n`` for all (any subset: absent features are
+    missing), or as one 2-D ``[n, k]`` matrix input not named after a feature,
+    whose ``k`` columns are every feature of ``by_name`` in its (the model's) order.
+    Other inputs must be one of ``extra`` (decoded, undecoded BYTES as str). ``raw``
+    tells whether the request used ``raw_input_contents``. Anything else is
+    :class:`InvalidArgumentError` naming the input and what was expected.
     """
     raw = len(request.raw_input_contents) > 0
+    k = len(by_name)
     if not request.inputs:
-        raise InvalidArgumentError("no inputs: send one input tensor per feature")
+        raise InvalidArgumentError(
+            f"no inputs: send one input tensor per feature, or one [rows, {k}] matrix of them all"
+        )
     if raw and len(request.raw_input_contents) != len(request.inputs):
         raise InvalidArgumentError(
             f"{len(request.raw_input_contents)} raw_input_contents for {len(request.inputs)} "
@@ -214,42 +304,68 @@ def input_columns(
         )
     columns: dict[str, list[Any]] = {}
     extras: dict[str, list[Any]] = {}
+    matrix: str | None = None
     rows: int | None = None
     for i, tensor in enumerate(request.inputs):
         name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
-        if name in columns or name in extras:
-            raise InvalidArgumentError(f"input {name!r} is sent twice")
         feature = by_name.get(name)
-        if feature is None and name not in extra:
+        if feature is not None and matrix is not None:
             raise InvalidArgumentError(
-                f"unknown input {name!r}; the model's inputs are: {', '.join(by_name)}"
+                f"input {name!r}: feature {name!r} is already a column of matrix input "
+                f"{matrix!r}; send one [rows, {k}] matrix or one tensor per feature, not both"
+            )
+        if name in columns or name in extras or name == matrix:
+            raise InvalidArgumentError(f"input {name!r} is sent twice")
+        # An input that is neither a feature nor an extra is the matrix of all features
+        # when it is 2-D: [n, k], or [n, 1] for a model of one feature.
+        is_matrix = (
+            feature is None and name not in extra and len(shape) == 2 and (shape[1] != 1 or k == 1)
+        )
+        if feature is None and name not in extra and not is_matrix:
+            raise InvalidArgumentError(
+                f"unknown input {name!r}; the model's inputs are: {', '.join(by_name)} (one "
+                f"tensor each), or one [rows, {k}] matrix of them in that order"
             )
         if datatype not in SUPPORTED_DATATYPES:
             raise InvalidArgumentError(
                 f"input {name!r}: unknown datatype {datatype!r}; use one of "
                 f"{', '.join(sorted(SUPPORTED_DATATYPES))}"
             )
-        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        if is_matrix:
+            if datatype not in _FLOAT and datatype not in _INTEGER:
+                raise InvalidArgumentError(
+                    f"input {name!r}: a [rows, {k}] matrix input is numeric (FP32, FP64 or an "
+                    f"integer type), not {datatype}"
+                )
+            if shape[1] != k:
+                raise InvalidArgumentError(
+                    f"input {name!r}: shape {shape}; a matrix input has one column per feature "
+                    f"of the model, in this order: [rows, {k}] of {', '.join(by_name)}"
+                )
+            if matrix is not None or columns:
+                raise InvalidArgumentError(
+                    f"input {name!r}: send the features either as one [rows, {k}] matrix input "
+                    "or as one tensor per feature, not both"
+                )
+        elif len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise InvalidArgumentError(
                 f"input {name!r}: shape {shape}; one feature per input is shaped [rows] or "
-                "[rows, 1]"
+                f"[rows, 1] (or send all {k} features as one [rows, {k}] matrix input)"
             )
         count = element_count(name, shape)
+        n = shape[0] if is_matrix else count
         if rows is None:
-            rows = count
-        elif count != rows:
+            rows = n
+        elif n != rows:
             raise InvalidArgumentError(
-                f"input {name!r} has {count} rows but the inputs before it have {rows}"
+                f"input {name!r} has {n} rows but the inputs before it have {rows}"
             )
-        if raw:
-            if tensor.HasField("contents"):
-                raise InvalidArgumentError(
-                    f"input {name!r} sets contents although raw_input_contents is used; "
-                    "use one or the other"
-                )
-            values = decode_raw(datatype, request.raw_input_contents[i], count, name)
-        else:
-            values = decode_typed(datatype, tensor.contents, count, name)
+        if is_matrix:
+            array = _matrix(request, i, tensor, shape, raw)
+            columns = matrix_columns(name, datatype, array, list(by_name.values()))
+            matrix = name
+            continue
+        values = _decode(request, i, tensor, count, raw)
         if feature is None:
             extras[name] = [
                 v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
