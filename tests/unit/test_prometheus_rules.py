@@ -47,6 +47,8 @@ SLO_ALERTS = (
     "DeadLetterRatioHigh",
     "ConsumerStalled",
     "RecordsSkipped",
+    # Issue 15: retrain requests for a model Driftline cannot retrain are kept, not dropped.
+    "RetrainUnserved",
 )
 
 # Series the rules read that no service exposes yet; the owning service is to add them

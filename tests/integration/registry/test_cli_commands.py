@@ -39,13 +39,23 @@ async def test_list_show_promote_rollback_history(start_registry: StartRegistry)
     promoted, rolled, models, versions, shown, history = await asyncio.to_thread(run)
     assert promoted == f"{name}:champion -> v1 (was unset)"
     assert rolled == f"{name}:champion rolled back to v1 (was v2)"
-    assert models == [{"model": name, "latest": "2", "aliases": "champion=v1"}]
+    assert models == [
+        {
+            "model": name,
+            "latest": "2",
+            "aliases": "champion=v1",
+            "framework": "river",
+            "unserved retrains": "",
+        }
+    ]
     assert [(r["version"], r["aliases"], r["trigger"]) for r in versions] == [
         ("1", "champion", ""),
         ("2", "", "retrain-9"),
     ]
     assert "accuracy=0.97" in versions[1]["metrics"]
     assert f"{name} v2" in shown and "accuracy=0.97" in shown
+    assert "framework river" in shown
+    assert [r["framework"] for r in versions] == ["river", "river"]
     assert [(r["kind"], r["from"], r["to"], r["reason"]) for r in history] == [
         ("set", "", "1", "baseline"),
         ("set", "1", "2", "promoted from the CLI"),
@@ -53,3 +63,26 @@ async def test_list_show_promote_rollback_history(start_registry: StartRegistry)
     ]
     with pytest.raises(NotFoundError):
         await asyncio.to_thread(cli_commands.models_show, target, f"{name}-missing")
+
+
+async def test_list_and_show_report_unserved_retrain_requests(
+    start_registry: StartRegistry,
+) -> None:
+    name = model_name()
+    service = await start_registry()
+    target = f"127.0.0.1:{service.grpc_port}"
+    async with client_of(service) as client:
+        await client.register(name, b"v1")
+        await client.record_unserved_retrain(
+            name, "retrain-7", reason="framework onnx has no trainer", drift_ids=["drift-3"]
+        )
+
+    def run() -> tuple[list[cli_commands.Row], str]:
+        rows = [r for r in cli_commands.models_list(target) if r["model"] == name]
+        return rows, cli_commands.models_show(target, name)
+
+    rows, shown = await asyncio.to_thread(run)
+    assert rows[0]["unserved retrains"].startswith("1 (last ")
+    assert rows[0]["unserved retrains"].endswith(": framework onnx has no trainer)")
+    assert "unserved  1 retrain request(s) since v1" in shown
+    assert "retrain-7: framework onnx has no trainer drift drift-3" in shown

@@ -311,6 +311,11 @@ class RegistryEventKind(StrEnum):
     ALIAS_SET = "alias_set"
     ROLLED_BACK = "rolled_back"
     REJECTED = "rejected"
+    RETRAIN_UNSERVED = "retrain_unserved"
+    """A retrain request Driftline cannot serve for the model (no trainer for its framework):
+    ``trigger`` is the request id, ``reason`` why, ``version`` the latest version then; the
+    request's drift ids travel in ``spec["_registry"]["drift_ids"]``.  Kept on the model
+    until a newer version is registered.  Readers that do not act on it ignore it."""
 
 
 class RegistryEvent(_Strict):

@@ -123,15 +123,23 @@ class RegistryClient:
         params: Mapping[str, ParamValue] | None = None,
         tags: Mapping[str, str] | None = None,
         drift_ids: Sequence[str] = (),
-        artifact_format: str = RIVER_PICKLE,
-        framework: str = "river",
+        artifact_format: str | None = None,
+        framework: str | None = None,
         library_versions: Mapping[str, str] | None = None,
     ) -> ModelVersionInfo:
-        """Upload a new version (``model_bytes``, or ``model`` pickled as ``river-pickle``).
+        """Upload a new version: ``model_bytes``, or a ``model`` object serialised by its
+        framework's runtime (``river-pickle`` for River).
 
         ``framework`` names the runtime that serves it (``river``, ``sklearn``, ``onnx``,
-        ``python``), ``artifact_format`` the serialisation of ``model_bytes`` (one its
-        runtime reads), ``library_versions`` what wrote it (``{"scikit-learn": "1.9.1"}``).
+        ``python``); without it the spec's ``framework``, else ``river``.
+        ``artifact_format`` is the serialisation of the bytes (one its runtime reads;
+        without it ``river-pickle`` for River, else the runtime's first format, which
+        the registry fills in).  ``library_versions`` records what wrote it
+        (``{"scikit-learn": "1.9.1"}``).
+
+        The registry checks a non-River version against its feature set before it
+        registers anything (:class:`InvalidArgumentError` naming the feature, format or
+        framework at fault).
 
         ``trigger_id`` is recorded in the lineage (it overrides ``lineage.trigger_id``)
         and, without an ``idempotency_key``, is the dedup key: registering the
@@ -139,7 +147,17 @@ class RegistryClient:
         """
         if (model_bytes is None) == (model is None):
             raise InvalidArgumentError("pass exactly one of model_bytes or model")
-        data = model_bytes if model_bytes is not None else dump_model(model)
+        resolved = framework or str((spec or {}).get("framework") or "") or "river"
+        if model_bytes is not None:
+            data = model_bytes
+        elif resolved == "river":
+            data = dump_model(model)
+        else:
+            from driftline.model_runtimes import runtime_for
+
+            data = runtime_for(resolved).dump(model)
+        if artifact_format is None:
+            artifact_format = RIVER_PICKLE if resolved == "river" else ""
         if trigger_id is not None:
             lineage = (lineage or Lineage(featureset="", featureset_version=0)).model_copy(
                 update={"trigger_id": trigger_id}
@@ -156,7 +174,7 @@ class RegistryClient:
             actor=actor,
             idempotency_key=idempotency_key or "",
             tags=dict(tags or {}),
-            framework=framework,
+            framework=framework or "",
             library_versions=dict(library_versions or {}),
         )
         chunk = self.chunk_bytes
@@ -270,6 +288,31 @@ class RegistryClient:
                 f"load_model reads {RIVER_PICKLE!r} only (use download())"
             )
         return load_verified_model(data, meta.sha256, meta.signature, signing_key), meta
+
+    # -- retrain requests ---------------------------------------------------------
+
+    async def record_unserved_retrain(
+        self,
+        name: str,
+        request_id: str,
+        *,
+        reason: str,
+        actor: str = "",
+        drift_ids: Sequence[str] = (),
+    ) -> int:
+        """Record on ``name`` that retrain request ``request_id`` cannot be served, and why
+        (recording the same request twice is a no-op); returns how many unserved requests
+        the model now has."""
+        req = registry_pb2.RecordUnservedRetrainRequest(
+            model_name=name, request_id=request_id, reason=reason, actor=actor,
+            drift_ids=list(drift_ids),
+        )  # fmt: skip
+        resp = await self._call(
+            lambda: self._stub.RecordUnservedRetrain(
+                req, metadata=self._metadata(), timeout=self.timeout_s
+            )
+        )
+        return int(resp.unserved)
 
     # -- aliases ------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from driftline.registry_client.models import (
     ModelSummary,
     ModelVersionInfo,
     ParamValue,
+    UnservedRetrain,
     VersionStatus,
 )
 from driftline.v1 import common_pb2, registry_pb2
@@ -39,6 +40,7 @@ __all__ = [
     "struct_from_dict",
     "struct_to_dict",
     "summary_from_pb",
+    "summary_to_pb",
     "version_from_pb",
     "version_to_pb",
 ]
@@ -263,6 +265,39 @@ def alias_change_from_pb(pb: registry_pb2.AliasChange) -> AliasChange:
     )
 
 
+def summary_to_pb(m: ModelSummary) -> registry_pb2.ModelSummary:
+    """The protobuf ModelSummary of a :class:`ModelSummary`."""
+    return registry_pb2.ModelSummary(
+        name=m.name,
+        latest_version=m.latest_version,
+        aliases=m.aliases,
+        framework=m.framework,
+        unserved_retrains=[
+            registry_pb2.UnservedRetrain(
+                request_id=u.request_id,
+                reason=u.reason,
+                at=datetime_to_pb(u.at),
+                drift_ids=u.drift_ids,
+            )
+            for u in m.unserved_retrains
+        ],
+    )
+
+
 def summary_from_pb(pb: registry_pb2.ModelSummary) -> ModelSummary:
-    """The :class:`ModelSummary` of its protobuf message."""
-    return ModelSummary(name=pb.name, latest_version=pb.latest_version, aliases=dict(pb.aliases))
+    """The :class:`ModelSummary` of its protobuf message (framework ``river`` when empty)."""
+    return ModelSummary(
+        name=pb.name,
+        latest_version=pb.latest_version,
+        aliases=dict(pb.aliases),
+        framework=pb.framework or "river",
+        unserved_retrains=[
+            UnservedRetrain(
+                request_id=u.request_id,
+                reason=u.reason,
+                at=datetime_from_pb(u.at),
+                drift_ids=list(u.drift_ids),
+            )
+            for u in pb.unserved_retrains
+        ],
+    )

@@ -11,17 +11,27 @@ from driftline.contracts.messages import Lineage
 
 __all__ = [
     "ALIASES",
+    "SKLEARN_INPUT_TAG",
     "AliasChange",
     "AliasChangeKind",
     "ArtifactMetadata",
     "ModelSummary",
     "ModelVersionInfo",
     "ParamValue",
+    "UnservedRetrain",
     "VersionStatus",
 ]
 
 ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
 """The alias names the registry accepts."""
+
+SKLEARN_INPUT_TAG = "driftline.input"
+"""Version tag saying how a scikit-learn estimator takes its features: ``dataframe`` (it was
+fitted on a DataFrame and selects its columns by name, so string features reach it as they
+are) or ``array`` (a float matrix in the spec's feature order).  The registry cannot look
+inside a pickle, so ``driftline models register`` and :func:`register_model` record what
+they saw when they loaded the estimator; without ``dataframe`` the registry refuses a
+scikit-learn version that reads a string feature."""
 
 VersionStatus = Literal["registered", "rejected", "archived"]
 AliasChangeKind = Literal["set", "rolled_back", "deleted"]
@@ -92,9 +102,24 @@ class AliasChange(_Frozen):
     changed_at: datetime
 
 
+class UnservedRetrain(_Frozen):
+    """A retrain request Driftline could not serve for a model (it has no trainer for it)."""
+
+    request_id: str
+    reason: str = ""
+    at: datetime
+    """When the registry recorded it (the event's time on the log)."""
+    drift_ids: list[str] = Field(default_factory=list)
+
+
 class ModelSummary(_Frozen):
-    """A registered model: its latest version number and aliases."""
+    """A registered model: its latest version number, aliases, framework and the retrain
+    requests it has not been served since its latest version."""
 
     name: str
     latest_version: int
     aliases: dict[str, int] = Field(default_factory=dict)
+    framework: str = "river"
+    """The latest version's framework."""
+    unserved_retrains: list[UnservedRetrain] = Field(default_factory=list)
+    """Oldest first; cleared when a newer version is registered."""

@@ -1,4 +1,4 @@
-"""``driftline models list | show | promote | rollback | history``: the model registry.
+"""``driftline models list | show | register | promote | rollback | history``: the model registry.
 
 Thin wiring over :mod:`driftline.registry_client.cli_commands`; the registry is
 reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token``.
@@ -7,6 +7,8 @@ reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,9 +18,10 @@ from driftline.cli.context import console, err_console, state
 from driftline.contracts.errors import DriftlineError
 from driftline.registry_client import cli_commands
 from driftline.registry_client.cli_commands import Row
+from driftline.specs import SpecError
 
 models_app = typer.Typer(
-    help="Model versions and aliases in the registry (list, show, promote, roll back).",
+    help="Model versions and aliases in the registry (list, show, register, promote, roll back).",
     no_args_is_help=True,
 )
 
@@ -71,6 +74,118 @@ def models_show(
     except DriftlineError as exc:
         raise _fail(exc) from None
     console.print(text, highlight=False, markup=False)
+
+
+class Framework(StrEnum):
+    """Frameworks a model trained elsewhere can be registered as."""
+
+    sklearn = "sklearn"
+    onnx = "onnx"
+    python = "python"
+
+
+class PromoteTo(StrEnum):
+    """Aliases a newly registered version can be pointed at."""
+
+    champion = "champion"
+    challenger = "challenger"
+
+
+def _metrics(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError
+            out[key] = float(raw)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{item!r} is not NAME=NUMBER", param_hint="--metric"
+            ) from None
+    return out
+
+
+@models_app.command("register")
+def models_register(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name (the spec's name).")],
+    artifact: Annotated[
+        Path,
+        typer.Option(
+            help="The model file: a pickle or joblib file (sklearn), .onnx, or your class's bytes.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    spec: Annotated[
+        Path,
+        typer.Option(
+            help="Model spec YAML (name, featureset, task, framework, features …).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    framework: Annotated[
+        Framework | None, typer.Option(help="Must match the spec's framework (default: it).")
+    ] = None,
+    artifact_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="sklearn-pickle or sklearn-joblib (default: by the file's suffix), onnx, "
+            "python-bytes.",
+        ),
+    ] = None,
+    promote: Annotated[
+        PromoteTo | None, typer.Option(help="Point this alias at the new version.")
+    ] = None,
+    trained_on: Annotated[
+        str, typer.Option(help="Where the training data came from (recorded with it).")
+    ] = "",
+    metric: Annotated[
+        list[str] | None, typer.Option(help="NAME=VALUE offline metric to record (repeatable).")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who registers it.")] = "cli",
+) -> None:
+    """Register a model trained outside Driftline (scikit-learn, LightGBM, XGBoost, ONNX,
+    your own class): checked against its spec here and against its feature set by the
+    registry. Exit 2: the spec or the artifact is wrong (nothing sent); 1: refused."""
+    cfg = state(ctx).settings().registry
+    metrics = _metrics(metric or [])
+    try:
+        prepared = cli_commands.prepare_registration(
+            name,
+            spec,
+            artifact,
+            framework=framework.value if framework is not None else None,
+            artifact_format=artifact_format,
+            featuresets_dir=cfg.featuresets_dir,
+        )
+    except SpecError as exc:
+        err_console.print(f"driftline: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    except DriftlineError as exc:
+        err_console.print(
+            f"driftline: {artifact}: {exc.message}", style="red", highlight=False, markup=False
+        )
+        raise typer.Exit(2) from None
+    target, token = _target(ctx)
+    try:
+        text = cli_commands.models_register(
+            target,
+            prepared,
+            promote=promote.value if promote is not None else None,
+            trained_on=trained_on,
+            metrics=metrics,
+            actor=actor,
+            token=token,
+        )
+    except DriftlineError as exc:
+        raise _fail(exc) from None
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @models_app.command("promote")

@@ -12,7 +12,12 @@ and the markers (detections, champion changes, retraining requests);
 * ``events_per_s/<features|predictions|labels>`` — records per second per input topic;
 * ``latency_ms_p50/<model>``, ``latency_ms_p99/<model>`` — predict latency of the
   served (non-shadow) predictions since the previous sample;
-* ``champion_version/<model>`` — the champion's version, a step at each change.
+* ``champion_version/<model>`` — the champion's version, a step at each change;
+* ``unserved_retrains/<model>`` — retrain requests Driftline could not serve for the
+  model (it has no trainer for it), kept from the ``retrain_unserved`` events on
+  ``driftline.models`` until a newer version is registered, as the registry keeps
+  them; each is also a ``retrain_unserved`` marker in the events log, and
+  ``/api/timeseries`` lists the open ones under ``unserved_retrains``.
 
 >>> from driftline.settings import MonitoringSettings
 >>> core = ChartedMonitorCore(MonitoringSettings())
@@ -35,7 +40,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
-from driftline.contracts.messages import PredictionRecord, RegistryEvent, utcnow
+from driftline.contracts.messages import (
+    PredictionRecord,
+    RegistryEvent,
+    RegistryEventKind,
+    utcnow,
+)
 from driftline.monitoring.core import MonitorCore, Outputs
 from driftline.monitoring.timeseries import TimeSeriesStore
 from driftline.settings import MonitoringSettings
@@ -96,6 +106,10 @@ class ChartedMonitorCore(MonitorCore):
         self._latencies: dict[str, deque[float]] = {}
         self._last_counts: dict[str, int] | None = None
         self._last_sample_s = 0.0
+        self.unserved_retrains: dict[str, list[dict[str, Any]]] = {}
+        """model -> the retrain requests not served since its latest version, oldest first."""
+        self._unserved_seen: dict[str, set[str]] = {}
+        self._latest_version: dict[str, int] = {}
 
     def on_prediction(self, record: PredictionRecord, trace_id: str | None = None) -> Outputs:
         """As :meth:`MonitorCore.on_prediction`; a served prediction's latency is also kept."""
@@ -112,6 +126,7 @@ class ChartedMonitorCore(MonitorCore):
         known = self.models.get(event.model_name)
         before = known.champion_version if known is not None else None
         out = super().on_registry(event)
+        self._follow_unserved(event)
         st = self.models.get(event.model_name)
         if st is not None and st.champion_version is not None and st.champion_version != before:
             now_s = self.clock().timestamp()
@@ -123,8 +138,42 @@ class ChartedMonitorCore(MonitorCore):
             )
         return out
 
+    def _follow_unserved(self, event: RegistryEvent) -> None:
+        """Keep the open unserved retrain requests as the registry does (see
+        :mod:`driftline.registry.state`): once per request id, cleared by a newer version,
+        a request written before a version the log registered ahead of it ignored."""
+        name = event.model_name
+        if event.kind == RegistryEventKind.REGISTERED:
+            if event.version > self._latest_version.get(name, 0):
+                self._latest_version[name] = event.version
+                self.unserved_retrains.pop(name, None)
+            return
+        if event.kind != RegistryEventKind.RETRAIN_UNSERVED or not event.trigger:
+            return
+        seen = self._unserved_seen.setdefault(name, set())
+        if event.trigger in seen or event.version < self._latest_version.get(name, 0):
+            return
+        seen.add(event.trigger)
+        extras = event.spec.get("_registry")
+        drift_ids = extras.get("drift_ids", []) if isinstance(extras, dict) else []
+        entry = {
+            "t": event.at.timestamp(),
+            "request_id": event.trigger,
+            "reason": event.reason,
+            "drift_ids": [str(d) for d in drift_ids] if isinstance(drift_ids, list) else [],
+        }
+        self.unserved_retrains.setdefault(name, []).append(entry)
+        self.series.mark(
+            self.clock().timestamp(),
+            "retrain_unserved",
+            model=name,
+            request_id=event.trigger,
+            reason=event.reason,
+        )
+
     def sample(self, now_s: float) -> None:
-        """Append the core's statistics, then events/s, latency and champion versions."""
+        """Append the core's statistics, then events/s, latency, champion versions and
+        unserved retrain requests."""
         super().sample(now_s)
         counts = {k: self.counts[k] for k in RATE_TOPICS}
         if self._last_counts is not None and now_s > self._last_sample_s:
@@ -143,6 +192,9 @@ class ChartedMonitorCore(MonitorCore):
         for name, st in self.models.items():
             if st.champion_version is not None:
                 self.series.record(f"champion_version/{name}", now_s, float(st.champion_version))
+        for name in set(self.unserved_retrains) | set(self._unserved_seen):
+            pending = len(self.unserved_retrains.get(name, ()))
+            self.series.record(f"unserved_retrains/{name}", now_s, float(pending))
 
 
 def dashboard_snapshot(core: MonitorCore) -> dict[str, Any]:
@@ -150,12 +202,18 @@ def dashboard_snapshot(core: MonitorCore) -> dict[str, Any]:
 
     ``now`` is the server's clock (unix seconds) so the page's time axis does not
     depend on the browser's; ``thresholds`` are the PSI / Jensen-Shannon alarm levels;
-    ``featuresets`` maps each model to its feature set, so drift charts find their model.
+    ``featuresets`` maps each model to its feature set, so drift charts find their model;
+    ``unserved_retrains`` maps each model to the retrain requests Driftline could not serve
+    since its latest version (``{t, request_id, reason, drift_ids}``, oldest first).
     """
     snap = core.series.snapshot()
     snap["now"] = core.clock().timestamp()
     snap["thresholds"] = {"psi": core.settings.psi_threshold, "js": core.settings.js_threshold}
     snap["featuresets"] = dict(core.featureset_of)
+    if isinstance(core, ChartedMonitorCore):
+        snap["unserved_retrains"] = {
+            name: list(entries) for name, entries in core.unserved_retrains.items() if entries
+        }
     return snap
 
 

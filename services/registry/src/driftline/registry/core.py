@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from driftline.artifacts import ArtifactStore, digest, key_id, sign
@@ -24,6 +25,7 @@ from driftline.contracts.errors import (
     UnavailableError,
 )
 from driftline.contracts.messages import Lineage, RegistryEvent, RegistryEventKind, utcnow
+from driftline.registry.admission import FeatureSets, admit
 from driftline.registry.state import (
     DELETED_VERSION,
     EXTRAS_KEY,
@@ -50,6 +52,10 @@ __all__ = [
     "validate_alias",
     "validate_model_name",
 ]
+
+_MAX_REQUEST_ID = 256
+_MAX_REASON = 2000
+_MAX_DRIFT_IDS = 100
 
 Publish = Callable[[RegistryEvent], Awaitable[None]]
 """Writes one event durably to the log (``acks=all``); returns once it is written."""
@@ -94,6 +100,9 @@ class Registration:
     actor: str = ""
     idempotency_key: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    framework: str = ""
+    """The runtime that serves it; empty: the spec's ``framework``, else ``river``."""
+    library_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def dedup_key(self) -> str | None:
@@ -122,6 +131,7 @@ class RegistryCore:
         max_attempts: int = 8,
         max_artifact_bytes: int = 512 * 1024 * 1024,
         clock: Callable[[], datetime] = utcnow,
+        featuresets_dir: Path | None = None,
     ) -> None:
         if not signing_key:
             raise InvalidArgumentError(
@@ -138,6 +148,8 @@ class RegistryCore:
         self._max_attempts = max_attempts
         self.max_artifact_bytes = max_artifact_bytes
         self._clock = clock
+        self.featuresets = FeatureSets(featuresets_dir)
+        """What a version's inputs are checked against at registration."""
         self._lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Future[ApplyOutcome]] = {}
 
@@ -263,10 +275,14 @@ class RegistryCore:
     # -- writes -------------------------------------------------------------------
 
     async def register(self, reg: Registration, data: bytes) -> tuple[ModelVersionInfo, bool]:
-        """Store, sign and register an artifact; ``(version, created)``.
+        """Check, store, sign and register an artifact; ``(version, created)``.
 
         ``created`` is False when the dedup key (idempotency key or trigger id)
         already created a version: that version is returned and nothing is written.
+        A version its framework's runtime could not serve — an unknown framework or
+        format, inputs that do not match its feature set, a corrupt artifact — is
+        refused with :class:`InvalidArgumentError` (see :mod:`driftline.registry.admission`)
+        before anything is stored or written.
         """
         validate_model_name(reg.name)
         if not data:
@@ -289,14 +305,29 @@ class RegistryCore:
             raise InvalidArgumentError(
                 f"sha256 mismatch: metadata says {reg.sha256}, the bytes received hash to {sha}"
             )
+        # Parsing an ONNX graph or walking a pickle's opcodes takes a while for a large
+        # artifact: off the event loop, so other calls are answered meanwhile.
+        admitted = await asyncio.to_thread(
+            admit,
+            reg.name,
+            framework=reg.framework,
+            artifact_format=reg.artifact_format,
+            spec=reg.spec,
+            data=data,
+            tags=reg.tags,
+            library_versions=reg.library_versions,
+            featuresets=self.featuresets,
+        )
         await asyncio.to_thread(self.store.put, data)
         signature = sign(data, self._key)
         extras: dict[str, Any] = {
             "params": reg.params,
             "tags": reg.tags,
-            "artifact_format": reg.artifact_format,
+            "artifact_format": admitted.artifact_format,
             "drift_ids": reg.drift_ids,
             "signature_key_id": self.key_id,
+            "framework": admitted.framework,
+            "library_versions": admitted.library_versions,
         }
         if reg.idempotency_key:
             extras["idempotency_key"] = reg.idempotency_key
@@ -319,7 +350,7 @@ class RegistryCore:
                     size_bytes=len(data),
                     metrics=reg.metrics,
                     lineage=reg.lineage,
-                    spec={**reg.spec, EXTRAS_KEY: extras},
+                    spec={**admitted.spec, EXTRAS_KEY: extras},
                 )
                 outcome = await self._commit(event)
                 if outcome.applied:
@@ -473,3 +504,61 @@ class RegistryCore:
             )
             await self._commit(event)
             return self.get(name, version)
+
+    async def record_unserved_retrain(
+        self,
+        name: str,
+        request_id: str,
+        reason: str,
+        *,
+        actor: str = "",
+        drift_ids: list[str] | None = None,
+    ) -> int:
+        """Record that retrain request ``request_id`` for ``name`` was not served; how many
+        unserved requests the model has now.
+
+        Idempotent per request id: one recorded before (even if a newer version has
+        answered it since) is not recorded again.  :class:`NotFoundError` for an unknown
+        model, :class:`InvalidArgumentError` for a missing request id or oversized fields.
+        """
+        self.model(name)  # NotFoundError before anything else
+        ids = list(drift_ids or [])
+        if not request_id:
+            raise InvalidArgumentError("request_id is empty; send the retrain request's id")
+        if len(request_id) > _MAX_REQUEST_ID:
+            raise InvalidArgumentError(
+                f"request_id is {len(request_id)} characters; at most {_MAX_REQUEST_ID}"
+            )
+        if len(reason) > _MAX_REASON:
+            raise InvalidArgumentError(f"reason is {len(reason)} characters; at most {_MAX_REASON}")
+        if len(ids) > _MAX_DRIFT_IDS or any(len(d) > _MAX_REQUEST_ID for d in ids):
+            raise InvalidArgumentError(
+                f"drift_ids: at most {_MAX_DRIFT_IDS} ids of at most {_MAX_REQUEST_ID} characters"
+            )
+        async with self._lock:
+            model = self.model(name)
+            if request_id in model.unserved_seen:
+                return len(model.unserved)
+            event = self._event(
+                RegistryEventKind.RETRAIN_UNSERVED,
+                name,
+                model.latest,
+                actor=actor,
+                reason=reason or "Driftline has no trainer for this model",
+                trigger=request_id,
+                spec={EXTRAS_KEY: {"drift_ids": ids}},
+            )
+            outcome = await self._commit(event)
+            model = self.model(name)
+            # Not applied: another replica recorded the same request first, or a newer
+            # version was registered ahead of it (that version answers the request).
+            if (
+                outcome.applied
+                or request_id in model.unserved_seen
+                or outcome.reason.startswith("stale:")
+            ):
+                return len(model.unserved)
+            raise UnavailableError(
+                f"could not record retrain request {request_id!r} for {name!r} "
+                f"({outcome.reason}); retry"
+            )

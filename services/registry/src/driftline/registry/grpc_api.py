@@ -29,6 +29,7 @@ from driftline.registry_client.convert import (
     lineage_from_pb,
     params_from_pb,
     struct_to_dict,
+    summary_to_pb,
     version_to_pb,
 )
 from driftline.registry_client.grpc_errors import status_code_of
@@ -188,6 +189,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             actor=meta.actor,
             idempotency_key=meta.idempotency_key,
             tags=dict(meta.tags),
+            framework=meta.framework,
+            library_versions=dict(meta.library_versions),
         )
         version, _created = await self.core.register(reg, b"".join(parts))
         return version_to_pb(version)
@@ -218,12 +221,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ListModelsResponse:
         """Every model."""
         return registry_pb2.ListModelsResponse(
-            models=[
-                registry_pb2.ModelSummary(
-                    name=m.name, latest_version=m.latest_version, aliases=m.aliases
-                )
-                for m in self.core.list_models()
-            ]
+            models=[summary_to_pb(m) for m in self.core.list_models()]
         )
 
     async def DownloadArtifact(
@@ -323,14 +321,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             changes=[alias_change_to_pb(c) for c in changes]
         )
 
+    @_rpc("RecordUnservedRetrain", mutating=True)
     async def RecordUnservedRetrain(
         self,
         request: registry_pb2.RecordUnservedRetrainRequest,
         context: _Ctx,
     ) -> registry_pb2.RecordUnservedRetrainResponse:
-        """Not implemented yet: answers UNIMPLEMENTED (the contract is in registry.proto)."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "RecordUnservedRetrain is not implemented by this registry yet",
+        """Keep a retrain request Driftline cannot serve on the model (once per request id)."""
+        unserved = await self.core.record_unserved_retrain(
+            request.model_name,
+            request.request_id,
+            request.reason,
+            actor=request.actor,
+            drift_ids=list(request.drift_ids),
         )
-        raise AssertionError("unreachable: abort raises")
+        return registry_pb2.RecordUnservedRetrainResponse(unserved=unserved)

@@ -13,7 +13,7 @@ from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcno
 from driftline.registry.state import DELETED_VERSION, ApplyOutcome, RegistryState
 from driftline.telemetry import ServiceMetrics
 
-__all__ = ["ChampionAgeCollector", "RegistryMetrics"]
+__all__ = ["ChampionAgeCollector", "RegistryMetrics", "UnservedRetrainsCollector"]
 
 CHAMPION = "champion"
 
@@ -66,6 +66,38 @@ class ChampionAgeCollector(Collector):
         )
 
 
+class UnservedRetrainsCollector(Collector):
+    """``driftline_registry_unserved_retrains{model}``, read from the state when scraped.
+
+    One series per registered model, 0 when every retrain request was served (so an
+    alert sees a model whose count rises from 0, and the series exists before the
+    first request): the retrain requests recorded since the model's latest version
+    because Driftline cannot retrain it (``RecordUnservedRetrain``).
+    """
+
+    def __init__(self, state: Callable[[], RegistryState] | None = None) -> None:
+        self.state = state
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        if self.state is not None:
+            for name, model in sorted(self.state().models.items()):
+                family.add_metric([name], float(len(model.unserved)))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "driftline_registry_unserved_retrains",
+            "Retrain requests of a model that Driftline could not serve (no trainer for its "
+            "framework), since its latest version",
+            labels=["model"],
+        )
+
+
 class RegistryMetrics:
     """Versions, alias changes and log events; RPC latency uses ``request_latency``."""
 
@@ -93,13 +125,17 @@ class RegistryMetrics:
         )
         self.champion_age = ChampionAgeCollector()
         base.registry.register(self.champion_age)
+        self.unserved_retrains = UnservedRetrainsCollector()
+        base.registry.register(self.unserved_retrains)
 
     def track_champions(
         self, state: Callable[[], RegistryState], clock: Callable[[], datetime] = utcnow
     ) -> None:
-        """Expose each model's champion age, read from ``state()`` at scrape time."""
+        """Expose each model's champion age and unserved retrain requests, read from
+        ``state()`` at scrape time."""
         self.champion_age.state = state
         self.champion_age.clock = clock
+        self.unserved_retrains.state = state
 
     def observe(self, event: RegistryEvent, outcome: ApplyOutcome, state: RegistryState) -> None:
         """Account for one event read from the log."""

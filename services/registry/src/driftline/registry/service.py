@@ -56,6 +56,7 @@ class RegistryService:
             self.log.publish,
             write_timeout_s=cfg.write_timeout_s,
             max_artifact_bytes=cfg.max_artifact_bytes,
+            featuresets_dir=cfg.featuresets_dir,
         )
         self.registry_metrics.track_champions(lambda: self.core.state)
         self.grpc_port = 0

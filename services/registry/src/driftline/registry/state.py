@@ -16,8 +16,14 @@ Encodings on top of :class:`RegistryEvent` (kept here, in one place):
 * ``previous_version`` of an alias event is the value the writer saw; the event
   only applies while the alias still has that value.
 * version attributes the event model has no field for (params, tags, artifact
-  format, drift ids, signing key id, idempotency key) travel in
-  ``spec["_registry"]`` and are removed from the spec the user sees.
+  format, framework, library versions, drift ids, signing key id, idempotency key)
+  travel in ``spec["_registry"]`` and are removed from the spec the user sees.
+* ``retrain_unserved`` carries the retrain request id in ``trigger``, why in
+  ``reason``, the model's latest version when it was written in ``version`` and the
+  request's drift ids in ``spec["_registry"]["drift_ids"]``.  It is kept on the model
+  until a newer version is registered; one written before a version that the log
+  registered ahead of it is stale and ignored.  A request id is recorded once per model.
+* any other kind (one a newer registry writes) is ignored, not an error.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from driftline.registry_client.models import (
     AliasChangeKind,
     ModelSummary,
     ModelVersionInfo,
+    UnservedRetrain,
 )
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "RegistryState",
     "dedup_key_of",
     "split_spec",
+    "unserved_of",
 ]
 
 EXTRAS_KEY = "_registry"
@@ -86,11 +94,20 @@ class ModelState:
     history: list[AliasChange] = field(default_factory=list)
     dedup: dict[str, int] = field(default_factory=dict)
     """Idempotency key (or trigger id) -> the version it created."""
+    unserved: list[UnservedRetrain] = field(default_factory=list)
+    """Retrain requests not served since the latest version, oldest first."""
+    unserved_seen: set[str] = field(default_factory=set)
+    """Every retrain request id ever recorded as unserved (recording is once per id)."""
 
     @property
     def latest(self) -> int:
         """The highest version number (0 when none)."""
         return len(self.versions)
+
+    @property
+    def framework(self) -> str:
+        """The latest version's framework (``river`` before any version)."""
+        return self.versions[-1].framework if self.versions else "river"
 
     def version(self, number: int) -> ModelVersionInfo | None:
         """Version ``number`` with its current aliases, or ``None``."""
@@ -106,6 +123,18 @@ def split_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     user = {k: v for k, v in spec.items() if k != EXTRAS_KEY}
     extras = spec.get(EXTRAS_KEY)
     return user, dict(extras) if isinstance(extras, Mapping) else {}
+
+
+def unserved_of(event: RegistryEvent) -> UnservedRetrain:
+    """The unserved retrain request a ``retrain_unserved`` event records."""
+    _, extras = split_spec(event.spec)
+    drift_ids = extras.get("drift_ids", [])
+    return UnservedRetrain(
+        request_id=event.trigger or "",
+        reason=event.reason,
+        at=event.at,
+        drift_ids=[str(d) for d in drift_ids] if isinstance(drift_ids, list) else [],
+    )
 
 
 def dedup_key_of(event: RegistryEvent) -> str | None:
@@ -135,8 +164,12 @@ class RegistryState:
             outcome = self._register(event)
         elif event.kind in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
             outcome = self._move_alias(event)
-        else:
+        elif event.kind is RegistryEventKind.REJECTED:
             outcome = self._reject(event)
+        elif event.kind is RegistryEventKind.RETRAIN_UNSERVED:
+            outcome = self._unserved(event)
+        else:  # a kind a newer registry writes: its readers here have nothing to do
+            outcome = ApplyOutcome(event.event_id, False, f"kind {event.kind} is not applied")
         if outcome.applied:
             self.applied_events.add(event.event_id)
         return outcome
@@ -194,8 +227,14 @@ class RegistryState:
             artifact_format=str(extras.get("artifact_format", "")),
             size_bytes=event.size_bytes or 0,
             tags={str(k): str(v) for k, v in dict(extras.get("tags", {})).items()},
+            framework=str(extras.get("framework") or "river"),
+            library_versions={
+                str(k): str(v) for k, v in dict(extras.get("library_versions", {})).items()
+            },
         )
         model.versions.append(info)
+        # A newer version answers the retrain requests that could not be served.
+        model.unserved.clear()
         if key is not None:
             model.dedup[key] = event.version
         self.models[event.model_name] = model
@@ -271,12 +310,52 @@ class RegistryState:
         model.versions[idx] = model.versions[idx].model_copy(update={"status": "rejected"})
         return ApplyOutcome(event.event_id, True)
 
+    def _unserved(self, event: RegistryEvent) -> ApplyOutcome:
+        model = self.models.get(event.model_name)
+        if model is None:
+            return ApplyOutcome(
+                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
+            )
+        if not event.trigger:
+            return ApplyOutcome(
+                event.event_id, False, "invalid: retrain_unserved without a request id", "invalid"
+            )
+        if event.version > model.latest:
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"unknown version {event.version} of {model.name!r}",
+                "unknown_version",
+            )
+        if event.trigger in model.unserved_seen:
+            return ApplyOutcome(
+                event.event_id, False, f"duplicate: request {event.trigger!r} already recorded"
+            )
+        if event.version < model.latest:
+            # Written while v{event.version} was the latest; the newer version registered
+            # ahead of it on the log is what the request asked for.
+            return ApplyOutcome(
+                event.event_id,
+                False,
+                f"stale: v{model.latest} was registered after v{event.version}, "
+                f"for which request {event.trigger!r} was recorded",
+            )
+        model.unserved_seen.add(event.trigger)
+        model.unserved.append(unserved_of(event))
+        return ApplyOutcome(event.event_id, True)
+
     # -- queries -------------------------------------------------------------------
 
     def summaries(self) -> list[ModelSummary]:
         """Every model, sorted by name."""
         return [
-            ModelSummary(name=m.name, latest_version=m.latest, aliases=dict(m.aliases))
+            ModelSummary(
+                name=m.name,
+                latest_version=m.latest,
+                aliases=dict(m.aliases),
+                framework=m.framework,
+                unserved_retrains=list(m.unserved),
+            )
             for m in sorted(self.models.values(), key=lambda m: m.name)
         ]
 
@@ -309,6 +388,8 @@ class RegistryState:
                 "aliases": dict(m.aliases),
                 "history": [c.model_dump(mode="json") for c in m.history],
                 "dedup": dict(m.dedup),
+                "unserved": [u.model_dump(mode="json") for u in m.unserved],
+                "unserved_seen": sorted(m.unserved_seen),
             }
             for name, m in sorted(self.models.items())
         }
