@@ -11,6 +11,7 @@ from driftline.cli.context import CliState
 from driftline.cli.demo import demo
 from driftline.cli.dlq import dlq_app
 from driftline.cli.eval_drift import register_eval_drift
+from driftline.cli.features_export import features_app
 from driftline.cli.infra_commands import infra_app
 from driftline.cli.models import models_app
 from driftline.cli.service_commands import register_service_commands
@@ -48,6 +49,7 @@ def root(
 app.add_typer(infra_app, name="infra")
 app.add_typer(models_app, name="models")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(features_app, name="features")
 register_service_commands(app)
 app.command("demo")(demo)
 register_eval_drift(app)

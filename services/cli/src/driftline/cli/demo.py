@@ -62,6 +62,7 @@ __all__ = [
     "DemoObserver",
     "DemoOptions",
     "demo",
+    "demo_models_dir",
     "demo_service_env",
     "isolated_env",
     "report_summary",
@@ -96,7 +97,40 @@ class DemoOptions:
 # -- what the services the demo starts are tuned to ------------------------------------------
 
 
-def demo_service_env(options: DemoOptions, min_examples: int = 1000) -> dict[str, str]:
+def demo_models_dir(models_dir: Path, model: str) -> Path | None:
+    """The directory training must load specs from for the demo of ``model``.
+
+    ``None`` when ``models_dir`` itself holds the spec (the River model: training's
+    defaults are right).  A spec in a subdirectory (``examples/models/batch/`` holds
+    ``loans-gbm``) is trained only when training is pointed there, so that the River
+    demo's training never fits it; that subdirectory is returned.  ``None`` too when
+    no spec of that name is found (serving may still know the model).
+    """
+    import yaml
+
+    def holds(directory: Path) -> bool:
+        # Only the names are read (validating a spec imports its framework): training
+        # reports a broken spec when it loads it.
+        for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict) and data.get("name") == model:
+                return True
+        return False
+
+    if not models_dir.is_dir() or holds(models_dir):
+        return None
+    for sub in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        if holds(sub):
+            return sub.resolve()  # the services the demo starts may run elsewhere
+    return None
+
+
+def demo_service_env(
+    options: DemoOptions, min_examples: int = 1000, models_dir: Path | None = None
+) -> dict[str, str]:
     """Settings (as ``DRIFTLINE_*`` variables) for services the demo starts itself.
 
     The defaults are sized for a long-running platform (a snapshot every 5,000
@@ -115,10 +149,14 @@ def demo_service_env(options: DemoOptions, min_examples: int = 1000) -> dict[str
     # keeps that snapshot a challenger).
     snapshot_every = max(min_examples, min(5000, round(0.6 * options.drift_at)))
     warmup = max(200, min(3600, options.drift_at // 6))
-    return {
+    env = {
         "DRIFTLINE_TRAINING__SNAPSHOT_EVERY": str(snapshot_every),
         "DRIFTLINE_MONITORING__CONCEPT_WARMUP": str(warmup),
     }
+    if models_dir is not None:
+        # Training loads only the demo's model (see demo_models_dir).
+        env["DRIFTLINE_TRAINING__MODELS_DIR"] = str(models_dir)
+    return env
 
 
 def isolated_env(
@@ -1044,7 +1082,13 @@ def demo(
         typer.Option(min=0, help="A label is sent after this many further applications."),
     ] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the applications and customers.")] = 42,
-    model: Annotated[str, typer.Option(help="Model (spec name) to ask for predictions.")] = "loans",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model (spec name) to ask for predictions: loans (River, learns online) or "
+            "loans-gbm (scikit-learn gradient boosting, refitted on a window)."
+        ),
+    ] = "loans",
     concurrency: Annotated[
         int, typer.Option(min=1, help="Most Predict calls in flight at once.")
     ] = 32,
@@ -1079,9 +1123,13 @@ def demo(
     Kafka, Redis and the six services are started if they are not running (and
     stopped again at the end, unless --keep-running); services the demo starts
     get scenario-sized settings (training snapshots, monitor warm-up) unless
-    DRIFTLINE_* variables set them.  Exits 1 when the loop did not close: no drift
-    detected, no retraining requested, the new champion not the retraining's
-    candidate or not serving, or failed requests.
+    DRIFTLINE_* variables set them.  With --model loans-gbm, training loads only
+    that spec (examples/models/batch/): its first champion is fitted on schedule
+    and the retrain request refits it on the window after the drift.
+
+    Exits 1 when the loop did not close: no drift detected, no retraining
+    requested, the new champion not the retraining's candidate or not serving,
+    or failed requests.
     """
     if drift_at >= events:
         err_console.print("driftline demo: --drift-at must be smaller than --events")
@@ -1101,7 +1149,8 @@ def demo(
         timeout_s=timeout,
         service_timeout_s=service_timeout,
     )
-    env = demo_service_env(options)
+    models_dir = demo_models_dir(settings.training.models_dir, model)
+    env = demo_service_env(options, models_dir=models_dir)
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False)
@@ -1112,6 +1161,9 @@ def demo(
     except InfraError as exc:
         err_console.print(f"driftline demo: {exc.message}", style="red", markup=False)
         raise typer.Exit(1) from None
+    if models_dir is not None and not any(s.name == "training" for s in started.services):
+        say(f"training was already running: the loop closes only if it trains {model} "
+            f"(its training.models_dir must hold {models_dir})")  # fmt: skip
     run = DemoRun(settings, options, uuid.uuid4().hex[:8])  # opens nothing
     try:
         with Live(

@@ -9,11 +9,12 @@ the same idempotency key returns the first version instead of a new one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from driftline.contracts.messages import Lineage
+from driftline.model_runtimes import ModelRuntime, runtime_for
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,32 @@ class RegisteredVersion:
     metrics: dict[str, float]
     lineage: Lineage | None
     aliases: tuple[str, ...] = ()
+    framework: str = "river"
+    """The framework whose runtime serves it (what the registry recorded)."""
 
 
 @dataclass(frozen=True)
 class Champion:
-    """The current champion: its version and the (verified, deserialized) model."""
+    """The current champion: its version and the (verified, deserialized) model.
+
+    ``runtime`` is set when the champion was loaded through its framework's runtime
+    (any framework other than a River champion of a River model): candidates are
+    then compared with it through :meth:`ModelRuntime.predict`.
+    """
 
     version: RegisteredVersion
     model: Any
+    runtime: ModelRuntime | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedArtifact:
+    """A version's artifact bytes, their signature checked, and what the registry recorded."""
+
+    framework: str
+    artifact_format: str
+    data: bytes
+    spec: dict[str, Any]
 
 
 class CandidateSink(Protocol):
@@ -49,8 +68,11 @@ class CandidateSink(Protocol):
         idempotency_key: str,
         actor: str,
         drift_ids: tuple[str, ...] = (),
+        framework: str = "river",
+        library_versions: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
-        """Register ``model``; the same ``idempotency_key`` returns the first version."""
+        """Register ``model`` (serialised by ``framework``'s runtime, in its first format);
+        the same ``idempotency_key`` returns the first version."""
         ...
 
     async def champion_version(self, name: str) -> RegisteredVersion | None:
@@ -58,7 +80,12 @@ class CandidateSink(Protocol):
         ...
 
     async def load_model(self, name: str, version: int) -> Any:
-        """The verified, deserialized model of a version."""
+        """The verified, deserialized model of a version (``river-pickle`` only)."""
+        ...
+
+    async def load_artifact(self, name: str, version: int) -> VerifiedArtifact:
+        """A version's artifact, its digest and signature verified, with its recorded spec
+        (for :func:`driftline.model_runtimes.load_runtime`, whatever its framework)."""
         ...
 
     async def set_alias(
@@ -71,6 +98,13 @@ class CandidateSink(Protocol):
         """The version of ``name`` whose lineage names ``trigger_id``, if one exists."""
         ...
 
+    async def record_unserved_retrain(
+        self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
+    ) -> int:
+        """Record on model ``name`` that retrain request ``request_id`` cannot be served
+        (idempotent by request id); returns how many unserved requests it now has."""
+        ...
+
 
 @dataclass
 class _Stored:
@@ -79,6 +113,7 @@ class _Stored:
     key: str
     spec: dict[str, Any] = field(default_factory=dict)
     """The spec the version was registered with (``spec["reference"]`` included)."""
+    library_versions: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +123,8 @@ class InMemorySink:
     versions: dict[str, list[_Stored]] = field(default_factory=dict)
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)
     alias_log: list[tuple[str, str, int, str]] = field(default_factory=list)
+    unserved: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Unserved retrain requests per model: request id -> reason."""
 
     async def register(
         self,
@@ -100,13 +137,19 @@ class InMemorySink:
         idempotency_key: str,
         actor: str,
         drift_ids: tuple[str, ...] = (),
+        framework: str = "river",
+        library_versions: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
         stored = self.versions.setdefault(name, [])
         for s in stored:
             if s.key == idempotency_key:
                 return s.version
-        v = RegisteredVersion(name, len(stored) + 1, dict(metrics), lineage)
-        stored.append(_Stored(v, copy.deepcopy(model), idempotency_key, dict(spec)))
+        v = RegisteredVersion(name, len(stored) + 1, dict(metrics), lineage, framework=framework)
+        stored.append(
+            _Stored(
+                v, copy.deepcopy(model), idempotency_key, dict(spec), dict(library_versions or {})
+            )
+        )
         return v
 
     async def champion_version(self, name: str) -> RegisteredVersion | None:
@@ -115,6 +158,13 @@ class InMemorySink:
 
     async def load_model(self, name: str, version: int) -> Any:
         return copy.deepcopy(self.versions[name][version - 1].model)
+
+    async def load_artifact(self, name: str, version: int) -> VerifiedArtifact:
+        stored = self.versions[name][version - 1]
+        runtime = runtime_for(stored.version.framework)
+        return VerifiedArtifact(
+            stored.version.framework, runtime.formats[0], runtime.dump(stored.model), stored.spec
+        )
 
     async def set_alias(
         self, name: str, alias: str, version: int, *, actor: str, reason: str, trigger_id: str
@@ -127,3 +177,10 @@ class InMemorySink:
             if s.version.lineage is not None and s.version.lineage.trigger_id == trigger_id:
                 return s.version
         return None
+
+    async def record_unserved_retrain(
+        self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
+    ) -> int:
+        recorded = self.unserved.setdefault(name, {})
+        recorded.setdefault(request_id, reason)
+        return len(recorded)

@@ -3,6 +3,13 @@
 One :class:`TrainingCore` per model spec.  No sockets: the Kafka transport
 feeds records in, the registry sits behind :class:`CandidateSink`, and the
 replay of recent data for a retrain request is a function passed in.
+
+A River model (``framework: river``) learns every joined example online and its
+snapshots are the online model.  A batch model (``framework: sklearn`` with a
+``pipeline``) learns nothing online: on schedule and on a retrain request a fresh
+estimator is fitted on the replayed window (:mod:`driftline.training.batch`), and
+both go through the same comparison with the champion, promotion policy and
+registration.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from driftline.contracts.errors import DriftlineError, FailedPreconditionError, IntegrityError
 from driftline.contracts.messages import (
     FeatureVector,
     LabelValue,
@@ -27,9 +35,26 @@ from driftline.contracts.messages import (
 )
 from driftline.contracts.topics import FEATURES, LABELS_VALID
 from driftline.drift_stats import build_reference
+from driftline.model_runtimes import ModelRuntime, load_runtime
 from driftline.registry_client.promotion import Decision, PromotionPolicy, decide_promotion
-from driftline.specs import LabelSpec, ModelSpec, RecordRejected, default_label_spec, metric_key
+from driftline.specs import (
+    FeatureSetSpec,
+    LabelSpec,
+    ModelSpec,
+    RecordRejected,
+    metric_key,
+)
 from driftline.telemetry import ConsumerHealth
+from driftline.training.batch import (
+    BatchFit,
+    BatchLearner,
+    evaluate_runtime,
+    feature_names,
+    fit_window,
+    fitted_runtime,
+    library_versions,
+    signature_of,
+)
 from driftline.training.candidates import CandidateSink, Champion, RegisteredVersion
 from driftline.training.label_join import JoinedExample, LabelJoin, Position
 from driftline.training.learner import (
@@ -42,11 +67,15 @@ from driftline.training.learner import (
 )
 from driftline.training.retrain import (
     LOGGED_SKIPS,
+    LabelChecker,
     ReplayPlan,
     check_request,
+    check_window,
     examples_needed,
     plan_replay,
+    schedule_plan,
     select_window,
+    split_holdout,
     train_fresh,
 )
 
@@ -178,6 +207,10 @@ class TrainingCore:
     id and, when ``health`` is given, counted in ``driftline_records_skipped_total``
     at the record's topic, partition and offset.  Retraining applies the same label
     check to the replayed window.
+
+    A batch model (not ``spec.online``) needs ``replay`` for its scheduled refits and
+    reads its column order from ``spec.features`` or, without them, ``featureset``
+    (which also types the inputs of a champion loaded through its runtime).
     """
 
     def __init__(
@@ -188,18 +221,29 @@ class TrainingCore:
         *,
         label_spec: LabelSpec | None = None,
         health: ConsumerHealth | None = None,
+        featureset: FeatureSetSpec | None = None,
+        replay: ReplayFn | None = None,
     ) -> None:
         if label_spec is not None and label_spec.type != spec.task:
             raise ValueError(
                 f"model {spec.name} is a {spec.task} model; labels of type {label_spec.type} "
                 "cannot train it"
             )
+        if not spec.retrainable:
+            raise ValueError(
+                f"model {spec.name} ({spec.framework}) has no pipeline: training cannot train it"
+            )
         self.spec = spec
+        self.featureset = featureset
+        self.replay = replay
+        names = spec.feature_names(featureset)
+        self.names: list[str] | None = names
+        """The model's input columns in order (None: a River model of an undeclared
+        feature set, which reads whatever a vector holds)."""
         self.sink = sink
         self.config = config or CoreConfig()
-        self.label_spec = label_spec
-        """The check every label passes; None until the first label when no feature set
-        declares one (then the task's default, fixed by the first label that passes it)."""
+        self.labels = LabelChecker(spec.task, label_spec)
+        """The check every label passes (see :meth:`check_label`)."""
         self.health = health
         self.skipped: Counter[SkipReason] = Counter()
         """Examples passed over, by reason (the online stream only, not replays)."""
@@ -209,7 +253,13 @@ class TrainingCore:
             orphan_retention_s=self.config.orphan_retention_s,
             expired_capacity=self.config.expired_capacity,
         )
-        self.learner = OnlineLearner(spec, eval_window=self.config.eval_window)
+        self.learner: OnlineLearner | BatchLearner
+        if spec.online:
+            self.learner = OnlineLearner(spec, eval_window=self.config.eval_window)
+        else:
+            columns = feature_names(spec, featureset)
+            self.names = columns
+            self.learner = BatchLearner(spec, columns, signature_of(columns, spec.task, featureset))
         self.other_featuresets = 0
         self.candidates: list[CandidateOutcome] = []
         self.retrains = RetrainStats()
@@ -252,15 +302,27 @@ class TrainingCore:
             return 0
         return self._learn(joined)
 
+    def flush(self) -> None:
+        """Score the arrival predictions a batch model still owes (a no-op for River,
+        which scores each example as it learns it)."""
+        if isinstance(self.learner, BatchLearner):
+            self.learner.flush()
+
+    @property
+    def label_spec(self) -> LabelSpec | None:
+        """The check every label passes; None until the first label when no feature set
+        declares one (then the task's default, fixed by the first label that passes it)."""
+        return self.labels.spec
+
+    @label_spec.setter
+    def label_spec(self, value: LabelSpec | None) -> None:
+        self.labels.spec = value
+
     def check_label(self, value: LabelValue) -> LabelValue:
         """``value`` as the model learns it; :class:`RecordRejected` when it is not of the
         model's label type (``"maybe"`` for a binary model, NaN for regression, a class
         a multiclass feature set does not declare)."""
-        spec = self.label_spec or default_label_spec(self.spec.task, value)
-        checked = spec.check(value)
-        # Without a declaration, a multiclass model's class type is the first one seen.
-        self.label_spec = spec
-        return checked
+        return self.labels(value)
 
     def _observe(self, vector: FeatureVector, pos: Position | None) -> Prediction:
         try:
@@ -329,22 +391,16 @@ class TrainingCore:
         """The replayed ``examples`` of this model's feature set whose labels pass
         :meth:`check_label` (the others are logged, not counted as skips of the stream:
         the online loop counted them when it read them)."""
-        out: list[JoinedExample[Any]] = []
         rejected = 0
-        for ex in examples:
-            if ex.vector.featureset != self.spec.featureset:
-                continue  # the feature log carries every model's vectors
-            try:
-                y = self.check_label(ex.label.label)
-            except RecordRejected as exc:
-                rejected += 1
-                if rejected <= LOGGED_SKIPS:
-                    log.warning("retrain %s for %s leaves out event %s: %s",
-                                request_id, self.spec.name, ex.event_id, exc.detail)  # fmt: skip
-                continue
-            if y != ex.label.label or type(y) is not type(ex.label.label):
-                ex = replace(ex, label=ex.label.model_copy(update={"label": y}))
-            out.append(ex)
+
+        def left_out(ex: JoinedExample[Any], exc: RecordRejected) -> None:
+            nonlocal rejected
+            rejected += 1
+            if rejected <= LOGGED_SKIPS:
+                log.warning("retrain %s for %s leaves out event %s: %s",
+                            request_id, self.spec.name, ex.event_id, exc.detail)  # fmt: skip
+
+        out = check_window(examples, self.spec.featureset, self.check_label, left_out)
         if rejected > LOGGED_SKIPS:
             wanted = self.label_spec.describe() if self.label_spec else self.spec.task
             log.warning("retrain %s for %s left out %d examples whose label is not %s",
@@ -375,9 +431,70 @@ class TrainingCore:
         cached = self._champion_cache
         if cached is not None and cached.version.version == current.version:
             return cached
-        model = await self.sink.load_model(self.spec.name, current.version)
-        self._champion_cache = Champion(current, model)
+        if self.spec.online and current.framework == "river":
+            model = await self.sink.load_model(self.spec.name, current.version)
+            self._champion_cache = Champion(current, model)
+        else:
+            runtime = await self._load_runtime(current)
+            self._champion_cache = Champion(current, runtime.model, runtime)
         return self._champion_cache
+
+    async def _load_runtime(self, version: RegisteredVersion) -> ModelRuntime:
+        """A version of this model through its framework's runtime (whatever the framework:
+        a champion registered elsewhere, ONNX or a Python class, is compared like any).
+
+        The sink verifies the artifact's signature before the bytes reach the runtime.
+        Raises :class:`FailedPreconditionError` when the runtime cannot load it.
+        """
+        artifact = await self.sink.load_artifact(self.spec.name, version.version)
+        recorded = artifact.spec
+        names = recorded.get("features") or self.names
+        if not names:
+            raise FailedPreconditionError(
+                f"{self.spec.name} v{version.version} records no features and the feature set "
+                f"{self.spec.featureset} is not declared: its input columns are unknown"
+            )
+        classes = recorded.get("classes")
+        signature = signature_of(
+            [str(n) for n in names], recorded.get("task") or self.spec.task, self.featureset,
+            classes=classes,
+        )  # fmt: skip
+        return await asyncio.to_thread(
+            load_runtime,
+            artifact.framework,
+            artifact.artifact_format,
+            artifact.data,
+            signature,
+            recorded,
+        )
+
+    async def warm_up(self) -> None:
+        """Load the champion of a batch model to predict arrivals with until this process
+        fits one (a River model predicts with its own online model: nothing to do).
+
+        A champion that cannot be loaded is logged and left out (arrivals go unscored).
+        """
+        if self.spec.online or not isinstance(self.learner, BatchLearner):
+            return
+        try:
+            champion = await self._champion()
+        except DriftlineError as exc:
+            log.warning("%s: the champion could not be loaded to score arrivals: %s",
+                        self.spec.name, exc.message)  # fmt: skip
+            return
+        if champion is not None and champion.runtime is not None:
+            self.learner.use(champion.runtime)
+            log.info("%s: arrivals are scored with the champion v%d (%s) until the next fit",
+                     self.spec.name, champion.version.version,
+                     champion.runtime.describe())  # fmt: skip
+
+    def _score_champion(
+        self, champion: Champion, examples: Sequence[EvalExample], names: Sequence[str]
+    ) -> dict[str, float]:
+        if champion.runtime is not None:
+            classes = self.learner.classes if isinstance(self.learner, BatchLearner) else None
+            return evaluate_runtime(champion.runtime, examples, self.spec, names, classes)
+        return evaluate(champion.model, examples, self.spec, names)
 
     def _compare(
         self,
@@ -395,14 +512,21 @@ class TrainingCore:
             fair = list(window)
         cand = candidate_scores(fair)
         cand["examples"] = float(examples)
-        champ = evaluate(champion.model, fair, self.spec, [promo]) if champion else None
+        champ = self._score_champion(champion, fair, [promo]) if champion else None
         decision = decide_promotion(cand, champ, self.policy)
         return cand, champ, decision
 
-    async def snapshot(self) -> CandidateOutcome:
-        """Register the online model as a candidate now and apply the promotion policy."""
+    async def snapshot(self) -> CandidateOutcome | None:
+        """Register the online model as a candidate now and apply the promotion policy.
+
+        A batch model is refitted instead (:meth:`refit`); None when its window held too
+        few labelled examples to fit on (the next schedule tries again).
+        """
+        if not self.spec.online:
+            return await self.refit()
         async with self._lock:
             learner = self.learner
+            assert isinstance(learner, OnlineLearner)
             champion = await self._champion()
             promo = self.spec.promotion.metric
             cand, champ, decision = self._compare(
@@ -450,8 +574,113 @@ class TrainingCore:
     def _version_spec(self, reference: dict[str, Any]) -> dict[str, Any]:
         """The spec recorded with a version: the model spec plus ``"reference"``, the
         statistics of the vectors it trained on (see :mod:`driftline.drift_stats`),
-        which the monitor compares live windows against once it is champion."""
-        return {**self.spec.model_dump(mode="json"), "reference": reference}
+        which the monitor compares live windows against once it is champion.
+
+        A batch model's spec names its ``features`` in the order of its input matrix
+        (the feature set's when the spec leaves them out): serving feeds it that order.
+        """
+        recorded = self.spec.model_dump(mode="json")
+        if not self.spec.online and self.names is not None:
+            recorded["features"] = list(self.names)
+        return {**recorded, "reference": reference}
+
+    # -- batch models ---------------------------------------------------------------------
+
+    async def refit(self) -> CandidateOutcome | None:
+        """The scheduled fit of a batch model: a fresh estimator on the spec's window
+        replayed from the logs, compared with the champion on its newest slice.
+
+        None (and nothing registered) when the window holds fewer than
+        :func:`examples_needed` labelled examples.  Raises
+        :class:`FailedPreconditionError` without a replay function, or when the
+        estimator refuses the window.
+        """
+        if self.replay is None:
+            raise FailedPreconditionError(
+                f"model {self.spec.name} is refitted on a replayed window, but training "
+                "was given no replay"
+            )
+        learner = self.learner
+        assert isinstance(learner, BatchLearner)
+        trigger = f"schedule:{self.spec.name}:{learner.learned}:{uuid.uuid4().hex[:12]}"
+        plan = schedule_plan(self.spec, learner.last_event_time)
+        examples = select_window(self._checked_window(await self.replay(plan), trigger), plan)
+        needed = examples_needed(self.spec)
+        self.last_snapshot_at = learner.learned
+        if len(examples) < needed:
+            log.info("%s: the scheduled fit waits: the window holds %d labelled examples, %d "
+                     "needed", self.spec.name, len(examples), needed)  # fmt: skip
+            return None
+        fit = await asyncio.to_thread(fit_window, self.spec, examples, learner.names)
+        outcome = await self._register_fit(fit, trigger, None)
+        self.candidates.append(outcome)
+        return outcome
+
+    async def _register_fit(
+        self, fit: BatchFit, trigger: str, request: RetrainRequest | None
+    ) -> CandidateOutcome:
+        """Compare a fitted estimator with the champion on its held-out slice, register it
+        (``framework="sklearn"``) and apply the promotion policy."""
+        learner = self.learner
+        assert isinstance(learner, BatchLearner) and self.names is not None
+        candidate = fitted_runtime(fit, learner.signature)
+        # The reference describes exactly what the candidate was fitted on.
+        reference = await asyncio.to_thread(
+            build_reference, fit.trained_x, self.config.reference_bins
+        )
+        names = list(dict.fromkeys([self.spec.metric, self.spec.promotion.metric]))
+        async with self._lock:
+            unloadable = ""
+            try:
+                champion = await self._champion()
+            except (FailedPreconditionError, IntegrityError) as exc:
+                # Registered all the same (as challenger): a person can compare and promote.
+                champion, unloadable = None, exc.message
+            cand, champ, decision = await asyncio.to_thread(
+                self._compare,
+                champion,
+                lambda fair: evaluate_runtime(candidate, fair, self.spec, names, learner.classes),
+                fit.holdout,
+                fit.trained_on,
+            )
+            if unloadable:
+                decision = Decision(
+                    False, f"the champion could not be loaded to compare ({unloadable}); the "
+                    "candidate stays challenger",
+                )  # fmt: skip
+            elif request is None and decision.promote and champion and self.pending_retrains:
+                waiting = ", ".join(sorted(self.pending_retrains))
+                decision = Decision(
+                    False,
+                    f"{decision.reason}; but retrain request(s) {waiting} are pending for "
+                    "this model, so the scheduled fit stays challenger",
+                )
+            metrics = {**learner.metrics(), **cand}
+            if champ is not None:
+                metrics.update(_prefixed("champion_holdout_", champ))
+            lineage = fit.lineage.lineage(
+                parent_version=champion.version.version if champion else self.parent_version,
+                trigger_id=trigger,
+            )
+            version = await self.sink.register(
+                self.spec.name,
+                fit.model,
+                metrics=metrics,
+                lineage=lineage,
+                spec=self._version_spec(reference),
+                idempotency_key=trigger,
+                actor=self.config.actor,
+                drift_ids=tuple(request.drift_ids) if request is not None else (),
+                framework=self.spec.framework,
+                library_versions=library_versions(fit.model),
+            )
+            outcome = await self._promote(version, decision, trigger)
+        # Arrivals are scored by the model serving will answer with: the candidate once
+        # promoted, else the champion (the candidate when there is none to load).
+        in_use = candidate if decision.promote or champion is None else champion.runtime
+        learner.use(in_use or candidate)
+        self.parent_version = version.version
+        return outcome
 
     async def _promote(
         self, version: RegisteredVersion, decision: Decision, trigger: str, *, reused: bool = False
@@ -530,8 +759,7 @@ class TrainingCore:
             self.retrains.duplicates += 1
             log.info("retrain %s already produced %s v%d", rid, self.spec.name, existing.version)
             return RetrainAttempt(RetrainStatus.DUPLICATE)
-        plan = plan_replay(request, self.spec)
-        examples = select_window(self._checked_window(await replay(plan), rid), plan)
+        examples = await self.window_for(request, replay)
         needed = examples_needed(self.spec)
         if len(examples) < needed and wait and not self.retrain_deadline_passed(request, now):
             if rid not in self.pending_retrains:
@@ -542,18 +770,11 @@ class TrainingCore:
                 )  # fmt: skip
             self.pending_retrains[rid] = PendingRetrain(request, len(examples), needed)
             return RetrainAttempt(RetrainStatus.WAITING, window=len(examples), needed=needed)
+        if not self.spec.online:
+            return await self._retrain_batch(request, examples, needed)
         fresh = await asyncio.to_thread(train_fresh, self.spec, examples)
-        floor = math.ceil(self.config.retrain_min_fraction * self.spec.retraining.min_examples)
-        if fresh.trained_on < max(floor, 1):
-            reason = (
-                f"the window after {_since(request)} holds {len(examples)} labelled examples "
-                f"({fresh.trained_on} to learn from, fewer than {floor}) after waiting "
-                f"{self.config.retrain_max_wait_s:.0f}s; no candidate"
-            )
-            self._finish(rid)
-            self.retrains.skipped += 1
-            log.warning("retrain %s for %s rejected: %s", rid, self.spec.name, reason)
-            return RetrainAttempt(RetrainStatus.REJECTED, None, len(examples), needed, reason)
+        if fresh.trained_on < self._retrain_floor:
+            return self._reject(request, len(examples), fresh.trained_on, needed)
         # The reference describes exactly what the candidate learned from.
         reference = await asyncio.to_thread(
             build_reference, fresh.trained_x, self.config.reference_bins
@@ -590,6 +811,57 @@ class TrainingCore:
         self.retrains.handled += 1
         self.candidates.append(outcome)
         return RetrainAttempt(RetrainStatus.REGISTERED, outcome, len(examples), needed)
+
+    @property
+    def _retrain_floor(self) -> int:
+        """Fewest examples a retrain candidate must learn from (after the longest wait)."""
+        floor = math.ceil(self.config.retrain_min_fraction * self.spec.retraining.min_examples)
+        return max(floor, 1)
+
+    def _reject(
+        self, request: RetrainRequest, window: int, trained_on: int, needed: int
+    ) -> RetrainAttempt:
+        floor = math.ceil(self.config.retrain_min_fraction * self.spec.retraining.min_examples)
+        reason = (
+            f"the window after {_since(request)} holds {window} labelled examples "
+            f"({trained_on} to learn from, fewer than {floor}) after waiting "
+            f"{self.config.retrain_max_wait_s:.0f}s; no candidate"
+        )
+        rid = request.request_id
+        self._finish(rid)
+        self.retrains.skipped += 1
+        log.warning("retrain %s for %s rejected: %s", rid, self.spec.name, reason)
+        return RetrainAttempt(RetrainStatus.REJECTED, None, window, needed, reason)
+
+    async def _retrain_batch(
+        self, request: RetrainRequest, examples: list[JoinedExample[Any]], needed: int
+    ) -> RetrainAttempt:
+        """A batch model's candidate for ``request``: fitted on the window after ``since``."""
+        held = split_holdout(
+            len(examples), self.spec.retraining.holdout, self.spec.promotion.min_eval_examples
+        )
+        if len(examples) - held < self._retrain_floor:
+            return self._reject(request, len(examples), len(examples) - held, needed)
+        learner = self.learner
+        assert isinstance(learner, BatchLearner)
+        fit = await asyncio.to_thread(fit_window, self.spec, examples, learner.names)
+        if fit.trained_on < self._retrain_floor:
+            return self._reject(request, len(examples), fit.trained_on, needed)
+        outcome = await self._register_fit(fit, request.request_id, request)
+        self._finish(request.request_id)
+        self.retrains.handled += 1
+        self.candidates.append(outcome)
+        return RetrainAttempt(RetrainStatus.REGISTERED, outcome, len(examples), needed)
+
+    async def window_for(
+        self, request: RetrainRequest, replay: ReplayFn
+    ) -> list[JoinedExample[Any]]:
+        """The labelled examples a candidate for ``request`` learns from (and is held out
+        on), oldest first: the replay of :func:`plan_replay`, this model's feature set,
+        labels checked, :func:`select_window` applied.  ``driftline features export``
+        selects with the same functions."""
+        plan = plan_replay(request, self.spec)
+        return select_window(self._checked_window(await replay(plan), request.request_id), plan)
 
     def _finish(self, request_id: str) -> None:
         self.retrains.seen.add(request_id)

@@ -12,20 +12,26 @@ with a log line naming topic, partition and offset and counted in
 ``driftline_records_skipped_total{topic, reason}``.  Only errors of the world
 (broker, registry) are retried, and a retrain request that keeps failing on them
 is reported as a stall.
+
+A retrain request for a model training cannot retrain (no spec of it here, or a
+spec without a pipeline: an ONNX or Python model registered from elsewhere) is
+not dropped: it is recorded on the model in the registry
+(``RecordUnservedRetrain``, visible in ``driftline models``) and then committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError
@@ -65,10 +71,24 @@ class KafkaTrainingLoop:
         self.health = health
         self.assigned = asyncio.Event()
         """Set once the group has assigned this replica its partitions."""
+        self.fits: dict[int, asyncio.Task[None]] = {}
+        """Scheduled fits of batch models under way (by core index)."""
+        self._fit_retry_at: dict[int, float] = {}
+        self._fitted = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
+        try:
+            await self._run(stop)
+        finally:
+            for task in self.fits.values():
+                task.cancel()
+            await asyncio.gather(*self.fits.values(), return_exceptions=True)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         cfg = self.settings.training
+        for core in self.cores:
+            await core.warm_up()  # a batch model scores arrivals with its champion
         # Range assignment keeps partition p of both topics (same key, same count)
         # on the same replica, so a vector and its label meet in one join.
         consumer = make_consumer(
@@ -90,6 +110,8 @@ class KafkaTrainingLoop:
                     self.metrics.messages_in.labels(topic=tp.topic).inc(len(records))
                     for r in records:
                         self._feed(r)
+                for core in self.cores:
+                    core.flush()
                 await self._snapshots(consumer, batch)
         finally:
             await consumer.stop()
@@ -127,16 +149,51 @@ class KafkaTrainingLoop:
                                  f"model {core.spec.name}: {_describe(exc)}",
                                  event_id=message.event_id)  # fmt: skip
 
+    def _start_fit(self, i: int, core: TrainingCore) -> None:
+        """Start the scheduled fit of batch model ``core`` in the background, when due.
+
+        A refit replays and fits a whole window (seconds): the online loop keeps
+        consuming (and scoring arrivals) meanwhile.  One fit per model at a time.
+        """
+        running = self.fits.get(i)
+        if running is not None and not running.done():
+            return
+        loop = asyncio.get_running_loop()
+        if not core.snapshot_due or loop.time() < self._fit_retry_at.get(i, 0.0):
+            return
+        self.fits[i] = asyncio.create_task(self._fit(i, core), name=f"fit-{core.spec.name}")
+
+    async def _fit(self, i: int, core: TrainingCore) -> None:
+        try:
+            if await core.snapshot() is not None:
+                self._fitted = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.errors.labels(kind=f"snapshot_{type(exc).__name__}").inc()
+            if not is_record_fault(exc):
+                # The broker or registry is down: try again in a while, not at every poll.
+                self._fit_retry_at[i] = asyncio.get_running_loop().time() + 5.0
+                log.warning("scheduled fit of %s failed: %s", core.spec.name, _describe(exc))
+                return
+            core.postpone_snapshot()
+            log.error("scheduled fit of %s failed: %s; the next one is tried after %d more "
+                      "examples", core.spec.name, _describe(exc), core.config.snapshot_every,
+                      exc_info=not isinstance(exc, DriftlineError))  # fmt: skip
+
     async def _snapshots(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]
     ) -> None:
-        registered = False
-        for core in self.cores:
+        registered, self._fitted = self._fitted, False
+        for i, core in enumerate(self.cores):
+            if not core.spec.online:
+                self._start_fit(i, core)
+                continue
             if not core.snapshot_due:
                 continue
             try:
-                await core.snapshot()
-                registered = True
+                if await core.snapshot() is not None:
+                    registered = True
             except Exception as exc:
                 self.metrics.errors.labels(kind=f"snapshot_{type(exc).__name__}").inc()
                 if not is_record_fault(exc):
@@ -167,6 +224,16 @@ class KafkaTrainingLoop:
         except KafkaError as exc:
             self.metrics.errors.labels(kind="commit").inc()
             log.warning("offset commit failed (records will be replayed): %s", exc)
+
+
+class UnservedRecorder(Protocol):
+    """Where a retrain request that training cannot serve is recorded (the registry)."""
+
+    async def record_unserved_retrain(
+        self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
+    ) -> int:
+        """Record it on model ``name`` (idempotent by request id); the model's unserved count."""
+        ...
 
 
 @dataclass
@@ -204,6 +271,13 @@ class KafkaRetrainLoop:
     failed on the world (registry, broker) is retried with a back-off, each failure
     reported to ``health`` so that one stuck for ``kafka.stall_after_s`` shows as a
     stall of its partition.
+
+    A request for a model no core trains is recorded with ``unserved`` (when given)
+    and committed: the reason is ``unservable[model]`` for a model whose spec has no
+    trainer, else that training has no spec of it.  Without ``unserved`` such a
+    request is skipped (``unknown_model``).  The registry refusing the record (an
+    unknown model, a registry without the RPC) skips it too (``unserved_unrecorded``);
+    an unreachable registry is retried like any error of the world.
     """
 
     def __init__(
@@ -213,12 +287,24 @@ class KafkaRetrainLoop:
         metrics: ServiceMetrics,
         replay: ReplayFn,
         health: ConsumerHealth,
+        *,
+        unserved: UnservedRecorder | None = None,
+        unservable: Mapping[str, str] | None = None,
     ) -> None:
         self.cores = cores
         self.settings = settings
         self.metrics = metrics
         self.replay = replay
         self.health = health
+        self.unserved = unserved
+        self.unservable = dict(unservable or {})
+        self.unserved_recorded = Counter(
+            "driftline_training_retrain_unserved",
+            "Retrain requests training cannot serve (no spec, or a model without a trainer), "
+            "recorded on the model in the registry",
+            ["model"],
+            registry=metrics.registry,
+        )
         self.held: list[_HeldRequest] = []
         """Requests read and not yet served, oldest first."""
         self._read_to: dict[TopicPartition, int] = {}
@@ -301,6 +387,10 @@ class KafkaRetrainLoop:
         ):
             statuses: list[RetrainStatus] = []
             try:
+                if self.unserved is not None and not any(
+                    core.spec.name == request.model_name for core in self.cores
+                ):
+                    return await self._record_unserved(held, self.unserved)
                 for i, core in enumerate(self.cores):
                     if i in held.done_cores:
                         continue
@@ -335,6 +425,46 @@ class KafkaRetrainLoop:
         held.waiting = len(held.done_cores) < len(self.cores)
         held.next_try = now + self.settings.training.retrain_recheck_s
         return not held.waiting
+
+    def unserved_reason(self, model: str) -> str:
+        """Why a retrain request for ``model`` cannot be served here, for a person."""
+        reason = self.unservable.get(model)
+        if reason is not None:
+            return reason
+        known = ", ".join(sorted(core.spec.name for core in self.cores)) or "none"
+        return (
+            f"training has no model spec named {model!r} (it trains {known}; "
+            f"training.models_dir is {self.settings.training.models_dir}): add a spec with a "
+            "pipeline to retrain it, or register new versions trained elsewhere"
+        )
+
+    async def _record_unserved(self, held: _HeldRequest, unserved: UnservedRecorder) -> bool:
+        """Record ``held`` on its model as unserved; True (done) unless the registry is
+        unreachable (then the caller backs off and tries again)."""
+        request = held.request
+        reason = self.unserved_reason(request.model_name)
+        try:
+            count = await unserved.record_unserved_retrain(
+                request.model_name,
+                request.request_id,
+                reason=reason,
+                actor=self.settings.training.actor,
+                drift_ids=list(request.drift_ids),
+            )
+        except Exception as exc:
+            if not is_record_fault(exc):
+                raise
+            # Refused for good (a model the registry does not know, a registry without
+            # the RPC): retrying cannot help, so it is skipped loudly, not held forever.
+            self.health.skip(RETRAIN.name, held.tp.partition, held.offset, "unserved_unrecorded",
+                             f"retrain request {request.request_id} for {request.model_name} "
+                             f"cannot be served ({reason}) and the registry did not record it: "
+                             f"{_describe(exc)}", event_id=request.request_id)  # fmt: skip
+            return True
+        self.unserved_recorded.labels(model=request.model_name).inc()
+        log.warning("retrain %s for %s cannot be served: %s; recorded on the model (%d "
+                    "unserved)", request.request_id, request.model_name, reason, count)  # fmt: skip
+        return True
 
     def _refuse(self, held: _HeldRequest, exc: Exception) -> None:
         """Drop a request that can never be served (the caller commits past it)."""

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from driftline.artifacts import verify
 from driftline.contracts.errors import NotFoundError
 from driftline.contracts.messages import Lineage
+from driftline.model_runtimes import runtime_for
 from driftline.registry_client import ModelVersionInfo, RegistryClient
-from driftline.training.candidates import RegisteredVersion
+from driftline.registry_client.models import SKLEARN_INPUT_TAG
+from driftline.training.candidates import RegisteredVersion, VerifiedArtifact
 
 
 def _registered(info: ModelVersionInfo) -> RegisteredVersion:
     return RegisteredVersion(
-        info.name, info.version, dict(info.metrics), info.lineage, tuple(info.aliases)
+        info.name,
+        info.version,
+        dict(info.metrics),
+        info.lineage,
+        tuple(info.aliases),
+        framework=info.framework or "river",
     )
 
 
 class RegistrySink:
     """Registers candidates with the registry and reads its champion.
 
-    Models are uploaded as ``river-pickle``; the champion is downloaded and its
-    digest and HMAC signature verified (under ``signing_key``) before it is
-    unpickled.
+    River models are uploaded as ``river-pickle``; other frameworks' as their
+    runtime writes them (:meth:`ModelRuntime.dump`, e.g. ``sklearn-pickle``).  A
+    champion is downloaded and its digest and HMAC signature verified (under
+    ``signing_key``) before anything deserialises it.
     """
 
     def __init__(self, client: RegistryClient, signing_key: str) -> None:
@@ -40,10 +50,29 @@ class RegistrySink:
         idempotency_key: str,
         actor: str,
         drift_ids: tuple[str, ...] = (),
+        framework: str = "river",
+        library_versions: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
+        if framework == "river":
+            info = await self.client.register(
+                name,
+                model=model,
+                metrics=metrics,
+                lineage=lineage,
+                spec=spec,
+                trigger_id=lineage.trigger_id,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                drift_ids=drift_ids,
+                library_versions=library_versions,
+            )
+            return _registered(info)
+        runtime = runtime_for(framework)
+        # Pickling a fitted ensemble takes a while: not on the event loop.
+        data = await asyncio.to_thread(runtime.dump, model)
         info = await self.client.register(
             name,
-            model=model,
+            data,
             metrics=metrics,
             lineage=lineage,
             spec=spec,
@@ -51,6 +80,11 @@ class RegistrySink:
             actor=actor,
             idempotency_key=idempotency_key,
             drift_ids=drift_ids,
+            artifact_format=runtime.formats[0],
+            framework=framework,
+            library_versions=library_versions,
+            # Training fits estimators on the float matrix in the spec's feature order.
+            tags={SKLEARN_INPUT_TAG: "array"} if framework == "sklearn" else None,
         )
         return _registered(info)
 
@@ -63,6 +97,19 @@ class RegistrySink:
     async def load_model(self, name: str, version: int) -> Any:
         model, _ = await self.client.load_model(name, signing_key=self.signing_key, version=version)
         return model
+
+    async def load_artifact(self, name: str, version: int) -> VerifiedArtifact:
+        data, meta = await self.client.download(name, version=version)
+        # Raises IntegrityError for a tampered, unsigned or foreign-signed artifact: the
+        # bytes never reach a runtime (a pickle runs code as it loads).
+        await asyncio.to_thread(verify, data, meta.sha256, meta.signature, self.signing_key)
+        mv = meta.model_version
+        return VerifiedArtifact(
+            mv.framework or "river",
+            meta.artifact_format or mv.artifact_format,
+            data,
+            dict(mv.spec),
+        )
 
     async def set_alias(
         self, name: str, alias: str, version: int, *, actor: str, reason: str, trigger_id: str
@@ -80,3 +127,10 @@ class RegistrySink:
             if v.lineage is not None and v.lineage.trigger_id == trigger_id:
                 return _registered(v)
         return None
+
+    async def record_unserved_retrain(
+        self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
+    ) -> int:
+        return await self.client.record_unserved_retrain(
+            name, request_id, reason=reason, actor=actor, drift_ids=drift_ids
+        )

@@ -10,6 +10,7 @@ start, and joins the two by event id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,21 +33,35 @@ def _no_prediction(_: FeatureVector) -> Prediction:
     return Prediction()
 
 
-class KafkaReplay:
-    """Callable ``await replay(plan)`` → the joined examples of the replayed range."""
+ReplayProgress = Callable[[int, int], None]
+"""Called as records are read: ``(records read, records to read)``."""
 
-    def __init__(self, settings: KafkaSettings, name: str = "training-replay") -> None:
+
+class KafkaReplay:
+    """Callable ``await replay(plan)`` → the joined examples of the replayed range.
+
+    ``progress`` (optional) is called after every fetched batch with the records read
+    so far and the records the range holds (both topics, every partition).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        name: str = "training-replay",
+        progress: ReplayProgress | None = None,
+    ) -> None:
         self.settings = settings
         self.name = name
         self.bad_records = 0
+        self.progress = progress
 
     async def __call__(self, plan: ReplayPlan) -> list[JoinedExample[Any]]:
         consumer = make_consumer(self.settings, self.name, group_id=None, max_poll_records=5000)
-        await consumer.start()
         try:
+            await consumer.start()
             return await self._read(consumer, plan)
         finally:
-            await consumer.stop()
+            await consumer.stop()  # also when start() failed: it holds a client to close
 
     async def _read(self, consumer: AIOKafkaConsumer, plan: ReplayPlan) -> list[JoinedExample[Any]]:
         # A consumer outside a group holds no topic metadata; the partitions are
@@ -78,15 +93,22 @@ class KafkaReplay:
             allowed_lateness_s=_FOREVER_S, orphan_retention_s=_FOREVER_S, expired_capacity=0
         )
         out: list[JoinedExample[Any]] = []
+        total = sum(max(0, end[tp] - start[tp]) for tp in tps)
+        read = 0
+        if self.progress is not None:
+            self.progress(0, total)
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, records in batch.items():
                 for r in records:
                     if r.offset >= end[tp]:
                         break
+                    read += 1
                     joined = self._one(join, r)
                     if joined is not None:
                         out.append(joined)
+            if self.progress is not None and batch:
+                self.progress(read, total)
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)

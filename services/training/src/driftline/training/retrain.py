@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from driftline.contracts.errors import InvalidArgumentError
-from driftline.contracts.messages import RetrainRequest, utcnow
+from driftline.contracts.messages import DlqReason, LabelValue, RetrainRequest, utcnow
 from driftline.contracts.topics import FEATURES, LABELS_VALID
-from driftline.specs import ModelSpec
+from driftline.specs import LabelSpec, ModelSpec, RecordRejected, default_label_spec
+from driftline.specs.label import LabelTask
 from driftline.training.label_join import JoinedExample
 from driftline.training.learner import EvalExample, LineageTracker, Prediction
 
@@ -110,6 +111,78 @@ def plan_replay(request: RetrainRequest, spec: ModelSpec) -> ReplayPlan:
         keep_examples=policy.window_examples,
         keep_seconds=policy.window_seconds,
     )
+
+
+def schedule_plan(spec: ModelSpec, newest: datetime | None) -> ReplayPlan:
+    """The replay of a batch model's scheduled fit: the spec's window up to now.
+
+    A window of examples reads that many records back from the end of every
+    partition (as a request without ``since`` does); a duration window seeks to
+    ``newest`` (the newest labelled event time seen) minus the duration.
+    """
+    policy = spec.retraining
+    since = None
+    if policy.window_seconds is not None and newest is not None:
+        since = newest - timedelta(seconds=policy.window_seconds)
+    return ReplayPlan(
+        since_event_time=since,
+        since_offsets={},
+        tail_records=policy.window_examples,
+        keep_examples=policy.window_examples,
+        keep_seconds=policy.window_seconds,
+    )
+
+
+class LabelChecker:
+    """The check every label passes before a model learns from it.
+
+    ``spec`` is the label type the feature set declares; without one, the default
+    for ``task`` (:func:`default_label_spec`; a multiclass model's class type is fixed
+    by the first label that passes).  Without a task either (a training set exported
+    for no particular model), any finite scalar passes.
+    """
+
+    def __init__(self, task: LabelTask | None, spec: LabelSpec | None = None) -> None:
+        self.task = task
+        self.spec = spec
+
+    def __call__(self, value: LabelValue) -> LabelValue:
+        """``value`` as the model learns it; :class:`RecordRejected` when it is not of the
+        label type (``"maybe"`` for a binary model, NaN for regression …)."""
+        if self.spec is None and self.task is None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecordRejected(
+                    DlqReason.CONSTRAINT, f"label: {value!r} is not a finite number"
+                )
+            return value
+        spec = self.spec or default_label_spec(self.task or "regression", value)
+        checked = spec.check(value)
+        self.spec = spec
+        return checked
+
+
+def check_window(
+    examples: Iterable[JoinedExample[Any]],
+    featureset: str,
+    check: Callable[[LabelValue], LabelValue],
+    rejected: Callable[[JoinedExample[Any], RecordRejected], None] | None = None,
+) -> list[JoinedExample[Any]]:
+    """The replayed ``examples`` of ``featureset`` whose labels pass ``check`` (each with
+    its label as ``check`` returns it); every other one is handed to ``rejected``."""
+    out: list[JoinedExample[Any]] = []
+    for ex in examples:
+        if ex.vector.featureset != featureset:
+            continue  # the feature log carries every feature set's vectors
+        try:
+            y = check(ex.label.label)
+        except RecordRejected as exc:
+            if rejected is not None:
+                rejected(ex, exc)
+            continue
+        if y != ex.label.label or type(y) is not type(ex.label.label):
+            ex = replace(ex, label=ex.label.model_copy(update={"label": y}))
+        out.append(ex)
+    return out
 
 
 def select_window(

@@ -11,7 +11,14 @@ from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_http
 from driftline.settings import PlatformSettings, TrainingSettings
-from driftline.specs import LabelSpec, ModelSpec, SpecError, load_featuresets, load_model_specs
+from driftline.specs import (
+    FeatureSetCatalog,
+    LabelSpec,
+    ModelSpec,
+    SpecError,
+    load_featuresets,
+    load_model_specs,
+)
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
 from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
@@ -36,6 +43,29 @@ def core_config(cfg: TrainingSettings) -> CoreConfig:
     )
 
 
+def featureset_catalog(featuresets_dir: Path) -> FeatureSetCatalog | None:
+    """The feature sets training checks models against (None without the directory)."""
+    if featuresets_dir.is_dir():
+        return load_featuresets(featuresets_dir)
+    log.warning("feature-set directory %s not found (training.featuresets_dir): labels are "
+                "checked against their model's task only", featuresets_dir)  # fmt: skip
+    return None
+
+
+def unservable_reasons(specs: dict[str, ModelSpec]) -> dict[str, str]:
+    """Per model whose spec training cannot train (no pipeline), why: a retrain request
+    for it is recorded on the model in the registry instead of being served."""
+    return {
+        name: (
+            f"model {name} is a {spec.framework} model without a trainer (its spec has no "
+            "pipeline): Driftline serves and watches it but cannot retrain it; register a "
+            "version trained elsewhere (`driftline models register`)"
+        )
+        for name, spec in specs.items()
+        if not spec.retrainable
+    }
+
+
 def label_specs(specs: dict[str, ModelSpec], featuresets_dir: Path) -> dict[str, LabelSpec | None]:
     """Per model, the label type its feature set declares (None: the task's default).
 
@@ -44,12 +74,7 @@ def label_specs(specs: dict[str, ModelSpec], featuresets_dir: Path) -> dict[str,
     model whose feature set is not in ``featuresets_dir`` (or a missing directory) is
     trained with the default check for its task, with a warning.
     """
-    if featuresets_dir.is_dir():
-        catalog = load_featuresets(featuresets_dir)
-    else:
-        log.warning("feature-set directory %s not found (training.featuresets_dir): labels are "
-                    "checked against their model's task only", featuresets_dir)  # fmt: skip
-        catalog = None
+    catalog = featureset_catalog(featuresets_dir)
     out: dict[str, LabelSpec | None] = {}
     for name, spec in specs.items():
         featureset = catalog.get(spec.featureset) if catalog is not None else None
@@ -92,6 +117,14 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     if not specs:
         raise SpecError(f"{cfg.models_dir}: no model spec (*.yaml) to train")
     labels = label_specs(specs, cfg.featuresets_dir)
+    catalog = featureset_catalog(cfg.featuresets_dir)
+    unservable = unservable_reasons(specs)
+    trained = {name: spec for name, spec in specs.items() if name not in unservable}
+    if not trained:
+        raise SpecError(
+            f"{cfg.models_dir}: no model spec training can train (each has no pipeline: "
+            f"{', '.join(specs)})"
+        )
     metrics = ServiceMetrics("training")
     consumers = ConsumerHealth(metrics.registry, stall_after_s=settings.kafka.stall_after_s)
     health = Health("training")
@@ -105,16 +138,29 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         await wait_for_registry(client, cfg.registry_wait_s)
         health.set("registry", True)
         sink = RegistrySink(client, settings.registry.signing_key)
+        replay = KafkaReplay(settings.kafka)
         cores = [
-            TrainingCore(spec, sink, core_config(cfg), label_spec=labels[name], health=consumers)
-            for name, spec in specs.items()
+            TrainingCore(
+                spec,
+                sink,
+                core_config(cfg),
+                label_spec=labels[name],
+                health=consumers,
+                featureset=catalog.get(spec.featureset) if catalog is not None else None,
+                replay=replay,
+            )
+            for name, spec in trained.items()
         ]
         metrics.registry.register(TrainingCollector(cores))
         app = build_admin_app(health, metrics, title="Driftline training")
         online = KafkaTrainingLoop(cores, settings, metrics, consumers)
-        retrain = KafkaRetrainLoop(cores, settings, metrics, KafkaReplay(settings.kafka), consumers)
-        log.info("training ready: model(s) %s, admin on %s:%d",
-                 ", ".join(specs), cfg.admin.host, cfg.admin.port)  # fmt: skip
+        retrain = KafkaRetrainLoop(
+            cores, settings, metrics, replay, consumers, unserved=sink, unservable=unservable
+        )
+        log.info("training ready: model(s) %s%s, admin on %s:%d",
+                 ", ".join(f"{n} ({s.framework})" for n, s in trained.items()),
+                 f"; not retrainable here: {', '.join(unservable)}" if unservable else "",
+                 cfg.admin.host, cfg.admin.port)  # fmt: skip
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
             tg.create_task(online.run(stop))
