@@ -29,7 +29,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from driftline.contracts.messages import FeatureVector, PredictionRecord, ValidLabel
+from driftline.contracts.messages import (
+    FeatureVector,
+    PredictionRecord,
+    ValidLabel,
+    prediction_records,
+)
 from driftline.monitoring.core import MonitorCore
 from driftline.monitoring.eval_drift import EvalConfig, evaluate, render
 from driftline.settings import MonitoringSettings
@@ -102,7 +107,8 @@ def throughput(events: int) -> dict[str, Any]:
     start = time.perf_counter()
     for vec, pred, label in encoded:
         core.on_features(FeatureVector.model_validate_json(vec))
-        core.on_prediction(PredictionRecord.model_validate_json(pred))
+        for record in prediction_records(pred):  # as the monitor reads driftline.predictions
+            core.on_prediction(record)
         core.on_label(ValidLabel.model_validate_json(label))
     seconds = time.perf_counter() - start
     return {

@@ -23,10 +23,10 @@ from driftline.cli.demo import demo_models_dir, isolated_env, report_summary
 from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,
-    PredictionRecord,
     RegistryEvent,
     RegistryEventKind,
     RetrainRequest,
+    prediction_records,
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
 from driftline.infra import KafkaNode, RedisNode, free_port, free_ports
@@ -179,7 +179,7 @@ async def test_a_batch_models_loop_closes_and_serving_answers_with_the_refitted_
 
     # Serving answered with the refitted champion (and the log shows it), no request failed.
     predictions = [
-        PredictionRecord.model_validate_json(v) for v in await _read_all(bootstrap, PREDICTIONS)
+        r for v in await _read_all(bootstrap, PREDICTIONS) for r in prediction_records(v)
     ]
     scenario = [p for p in predictions if p.event_id is not None and not p.shadow]
     assert int(summary["predictions answered"]) == len(scenario) > 0

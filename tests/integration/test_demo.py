@@ -22,10 +22,10 @@ from driftline.cli.demo import isolated_env, report_summary
 from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,
-    PredictionRecord,
     RegistryEvent,
     RegistryEventKind,
     RetrainRequest,
+    prediction_records,
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
 from driftline.infra import KafkaNode, RedisNode, free_port, free_ports
@@ -148,8 +148,9 @@ async def test_demo_closes_the_loop_and_reports_what_is_on_the_topics(
 
     # predictions: what serving answered is what is logged on driftline.predictions
     predictions = [
-        PredictionRecord.model_validate_json(v)
+        r
         for v in await _read_all(own_kafka.bootstrap_servers, PREDICTIONS)
+        for r in prediction_records(v)
     ]
     scenario_predictions = [p for p in predictions if p.event_id is not None and not p.shadow]
     answered = int(summary["predictions answered"])

@@ -33,7 +33,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from river import tree
 from river.datasets import synth
 
-from driftline.contracts.messages import FeatureVector, PredictionRecord
+from driftline.contracts.messages import FeatureVector, prediction_records
 from driftline.contracts.topics import EVENTS_VALID, FEATURES, PREDICTIONS, Topic
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics, traceparent_of
@@ -363,7 +363,7 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
         assert reply.model_version == info.version
         prediction_record = await _record_where(
             predictions_log,
-            lambda v: PredictionRecord.model_validate_json(v).request_id == reply.request_id,
+            lambda v: any(r.request_id == reply.request_id for r in prediction_records(v)),
             60,
             stack,
         )

@@ -84,18 +84,19 @@ def test_every_documented_topic_is_declared_once_as_documented() -> None:
     names = [t.name for t in ALL_TOPICS]
     assert len(names) == len(set(names))
     rows = re.findall(
-        r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| `(\w+)` \| ([^|]+) \|$",
+        r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| (`\w+`(?: or `\w+`)*) \| ([^|]+) \|$",
         README.read_text(),
         re.M,
     )
     documented = {
-        name: (int(parts), model, retention.strip()) for name, parts, model, retention in rows
+        name: (int(parts), tuple(re.findall(r"`(\w+)`", models)), retention.strip())
+        for name, parts, models, retention in rows
     }
     days = {t.name: t.retention_ms // (24 * 3600 * 1000) for t in ALL_TOPICS}
     declared = {
         t.name: (
             t.partitions,
-            t.value_model.__name__,
+            tuple(m.__name__ for m in t.value_models),
             "infinite" if t.retention_ms == -1 else f"{days[t.name]} d",
         )
         for t in ALL_TOPICS
@@ -142,9 +143,14 @@ async def test_send_model_refuses_the_wrong_model_for_a_topic() -> None:
 
 def test_readme_topic_table_matches_the_declarations() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    rows = re.findall(r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| `(\w+)` \|", readme, re.M)
-    declared = {t.name: (t.partitions, t.value_model.__name__) for t in ALL_TOPICS}
-    assert {name: (int(p), model) for name, p, model in rows} == declared
+    rows = re.findall(
+        r"^\| `(driftline\.[a-z.]+)` \| (\d+) \| [^|]+ \| (`\w+`(?: or `\w+`)*) \|", readme, re.M
+    )
+    declared = {
+        t.name: (t.partitions, tuple(m.__name__ for m in t.value_models)) for t in ALL_TOPICS
+    }
+    documented = {name: (int(p), tuple(re.findall(r"`(\w+)`", models))) for name, p, models in rows}
+    assert documented == declared
 
 
 def test_a_dead_letter_keeps_the_first_bytes_of_an_oversized_record_and_says_so() -> None:

@@ -29,6 +29,7 @@ from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,
     FeatureVector,
+    PredictionBatch,
     PredictionRecord,
     RetrainRequest,
     ValidLabel,
@@ -86,12 +87,34 @@ def monitor(kafka: Any, tmp_path: Path) -> Iterator[tuple[str, str, subprocess.P
 
 
 async def produce_story(bootstrap: str, model: str, featureset: str) -> None:
-    """A model with 5 % error, then 60 % from BEFORE on; feature ``x`` shifts at the same point."""
+    """A model with 5 % error, then 60 % from BEFORE on; feature ``x`` shifts at the same point.
+
+    Before the drift each prediction is one record (as a Predict logs it); from the
+    drift on, they come as batches of 50 rows (as ModelInfer and PredictBatch log them):
+    the drift is only seen if the monitor reads every row of the batches.
+    """
     rng = random.Random(17)
     producer = make_producer(KafkaSettings(bootstrap_servers=bootstrap), "test-monitoring")
     await producer.start()
     try:
         futures = []
+        rows: list[tuple[str, str, datetime]] = []
+
+        async def send_batch() -> None:
+            batch = PredictionBatch(
+                request_id=f"{model}-batch-{len(futures)}",
+                event_ids=[e for e, _, _ in rows],
+                entity_ids=[c for _, c, _ in rows],
+                model_name=model,
+                model_version=1,
+                features={},
+                predictions=[1] * len(rows),
+                latency_ms=2.0,
+                served_at=rows[0][2],
+            )
+            futures.append(await send_model(producer, PREDICTIONS, batch.request_id, batch))
+            rows.clear()
+
         for i in range(BEFORE + AFTER):
             at = T0 + timedelta(seconds=i)
             wrong = rng.random() < (0.05 if i < BEFORE else 0.6)
@@ -124,8 +147,15 @@ async def produce_story(bootstrap: str, model: str, featureset: str) -> None:
                 ingested_at=at,
             )
             futures.append(await send_model(producer, FEATURES, vec.entity_id, vec))
-            futures.append(await send_model(producer, PREDICTIONS, vec.entity_id, pred))
+            if i < BEFORE:
+                futures.append(await send_model(producer, PREDICTIONS, vec.entity_id, pred))
+            else:
+                rows.append((event_id, vec.entity_id, at))
+                if len(rows) == 50:
+                    await send_batch()
             futures.append(await send_model(producer, LABELS_VALID, vec.entity_id, label))
+        if rows:
+            await send_batch()
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -19,10 +19,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pydantic import ValidationError
 
-from driftline.contracts.messages import PredictionRecord
+from driftline.contracts.messages import PredictionBatch, PredictionRecord, prediction_records
 from driftline.contracts.topics import PREDICTIONS
 from driftline.kafkaio import make_consumer
+from driftline.monitoring.core import MonitorCore
+from driftline.monitoring.kafka_loop import KafkaMonitorLoop
+from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.serving.canary import in_canary
+from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 
 from .conftest import MODEL, ServingStack, agrawal_rows, wait_until
@@ -145,6 +149,104 @@ async def test_tritonclient_gets_the_same_predictions_as_predict(
     assert len(set(triton["predict"])) == 2  # both classes occur: the comparison means something
 
 
+TRITON_BATCH_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tritonclient.grpc as tc
+
+args = json.load(sys.stdin)
+client = tc.InferenceServerClient(args["url"])
+rows = args["rows"]
+numpy_type = {"FP64": np.float64, "INT64": np.int64}
+inputs = []
+for spec in client.get_model_metadata(args["model"], as_json=True)["inputs"]:
+    arr = np.array([[r[spec["name"]]] for r in rows], dtype=numpy_type[spec["datatype"]])
+    tensor = tc.InferInput(spec["name"], list(arr.shape), spec["datatype"])
+    tensor.set_data_from_numpy(arr)
+    inputs.append(tensor)
+entities = np.array([[e.encode()] for e in args["entities"]], dtype=np.object_)
+tensor = tc.InferInput("entity_id", list(entities.shape), "BYTES")
+tensor.set_data_from_numpy(entities)
+inputs.append(tensor)
+result = client.infer(args["model"], inputs, request_id=args["request_id"])
+print(json.dumps([p.decode() for p in result.as_numpy("predict").tolist()]))
+"""
+
+
+async def _predictions_keyed(stack: ServingStack, key: bytes, timeout_s: float = 30) -> list[Any]:
+    """The driftline.predictions records keyed ``key``: once one is there, all up to the end."""
+    consumer = make_consumer(
+        stack.settings.kafka,
+        "serving-test-batch",
+        PREDICTIONS,
+        group_id=f"serving-test-{uuid.uuid4().hex}",
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not found and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(r for r in records if r.key == key)
+        # Whatever else the writer wrote for the request is before the end now.
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(r for r in records if r.key == key)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_a_256_row_model_infer_is_one_logged_record_that_monitoring_reads_as_rows(
+    serving_stack: ServingStack,
+) -> None:
+    rows = agrawal_rows(256, seed=23)
+    request_id = f"batch-{uuid.uuid4().hex}"
+    entities = [f"e-{i}" for i in range(256)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        TRITON_BATCH_SCRIPT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    payload = {
+        "url": serving_stack.target,
+        "model": MODEL,
+        "rows": rows,
+        "entities": entities,
+        "request_id": request_id,
+    }
+    stdout, stderr = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode()), 120)
+    assert proc.returncode == 0, stderr.decode()
+    answered = json.loads(stdout)
+
+    [record] = await _predictions_keyed(serving_stack, request_id.encode())
+    batch = PredictionBatch.model_validate_json(record.value)
+    assert (batch.model_name, batch.model_version, batch.variant) == (MODEL, 1, "champion")
+    logged = prediction_records(record.value)
+    assert [r.request_id for r in logged] == [f"{request_id}/{i}" for i in range(256)]
+    assert [r.entity_id for r in logged] == entities
+    assert [r.features for r in logged] == rows
+    assert [str(r.prediction) for r in logged] == answered
+    assert len(set(answered)) == 2  # both classes occur: the comparison means something
+
+    # Monitoring's Kafka loop reads the one record as its 256 rows.
+    metrics = ServiceMetrics("monitoring")
+    health = ConsumerHealth(metrics.registry, stall_after_s=60)
+    core = MonitorCore(serving_stack.settings.monitoring)
+    loop = KafkaMonitorLoop(core, serving_stack.settings, metrics, MonitorMetrics(metrics), health)
+    loop.dispatch(record)
+    assert core.counts["predictions"] == 256
+    assert core.counts["unjoinable"] == 256  # ModelInfer rows carry no event id
+    assert health.skipped(PREDICTIONS.name, "unreadable") == 0
+    assert 'driftline_messages_in_total{topic="driftline.predictions"} 1.0' in (
+        metrics.render().decode()
+    )
+
+
 async def test_hot_swap_under_load_fails_nothing_and_serves_the_new_version(
     serving_stack: ServingStack,
 ) -> None:
@@ -220,11 +322,10 @@ async def test_shadow_predictions_are_logged_flagged_and_never_returned(
             for records in batches.values():
                 for record in records:
                     try:
-                        rec = PredictionRecord.model_validate_json(record.value or b"")
+                        recs = prediction_records(record.value or b"")
                     except ValidationError:
                         continue  # other tests write garbage to this shared topic
-                    if rec.request_id in wanted:
-                        found.append(rec)
+                    found.extend(r for r in recs if r.request_id in wanted)
     finally:
         await consumer.stop()
     shadow = [r for r in found if r.shadow]

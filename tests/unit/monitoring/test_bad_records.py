@@ -276,3 +276,47 @@ async def test_a_detection_the_broker_refuses_is_dropped_and_the_others_publishe
     published = [DriftEvent.model_validate_json(v).drift_id for v in producer.sent]
     assert "d-huge" not in published and {"d-1", "d-3"} <= set(published)
     assert 'driftline_errors_total{kind="unpublishable"} 1.0' in loop.metrics.render().decode()
+
+
+def _batch_json(predictions: list[str], **kw: str) -> bytes:
+    """A ``PredictionBatch`` of model ``loans`` v1 whose rows carry event ids ``e100`` …"""
+    n = len(predictions)
+    events = ", ".join(f'"e{100 + i}"' for i in range(n))
+    extra = "".join(f', "{k}": {v}' for k, v in kw.items())
+    return (
+        f'{{"request_id": "batch-1", "event_ids": [{events}], "model_name": "loans",'
+        f' "model_version": 1, "features": {{}}, "predictions": [{", ".join(predictions)}],'
+        f' "latency_ms": 1.0, "served_at": "2026-05-01T00:00:00Z"{extra}}}'
+    ).encode()
+
+
+def test_a_batch_feeds_every_row_and_a_row_that_fails_is_skipped_alone(
+    core: MonitorCore, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = Loop(core)
+    # The middle row's prediction is beyond float range: the detector raises on it.
+    with caplog.at_level("WARNING"):
+        loop.feed(PREDICTIONS.name, _batch_json(["1", str(10**400), "0"]))
+    assert core.counts["predictions"] == 3
+    assert loop.health.skipped(PREDICTIONS.name, "processing_error") == 1
+    [line] = [r.getMessage() for r in caplog.records if "skipped the record" in r.getMessage()]
+    assert "(event e101)" in line and "prediction 'batch-1/1': OverflowError" in line
+    # The other rows were joined: their labels make outcomes.
+    loop.feed(LABELS_VALID.name, _label(100, 1).model_dump_json().encode())
+    loop.feed(LABELS_VALID.name, _label(102, 0).model_dump_json().encode())
+    assert core.models["loans"].labelled == 2 and core.models["loans"].live_accuracy == 1.0
+
+    # A batch that does not validate is skipped whole, with the column at fault named.
+    out = loop.feed(PREDICTIONS.name, _batch_json(["1", "0"], entity_ids='["only-one"]'))
+    assert out == Outputs() and core.counts["predictions"] == 3
+    assert loop.health.skipped(PREDICTIONS.name, "unreadable") == 1
+
+
+def test_an_unreadable_batch_names_its_column_in_the_skip(
+    core: MonitorCore, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = Loop(core)
+    with caplog.at_level("WARNING"):
+        loop.feed(PREDICTIONS.name, _batch_json(["1", "0"], entity_ids='["only-one"]'))
+    [line] = [r.getMessage() for r in caplog.records if "skipped the record" in r.getMessage()]
+    assert "unreadable" in line and "column entity_ids has 1 values for 2 predictions" in line

@@ -22,7 +22,7 @@ from driftline.serving.feature_source import OnlineValue
 from driftline.serving.loaded_model import FeatureDatatype, LoadedModel
 from driftline.serving.memory_sources import InMemoryFeatureSource, InMemoryModelSource
 from driftline.serving.model_table import ModelTable
-from driftline.serving.prediction_log import PredictionLog, records_of
+from driftline.serving.prediction_log import PendingPrediction, PredictionLog, records_of
 
 pytestmark = pytest.mark.unit
 
@@ -236,12 +236,16 @@ async def test_full_prediction_log_drops_and_counts_without_blocking(
 ) -> None:
     p = Platform(tree_pipeline, other_pipeline, make_model, loan_types, capacity=3)
     await p.table.sync()
-    outs = await p.core.predict(
-        [PredictCall(f"c-{i}", NAME, features=rows[i]) for i in range(5)], batch=True
-    )
-    assert len(outs) == 5
-    assert len(p.log) == 3 and p.log.dropped == 2
-    assert p.drops == [("buffer_full", 1), ("buffer_full", 1)]
+    calls = [PredictCall(f"c-{i}", NAME, features=rows[i]) for i in range(5)]
+    # Capacity counts rows; a request is taken whole while fewer rows wait...
+    await p.core.predict(calls, batch=True)
+    assert (len(p.log), p.log.entries) == (5, 1)
+    # ...and dropped whole, its rows counted, once the buffer is full; answered all the same.
+    outs = await p.core.predict(calls, batch=True)
+    [single] = await p.core.predict([PredictCall("c-9", NAME, features=rows[9])])
+    assert len(outs) == 5 and single.prediction is not None
+    assert (len(p.log), p.log.entries, p.log.dropped) == (5, 1, 6)
+    assert p.drops == [("buffer_full", 5), ("buffer_full", 1)]
 
 
 async def test_infer_scores_rows_like_predict(
@@ -264,3 +268,31 @@ async def test_infer_scores_rows_like_predict(
         assert all(p == 0.0 for c, p in batch_probs.items() if c not in probs)
     _, pinned, pinned_variant = await platform.core.resolve(NAME, "2")
     assert (pinned.version, pinned_variant) == (2, "pinned")
+
+
+async def test_a_predict_batch_is_logged_as_one_batch_per_model_version(
+    platform: Platform, rows: list[dict[str, Any]]
+) -> None:
+    await platform.table.apply(platform.event("challenger", 2))
+    platform.core.set_canary(NAME, 30.0, "", actor="test", reason="split the batch")
+    calls = [
+        PredictCall(f"c-{i}", NAME, features=rows[i], event_id=f"ev-{i}", request_id=f"q-{i}")
+        for i in range(60)
+    ]
+    outs = await platform.core.predict(calls, batch=True)
+    entries = await platform.log.take(1000)
+    assert sorted((e.model.version, e.variant, e.rows) for e in entries) == sorted(
+        (v, variant, sum(o.variant == variant for o in outs))
+        for v, variant in ((1, "champion"), (2, "challenger"))
+    )
+    logged = {r.request_id: r for e in entries for r in records_of(e)}
+    assert len(logged) == 60
+    for i, o in enumerate(outs):
+        r = logged[o.request_id]
+        assert (r.event_id, r.entity_id, r.features) == (f"ev-{i}", f"c-{i}", o.merged.x)
+        assert (r.model_version, r.variant) == (o.model.version, o.variant)
+        assert (r.prediction, r.probabilities) == (o.prediction, o.probabilities)
+    # A single Predict stays one record keyed by its entity.
+    [one] = await platform.core.predict([PredictCall("c-1", NAME, features=rows[1])])
+    [single] = await platform.log.take(10)
+    assert isinstance(single, PendingPrediction) and single.request_id == one.request_id

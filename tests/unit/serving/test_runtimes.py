@@ -195,7 +195,8 @@ async def test_model_infer_is_one_call_into_the_model_and_logs_every_row(
     )
     assert CountingRiver.calls == [256]
     assert len(predictions) == 256
-    logged = [records_of(p)[0] for p in await counted.log.take(1000)]
+    [entry] = await counted.log.take(1000)  # one entry for the request
+    logged = records_of(entry)
     assert [r.request_id for r in logged] == [f"r/{i}" for i in range(256)]
     assert [r.prediction for r in logged] == list(predictions.labels)
     assert [r.features for r in logged] == [dict(r) for r in rows[:256]]

@@ -19,6 +19,7 @@ import hashlib
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import repeat
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,8 +27,12 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
+    TypeAdapter,
+    model_validator,
 )
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "LabelValue",
     "Lineage",
     "OffsetRange",
+    "PredictionBatch",
     "PredictionRecord",
     "RawEvent",
     "RawLabel",
@@ -49,6 +55,8 @@ __all__ = [
     "Timestamp",
     "ValidEvent",
     "ValidLabel",
+    "Variant",
+    "prediction_records",
     "utcnow",
 ]
 
@@ -264,6 +272,10 @@ class FeatureVector(_Strict):
     produced_at: Timestamp
 
 
+Variant = Literal["champion", "challenger", "shadow", "pinned"]
+"""Which alias answered a prediction (``pinned``: a version or another alias asked for)."""
+
+
 class PredictionRecord(_Strict):
     """One answered (or shadow) prediction."""
 
@@ -272,13 +284,162 @@ class PredictionRecord(_Strict):
     entity_id: str
     model_name: str
     model_version: int
-    variant: Literal["champion", "challenger", "shadow", "pinned"] = "champion"
+    variant: Variant = "champion"
     shadow: bool = False
     features: dict[str, FeatureValue]
     prediction: LabelValue | None
     probabilities: dict[str, float] = Field(default_factory=dict)
     latency_ms: float
     served_at: Timestamp
+
+
+class PredictionBatch(_Strict):
+    """The rows one request had answered by one model version, column by column.
+
+    Serving writes one to ``driftline.predictions`` for each ModelInfer request, and for
+    each model version (and variant) answering a PredictBatch of more than one row; a
+    single Predict is still one :class:`PredictionRecord`.  Row ``i`` is element ``i``
+    of every column; every column has as many elements as :attr:`predictions` (a
+    batch of columns that disagree is refused, naming the column).  :meth:`records`
+    expands it into the per-row records; :func:`prediction_records` reads either shape.
+
+    ``null`` in a feature column is a row without that value (a missing feature, or a
+    NaN JSON cannot hold): its record leaves the feature out, as a per-row record
+    leaves out missing features.  ``null`` in a probability column is a class the
+    model did not name for that row (an online model before it saw the class).
+
+    >>> b = PredictionBatch.model_validate_json(
+    ...     '{"request_id": "r-7", "model_name": "loans", "model_version": 3,'
+    ...     ' "features": {"salary": [72000.0, null]}, "predictions": [1, 0],'
+    ...     ' "probabilities": {"0": [0.2, 0.9], "1": [0.8, 0.1]},'
+    ...     ' "latency_ms": 1.5, "served_at": "2026-11-23T16:00:00.123Z"}')
+    >>> [(r.request_id, r.features, r.prediction) for r in b.records()]
+    [('r-7/0', {'salary': 72000.0}, 1), ('r-7/1', {}, 0)]
+    """
+
+    request_id: str
+    """The request's id: the ModelInfer request id, or a PredictBatch's first row's."""
+    request_ids: list[str] | None = None
+    """Each row's request id; absent: row ``i`` is ``f"{request_id}/{i}"`` (ModelInfer)."""
+    event_ids: list[str | None] | None = None
+    """Each row's event id (PredictBatch); absent: no row names one."""
+    entity_ids: list[str] | None = None
+    """Each row's entity id; absent: no row names one (``""``, a ModelInfer without
+    an ``entity_id`` input)."""
+    model_name: str
+    model_version: int
+    variant: Variant = "champion"
+    shadow: bool = False
+    features: dict[str, list[FeatureValue]]
+    """Feature name -> one value per row."""
+    predictions: list[LabelValue | None] = Field(min_length=1)
+    """One prediction per row: only a batch has this field (a record has ``prediction``)."""
+    probabilities: dict[str, list[float | None]] = Field(default_factory=dict)
+    """Class -> each row's probability of it (empty for regression)."""
+    latency_ms: float
+    """The whole request's latency (for a shadow batch: the shadow model's scoring time)."""
+    served_at: Timestamp
+
+    @model_validator(mode="after")
+    def _columns_have_one_value_per_row(self) -> PredictionBatch:
+        n = len(self.predictions)
+        columns: list[tuple[str, list[Any] | None]] = [
+            ("request_ids", self.request_ids),
+            ("event_ids", self.event_ids),
+            ("entity_ids", self.entity_ids),
+            *((f"features[{k!r}]", v) for k, v in self.features.items()),
+            *((f"probabilities[{k!r}]", v) for k, v in self.probabilities.items()),
+        ]
+        for name, values in columns:
+            if values is not None and len(values) != n:
+                raise ValueError(
+                    f"column {name} has {len(values)} values for {n} predictions; "
+                    "every column has one value per row"
+                )
+        return self
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def records(self) -> list[PredictionRecord]:
+        """The per-row :class:`PredictionRecord` values, in row order.
+
+        Each equals the record serving writes for the same row of a single Predict.
+        """
+        n = len(self.predictions)
+        ids = self.request_ids or [f"{self.request_id}/{i}" for i in range(n)]
+        events: list[str | None] = self.event_ids or [None] * n
+        entities = self.entity_ids or [""] * n
+        names = list(self.features)
+        # zip() of no columns would stop at once: every row has no features then.
+        feature_rows = zip(*self.features.values(), strict=True) if names else repeat(())
+        classes = list(self.probabilities)
+        proba_rows = zip(*self.probabilities.values(), strict=True) if classes else repeat(())
+        model_name, model_version = self.model_name, self.model_version
+        variant, shadow = self.variant, self.shadow
+        latency_ms, served_at = self.latency_ms, self.served_at
+        rows = [
+            {
+                "request_id": request_id,
+                "event_id": event_id,
+                "entity_id": entity_id,
+                "model_name": model_name,
+                "model_version": model_version,
+                "variant": variant,
+                "shadow": shadow,
+                "features": {k: v for k, v in zip(names, values, strict=True) if v is not None},
+                "prediction": prediction,
+                "probabilities": {
+                    c: p for c, p in zip(classes, probs, strict=True) if p is not None
+                },
+                "latency_ms": latency_ms,
+                "served_at": served_at,
+            }
+            # Lengths were checked at validation; the repeat()s are endless.
+            for request_id, event_id, entity_id, values, prediction, probs in zip(
+                ids, events, entities, feature_rows, self.predictions, proba_rows, strict=False
+            )
+        ]
+        # One validation of them all in pydantic-core: faster than model_construct per row.
+        return _RECORDS.validate_python(rows)
+
+
+_RECORDS: TypeAdapter[list[PredictionRecord]] = TypeAdapter(list[PredictionRecord])
+
+
+def _shape_of(value: Any) -> str:
+    # Told apart by a field only a batch has, so that a record's error is a record's.
+    if isinstance(value, dict):
+        return "batch" if "predictions" in value else "record"
+    return "batch" if isinstance(value, PredictionBatch) else "record"
+
+
+_PREDICTIONS_VALUE: TypeAdapter[PredictionRecord | PredictionBatch] = TypeAdapter(
+    Annotated[
+        Annotated[PredictionRecord, Tag("record")] | Annotated[PredictionBatch, Tag("batch")],
+        Discriminator(_shape_of),
+    ],
+    # What an unreadable record's skip says it is not; the error's location starts
+    # with the shape it was read as (``batch.model_name: Field required``).
+    config=ConfigDict(title="PredictionRecord or PredictionBatch"),
+)
+
+
+def prediction_records(value: bytes | str) -> list[PredictionRecord]:
+    """The prediction records of one ``driftline.predictions`` value, whichever its shape.
+
+    A :class:`PredictionRecord` gives itself; a :class:`PredictionBatch` (told by its
+    ``predictions`` field) its :meth:`~PredictionBatch.records`.  Anything else raises
+    :class:`pydantic.ValidationError`, so readers keep their unreadable-record handling.
+
+    >>> [r.request_id for r in prediction_records(
+    ...     '{"request_id": "r", "entity_ids": ["a", "b"], "model_name": "m",'
+    ...     ' "model_version": 1, "features": {}, "predictions": [0.5, 0.7],'
+    ...     ' "latency_ms": 2.0, "served_at": "2026-11-23T16:00:00Z"}')]
+    ['r/0', 'r/1']
+    """
+    parsed = _PREDICTIONS_VALUE.validate_json(value)
+    return parsed.records() if isinstance(parsed, PredictionBatch) else [parsed]
 
 
 class OffsetRange(_Strict):

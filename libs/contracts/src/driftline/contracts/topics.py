@@ -17,6 +17,7 @@ from driftline.contracts.messages import (
     DeadLetter,
     DriftEvent,
     FeatureVector,
+    PredictionBatch,
     PredictionRecord,
     RawEvent,
     RawLabel,
@@ -48,7 +49,12 @@ INFINITE = -1
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic's contract: name, partitions, what the key is, the value model, retention."""
+    """A topic's contract: name, partitions, what the key is, the value model, retention.
+
+    A topic carries values of :attr:`value_model`, and of :attr:`other_value_models`
+    when it has more than one shape (``driftline.predictions``: one record or a batch);
+    :attr:`value_models` lists them all.
+    """
 
     name: str
     partitions: int
@@ -57,6 +63,12 @@ class Topic:
     retention_ms: int = 7 * DAY_MS
     notes: str = ""
     config: dict[str, str] = field(default_factory=dict)
+    other_value_models: tuple[type[BaseModel], ...] = ()
+
+    @property
+    def value_models(self) -> tuple[type[BaseModel], ...]:
+        """Every model a value of this topic may be (:attr:`value_model` first)."""
+        return (self.value_model, *self.other_value_models)
 
     def topic_config(self, max_message_bytes: int | None = None) -> dict[str, str]:
         """Broker-side topic configuration used at creation.
@@ -101,7 +113,16 @@ FEATURES = Topic(
     retention_ms=30 * DAY_MS,
     notes="the offline log; training reads it, so serving and training see the same features",
 )
-PREDICTIONS = Topic("driftline.predictions", 6, "entity id", PredictionRecord)
+PREDICTIONS = Topic(
+    "driftline.predictions",
+    6,
+    "entity id; request id for a batch",
+    PredictionRecord,
+    other_value_models=(PredictionBatch,),
+    notes="a Predict is one PredictionRecord keyed by its entity; a ModelInfer request (and "
+    "each model version answering a PredictBatch) is one PredictionBatch keyed by its "
+    "request id, since its rows span entities; read either with prediction_records()",
+)
 MODELS = Topic(
     "driftline.models",
     1,

@@ -79,13 +79,12 @@ async def send_model(
 ) -> asyncio.Future[Any]:
     """Queue ``value`` on ``topic`` with the current trace context; returns the delivery future.
 
-    Raises :class:`TypeError` if ``value`` is not the topic's declared model, so a
-    wrong payload cannot reach a topic.
+    Raises :class:`TypeError` if ``value`` is not one of the topic's declared models,
+    so a wrong payload cannot reach a topic.
     """
-    if not isinstance(value, topic.value_model):
-        raise TypeError(
-            f"{topic.name} carries {topic.value_model.__name__}, not {type(value).__name__}"
-        )
+    if not isinstance(value, topic.value_models):
+        carried = " or ".join(m.__name__ for m in topic.value_models)
+        raise TypeError(f"{topic.name} carries {carried}, not {type(value).__name__}")
     headers = headers_from_context() + list(extra_headers or ())
     fut: asyncio.Future[Any] = await producer.send(
         topic.name,

@@ -11,6 +11,7 @@ passes the shared conformance checks of :mod:`driftline.model_runtimes.checks`.
 
 from driftline.model_runtimes.base import (
     DATATYPES,
+    Column,
     Datatype,
     FeatureBatch,
     ModelInput,
@@ -32,6 +33,7 @@ from driftline.model_runtimes.catalog import (
 __all__ = [
     "DATATYPES",
     "ENTRY_POINT_GROUP",
+    "Column",
     "Datatype",
     "FeatureBatch",
     "ModelInput",

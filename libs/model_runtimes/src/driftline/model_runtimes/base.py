@@ -33,6 +33,7 @@ from driftline.contracts.errors import FailedPreconditionError, InvalidArgumentE
 
 __all__ = [
     "DATATYPES",
+    "Column",
     "Datatype",
     "FeatureBatch",
     "ModelInput",
@@ -48,6 +49,9 @@ Task = Literal["binary", "multiclass", "regression"]
 Datatype = Literal["FP64", "INT64", "BYTES", "BOOL"]
 """The Open Inference Protocol datatype a model input is exchanged as."""
 DATATYPES: tuple[Datatype, ...] = ("FP64", "INT64", "BYTES", "BOOL")
+
+Column = Sequence[Any] | np.ndarray
+"""One feature's values, row by row: a list (None: missing) or a 1-D numeric array."""
 
 Scored = tuple[Any, dict[str, float]]
 """One row's ``(prediction, probabilities by str(class))``; the prediction is None when the
@@ -137,7 +141,7 @@ class FeatureBatch:
     :meth:`matrix` for a numeric array, :meth:`frame` for a DataFrame).
     """
 
-    columns: Mapping[str, Sequence[Any]]
+    columns: Mapping[str, Column]
     n: int
     names: tuple[str, ...]
     """Column order: the model's inputs."""
@@ -150,7 +154,7 @@ class FeatureBatch:
 
     @classmethod
     def from_columns(
-        cls, columns: Mapping[str, Sequence[Any]], n: int, names: Sequence[str]
+        cls, columns: Mapping[str, Column], n: int, names: Sequence[str]
     ) -> FeatureBatch:
         """``columns`` (any subset of ``names``; an absent column is missing in every row)."""
         for name, values in columns.items():
@@ -158,7 +162,7 @@ class FeatureBatch:
                 raise InvalidArgumentError(f"column {name!r} has {len(values)} values, not {n}")
         return cls(columns, n, tuple(names))
 
-    def column(self, name: str) -> Sequence[Any]:
+    def column(self, name: str) -> Column:
         """The values of ``name`` (all None when the column was not given)."""
         values = self.columns.get(name)
         return values if values is not None else [None] * self.n
@@ -172,7 +176,8 @@ class FeatureBatch:
         if self._rows is not None:
             return self._rows
         names = [n for n in self.names if n in self.columns]
-        cols = [self.columns[n] for n in names]
+        # Array columns (a decoded tensor) become Python scalars, as River and JSON want.
+        cols = [c.tolist() if isinstance(c := self.columns[n], np.ndarray) else c for n in names]
         out: list[dict[str, Any]]
         if not any(_has_missing(values) for values in cols):
             # No value to leave out: one C-level dict(zip()) per row.
@@ -222,7 +227,7 @@ class FeatureBatch:
         return pd.DataFrame({n: list(self.column(n)) for n in self.names}, columns=list(self.names))
 
 
-def _has_missing(values: Sequence[Any]) -> bool:
+def _has_missing(values: Column) -> bool:
     """Whether a column holds a None (a numeric array cannot)."""
     if isinstance(values, np.ndarray):
         return values.dtype == object and any(v is None for v in values)
@@ -265,6 +270,21 @@ class Predictions:
             rows = self.probabilities.tolist()
             object.__setattr__(self, "_rows", rows)
         return label, dict(zip(self.classes, rows[i], strict=True))
+
+    def probability_columns(self) -> dict[str, Sequence[float | None]]:
+        """Each class's probability for every row, by class (empty without probabilities).
+
+        The column-wise view of :meth:`scored` (the prediction log writes it): one
+        contiguous float64 array per class, built without a dict per row; for rows
+        scored one by one, a class a row did not name is None there, where
+        :meth:`scored` leaves it out.
+        """
+        if self.probabilities is None:
+            return {}
+        if self._scored is not None:
+            return {c: [probs.get(c) for _, probs in self._scored] for c in self.classes}
+        by_class = np.ascontiguousarray(self.probabilities.T, dtype=np.float64)
+        return dict(zip(self.classes, by_class, strict=True))
 
     def all_scored(self) -> list[Scored]:
         """Every row as :meth:`scored` gives it."""

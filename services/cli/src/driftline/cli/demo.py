@@ -44,6 +44,7 @@ from driftline.contracts.messages import (
     RegistryEvent,
     RegistryEventKind,
     RetrainRequest,
+    prediction_records,
 )
 from driftline.contracts.topics import DRIFT, EVENTS, LABELS, MODELS, PREDICTIONS, RETRAIN
 from driftline.infra import InfraError, LocalComponent, LocalPlatform, free_ports
@@ -789,9 +790,12 @@ class DemoRun:
             request = _decode(RetrainRequest, raw)
             if request is not None:
                 self.obs.on_retrain(request)
-        elif tp.topic == PREDICTIONS.name:
-            record = _decode(PredictionRecord, raw)
-            if record is not None:
+        elif tp.topic == PREDICTIONS.name and raw is not None:
+            try:
+                records = prediction_records(raw)  # one record, or a batch's rows
+            except ValidationError:
+                return
+            for record in records:
                 self.obs.on_prediction(record, self.prefix)
 
     # -- predictions --------------------------------------------------------------------

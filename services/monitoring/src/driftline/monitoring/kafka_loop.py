@@ -10,7 +10,9 @@ No record stops the loop.  One that does not parse (``unreadable``), one the cor
 refuses (:class:`~driftline.monitoring.core.Refused`: ``unknown_model``,
 ``unknown_version``, ``invalid``, ``label_type``) and one whose processing raises
 (``processing_error``, logged with its traceback) is skipped with a log line naming
-its place and counted in ``driftline_records_skipped_total{topic, reason}``.
+its place and counted in ``driftline_records_skipped_total{topic, reason}``.  A
+``driftline.predictions`` record may be a batch of rows (``PredictionBatch``): its
+rows go to the core one by one, and a row refused or raising is skipped alone.
 Publishing detections is I/O: a failure is retried with a back-off, reported to
 :meth:`ConsumerHealth.failed` at the batch's offsets (a long one is a stall), while
 a detection the broker refuses for itself is dropped and logged.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,7 +31,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from driftline.contracts.messages import FeatureVector, PredictionRecord, RegistryEvent, ValidLabel
+from driftline.contracts.messages import (
+    FeatureVector,
+    PredictionRecord,
+    RegistryEvent,
+    ValidLabel,
+    prediction_records,
+)
 from driftline.contracts.topics import DRIFT, FEATURES, LABELS_VALID, MODELS, PREDICTIONS, RETRAIN
 from driftline.kafkaio import (
     is_record_fault,
@@ -56,11 +64,23 @@ tracer = trace.get_tracer("driftline.monitoring")
 Positions = Mapping[tuple[str, int], int]
 """``(topic, partition) -> offset`` of the records a publication is for."""
 
-_VALUE_MODELS: dict[str, type[FeatureVector | PredictionRecord | ValidLabel | RegistryEvent]] = {
-    FEATURES.name: FeatureVector,
-    PREDICTIONS.name: PredictionRecord,
-    LABELS_VALID.name: ValidLabel,
-    MODELS.name: RegistryEvent,
+Value = FeatureVector | PredictionRecord | ValidLabel | RegistryEvent
+"""What the core takes: one record of an input topic (a prediction batch is its rows)."""
+
+
+def _one(model: type[Value]) -> Callable[[bytes], Sequence[Value]]:
+    def read(raw: bytes) -> Sequence[Value]:
+        return (model.model_validate_json(raw),)
+
+    return read
+
+
+_READERS: dict[str, Callable[[bytes], Sequence[Value]]] = {
+    FEATURES.name: _one(FeatureVector),
+    # A record or a batch of them (ModelInfer, PredictBatch): the rows, in order.
+    PREDICTIONS.name: prediction_records,
+    LABELS_VALID.name: _one(ValidLabel),
+    MODELS.name: _one(RegistryEvent),
 }
 
 __all__ = ["KafkaMonitorLoop", "trace_id_of"]
@@ -99,22 +119,41 @@ class KafkaMonitorLoop:
         self.drift_spans = SpanContextMemo()
 
     def dispatch(self, record: Any) -> Outputs:
-        """Feed one consumed record to the core; what it caused (nothing if it was skipped)."""
+        """Feed one consumed record to the core; what it caused (nothing if it was skipped).
+
+        A prediction batch's rows are fed one by one: a row the core refuses or whose
+        processing raises is skipped alone (one skip per row, at the batch's offset,
+        naming the row's request id), and the batch's other rows still count.
+        """
         topic, partition, offset = record.topic, record.partition, record.offset
         self.metrics.messages_in.labels(topic=topic).inc()
         try:
-            value = _VALUE_MODELS[topic].model_validate_json(record.value or b"")
+            values = _READERS[topic](record.value or b"")
         except ValidationError as exc:
             self.metrics.errors.labels(kind="bad_message").inc()
             detail = unreadable_detail(record.value, exc)
             self.health.skip(topic, partition, offset, "unreadable", detail)
             return Outputs()
+        trace_id = self._trace_id(record.headers)
+        if len(values) == 1:
+            return self._feed(values[0], trace_id, topic, partition, offset)
+        out = Outputs()
+        for value in values:
+            out.extend(self._feed(value, trace_id, topic, partition, offset))
+        return out
+
+    def _feed(
+        self, value: Value, trace_id: str | None, topic: str, partition: int, offset: int
+    ) -> Outputs:
+        """Apply one value, skipping it (with the reason) when the core refuses it or raises."""
         event_id = getattr(value, "event_id", None)
+        # A batch's rows share its offset: the request id tells which row it was.
+        row = f"prediction {value.request_id!r}: " if isinstance(value, PredictionRecord) else ""
         try:
-            out = self._apply(value, self._trace_id(record.headers))
+            out = self._apply(value, trace_id)
         except Refused as refused:
             self.health.skip(
-                topic, partition, offset, refused.reason, refused.detail, event_id=event_id
+                topic, partition, offset, refused.reason, row + refused.detail, event_id=event_id
             )
             return Outputs()
         except Exception as exc:
@@ -134,7 +173,7 @@ class KafkaMonitorLoop:
                 partition,
                 offset,
                 "processing_error",
-                f"{type(exc).__name__}: {exc}",
+                f"{row}{type(exc).__name__}: {exc}",
                 event_id=event_id,
             )
             return Outputs()
@@ -154,11 +193,7 @@ class KafkaMonitorLoop:
                 self.upstream_spans.remember(trace_id, upstream)
         return trace_id
 
-    def _apply(
-        self,
-        value: FeatureVector | PredictionRecord | ValidLabel | RegistryEvent,
-        trace_id: str | None,
-    ) -> Outputs:
+    def _apply(self, value: Value, trace_id: str | None) -> Outputs:
         if isinstance(value, FeatureVector):
             return self.core.on_features(value, trace_id)
         if isinstance(value, PredictionRecord):

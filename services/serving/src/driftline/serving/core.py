@@ -23,7 +23,7 @@ from driftline.contracts.errors import (
     InvalidArgumentError,
     UnavailableError,
 )
-from driftline.model_runtimes import FeatureBatch, Predictions
+from driftline.model_runtimes import Column, FeatureBatch, Predictions
 from driftline.serving.canary import CanarySetting, in_canary
 from driftline.serving.feature_merge import (
     FeaturePolicy,
@@ -34,7 +34,7 @@ from driftline.serving.feature_merge import (
 from driftline.serving.feature_source import FeatureSource, OnlineValue
 from driftline.serving.loaded_model import LoadedModel, Scored
 from driftline.serving.model_table import ModelTable, ServedModel
-from driftline.serving.prediction_log import PendingPrediction, PredictionLog
+from driftline.serving.prediction_log import PendingBatch, PendingPrediction, PredictionLog
 
 __all__ = ["PredictCall", "PredictOutcome", "ServingCore"]
 
@@ -204,11 +204,12 @@ class ServingCore:
                 )
             except DriftlineError as exc:
                 raise (_prefixed(exc, f"requests[{i}]: ") if batch else exc) from None
+        groups: list[_Group] = []
         if len(prepared) == 1:
             # Predict: the framework's single-row call (River's predict_proba_one as is).
             scored = [prepared[0].model.score(merged_rows[0].x)]
         else:
-            scored = _score_by_model(prepared, merged_rows)
+            scored, groups = _score_by_model(prepared, merged_rows)
         now = time.time()
         trace = otel_context.get_current()
         out = [
@@ -218,7 +219,8 @@ class ServingCore:
             for p, merged, (label, probs) in zip(prepared, merged_rows, scored, strict=True)
         ]
         latency_ms = (time.perf_counter() - started) * 1000.0
-        for p, o in zip(prepared, out, strict=True):
+        if not groups:
+            p, o = prepared[0], out[0]
             self.log.offer(
                 PendingPrediction(
                     o.request_id,
@@ -233,6 +235,25 @@ class ServingCore:
                     now,
                     p.shadow,
                     trace,
+                )
+            )
+        # A batch: one log entry per model version (and variant) that answered rows of it.
+        for indices, features, predictions in groups:
+            first = prepared[indices[0]]
+            self.log.offer(
+                PendingBatch(
+                    first.request_id,
+                    first.model,
+                    first.variant,
+                    features,
+                    predictions,
+                    latency_ms,
+                    now,
+                    request_ids=[prepared[i].request_id for i in indices],
+                    event_ids=[prepared[i].call.event_id for i in indices],
+                    entity_ids=[prepared[i].call.entity_id for i in indices],
+                    shadow=first.shadow,
+                    trace=trace,
                 )
             )
         return out
@@ -324,7 +345,7 @@ class ServingCore:
         self,
         served: ServedModel,
         model: LoadedModel,
-        columns: Mapping[str, Sequence[Any]],
+        columns: Mapping[str, Column],
         n_rows: int,
         *,
         variant: str,
@@ -334,7 +355,8 @@ class ServingCore:
         """Score ``n_rows`` rows given as one column per feature, with one call into the model.
 
         Columns must be named after the model's features (any subset: absent
-        features are missing values). Every row is logged like a prediction.
+        features are missing values). The rows are logged as one entry (one
+        ``PredictionBatch`` record).
         """
         started = time.perf_counter()
         if n_rows > self.max_batch:
@@ -353,48 +375,46 @@ class ServingCore:
         batch = FeatureBatch.from_columns(columns, n_rows, model.feature_names)
         predictions = model.predict(batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        # The log holds each row's features as the request gave them (decoded tensors hold
-        # no missing value): the batch's row dicts, which River has already built.
-        rows = batch.rows()
-        now = time.time()
-        trace = otel_context.get_current()
-        shadow = served.aliases.get("shadow")
-        offer = self.log.offer
-        scored = predictions.scored
-        for i, x in enumerate(rows):
-            prediction, probabilities = scored(i)
-            offer(
-                PendingPrediction(
-                    f"{request_id}/{i}",
-                    None,
-                    entity_ids[i] if entity_ids is not None else "",
-                    model,
-                    variant,
-                    x,
-                    prediction,
-                    probabilities,
-                    latency_ms,
-                    now,
-                    shadow,
-                    trace,
-                )
+        # One log entry for the request: the columns and predictions as they are; the
+        # writer encodes them (and scores the shadow model) off the response path.
+        self.log.offer(
+            PendingBatch(
+                request_id,
+                model,
+                variant,
+                batch,
+                predictions,
+                latency_ms,
+                time.time(),
+                entity_ids=entity_ids,
+                shadow=served.aliases.get("shadow"),
+                trace=otel_context.get_current(),
             )
+        )
         return predictions
+
+
+_Group = tuple[list[int], FeatureBatch, Predictions]
+"""``(row indices, their features, their predictions)``: the rows of a batch one model
+version answered as one variant."""
 
 
 def _score_by_model(
     prepared: Sequence[_Prepared], merged: Sequence[MergedFeatures]
-) -> list[Scored]:
-    """Each row's ``(prediction, probabilities)``, with one ``predict`` call per model
-    (a batch may span the champion, a canary's challenger and pinned versions)."""
-    groups: dict[int, list[int]] = {}
+) -> tuple[list[Scored], list[_Group]]:
+    """Each row's ``(prediction, probabilities)``, with one ``predict`` call per model and
+    variant (a batch may span the champion, a canary's challenger and pinned versions),
+    and the groups of rows each call answered."""
+    by_model: dict[tuple[int, str], list[int]] = {}
     for i, p in enumerate(prepared):
-        groups.setdefault(id(p.model), []).append(i)
+        by_model.setdefault((id(p.model), p.variant), []).append(i)
     scored: list[Scored] = [(None, {})] * len(prepared)
-    for indices in groups.values():
+    groups: list[_Group] = []
+    for indices in by_model.values():
         model = prepared[indices[0]].model
         batch = FeatureBatch.from_rows([merged[i].x for i in indices], model.feature_names)
         predictions = model.predict(batch)
         for j, i in enumerate(indices):
             scored[i] = predictions.scored(j)
-    return scored
+        groups.append((indices, batch, predictions))
+    return scored, groups

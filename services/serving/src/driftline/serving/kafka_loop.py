@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -38,7 +39,12 @@ from driftline.kafkaio import (
     unreadable_detail,
 )
 from driftline.serving.model_table import ModelTable
-from driftline.serving.prediction_log import PredictionLog, encode_prediction, timestamp_text
+from driftline.serving.prediction_log import (
+    EncodedPrediction,
+    PredictionLog,
+    encode_entry,
+    timestamp_text,
+)
 from driftline.serving.serving_metrics import ServingMetrics
 from driftline.telemetry import ConsumerHealth
 
@@ -203,14 +209,18 @@ class ModelFollower:
 class PredictionLogWriter:
     """Drains the :class:`PredictionLog` into ``driftline.predictions`` in batches.
 
-    Shadow models are scored here, off the response path. Records are encoded
-    straight to JSON (:func:`encode_prediction`) and appended to one producer
-    batch per partition, partitioned like the producer's own key partitioner
-    (murmur2 of the entity id), so an entity's predictions stay in order on one
-    partition. ``linger_s`` lets a trickle of predictions gather into one produce
-    request. A failed send is counted as dropped (``kafka_error``) and logged; a
-    prediction that cannot be encoded as dropped (``unencodable``); the writer
-    carries on.
+    Shadow models are scored here, off the response path. Entries are encoded
+    straight to JSON (:func:`encode_entry`: one record per single prediction, one
+    ``PredictionBatch`` per batch entry, split only when larger than
+    ``max_record_bytes``) and appended to one producer batch per partition,
+    partitioned like the producer's own key partitioner (murmur2 of the key: the
+    entity id of a single prediction, so an entity's predictions stay in order on
+    one partition; the request id of a batch, whose rows span entities).
+    ``linger_s`` lets a trickle of predictions gather into one produce request.
+    Everything is counted in rows: ``log_written{kind}`` the rows handed to Kafka,
+    a failed send the rows dropped (``kafka_error``, logged), an entry that cannot be
+    encoded its rows (``unencodable``); the writer carries on. ``messages_out``
+    counts Kafka records.
     """
 
     def __init__(
@@ -222,6 +232,7 @@ class PredictionLogWriter:
         batch: int,
         linger_s: float = 0.05,
         max_in_flight: int = 4,
+        max_record_bytes: int | None = None,
     ) -> None:
         self._producer = producer
         self._buffer = buffer
@@ -229,10 +240,14 @@ class PredictionLogWriter:
         self._batch = batch
         self._linger_s = linger_s
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        self._settling: set[asyncio.Task[int]] = set()
+        self._settling: set[asyncio.Task[_Counts]] = set()
+        # Room for the key, the traceparent header and the record's framing.
+        self._max_value_bytes = (
+            None if max_record_bytes is None else max(1024, max_record_bytes - _RECORD_OVERHEAD)
+        )
 
     async def write_once(self, timeout_s: float | None = 0.2) -> int:
-        """Send up to one batch; returns the number of records handed to the producer."""
+        """Send up to one batch; returns the number of rows handed to the producer."""
         items = await self._buffer.take(self._batch, timeout_s, linger_s=self._linger_s)
         self._metrics.log_buffered.set(len(self._buffer))
         if not items:
@@ -241,11 +256,12 @@ class PredictionLogWriter:
         try:
             partitions = sorted(await producer.partitions_for(topic))
         except KafkaError as exc:
-            self._buffer.drop("kafka_error", len(items))
-            log.warning("%d predictions not logged: no metadata for %s: %s", len(items), topic, exc)
+            rows = sum(item.rows for item in items)
+            self._buffer.drop("kafka_error", rows)
+            log.warning("%d predictions not logged: no metadata for %s: %s", rows, topic, exc)
             return 0
         out: list[OutRecord] = []
-        shadow: list[bool] = []
+        encoded: list[EncodedPrediction] = []
         headers_by_trace: dict[int, list[tuple[str, bytes]]] = {}
         stamps: dict[float, str] = {}
         for item in items:
@@ -253,27 +269,27 @@ class PredictionLogWriter:
             if stamp is None:
                 stamp = stamps[item.served_at] = timestamp_text(item.served_at)
             try:
-                records = encode_prediction(item, stamp)
+                records = encode_entry(item, stamp, max_bytes=self._max_value_bytes)
             except (TypeError, ValueError) as exc:
-                self._buffer.drop("unencodable", 1)
+                self._buffer.drop("unencodable", item.rows)
                 log.warning("prediction %s not logged: %s", item.request_id, exc)
                 continue
-            # The rows of one ModelInfer share one trace context: inject it once.
+            # Entries of one RPC share one trace context: inject it once.
             trace = item.trace
             headers = headers_by_trace.get(id(trace)) if trace is not None else None
             if headers is None and trace is not None:
                 headers = headers_by_trace[id(trace)] = headers_from_context(trace)
             for record in records:
                 out.append((record.key, record.value, headers, None))
-                shadow.append(record.shadow)
-        pending: list[tuple[asyncio.Future[object], list[int]] | None] = []
+                encoded.append(record)
+        pending: list[tuple[asyncio.Future[object], _Counts] | None] = []
         for batch in await batch_records(producer, topic, out, partitions):
-            counts = [0, 0]
+            counts = _Counts()
             for index in batch.indices:
-                counts[shadow[index]] += 1
+                counts.add(encoded[index])
             pending.append(await self._send(batch, counts))
         sent = [p for p in pending if p is not None]
-        handed = sum(sum(c) for _, c in sent)
+        handed = sum(c.rows for _, c in sent)
         # Delivery is awaited in the background, a few batches at a time, so
         # that the next batch is encoded while Kafka acknowledges this one
         # (waiting here capped the log at one batch per broker round trip).
@@ -283,7 +299,7 @@ class PredictionLogWriter:
         task.add_done_callback(self._settled)
         return handed
 
-    def _settled(self, task: asyncio.Task[int]) -> None:
+    def _settled(self, task: asyncio.Task[_Counts]) -> None:
         self._settling.discard(task)
         self._in_flight.release()
         if not task.cancelled() and task.exception() is not None:
@@ -295,39 +311,41 @@ class PredictionLogWriter:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _send(
-        self, batch: RecordBatch, counts: list[int]
-    ) -> tuple[asyncio.Future[object], list[int]] | None:
+        self, batch: RecordBatch, counts: _Counts
+    ) -> tuple[asyncio.Future[object], _Counts] | None:
         try:
             future = await self._producer.send_batch(
                 batch.builder, PREDICTIONS.name, partition=batch.partition
             )
         except KafkaError as exc:
-            self._buffer.drop("kafka_error", sum(counts))
-            log.warning("%d prediction records not logged: %s", sum(counts), exc)
+            self._buffer.drop("kafka_error", counts.rows)
+            log.warning("%d prediction rows not logged: %s", counts.rows, exc)
             return None
         return future, counts
 
-    async def _settle(self, sent: list[tuple[asyncio.Future[object], list[int]]]) -> int:
+    async def _settle(self, sent: list[tuple[asyncio.Future[object], _Counts]]) -> _Counts:
         """Count what was handed over, wait for delivery and count what failed."""
-        answered = sum(c[0] for _, c in sent)
-        shadow = sum(c[1] for _, c in sent)
+        total = _Counts()
+        for _, counts in sent:
+            total.merge(counts)
         written = self._metrics.log_written
-        if answered:
-            written.labels(kind="answered").inc(answered)
-        if shadow:
-            written.labels(kind="shadow").inc(shadow)
-        self._metrics.base.messages_out.labels(topic=PREDICTIONS.name).inc(answered + shadow)
+        if total.answered:
+            written.labels(kind="answered").inc(total.answered)
+        if total.shadow:
+            written.labels(kind="shadow").inc(total.shadow)
+        if total.records:
+            self._metrics.base.messages_out.labels(topic=PREDICTIONS.name).inc(total.records)
         if sent:
             results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
             failed = sum(
-                sum(c)
+                c.rows
                 for r, (_, c) in zip(results, sent, strict=True)
                 if isinstance(r, BaseException)
             )
             if failed:
                 self._buffer.drop("kafka_error", failed)
-                log.warning("%d prediction records failed delivery to Kafka", failed)
-        return answered + shadow
+                log.warning("%d prediction rows failed delivery to Kafka", failed)
+        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain until ``stop`` is set, then flush what is buffered."""
@@ -336,3 +354,32 @@ class PredictionLogWriter:
         while len(self._buffer):
             await self.write_once(timeout_s=0)
         await self.drain()
+
+
+_RECORD_OVERHEAD = 4096
+"""Bytes of a Kafka record besides its value kept free under ``max.message.bytes``."""
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What one producer batch holds: answered and shadow rows, and records."""
+
+    answered: int = 0
+    shadow: int = 0
+    records: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.answered + self.shadow
+
+    def add(self, record: EncodedPrediction) -> None:
+        if record.shadow:
+            self.shadow += record.rows
+        else:
+            self.answered += record.rows
+        self.records += 1
+
+    def merge(self, other: _Counts) -> None:
+        self.answered += other.answered
+        self.shadow += other.shadow
+        self.records += other.records

@@ -16,7 +16,7 @@ from driftline.serving.core import ServingCore
 from driftline.serving.feature_source import GrpcFeatureSource
 from driftline.serving.grpc_server import ServingServer
 from driftline.serving.kafka_loop import ModelFollower, PredictionLogWriter
-from driftline.serving.model_source import RegistryModelSource
+from driftline.serving.model_source import RegistryModelSource, limit_model_threads
 from driftline.serving.model_table import ModelTable
 from driftline.serving.prediction_log import PredictionLog
 from driftline.serving.serving_metrics import ServingMetrics
@@ -41,6 +41,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     until a champion is loaded, RPCs answer UNAVAILABLE and readiness is false.
     """
     cfg = settings.serving
+    # Before any model loads: predictions run on this (the event loop's) thread.
+    limits = limit_model_threads(cfg.model_threads)
+    log.info("model native threads limited to %d (%s)", cfg.model_threads, limits)
     base = ServiceMetrics("serving")
     metrics = ServingMetrics(base)
     health = Health("serving")
@@ -112,7 +115,13 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         PREDICTIONS.name,
     )
     follower = ModelFollower(consumer, table, metrics, consumers, retry_s=cfg.registry_retry_s)
-    writer = PredictionLogWriter(producer, buffer, metrics, batch=cfg.prediction_log_batch)
+    writer = PredictionLogWriter(
+        producer,
+        buffer,
+        metrics,
+        batch=cfg.prediction_log_batch,
+        max_record_bytes=settings.kafka.max_message_bytes,
+    )
     app = build_admin_app(health, base, title="Driftline serving")
     writer_stop = asyncio.Event()
     try:

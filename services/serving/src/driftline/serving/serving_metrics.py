@@ -35,20 +35,21 @@ class ServingMetrics:
         )
         self.log_dropped = Counter(
             "driftline_serving_prediction_log_dropped",
-            "Predictions not logged to driftline.predictions, by reason "
-            "(buffer_full: Kafka too slow; kafka_error: the send failed)",
+            "Prediction rows not logged to driftline.predictions, by reason "
+            "(buffer_full: Kafka too slow; kafka_error: the send failed; unencodable)",
             ["reason"],
             registry=registry,
         )
         self.log_written = Counter(
             "driftline_serving_prediction_log_written",
-            "Prediction records handed to Kafka, by kind (answered / shadow)",
+            "Prediction rows handed to Kafka, by kind (answered / shadow); a batch record "
+            "counts its rows",
             ["kind"],
             registry=registry,
         )
         self.log_buffered = Gauge(
             "driftline_serving_prediction_log_buffered",
-            "Predictions waiting in the bounded buffer for Kafka",
+            "Prediction rows waiting in the bounded buffer for Kafka",
             registry=registry,
         )
         self.model_loads = Counter(
