@@ -7,6 +7,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from driftline.contracts.errors import InvalidArgumentError
@@ -157,6 +158,10 @@ def _matrix_request(
     return request
 
 
+def _lists(columns: dict[str, Any]) -> dict[str, list[Any]]:
+    return {k: v.tolist() if isinstance(v, np.ndarray) else list(v) for k, v in columns.items()}
+
+
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
 def test_a_matrix_input_gives_the_per_feature_columns(
@@ -174,10 +179,13 @@ def test_a_matrix_input_gives_the_per_feature_columns(
         t = per_feature.inputs.add(name=name, datatype=datatype, shape=[4, 1])
         fill_typed(t.contents, datatype, [r[j] for r in rows])
     expected, _, _, _ = input_columns(per_feature, model.by_name, frozenset())
-    assert columns == expected
-    # INT64 features come out as ints, FP64 ones as floats.
-    assert columns["age"] == [20, 21, 22, 23] and all(type(v) is int for v in columns["age"])
-    assert columns["salary"] == [50_000.0, 50_001.0, 50_002.0, 50_003.0]
+    assert _lists(columns) == expected
+    # A matrix's columns stay arrays (no Python object per value): INT64 features as
+    # int64, FP64 ones as float64; as lists they are ints and floats.
+    assert columns["age"].dtype == np.int64 and columns["salary"].dtype == np.float64
+    assert _lists(columns)["age"] == [20, 21, 22, 23]
+    assert all(type(v) is int for v in _lists(columns)["age"])
+    assert _lists(columns)["salary"] == [50_000.0, 50_001.0, 50_002.0, 50_003.0]
 
 
 @pytest.mark.parametrize("raw", [True, False])
@@ -186,7 +194,8 @@ def test_an_integer_matrix_is_accepted(model: LoadedModel, raw: bool) -> None:
     columns, _, n, _ = input_columns(
         _matrix_request(rows, "INT64", raw), model.by_name, frozenset()
     )
-    assert n == 3 and columns["zipcode"] == [0, 1, 2] and columns["salary"][2] == 50_002
+    got = _lists(columns)
+    assert n == 3 and got["zipcode"] == [0, 1, 2] and got["salary"][2] == 50_002
 
 
 def test_a_matrix_may_come_with_entity_ids(model: LoadedModel) -> None:
@@ -302,4 +311,4 @@ def test_a_one_feature_model_takes_an_n_by_1_matrix() -> None:
     columns, _, n, _ = input_columns(
         _matrix_request([[1.0], [2.0]], "FP32", raw=False), one.by_name, frozenset()
     )
-    assert (columns, n) == ({"salary": [1.0, 2.0]}, 2)
+    assert (_lists(columns), n) == ({"salary": [1.0, 2.0]}, 2)

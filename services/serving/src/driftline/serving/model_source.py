@@ -47,6 +47,7 @@ __all__ = [
     "ModelSource",
     "RegistryModelSource",
     "import_model_modules",
+    "limit_model_threads",
     "load_version",
 ]
 
@@ -61,10 +62,17 @@ MODEL_MODULES: tuple[str, ...] = (
     "river.naive_bayes",
     "river.drift",
     "river.optim",
+    "sklearn.pipeline",
+    "sklearn.preprocessing",
+    "sklearn.linear_model",
+    "sklearn.ensemble",
 )
-"""The River packages the model-spec allow-list draws on: what unpickling an artifact
-imports.  ``river.tree`` alone pulls in scipy; on a loaded two-core machine that took
-20-40 s, which the first promotion paid while serving answered UNAVAILABLE."""
+"""The River packages the model-spec allow-list draws on, and scikit-learn's common
+estimators: what unpickling an artifact imports.  ``river.tree`` alone pulls in scipy;
+on a loaded two-core machine that took 20-40 s, which the first promotion paid while
+serving answered UNAVAILABLE.  LightGBM, XGBoost and onnxruntime (0.4, 1.8 and 0.1 s)
+are imported by the first version of theirs, which serving loads when its registration
+is read on ``driftline.models``, before it is promoted."""
 
 _REFUSALS: dict[grpc.StatusCode, type[DriftlineError]] = {
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -74,6 +82,27 @@ _REFUSALS: dict[grpc.StatusCode, type[DriftlineError]] = {
 }
 """Registry answers about the request itself; any other failure is the registry's
 (:class:`UnavailableError`, retried)."""
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_model_threads(threads: int) -> dict[str, int]:
+    """Let models' native code (OpenMP, BLAS) use at most ``threads`` threads per call.
+
+    Libraries already loaded (numpy's BLAS, scikit-learn's OpenMP) are limited through
+    ``threadpoolctl``; the environment variables cover those loaded later (LightGBM's
+    and XGBoost's OpenMP read them when they start).  Returns ``{library: threads}`` as
+    ``threadpoolctl`` then reports them.  See ``ServingSettings.model_threads`` for why.
+    """
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
+    return {f"{i['internal_api']}:{i['filepath']}": i["num_threads"] for i in threadpool_info()}
 
 
 def import_model_modules(modules: tuple[str, ...] = MODEL_MODULES) -> list[str]:
