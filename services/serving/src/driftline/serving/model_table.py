@@ -44,6 +44,16 @@ encoding on ``driftline.models``: versions start at 1)."""
 _PREFETCHED = 2
 """Prefetched versions kept per model until promoted (older ones are dropped)."""
 
+NOT_FOUND_RETRIES_S: tuple[float, ...] = (0.2, 0.5, 1.0)
+"""Pauses before asking the registry again for a version it said it does not have.
+
+The registry answers from its own reading of ``driftline.models``, and serving reads
+the same log: a version serving has just read about (its registration, then its
+promotion a few milliseconds later) can be asked for before the registry has read it
+back, and the first answer is NOT_FOUND.  Taking that answer as final dropped such a
+promotion for good (serving kept the previous champion while the registry named the
+new one); a version that really does not exist is refused after these ~1.7 s."""
+
 
 @dataclass
 class ServedModel:
@@ -225,8 +235,10 @@ class ModelTable:
     async def sync(self) -> None:
         """Load every followed alias of every served model as the registry has them now.
 
-        Raises :class:`UnavailableError` when the registry cannot be reached;
-        a version that fails to load is logged and skipped (the others still load).
+        Raises :class:`UnavailableError` when the registry cannot be reached, or a
+        version cannot be loaded because the registry or the feature store is down
+        (call it again: what loaded stays loaded); a version that fails to load for
+        good (missing, tampered, not deserialisable) is logged and skipped.
         """
         listing = await self._source.list_models()
         for name, aliases in sorted(listing.items()):
@@ -235,7 +247,21 @@ class ModelTable:
             self._served(name)
             for alias, version in sorted(aliases.items()):
                 if alias in FOLLOWED_ALIASES or alias == self._models[name].canary.alias:
-                    await self.point(name, alias, version)
+                    try:
+                        await self._swap_in(name, alias, version)
+                    except UnavailableError:
+                        # The registry or the feature store is not up yet: the whole sync
+                        # is tried again (what loaded stays), rather than serving without
+                        # this champion until its next promotion.
+                        raise
+                    except DriftlineError as exc:
+                        log.error("cannot load model %r v%d for %r: %s", name, version, alias,
+                                  exc.message)  # fmt: skip
+                    except Exception:
+                        # An artifact that verifies but does not unpickle must not stop
+                        # the others from loading.
+                        log.exception("cannot deserialize model %r v%d for %r", name, version,
+                                      alias)  # fmt: skip
         for name in self._only:
             self._served(name)
         self.synced = True
@@ -268,7 +294,7 @@ class ModelTable:
             self._loaded("loaded")  # loaded ahead, for this promotion
         elif model is None:
             try:
-                model = await asyncio.shield(self._load(name, version))
+                model = await self._load_named(name, version)
             except Exception:
                 self._loaded("failed")
                 raise
@@ -289,6 +315,21 @@ class ModelTable:
         )
         self._changed()
         return True
+
+    async def _load_named(self, name: str, version: int) -> LoadedModel:
+        """Load a version a ``driftline.models`` event (or the registry) named; a NOT_FOUND
+        answer is asked again after each of :data:`NOT_FOUND_RETRIES_S` (see there)."""
+        for pause in (*NOT_FOUND_RETRIES_S, None):
+            try:
+                # A prefetch of the same version in flight is joined, not repeated.
+                return await asyncio.shield(self._load(name, version))
+            except NotFoundError as exc:
+                if pause is None:
+                    raise
+                log.info("model %r v%d not found in the registry yet (%s); asking again in "
+                         "%.1fs", name, version, exc.message, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _unset(self, name: str, alias: str) -> bool:
         served = self._models.get(name)
