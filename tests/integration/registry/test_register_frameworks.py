@@ -347,6 +347,9 @@ async def test_the_cli_registers_sklearn_and_onnx_files_as_an_outside_process(
             {"auc": 0.91},
         )
         assert v.tags["trained_on"] == "train.parquet"
+        # The lineage names the feature set the CLI checked the model against (not v0).
+        assert v.lineage is not None
+        assert (v.lineage.featureset, v.lineage.featureset_version) == ("loans", 1)
         assert "lightgbm" in v.library_versions and "scikit-learn" in v.library_versions
         assert await served_predictions(client, v)
         o = await client.get(onnx_name)

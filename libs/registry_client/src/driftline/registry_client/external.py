@@ -28,6 +28,7 @@ caller's own file — never in the registry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import io
 import platform
@@ -173,6 +174,9 @@ class PreparedVersion:
     artifact_format: str
     library_versions: dict[str, str]
     tags: dict[str, str] = field(default_factory=dict)
+    featureset_version: int = 0
+    """The feature set's version the model was checked against here (0: not known here),
+    recorded in the lineage unless the caller names one."""
 
     @property
     def framework(self) -> str:
@@ -365,6 +369,13 @@ def _onnx_facts(data: bytes, spec: ModelSpec) -> tuple[ModelSpec, dict[str, str]
     return spec, versions
 
 
+def _with_featureset(
+    prepared: PreparedVersion, featuresets: FeatureSetCatalog | Path | None
+) -> PreparedVersion:
+    fs = _featureset(prepared.spec, featuresets)
+    return dataclasses.replace(prepared, featureset_version=fs.version) if fs else prepared
+
+
 def prepare_object(
     spec: ModelSpec,
     model: Any,
@@ -374,6 +385,12 @@ def prepare_object(
     """Check a fitted model object against ``spec`` and serialise it with its runtime:
     a scikit-learn-API estimator (``sklearn``), an ``onnx.ModelProto`` (``onnx``), or
     the artifact bytes of any framework."""
+    return _with_featureset(_prepare_object(spec, model, featuresets), featuresets)
+
+
+def _prepare_object(
+    spec: ModelSpec, model: Any, featuresets: FeatureSetCatalog | Path | None
+) -> PreparedVersion:
     if isinstance(model, bytes | bytearray):
         return prepare_artifact(spec, bytes(model), featuresets=featuresets)
     from driftline.model_runtimes import runtime_for
@@ -408,6 +425,17 @@ def prepare_artifact(
     ``feature_names_in_`` / ``n_features_in_`` / ``classes_`` with the spec; an ONNX one
     is parsed and loaded into onnxruntime; a ``python`` one is opaque bytes.
     """
+    return _with_featureset(
+        _prepare_artifact(spec, data, artifact_format, featuresets), featuresets
+    )
+
+
+def _prepare_artifact(
+    spec: ModelSpec,
+    data: bytes,
+    artifact_format: str | None,
+    featuresets: FeatureSetCatalog | Path | None,
+) -> PreparedVersion:
     from driftline.model_runtimes import runtime_for
 
     fmt = artifact_format or default_format(spec.framework)
@@ -456,7 +484,9 @@ async def register_prepared(
     if isinstance(trained_on, TrainedOn):
         if trained_on.export:
             all_tags["trained_on"] = trained_on.export
-        lineage: Lineage | None = trained_on.lineage(prepared.spec.featureset, featureset_version)
+        lineage: Lineage | None = trained_on.lineage(
+            prepared.spec.featureset, featureset_version or prepared.featureset_version
+        )
     else:
         lineage = trained_on
     info = await client.register(
