@@ -34,14 +34,16 @@ def _no_prediction(_: FeatureVector) -> Prediction:
 
 
 ReplayProgress = Callable[[int, int], None]
-"""Called as records are read: ``(records read, records to read)``."""
+"""Called as records are read: ``(offsets passed, offsets in the range)`` over every
+partition of both topics (about a record each; transaction markers take one too)."""
 
 
 class KafkaReplay:
     """Callable ``await replay(plan)`` → the joined examples of the replayed range.
 
-    ``progress`` (optional) is called after every fetched batch with the records read
-    so far and the records the range holds (both topics, every partition).
+    ``progress`` (optional) is called after every fetched batch with the offsets passed
+    so far and the offsets the range holds (both topics, every partition); the last call
+    has them equal.
     """
 
     def __init__(
@@ -94,7 +96,10 @@ class KafkaReplay:
         )
         out: list[JoinedExample[Any]] = []
         total = sum(max(0, end[tp] - start[tp]) for tp in tps)
-        read = 0
+        # Progress is counted in offsets passed, not records seen: a transactional
+        # producer's commit markers (and aborted records) take offsets no record is
+        # read at, so a count of records never reached the total.
+        passed = dict.fromkeys(tps, 0)
         if self.progress is not None:
             self.progress(0, total)
         while remaining:
@@ -103,15 +108,16 @@ class KafkaReplay:
                 for r in records:
                     if r.offset >= end[tp]:
                         break
-                    read += 1
+                    passed[tp] = r.offset + 1 - start[tp]
                     joined = self._one(join, r)
                     if joined is not None:
                         out.append(joined)
-            if self.progress is not None and batch:
-                self.progress(read, total)
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
+                    passed[tp] = end[tp] - start[tp]
+            if self.progress is not None and (batch or not remaining):
+                self.progress(sum(passed.values()), total)
         log.info(
             "replayed %d joined examples (%d vectors, %d labels, %d bad records)",
             len(out), join.stats.vectors, join.stats.labels, self.bad_records,
