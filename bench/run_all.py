@@ -31,6 +31,7 @@ BENCHES = {
     "training": "bench_training.py",
     "registry": "bench_registry.py",
     "serving": "bench_serving.py",
+    "byom": "bench_byom.py",
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
@@ -193,10 +194,58 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     rows_s = _get(report, "serving", "model_infer_256_rows", "rows_per_s")
     add("#6", "ModelInfer, 256 rows per request", rows_s, "rows/s", ">= 20,000", "—",
         None if rows_s is None else rows_s >= 20000)  # fmt: skip
-    dropped = _get(report, "serving", "prediction_log", "records_dropped")
-    written = _get(report, "serving", "prediction_log", "records_written")
-    add("#6", "prediction log during the bench: records dropped (bounded buffer full)", dropped,
-        "", "counted, never blocking", f"written {_fmt(written)}", None)  # fmt: skip
+    dropped = _get(report, "serving", "prediction_log", "rows_dropped")
+    written = _get(report, "serving", "prediction_log", "rows_written")
+    answered = _get(report, "serving", "prediction_log", "rows_answered")
+    records = _get(report, "serving", "prediction_log", "records_written")
+    add("#6", "prediction log during the bench's load phases: rows dropped", dropped, "",
+        "0 (counted, never blocking)",
+        f"{_fmt(written)} rows written of {_fmt(answered)} answered, in {_fmt(records)} records",
+        None if dropped is None else dropped == 0)  # fmt: skip
+
+    # -- bring your own model (#15)
+    for kind, label in (("logreg", "a scikit-learn Pipeline(StandardScaler, LogisticRegression)"),
+                        ("hgb", "a HistGradientBoostingClassifier")):  # fmt: skip
+        ours = _get(report, "byom", "model_infer", f"driftline/{kind}")
+        ml = _get(report, "byom", "model_infer", f"mlserver/{kind}")
+        inproc = _get(report, "byom", "model_infer", f"mlserver_inproc/{kind}")
+        agree = _get(report, "byom", "label_agreement_with_driftline")
+        for c in sorted((ours or {}), key=int):
+            ratio = _get(report, "byom", "rows_per_s_ratio_driftline_to_mlserver",
+                         f"{kind} vs mlserver", c)  # fmt: skip
+            ratio0 = _get(report, "byom", "rows_per_s_ratio_driftline_to_mlserver",
+                          f"{kind} vs mlserver_inproc", c)  # fmt: skip
+            add("#15", f"ModelInfer, 256 rows, {label}, c={c}: Driftline rows/s "
+                "(ratio to MLServer 1.7.1, same model file, same tritonclient client)",
+                ours[c]["rows_per_s"], "rows/s", ">= 1.5x MLServer",
+                f"MLServer default {_fmt(ml and ml[c]['rows_per_s'], 'rows/s')} (ratio "
+                f"{_fmt(ratio)}); MLServer parallel_workers=0 "
+                f"{_fmt(inproc and inproc[c]['rows_per_s'], 'rows/s')} (ratio {_fmt(ratio0)}); "
+                f"labels agree: {agree and min(agree.values()) == 1.0}",
+                None if ratio is None else ratio >= 1.5)  # fmt: skip
+    river = _get(report, "byom", "predict_c1", "loans-river", "p50_ms")
+    for kind in ("logreg", "hgb"):
+        v = _get(report, "byom", "predict_c1", f"loans-{kind}", "p50_ms")
+        r = _get(report, "byom", "predict_c1_p50_ratio_to_river", kind)
+        add("#15", f"Predict c=1 p50, scikit-learn {kind}", v, "ms",
+            "within 10% of the River model's", f"River Hoeffding tree {_fmt(river, 'ms')} "
+            f"(ratio {_fmt(r)})", None if r is None else r <= 1.10)  # fmt: skip
+    log = _get(report, "byom", "prediction_log") or {}
+    add("#15", "prediction log during the BYOM load phases: rows dropped",
+        log.get("rows_dropped"), "", "0",
+        f"{_fmt(log.get('rows_written'))} rows written of {_fmt(log.get('rows_answered'))} "
+        "answered", None if not log else log["rows_dropped"] == 0)  # fmt: skip
+    promo = _get(report, "byom", "promotion") or {}
+    add("#15", f"promotion -> serving, a {_fmt(promo.get('forest_artifact_mb'))} MB scikit-learn "
+        "random forest, median", promo.get("forest_median_s"), "s", "—",
+        f"a River Hoeffding tree {_fmt(promo.get('river_median_s'), 's')}", None)  # fmt: skip
+    small = _get(report, "registry", "register_ms", "p50")
+    for fmt_name in ("sklearn-pickle", "onnx"):
+        large = _get(report, "registry", "register_10mb", fmt_name) or {}
+        mb = (large.get("artifact_bytes") or 0) / 1e6
+        add("#15", f"registry: register a {_fmt(mb)} MB {fmt_name} model trained elsewhere, p50",
+            (large.get("register_ms") or {}).get("p50"), "ms", "—",
+            f"a 1 MB River artifact p50 {_fmt(small, 'ms')}", None)  # fmt: skip
 
     # -- drift (#7)
     for t in _get(report, "drift", "eval", "targets") or []:
