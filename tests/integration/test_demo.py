@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
+from support.own_infra import own_kafka_node, own_redis_node
 
 from driftline.cli.demo import isolated_env, report_summary
 from driftline.contracts.messages import (
@@ -28,10 +29,9 @@ from driftline.contracts.messages import (
     prediction_records,
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
-from driftline.infra import KafkaNode, RedisNode, free_port, free_ports
+from driftline.infra import KafkaNode, RedisNode
 from driftline.kafkaio import make_consumer
 from driftline.settings import KafkaSettings
-from driftline.settings.models import InfraSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,36 +40,16 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaNode]:
-    """A real broker holding nothing but this demo's records."""
-    infra = InfraSettings()
-    port, controller = free_ports(2)
-    node = KafkaNode(
-        tmp_path_factory.mktemp("demo-kafka"),
-        port=port,
-        controller_port=controller,
-        kafka_version=infra.kafka_version,
-        jar_cache=infra.jar_cache,
-        heap="512m",
-        infra_dir=ROOT / "infra",
-    )
-    node.start(timeout_s=120.0)
-    try:
+    """A real broker holding nothing but this module's records."""
+    with own_kafka_node(tmp_path_factory.mktemp("demo-kafka")) as node:
         yield node
-    finally:
-        node.stop(timeout_s=20.0)
 
 
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
     """A real redis-server with no other test's entities in it."""
-    node = RedisNode(
-        tmp_path_factory.mktemp("demo-redis"), port=free_port(), infra_dir=ROOT / "infra"
-    )
-    node.start(timeout_s=30.0)
-    try:
+    with own_redis_node(tmp_path_factory.mktemp("demo-redis")) as node:
         yield node
-    finally:
-        node.stop(timeout_s=10.0)
 
 
 def _demo_env(kafka: KafkaNode, redis: RedisNode, state: Path) -> dict[str, str]:
