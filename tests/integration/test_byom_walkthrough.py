@@ -305,9 +305,10 @@ async def test_the_readme_walkthrough_exports_fits_registers_serves_and_swaps(
     assert "ModelInfer: 256 rows as one [256, 9] FP64 matrix -> v2, classes ['0', '1']" in printed
     assert "(features from the online store)" in printed and "by v2 (champion)" in printed
 
-    # (a terminal this wide: rich wraps what it prints at the terminal's width)
+    # Piped at the default 80 columns: long lines (sha256, tags) come out whole.
+    narrow = {k: v for k, v in env.items() if k != "COLUMNS"}
     shown = (await _run([sys.executable, "-m", "driftline.cli", "models", "show", s.name,
-                         "--version", "1"], {**env, "COLUMNS": "1000"})).stdout  # fmt: skip
+                         "--version", "1"], narrow)).stdout  # fmt: skip
     assert re.search(r"framework sklearn \(.*scikit-learn " + re.escape(sklearn.__version__), shown)
     assert f"lineage   featureset loans v1, {len(labelled)} examples" in shown
     assert f'"trained_on": "{train_path}"' in shown

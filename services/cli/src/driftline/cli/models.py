@@ -73,7 +73,7 @@ def models_show(
         text = cli_commands.models_show(target, name, version, alias, token=token)
     except DriftlineError as exc:
         raise _fail(exc) from None
-    console.print(text, highlight=False, markup=False)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 class Framework(StrEnum):
@@ -205,7 +205,7 @@ def models_promote(
         )
     except DriftlineError as exc:
         raise _fail(exc) from None
-    console.print(line, highlight=False, markup=False)
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @models_app.command("rollback")
@@ -233,7 +233,7 @@ def models_rollback(
         )
     except DriftlineError as exc:
         raise _fail(exc) from None
-    console.print(line, highlight=False, markup=False)
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @models_app.command("history")
