@@ -210,3 +210,24 @@ def test_the_docstring_examples_run() -> None:
 
     result = doctest.testmod(external, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_spec_read_back_from_the_registry_keeps_whole_numbers_as_ints() -> None:
+    from driftline.registry_client.convert import struct_from_dict, struct_to_dict
+    from driftline.specs import ModelSpec
+
+    spec = {
+        "name": "loans-hgb", "featureset": "loans", "task": "binary", "framework": "sklearn",
+        "features": ["salary", "age"], "classes": [0, 1],
+        "pipeline": [{"sklearn.ensemble.HistGradientBoostingClassifier":
+                      {"max_iter": 100, "learning_rate": 0.1, "random_state": 0}}],
+        "retraining": {"window": 20000, "holdout": 0.2},
+    }  # fmt: skip
+    back = struct_to_dict(struct_from_dict(spec))
+    assert back == spec
+    params = back["pipeline"][0]["sklearn.ensemble.HistGradientBoostingClassifier"]
+    assert type(params["max_iter"]) is int and type(params["learning_rate"]) is float
+    # The pipeline builds from the registry's copy (scikit-learn refuses max_iter=100.0).
+    estimator = ModelSpec.model_validate(back).build_pipeline()
+    assert estimator.get_params()["max_iter"] == 100
+    estimator.fit([[1.0, 2.0], [2.0, 1.0]] * 10, [0, 1] * 10)

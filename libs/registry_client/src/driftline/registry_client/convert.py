@@ -78,9 +78,29 @@ def struct_from_dict(data: Mapping[str, Any]) -> Struct:
     return s
 
 
+_EXACT_INT = 2**53
+"""Every integer up to this magnitude is exact as a double."""
+
+
+def _whole_numbers_as_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_int(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_int(v) for v in value]
+    return value
+
+
 def struct_to_dict(s: Struct) -> dict[str, Any]:
-    """A plain dict of a ``google.protobuf.Struct``."""
-    out: dict[str, Any] = json_format.MessageToDict(s)
+    """A plain dict of a ``google.protobuf.Struct``, whole numbers as ``int``.
+
+    A Struct holds every number as a double, so a spec's ``max_iter: 100`` came back
+    as ``100.0``, which scikit-learn refuses for an int parameter when the spec's
+    pipeline is built from the registry's copy; a whole number reads back as an int,
+    as the same JSON or YAML would (``1.0`` too: every numeric parameter takes an int).
+    """
+    out: dict[str, Any] = _whole_numbers_as_int(json_format.MessageToDict(s))
     return out
 
 
