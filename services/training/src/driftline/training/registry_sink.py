@@ -29,8 +29,8 @@ def _registered(info: ModelVersionInfo) -> RegisteredVersion:
 class RegistrySink:
     """Registers candidates with the registry and reads its champion.
 
-    River models are uploaded as ``river-pickle``; other frameworks' as their
-    runtime writes them (:meth:`ModelRuntime.dump`, e.g. ``sklearn-pickle``).  A
+    A model is uploaded as its framework's runtime writes it (:meth:`ModelRuntime.dump`:
+    ``river-pickle``, ``sklearn-pickle``).  A
     champion is downloaded and its digest and HMAC signature verified (under
     ``signing_key``) before anything deserialises it.
     """
@@ -53,23 +53,14 @@ class RegistrySink:
         framework: str = "river",
         library_versions: Mapping[str, str] | None = None,
     ) -> RegisteredVersion:
-        if framework == "river":
-            info = await self.client.register(
-                name,
-                model=model,
-                metrics=metrics,
-                lineage=lineage,
-                spec=spec,
-                trigger_id=lineage.trigger_id,
-                actor=actor,
-                idempotency_key=idempotency_key,
-                drift_ids=drift_ids,
-                library_versions=library_versions,
-            )
-            return _registered(info)
         runtime = runtime_for(framework)
-        # Pickling a fitted ensemble takes a while: not on the event loop.
-        data = await asyncio.to_thread(runtime.dump, model)
+        if framework == "river":
+            # On the event loop: a River model may be the learner that goes on learning
+            # there, which a thread must not pickle half-way through an update.
+            data = runtime.dump(model)
+        else:
+            # A batch fit is nobody else's; pickling an ensemble takes a while.
+            data = await asyncio.to_thread(runtime.dump, model)
         info = await self.client.register(
             name,
             data,
