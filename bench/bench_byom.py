@@ -57,6 +57,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "byom.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import ENTITIES, _metric, fill_online_store  # noqa: E402 - same online store
 from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
 
 SIGNING_KEY = "bench-signing-key"
@@ -65,7 +66,6 @@ FIELDS = (
 )  # fmt: skip
 """The models' inputs, in matrix column order: the loans feature set's raw fields."""
 ROWS = 256
-ENTITIES = 1000
 MLSERVER_VERSION = "1.7.1"
 MLSERVER_ENV = Path.home() / ".cache" / "driftline" / f"mlserver-{MLSERVER_VERSION}"
 SKLEARN_MODELS = ("logreg", "hgb")
@@ -309,14 +309,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, name: str) ->
     raise SystemExit(f"{name} not ready in 120 s; see {log}")
 
 
-def _metric(admin_port: int, prefix: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
-    )
-
-
 async def _served_version(stub: Any, model: str) -> int | None:
     """The version serving answers ``model``'s Predict with (the champion), if any."""
     from driftline.v1 import predictor_pb2
@@ -377,28 +369,6 @@ async def register_river(registry: str) -> tuple[int, float]:
             RIVER_MODEL, "champion", version.version, actor="bench", reason="byom bench"
         )
     return version.version, time.perf_counter()
-
-
-async def fill_online_store(redis_url: str) -> None:
-    """Online values of the loans features for ``ENTITIES`` entities, as the worker writes."""
-    from river.datasets import synth
-
-    from driftline.features.online_store import EntityWrite, RedisOnlineStore
-    from driftline.specs import load_featuresets
-
-    spec = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans")
-    now_us = int(time.time() * 1e6)
-    writes = []
-    for i, (x, _) in enumerate(synth.Agrawal(seed=2).take(ENTITIES)):
-        values: dict[str, tuple[Any, int]] = {n: (v, now_us) for n, v in x.items()}
-        for name in spec.feature_names:
-            values.setdefault(name, (float(i % 7), now_us))
-        writes.append(EntityWrite(f"bench-{i}", values))
-    store = RedisOnlineStore(redis_url)
-    try:
-        await store.write("loans", writes)
-    finally:
-        await store.close()
 
 
 async def predict_c1(target: str, models: list[str], n: int, rounds: int) -> dict[str, Any]:
