@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
-from support.own_infra import own_kafka_node, own_redis_node
+from support.own_infra import own_kafka_node, own_redis_node, read_topic
 
 from driftline.cli.demo import demo_models_dir, isolated_env, report_summary
 from driftline.contracts.messages import (
@@ -31,8 +30,6 @@ from driftline.contracts.messages import (
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
 from driftline.infra import KafkaNode, RedisNode
-from driftline.kafkaio import make_consumer
-from driftline.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "loans-gbm"
@@ -55,23 +52,7 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisNode]:
 
 
 async def _read_all(bootstrap: str, topic: Topic) -> list[bytes]:
-    consumer = make_consumer(
-        KafkaSettings(bootstrap_servers=bootstrap), "batch-loop-reader", group_id=None
-    )
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        await consumer.seek_to_beginning(*parts)
-        values: list[bytes] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
-            batch = await consumer.getmany(*parts, timeout_ms=1000)
-            for records in batch.values():
-                values.extend(r.value for r in records if r.value is not None)
-        return values
-    finally:
-        await consumer.stop()
+    return await read_topic(bootstrap, topic, "batch-loop-reader")
 
 
 def test_the_demo_trains_only_the_spec_it_is_asked_for() -> None:
