@@ -26,9 +26,12 @@ returns the same labels for the same rows.
 
 Measured beside it, in the same run: ``Predict`` at concurrency 1 (features
 fetched from the feature store) of each scikit-learn model against a River
-Hoeffding tree on the same features; serving's prediction log (rows written and
-dropped over the load phases, from ``/metrics``); and the time from promoting a
-version to serving answering with it, for a ~10 MB random forest and for the
+Hoeffding tree on the same features, taking turns in ``2 * rounds`` rounds before
+MLServer starts (the logistic regression answers through its compiled single-row
+path, ``serving.compile_models``; the gradient-boosted trees through scikit-learn);
+serving's prediction log (rows written and dropped over the load phases, from
+``/metrics``); and the time from promoting a version to serving answering with it,
+for a ~10 MB random forest and for the
 River model. Writes ``bench/out/byom.json``.
 
     uv run python bench/bench_byom.py [--seconds 4] [--rounds 3]
@@ -481,14 +484,6 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
     try:
         registry = start([sys.executable, "-m", "driftline.registry"], env)
         features = start([sys.executable, "-m", "driftline.features"], env)
-        ml = {}
-        for key, ml_ports, workers in (
-            ("mlserver", ml_default, 1),
-            ("mlserver_inproc", ml_inproc, 0),
-        ):
-            repo = work / key
-            write_mlserver_repo(repo, files, ml_ports, workers)
-            ml[key] = (start([str(mlserver), "start", str(repo)], None), ml_ports)
         _wait_http(f"http://127.0.0.1:{reg_admin}/readyz", registry, log, "registry")
         _wait_http(f"http://127.0.0.1:{fs_admin}/readyz", features, log, "features")
         # Serving is ready once it serves a champion: the River model's, registered first.
@@ -499,13 +494,24 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         for kind, model in models.items():
             version, _ = await register(registry_target, driftline_name(kind), model)
             await wait_served(target, driftline_name(kind), version)
+        print("Driftline ready; Predict c=1 …", flush=True)
+        names = [RIVER_MODEL, *(driftline_name(k) for k in SKLEARN_MODELS)]
+        # Before MLServer starts: this figure compares Driftline's models with each other,
+        # and MLServer's idle processes would only add noise to it.
+        predict = await predict_c1(target, names, args.requests, args.rounds * 2)
+        print(f"Predict c=1 {predict}", flush=True)
+        ml = {}
+        for key, ml_ports, workers in (
+            ("mlserver", ml_default, 1),
+            ("mlserver_inproc", ml_inproc, 0),
+        ):
+            repo = work / key
+            write_mlserver_repo(repo, files, ml_ports, workers)
+            ml[key] = (start([str(mlserver), "start", str(repo)], None), ml_ports)
         for key, (proc, ml_ports) in ml.items():
             for kind in files:
                 _wait_http(f"http://127.0.0.1:{ml_ports[1]}/v2/models/{kind}/ready", proc, log, key)
-        print("servers ready; Predict c=1 …", flush=True)
-        names = [RIVER_MODEL, *(driftline_name(k) for k in SKLEARN_MODELS)]
-        predict = await predict_c1(target, names, args.requests, args.rounds)
-        print(f"Predict c=1 {predict}", flush=True)
+        print("MLServer ready …", flush=True)
         await asyncio.sleep(1.5)  # the Predict phase's last rows reach Kafka first
         answered_before = _metric(admin_port, "driftline_serving_predictions_total")
         written_before = _metric(admin_port, "driftline_serving_prediction_log_written_total")

@@ -224,10 +224,11 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
                 f"labels agree: {agree and min(agree.values()) == 1.0}",
                 None if ratio is None else ratio >= 1.5)  # fmt: skip
     river = _get(report, "byom", "predict_c1", "loans-river", "p50_ms")
+    paths = {"logreg": "compiled single-row path", "hgb": "scikit-learn's own predict"}
     for kind in ("logreg", "hgb"):
         v = _get(report, "byom", "predict_c1", f"loans-{kind}", "p50_ms")
         r = _get(report, "byom", "predict_c1_p50_ratio_to_river", kind)
-        add("#15", f"Predict c=1 p50, scikit-learn {kind}", v, "ms",
+        add("#15", f"Predict c=1 p50, scikit-learn {kind} ({paths[kind]})", v, "ms",
             "within 10% of the River model's", f"River Hoeffding tree {_fmt(river, 'ms')} "
             f"(ratio {_fmt(r)})", None if r is None else r <= 1.10)  # fmt: skip
     log = _get(report, "byom", "prediction_log") or {}

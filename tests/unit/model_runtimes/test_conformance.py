@@ -1,10 +1,10 @@
 """Every model runtime passes the same conformance suite, on real fitted models.
 
 Cases: River (classifier, regressor), scikit-learn (an array-fitted logistic
-regression, a DataFrame-fitted pipeline, LightGBM's and XGBoost's scikit-learn
-classifiers, a regressor), ONNX (a scikit-learn model converted with skl2onnx),
-a user's Python class named by import path, and a runtime added from outside
-through the public extension point.
+regression, the same compiled for single rows, a DataFrame-fitted pipeline,
+LightGBM's and XGBoost's scikit-learn classifiers, a regressor), ONNX (a
+scikit-learn model converted with skl2onnx), a user's Python class named by import
+path, and a runtime added from outside through the public extension point.
 """
 
 from __future__ import annotations
@@ -95,6 +95,13 @@ def _sklearn_logistic() -> RuntimeCase:
     return _sklearn(make_pipeline(StandardScaler(), LogisticRegression()))
 
 
+def _sklearn_logistic_compiled() -> RuntimeCase:
+    """The same pipeline answering single rows through its compiled onnxruntime copy."""
+    case = _sklearn_logistic()
+    return RuntimeCase(f"{case.name}-compiled", case.framework, case.artifact_format,
+                       case.artifact, case.signature, case.batch, compiled=True)  # fmt: skip
+
+
 def _sklearn_hgb_frame() -> RuntimeCase:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -171,6 +178,7 @@ CASES: dict[str, Callable[[], RuntimeCase]] = {
     "river-classifier": _river_classifier,
     "river-regressor": _river_regressor,
     "sklearn-logistic": _sklearn_logistic,
+    "sklearn-logistic-compiled": _sklearn_logistic_compiled,
     "sklearn-hgb-dataframe": _sklearn_hgb_frame,
     "lightgbm": _lightgbm,
     "xgboost": _xgboost,

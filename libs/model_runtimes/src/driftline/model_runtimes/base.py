@@ -354,6 +354,17 @@ class ModelRuntime(abc.ABC):
         has a cheaper single-row path."""
         return self.predict(FeatureBatch.from_rows([row], self.signature.names)).scored(0)
 
+    def compile(self) -> str | None:
+        """Prepare a faster single-row path when the framework has one, checked to give
+        the model's own answers; None when the runtime has nothing to compile.
+
+        Call it once, before the runtime is shared (serving does, in the thread that
+        loads the version); it returns a sentence saying what it did or why it did
+        not, for the log. A runtime that cannot compile its model keeps serving it
+        as it was: compiling never fails a load.
+        """
+        return None
+
     @classmethod
     def dump(cls, model: Any) -> bytes:
         """The artifact bytes of a model object, in :attr:`formats` ``[0]``."""

@@ -35,12 +35,19 @@ class RuntimeCase:
     signature: ModelSignature
     batch: FeatureBatch
     spec: Mapping[str, Any] = field(default_factory=dict)
+    compiled: bool = False
+    """Load it compiled (:meth:`ModelRuntime.compile`), as serving does, and check that
+    compiling took: the suite then checks the compiled single-row path."""
 
     def load(self) -> ModelRuntime:
         """The runtime, loaded the way serving loads it (through the catalog)."""
-        return load_runtime(
+        runtime = load_runtime(
             self.framework, self.artifact_format, self.artifact, self.signature, self.spec
         )
+        if self.compiled:
+            outcome = runtime.compile()
+            assert getattr(runtime, "compiled", False), f"{self.name} did not compile: {outcome}"
+        return runtime
 
 
 def _same_label(a: Any, b: Any) -> bool:

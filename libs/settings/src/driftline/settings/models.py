@@ -304,6 +304,12 @@ class ServingSettings(_ServiceSection):
     waiting for a busy core made a HistGradientBoosting predict take p99 624 ms for one
     row (1.6 ms with one thread) on a loaded two-core machine.  Raise it for large
     batches on a machine with idle cores."""
+    compile_models: bool = True
+    """Give a loaded model a compiled single-row path when its runtime has one that is
+    exact (scikit-learn scalers and linear models through onnxruntime, checked against
+    scikit-learn on probe rows at load; see ``driftline.model_runtimes.sklearn_runtime``).
+    Single-row Predicts then cost ~25 µs in the model instead of ~420 µs of
+    scikit-learn's input checks; batches are unaffected. Each load logs the outcome."""
 
 
 class MonitoringSettings(_ServiceSection):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import importlib
 import logging
 from collections.abc import Mapping
@@ -66,13 +67,16 @@ MODEL_MODULES: tuple[str, ...] = (
     "sklearn.preprocessing",
     "sklearn.linear_model",
     "sklearn.ensemble",
+    "skl2onnx",
+    "onnxruntime",
 )
 """The River packages the model-spec allow-list draws on, and scikit-learn's common
-estimators: what unpickling an artifact imports.  ``river.tree`` alone pulls in scipy;
-on a loaded two-core machine that took 20-40 s, which the first promotion paid while
-serving answered UNAVAILABLE.  LightGBM, XGBoost and onnxruntime (0.4, 1.8 and 0.1 s)
-are imported by the first version of theirs, which serving loads when its registration
-is read on ``driftline.models``, before it is promoted."""
+estimators: what unpickling an artifact imports; skl2onnx and onnxruntime, which
+compiling a scikit-learn model's single-row path imports (0.6 s the first time).
+``river.tree`` alone pulls in scipy; on a loaded two-core machine that took 20-40 s,
+which the first promotion paid while serving answered UNAVAILABLE.  LightGBM and
+XGBoost (0.4 and 1.8 s) are imported by the first version of theirs, which serving
+loads when its registration is read on ``driftline.models``, before it is promoted."""
 
 _REFUSALS: dict[grpc.StatusCode, type[DriftlineError]] = {
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -125,6 +129,8 @@ def load_version(
     data: bytes,
     spec: Mapping[str, Any],
     feature_types: Mapping[str, FeatureDatatype],
+    *,
+    compile_model: bool = True,
 ) -> ModelRuntime:
     """The runtime of a version's *verified* artifact bytes (blocking: call it in a thread).
 
@@ -135,6 +141,9 @@ def load_version(
     :class:`FailedPreconditionError` naming ``what`` and the problem: an unknown
     framework, a format its runtime does not read, an artifact it cannot load, a
     ``python_class`` that does not import, a spec without the task or features it needs.
+
+    With ``compile_model``, the runtime then prepares its faster single-row path
+    (:meth:`ModelRuntime.compile`; never fails the load) and the outcome is logged.
     """
     task = task_of_spec(spec)
     classes = classes_of_spec(spec)
@@ -159,7 +168,17 @@ def load_version(
         raise FailedPreconditionError(
             f"model {what} ({framework}): the artifact does not load: {type(exc).__name__}: {exc}"
         ) from exc
-    return settle_task(runtime) if task is None else runtime
+    runtime = settle_task(runtime) if task is None else runtime
+    if compile_model:
+        try:
+            outcome = runtime.compile()
+        except Exception as exc:  # a runtime's own bug: serve the model uncompiled
+            log.warning("model %s (%s): compiling failed, serving it uncompiled", what, framework,
+                        exc_info=exc)  # fmt: skip
+        else:
+            if outcome is not None:
+                log.info("model %s (%s): %s", what, framework, outcome)
+    return runtime
 
 
 class ModelSource(abc.ABC):
@@ -197,8 +216,10 @@ class RegistryModelSource(ModelSource):
         *,
         target: str = "",
         timeout_s: float = 30.0,
+        compile_models: bool = True,
     ) -> None:
         self._stub = registry_pb2_grpc.RegistryStub(channel)
+        self._compile = compile_models
         self._key = signing_key
         self._features = features
         self._target = target
@@ -262,8 +283,11 @@ class RegistryModelSource(ModelSource):
         artifact_format = metadata.artifact_format or mv.artifact_format
         # Deserialising a large artifact must not stall RPCs: off the event loop.
         runtime = await asyncio.to_thread(
-            load_version, what, framework, artifact_format, data, spec, types
-        )
+            functools.partial(
+                load_version, what, framework, artifact_format, data, spec, types,
+                compile_model=self._compile,
+            )
+        )  # fmt: skip
         return LoadedModel.of_runtime(
             mv.name or name,
             mv.version,

@@ -65,6 +65,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         cfg.signing_key or settings.registry.signing_key,
         features,
         target=cfg.registry_target,
+        compile_models=cfg.compile_models,
     )
     server: ServingServer | None = None
 
