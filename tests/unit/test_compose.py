@@ -42,7 +42,7 @@ def test_service_environment_is_valid_settings_and_ports_agree(
     settings = load_settings()  # raises on any variable the settings do not know
     section = getattr(settings, service)
     default = type(section)()  # field defaults, not the environment
-    # Compose publishes the same ports the settings default to (DESIGN.md's table).
+    # Compose publishes the same ports the settings default to (the README's service table).
     published = {int(p.split(":")[0]) for p in spec["ports"]}
     assert section.admin.port == default.admin.port
     assert default.admin.port in published
