@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from driftline.infra import (
-    DependencyUnavailableError,
     KafkaNode,
     LocalPlatform,
     PortInUseError,
@@ -22,8 +21,7 @@ from driftline.infra import (
     StartupError,
     free_port,
     kafka_answers,
-    wait_for_kafka,
-    wait_for_redis,
+    redis_answers,
 )
 from driftline.settings import PlatformSettings
 
@@ -74,17 +72,31 @@ def test_platform_settings_point_at_the_harness(
 ) -> None:
     assert platform_settings.kafka.bootstrap_servers == kafka.bootstrap_servers
     assert platform_settings.redis.port == redis_server.port
-    wait_for_kafka(platform_settings.kafka.bootstrap_servers, timeout_s=5)
-    wait_for_redis(platform_settings.redis.host, platform_settings.redis.port, timeout_s=5)
+    assert kafka_answers(platform_settings.kafka.bootstrap_servers, timeout_s=5)
+    assert redis_answers(platform_settings.redis.host, platform_settings.redis.port, timeout_s=5)
 
 
-def test_waits_for_an_absent_dependency_raise_a_typed_error() -> None:
+async def test_a_services_waits_for_an_absent_dependency_raise_a_typed_error() -> None:
+    """What each service calls at start (kafkaio's and runtime's waits), on a dead port."""
+    import redis.asyncio as aioredis
+
+    from driftline.contracts.errors import UnavailableError
+    from driftline.kafkaio import wait_for_kafka
+    from driftline.runtime import wait_for_redis
+    from driftline.settings import KafkaSettings, RedisSettings
+
     port = free_port()
     started = time.monotonic()
-    with pytest.raises(DependencyUnavailableError, match="DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"):
-        wait_for_kafka(f"127.0.0.1:{port}", timeout_s=1.0)
-    with pytest.raises(DependencyUnavailableError, match=f"127.0.0.1:{port}") as info:
-        wait_for_redis("127.0.0.1", port, timeout_s=1.0)
+    with pytest.raises(UnavailableError, match="DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"):
+        await wait_for_kafka(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), timeout_s=1.0)
+    client = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        with pytest.raises(UnavailableError, match=f"127.0.0.1:{port}") as info:
+            await wait_for_redis(
+                client.ping, RedisSettings(host="127.0.0.1", port=port, startup_wait_s=1.0)
+            )
+    finally:
+        await client.aclose()
     assert info.value.retriable and info.value.grpc_code == "UNAVAILABLE"
     assert time.monotonic() - started < 15
 

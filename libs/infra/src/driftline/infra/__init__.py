@@ -4,14 +4,14 @@
 - :class:`KafkaNode` and :class:`RedisNode` run standalone with any state
   directory and ports (the test harness and benchmarks use free ports in a
   temporary directory);
-- :func:`wait_for_kafka` / :func:`wait_for_redis` are what a service calls at
-  start: they raise :class:`DependencyUnavailableError` after the wait;
+- :func:`kafka_answers` / :func:`redis_answers` are what the launcher polls (a
+  service waits with ``driftline.kafkaio.wait_for_kafka`` and
+  ``driftline.runtime.wait_for_redis``);
 - :func:`ensure_kafka_jars` fetches the broker jars with Maven once per version.
 """
 
 from driftline.infra.component import ComponentStatus, LocalComponent, PortClaim, StartOutcome
 from driftline.infra.errors import (
-    DependencyUnavailableError,
     InfraError,
     MissingToolError,
     PortInUseError,
@@ -30,13 +30,7 @@ from driftline.infra.ports import (
     port_is_free,
 )
 from driftline.infra.process import ManagedProcess, StopOutcome, tail_lines
-from driftline.infra.readiness import (
-    kafka_answers,
-    kafka_answers_async,
-    redis_answers,
-    wait_for_kafka,
-    wait_for_redis,
-)
+from driftline.infra.readiness import kafka_answers, redis_answers
 from driftline.infra.redis_node import RedisNode
 from driftline.infra.templates import TemplateError, render_template
 from driftline.infra.tools import require_tool
@@ -45,7 +39,6 @@ __all__ = [
     "DEFAULT_JVM_OPTIONS",
     "INFRA_DIR_ENV",
     "ComponentStatus",
-    "DependencyUnavailableError",
     "InfraError",
     "KafkaNode",
     "LocalComponent",
@@ -67,7 +60,6 @@ __all__ = [
     "free_port",
     "free_ports",
     "kafka_answers",
-    "kafka_answers_async",
     "kafka_libs_dir",
     "new_cluster_id",
     "parse_host_port",
@@ -79,6 +71,4 @@ __all__ = [
     "require_tool",
     "running_pid",
     "tail_lines",
-    "wait_for_kafka",
-    "wait_for_redis",
 ]

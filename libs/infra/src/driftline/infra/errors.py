@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from driftline.contracts.errors import DriftlineError, FailedPreconditionError, UnavailableError
+from driftline.contracts.errors import DriftlineError, FailedPreconditionError
 
 __all__ = [
-    "DependencyUnavailableError",
     "InfraError",
     "MissingToolError",
     "PortInUseError",
@@ -33,7 +32,3 @@ class PortInUseError(InfraError, FailedPreconditionError):
 
 class StartupError(InfraError):
     """A component died or never answered while starting; the message carries its log tail."""
-
-
-class DependencyUnavailableError(InfraError, UnavailableError):
-    """Kafka or Redis did not answer within a service's start-up wait."""

@@ -1,8 +1,8 @@
-"""Is Kafka / Redis answering?  A real metadata request and a real ``PING``.
+"""Is the local Kafka / Redis answering?  A real metadata request and a real ``PING``.
 
-``wait_for_kafka`` and ``wait_for_redis`` are what a service calls at start: they
-poll until the dependency answers and raise :class:`DependencyUnavailableError`
-(a retriable :class:`~driftline.contracts.errors.UnavailableError`) after the wait.
+What the local-platform launcher polls while its broker and Redis start. Services
+wait for their dependencies with ``driftline.kafkaio.wait_for_kafka`` and
+``driftline.runtime.wait_for_redis`` instead.
 """
 
 from __future__ import annotations
@@ -19,17 +19,7 @@ import redis
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from driftline.infra.errors import DependencyUnavailableError
-
-__all__ = [
-    "kafka_answers",
-    "kafka_answers_async",
-    "kafka_broker_count_async",
-    "poll_until",
-    "redis_answers",
-    "wait_for_kafka",
-    "wait_for_redis",
-]
+__all__ = ["kafka_answers", "poll_until", "redis_answers"]
 
 T = TypeVar("T")
 
@@ -58,7 +48,7 @@ def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-async def kafka_broker_count_async(bootstrap_servers: str, timeout_s: float = 2.0) -> int:
+async def _broker_count(bootstrap_servers: str, timeout_s: float) -> int:
     """Brokers listed by one metadata request to ``bootstrap_servers``; 0 if it fails."""
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap_servers,
@@ -77,14 +67,9 @@ async def kafka_broker_count_async(bootstrap_servers: str, timeout_s: float = 2.
             await client.close()
 
 
-async def kafka_answers_async(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
-    """Whether a metadata request to ``bootstrap_servers`` succeeds and lists a broker."""
-    return await kafka_broker_count_async(bootstrap_servers, timeout_s) > 0
-
-
 def kafka_answers(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
-    """Sync :func:`kafka_answers_async`."""
-    return _run_sync(lambda: kafka_answers_async(bootstrap_servers, timeout_s))
+    """Whether a metadata request to ``bootstrap_servers`` succeeds and lists a broker."""
+    return _run_sync(lambda: _broker_count(bootstrap_servers, timeout_s)) > 0
 
 
 def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -116,25 +101,3 @@ def poll_until(
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_INTERVAL_S)
-
-
-def wait_for_kafka(bootstrap_servers: str, timeout_s: float = 30.0) -> None:
-    """Return once Kafka answers a metadata request; raise after ``timeout_s``.
-
-    Raises :class:`DependencyUnavailableError` (retriable, gRPC ``UNAVAILABLE``).
-    """
-    if not poll_until(lambda: kafka_answers(bootstrap_servers), timeout_s):
-        raise DependencyUnavailableError(
-            f"Kafka at {bootstrap_servers} did not answer a metadata request within "
-            f"{timeout_s:g}s. Start it with `driftline infra up`, or point "
-            "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS at a running broker."
-        )
-
-
-def wait_for_redis(host: str, port: int, timeout_s: float = 15.0) -> None:
-    """Return once Redis answers ``PING``; :class:`DependencyUnavailableError` after the wait."""
-    if not poll_until(lambda: redis_answers(host, port), timeout_s):
-        raise DependencyUnavailableError(
-            f"Redis at {host}:{port} did not answer PING within {timeout_s:g}s. Start it "
-            "with `driftline infra up`, or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
-        )
