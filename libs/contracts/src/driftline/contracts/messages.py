@@ -1,7 +1,7 @@
 """The value model of every topic (UTF-8 JSON on the wire).
 
 Raw models (:class:`RawEvent`, :class:`RawLabel`) describe what producers may
-send and are lenient where DESIGN.md says so (timestamp as RFC 3339 or epoch
+send and are lenient where the contract allows it (timestamp as RFC 3339 or epoch
 milliseconds, optional feature set).  Every other model is written by Driftline
 itself and is strict.
 
