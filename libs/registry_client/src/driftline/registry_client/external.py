@@ -49,7 +49,7 @@ from driftline.specs import (
     FeatureSetCatalog,
     FeatureSetSpec,
     ModelSpec,
-    PromotionPolicy,
+    PromotionSpec,
     load_featuresets,
 )
 
@@ -229,7 +229,7 @@ def spec_for(
             task=task,
             framework=framework,
             metric=metric,
-            promotion=PromotionPolicy(metric=metric),
+            promotion=PromotionSpec(metric=metric),
             features=list(features) if features is not None else None,
             classes=list(classes) if classes is not None else None,
             python_class=python_class,

@@ -358,8 +358,9 @@ class RetrainingPolicy(_Spec):
         return parse_duration(self.window) if isinstance(self.window, str) else None
 
 
-class PromotionPolicy(_Spec):
-    """When a candidate replaces the champion."""
+class PromotionSpec(_Spec):
+    """When a candidate replaces the champion, as a spec declares it (training turns it
+    into the ``PromotionPolicy`` the registry client's ``decide_promotion`` applies)."""
 
     metric: str = "Accuracy"
     """The River metric candidate and champion are compared on."""
@@ -395,7 +396,7 @@ class ModelSpec(_Spec):
     metric: str = "Accuracy"
     """The prequential metric reported on ``/metrics`` and recorded with versions."""
     retraining: RetrainingPolicy = RetrainingPolicy()
-    promotion: PromotionPolicy = PromotionPolicy()
+    promotion: PromotionSpec = PromotionSpec()
 
     @model_validator(mode="after")
     def _check(self) -> Self:
