@@ -1,29 +1,28 @@
 """The ``driftline.v1.Registry`` gRPC servicer: parse, call the core, format.
 
-Errors from the core (:class:`DriftlineError`) become the matching status with
-their message; anything else is logged and answered INTERNAL.  Every call is
-timed into ``driftline_request_latency_seconds{method, code}``.
+Every method goes through the shared edge (:class:`driftline.edge.server.ServerEdge`):
+it continues the caller's trace, refuses a call whose deadline has passed (a
+change above all must not be made for a caller that was told it failed), asks
+:meth:`RegistryServicer.authorize` before every change, answers a
+:class:`DriftlineError` from the core with its status and message and anything
+else with INTERNAL (logged), and times every call into
+``driftline_request_latency_seconds{method, code}``.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
+from opentelemetry import trace
 
 from driftline.artifacts import SIGNATURE_ALGORITHM
-from driftline.contracts.errors import (
-    DeadlineExceededError,
-    DriftlineError,
-    InvalidArgumentError,
-    UnauthenticatedError,
-)
+from driftline.contracts.errors import InvalidArgumentError, UnauthenticatedError
+from driftline.edge.server import ServerEdge
 from driftline.registry.core import Registration, RegistryCore
-from driftline.registry_client.convert import (
+from driftline.registry_api.convert import (
     alias_change_to_pb,
     datetime_from_pb,
     lineage_from_pb,
@@ -32,61 +31,16 @@ from driftline.registry_client.convert import (
     summary_to_pb,
     version_to_pb,
 )
-from driftline.registry_client.grpc_errors import status_code_of
-from driftline.registry_client.models import AliasChange, ModelVersionInfo
-from driftline.telemetry import ServiceMetrics
+from driftline.registry_api.models import AliasChange, ModelVersionInfo
+from driftline.telemetry import Children, ServiceMetrics
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["RegistryServicer"]
 
-log = logging.getLogger(__name__)
-
 _Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
-_Handler = Callable[[Any, _Req, _Ctx], Awaitable[_Resp]]
-
-
-def _rpc(
-    method: str, *, mutating: bool
-) -> Callable[[_Handler[_Req, _Resp]], _Handler[_Req, _Resp]]:
-    """Wrap a unary-response handler: auth, error mapping, latency metric."""
-
-    def wrap(fn: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
-        async def handler(self: RegistryServicer, request: _Req, context: _Ctx) -> _Resp:
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    # The caller has given up: doing the work (a mutation above all)
-                    # would act on a request it was told had failed.
-                    raise DeadlineExceededError(
-                        f"{method}: the caller's deadline had passed when the request "
-                        "arrived; nothing was done"
-                    )
-                if mutating:
-                    self.authorize(context)
-                return await fn(self, request, context)
-            except DriftlineError as exc:
-                code = status_code_of(exc)
-                await context.abort(code, exc.message)
-                raise  # unreachable: abort raises
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, f"{method} failed inside the registry; see its logs")
-                raise
-            finally:
-                self.metrics.request_latency.labels(method=method, code=code.name).observe(
-                    time.perf_counter() - start
-                )
-
-        handler.__name__ = fn.__name__
-        handler.__doc__ = fn.__doc__
-        return handler
-
-    return wrap
+_EDGE = ServerEdge(
+    "driftline.v1.Registry", trace.get_tracer("driftline.registry"), component="the registry"
+)
 
 
 def _selector(request: Any) -> tuple[int | None, str | None]:
@@ -122,11 +76,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> None:
         self.core = core
         self.metrics = metrics
+        self._latency = Children(metrics.request_latency)
         self._expected_auth = f"Bearer {token}" if token else None
         self._chunk = chunk_bytes
 
-    def authorize(self, context: _Ctx) -> None:
-        """Raise :class:`UnauthenticatedError` unless the call carries the configured token."""
+    def record_rpc(self, method: str, code: str, seconds: float) -> None:
+        """Time one call into ``driftline_request_latency_seconds{method, code}``."""
+        self._latency(method, code).observe(seconds)
+
+    def authorize(self, method: str, context: _Ctx) -> None:
+        """Raise :class:`UnauthenticatedError` unless the call carries the configured token.
+
+        The edge asks before every change (``guarded`` methods); reads are open.
+        """
         if self._expected_auth is None:
             return
         sent = next(
@@ -143,7 +105,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 "the 'authorization' metadata is not 'Bearer <token>' with this registry's token"
             )
 
-    @_rpc("RegisterVersion", mutating=True)
+    @_EDGE.unary("RegisterVersion", guarded=True)
     async def RegisterVersion(
         self,
         request_iterator: AsyncIterator[registry_pb2.RegisterVersionRequest],
@@ -195,7 +157,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         version, _created = await self.core.register(reg, b"".join(parts))
         return version_to_pb(version)
 
-    @_rpc("GetVersion", mutating=False)
+    @_EDGE.unary("GetVersion")
     async def GetVersion(
         self, request: registry_pb2.GetVersionRequest, context: _Ctx
     ) -> registry_pb2.ModelVersion:
@@ -203,7 +165,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         version, alias = _selector(request)
         return version_to_pb(self.core.get(request.name, version, alias))
 
-    @_rpc("ListVersions", mutating=False)
+    @_EDGE.unary("ListVersions")
     async def ListVersions(
         self, request: registry_pb2.ListVersionsRequest, context: _Ctx
     ) -> registry_pb2.ListVersionsResponse:
@@ -215,7 +177,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             versions=[version_to_pb(v) for v in page], next_page_token=nxt
         )
 
-    @_rpc("ListModels", mutating=False)
+    @_EDGE.unary("ListModels")
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: _Ctx
     ) -> registry_pb2.ListModelsResponse:
@@ -224,45 +186,30 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             models=[summary_to_pb(m) for m in self.core.list_models()]
         )
 
+    @_EDGE.server_stream("DownloadArtifact")
     async def DownloadArtifact(
         self,
         request: registry_pb2.DownloadArtifactRequest,
         context: _Ctx,
     ) -> AsyncIterator[registry_pb2.DownloadArtifactResponse]:
         """Metadata first (with sha256 and signature), then chunks."""
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            version, alias = _selector(request)
-            info, data = await self.core.artifact(request.name, version, alias)
-            yield registry_pb2.DownloadArtifactResponse(
-                metadata=registry_pb2.ArtifactMetadata(
-                    model_version=version_to_pb(info),
-                    size_bytes=len(data),
-                    sha256=info.sha256,
-                    signature=info.signature,
-                    signature_algorithm=SIGNATURE_ALGORITHM,
-                    signature_key_id=info.signature_key_id,
-                    artifact_format=info.artifact_format,
-                )
+        version, alias = _selector(request)
+        info, data = await self.core.artifact(request.name, version, alias)
+        yield registry_pb2.DownloadArtifactResponse(
+            metadata=registry_pb2.ArtifactMetadata(
+                model_version=version_to_pb(info),
+                size_bytes=len(data),
+                sha256=info.sha256,
+                signature=info.signature,
+                signature_algorithm=SIGNATURE_ALGORITHM,
+                signature_key_id=info.signature_key_id,
+                artifact_format=info.artifact_format,
             )
-            for offset in range(0, len(data), self._chunk):
-                yield registry_pb2.DownloadArtifactResponse(
-                    chunk=data[offset : offset + self._chunk]
-                )
-        except DriftlineError as exc:
-            code = status_code_of(exc)
-            await context.abort(code, exc.message)
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("DownloadArtifact failed")
-            await context.abort(code, "DownloadArtifact failed inside the registry; see its logs")
-        finally:
-            self.metrics.request_latency.labels(method="DownloadArtifact", code=code.name).observe(
-                time.perf_counter() - start
-            )
+        )
+        for offset in range(0, len(data), self._chunk):
+            yield registry_pb2.DownloadArtifactResponse(chunk=data[offset : offset + self._chunk])
 
-    @_rpc("SetAlias", mutating=True)
+    @_EDGE.unary("SetAlias", guarded=True)
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: _Ctx
     ) -> registry_pb2.AliasChangeResponse:
@@ -282,7 +229,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
         return _change_response(change, version)
 
-    @_rpc("DeleteAlias", mutating=True)
+    @_EDGE.unary("DeleteAlias", guarded=True)
     async def DeleteAlias(
         self, request: registry_pb2.DeleteAliasRequest, context: _Ctx
     ) -> registry_pb2.AliasChangeResponse:
@@ -292,7 +239,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
         return _change_response(change, None)
 
-    @_rpc("Rollback", mutating=True)
+    @_EDGE.unary("Rollback", guarded=True)
     async def Rollback(
         self, request: registry_pb2.RollbackRequest, context: _Ctx
     ) -> registry_pb2.AliasChangeResponse:
@@ -307,7 +254,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
         return _change_response(change, version)
 
-    @_rpc("GetAliasHistory", mutating=False)
+    @_EDGE.unary("GetAliasHistory")
     async def GetAliasHistory(
         self,
         request: registry_pb2.GetAliasHistoryRequest,
@@ -321,7 +268,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             changes=[alias_change_to_pb(c) for c in changes]
         )
 
-    @_rpc("RecordUnservedRetrain", mutating=True)
+    @_EDGE.unary("RecordUnservedRetrain", guarded=True)
     async def RecordUnservedRetrain(
         self,
         request: registry_pb2.RecordUnservedRetrainRequest,

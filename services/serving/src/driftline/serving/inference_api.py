@@ -28,12 +28,13 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
 from driftline.contracts.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from driftline.edge.server import ServerEdge
 from driftline.model_runtimes import Predictions, TensorSpec
 from driftline.serving.core import ServingCore
 from driftline.serving.loaded_model import LoadedModel
-from driftline.serving.rpc_observer import observed
 from driftline.serving.serving_metrics import ServingMetrics
 from driftline.serving.tensor_codec import encode_raw, fill_typed, input_columns
 from inference import grpc_service_pb2 as oip
@@ -41,7 +42,9 @@ from inference import grpc_service_pb2_grpc as oip_grpc
 
 __all__ = ["ENTITY_INPUT", "InferenceService", "output_tensors"]
 
-_SERVICE = "inference.GRPCInferenceService"
+_EDGE = ServerEdge(
+    "inference.GRPCInferenceService", trace.get_tracer("driftline.serving"), component="serving"
+)
 ENTITY_INPUT = "entity_id"
 """Optional BYTES input naming each row's entity (for the prediction log)."""
 SERVER_NAME = "driftline-serving"
@@ -89,20 +92,21 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: ServingCore, metrics: ServingMetrics) -> None:
         self.core = core
         self.metrics = metrics
+        self.record_rpc = metrics.observe
 
-    @observed(_SERVICE, "ServerLive")
+    @_EDGE.unary("ServerLive")
     async def ServerLive(
         self, request: oip.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
-    @observed(_SERVICE, "ServerReady")
+    @_EDGE.unary("ServerReady")
     async def ServerReady(
         self, request: oip.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=self.core.table.ready)
 
-    @observed(_SERVICE, "ModelReady")
+    @_EDGE.unary("ModelReady")
     async def ModelReady(
         self, request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelReadyResponse:
@@ -119,13 +123,13 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=True)
 
-    @observed(_SERVICE, "ServerMetadata")
+    @_EDGE.unary("ServerMetadata")
     async def ServerMetadata(
         self, request: oip.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
-    @observed(_SERVICE, "ModelMetadata")
+    @_EDGE.unary("ModelMetadata")
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelMetadataResponse:
@@ -139,7 +143,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             outputs=_tensor_metadata(model.runtime.outputs()),
         )
 
-    @observed(_SERVICE, "ModelInfer")
+    @_EDGE.unary("ModelInfer")
     async def ModelInfer(
         self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelInferResponse:

@@ -22,14 +22,8 @@ import grpc
 from google.protobuf import json_format
 
 from driftline.artifacts import verify
-from driftline.contracts.errors import (
-    DriftlineError,
-    FailedPreconditionError,
-    IntegrityError,
-    InvalidArgumentError,
-    NotFoundError,
-    UnavailableError,
-)
+from driftline.contracts.errors import DriftlineError, FailedPreconditionError, UnavailableError
+from driftline.edge.errors import RpcErrors
 from driftline.model_runtimes import ModelRuntime, load_runtime, runtime_for
 from driftline.serving.feature_source import FeatureSource
 from driftline.serving.loaded_model import (
@@ -77,16 +71,6 @@ compiling a scikit-learn model's single-row path imports (0.6 s the first time).
 which the first promotion paid while serving answered UNAVAILABLE.  LightGBM and
 XGBoost (0.4 and 1.8 s) are imported by the first version of theirs, which serving
 loads when its registration is read on ``driftline.models``, before it is promoted."""
-
-_REFUSALS: dict[grpc.StatusCode, type[DriftlineError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.DATA_LOSS: IntegrityError,
-}
-"""Registry answers about the request itself; any other failure is the registry's
-(:class:`UnavailableError`, retried)."""
-
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -224,6 +208,11 @@ class RegistryModelSource(ModelSource):
         self._features = features
         self._target = target
         self._timeout_s = timeout_s
+        # What the registry answers about the request itself is not retried: asking
+        # again gets the same answer (a promotion naming version -1 must not hold the
+        # follower forever). Any other failure is the registry's (UnavailableError,
+        # retried).
+        self._errors = RpcErrors("registry", target)
 
     async def warm_up(self) -> None:
         """Import the model libraries in a thread, so that the first load is as quick as
@@ -236,7 +225,7 @@ class RegistryModelSource(ModelSource):
                 registry_pb2.ListModelsRequest(), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc, "listing models") from exc
+            raise self._errors.of_rpc(exc, doing="listing models") from exc
         return {m.name: dict(m.aliases) for m in response.models}
 
     async def load(
@@ -259,7 +248,7 @@ class RegistryModelSource(ModelSource):
                 else:
                     chunks.append(message.chunk)
         except grpc.aio.AioRpcError as exc:
-            raise self._translate(exc, f"downloading {what}") from exc
+            raise self._errors.of_rpc(exc, doing=f"downloading {what}") from exc
         if metadata is None:
             raise UnavailableError(
                 f"registry at {self._target} sent no metadata for {what}; cannot verify it"
@@ -295,16 +284,6 @@ class RegistryModelSource(ModelSource):
             featureset=featureset,
             sha256=sha256,
             artifact_format=artifact_format or runtime.formats[0],
-        )
-
-    def _translate(self, exc: grpc.aio.AioRpcError, doing: str) -> DriftlineError:
-        # What the request itself got wrong is not retried: asking again gets the same
-        # answer (a promotion naming version -1 must not hold the follower forever).
-        refused = _REFUSALS.get(exc.code())
-        if refused is not None:
-            return refused(f"registry: {exc.details()}")
-        return UnavailableError(
-            f"registry at {self._target} failed {doing} ({exc.code().name}: {exc.details()})"
         )
 
 

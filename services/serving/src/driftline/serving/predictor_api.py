@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from driftline.contracts.errors import InvalidArgumentError
+from driftline.edge.server import ServerEdge, time_left
+from driftline.edge.values import set_value, value_from_pb
 from driftline.serving.core import PredictCall, PredictOutcome, ServingCore
-from driftline.serving.feature_source import value_from_pb
 from driftline.serving.model_table import ServedModel
-from driftline.serving.rpc_observer import observed, timeout_of
 from driftline.serving.serving_metrics import ServingMetrics
 from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 
-__all__ = ["PredictorService", "value_to_pb"]
+__all__ = ["PredictorService"]
 
-_SERVICE = "driftline.v1.Predictor"
+_EDGE = ServerEdge(
+    "driftline.v1.Predictor", trace.get_tracer("driftline.serving"), component="serving"
+)
 _STATUS = {
     "PRESENT": common_pb2.FEATURE_STATUS_PRESENT,
     "MISSING": common_pb2.FEATURE_STATUS_MISSING,
     "STALE": common_pb2.FEATURE_STATUS_STALE,
 }
-
-
-def value_to_pb(value: Any) -> common_pb2.Value:
-    """A ``driftline.v1.Value`` of a Python scalar (unset for ``None``)."""
-    if value is None:
-        return common_pb2.Value()
-    if isinstance(value, bool):
-        return common_pb2.Value(bool_value=value)
-    if isinstance(value, int):
-        return common_pb2.Value(int64_value=value)
-    if isinstance(value, float):
-        return common_pb2.Value(double_value=value)
-    return common_pb2.Value(string_value=str(value))
 
 
 def call_of(request: predictor_pb2.PredictRequest) -> PredictCall:
@@ -52,21 +41,6 @@ def call_of(request: predictor_pb2.PredictRequest) -> PredictCall:
     )
 
 
-def _set_value(target: common_pb2.Value, value: Any) -> None:
-    """Set ``target`` (a fresh, unset Value) to a Python scalar; ``None`` leaves it unset."""
-    kind = type(value)
-    if kind is float:
-        target.double_value = value
-    elif kind is int:
-        target.int64_value = value
-    elif kind is bool:
-        target.bool_value = value
-    elif kind is str:
-        target.string_value = value
-    elif value is not None:
-        target.CopyFrom(value_to_pb(value))
-
-
 def response_of(o: PredictOutcome) -> predictor_pb2.PredictResponse:
     """The PredictResponse of an answered prediction.
 
@@ -79,14 +53,14 @@ def response_of(o: PredictOutcome) -> predictor_pb2.PredictResponse:
         model_version=o.model.version,
         variant=o.variant,
     )
-    _set_value(response.prediction, o.prediction)
+    set_value(response.prediction, o.prediction)
     response.probabilities.update(o.probabilities)
     merged = o.merged
     response.feature_ages_ms.update(merged.ages_ms)
     response.feature_status.update({k: _STATUS[s] for k, s in merged.status.items()})
     features = response.features
     for name, value in merged.x.items():
-        _set_value(features[name], value)
+        set_value(features[name], value)
     served = response.served_at
     served.seconds, micros = divmod(round(o.served_at * 1e6), 1_000_000)
     served.nanos = micros * 1000
@@ -115,34 +89,35 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
     def __init__(self, core: ServingCore, metrics: ServingMetrics) -> None:
         self.core = core
         self.metrics = metrics
+        self.record_rpc = metrics.observe
 
     def _count(self, outcomes: list[PredictOutcome]) -> None:
         predicted = self.metrics.predicted
         for o in outcomes:
             predicted(o.model.name, o.variant)
 
-    @observed(_SERVICE, "Predict")
+    @_EDGE.unary("Predict")
     async def Predict(
         self,
         request: predictor_pb2.PredictRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> predictor_pb2.PredictResponse:
-        outcomes = await self.core.predict([call_of(request)], timeout_s=timeout_of(context))
+        outcomes = await self.core.predict([call_of(request)], timeout_s=time_left(context))
         self._count(outcomes)
         return response_of(outcomes[0])
 
-    @observed(_SERVICE, "PredictBatch")
+    @_EDGE.unary("PredictBatch")
     async def PredictBatch(
         self,
         request: predictor_pb2.PredictBatchRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> predictor_pb2.PredictBatchResponse:
         calls = [call_of(r) for r in request.requests]
-        outcomes = await self.core.predict(calls, timeout_s=timeout_of(context), batch=True)
+        outcomes = await self.core.predict(calls, timeout_s=time_left(context), batch=True)
         self._count(outcomes)
         return predictor_pb2.PredictBatchResponse(responses=[response_of(o) for o in outcomes])
 
-    @observed(_SERVICE, "SetCanary")
+    @_EDGE.unary("SetCanary")
     async def SetCanary(
         self,
         request: predictor_pb2.SetCanaryRequest,
@@ -159,15 +134,10 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         )
         return canary_of(served)
 
-    @observed(_SERVICE, "GetCanary")
+    @_EDGE.unary("GetCanary")
     async def GetCanary(
         self,
         request: predictor_pb2.GetCanaryRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> predictor_pb2.CanaryConfig:
         return canary_of(self.core.table.get(request.model_name))
-
-
-def features_pb(features: Mapping[str, Any]) -> dict[str, common_pb2.Value]:
-    """``map<string, Value>`` of request-time features (for clients and tests)."""
-    return {k: value_to_pb(v) for k, v in features.items()}
