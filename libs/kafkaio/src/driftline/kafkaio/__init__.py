@@ -1,4 +1,4 @@
-"""aiokafka helpers: JSON values, W3C trace-context headers, topic provisioning.
+"""aiokafka helpers: JSON values, W3C trace-context headers, topic provisioning, retries.
 
 Producing injects the active span's ``traceparent`` into the record headers;
 consuming extracts it again so the next hop continues the same trace.
@@ -18,20 +18,25 @@ from driftline.kafkaio.record_faults import (
     is_record_fault,
     unreadable_detail,
 )
+from driftline.kafkaio.retry import backoff, delay_before, of_the_world, retry_io
 from driftline.kafkaio.tracing import context_from_headers, headers_from_context, traceparent_of
 
 __all__ = [
     "RECORD_KAFKA_ERRORS",
     "OutRecord",
     "RecordBatch",
+    "backoff",
     "batch_records",
     "context_from_headers",
+    "delay_before",
     "encode_value",
     "headers_from_context",
     "is_record_fault",
     "make_consumer",
     "make_producer",
+    "of_the_world",
     "provision_topics",
+    "retry_io",
     "send_batched",
     "send_model",
     "traceparent_of",

@@ -62,14 +62,12 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from redis.exceptions import RedisError
 
 from driftline.contracts.messages import DlqReason
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
 from driftline.features.aggregates import DEFAULT_LATENESS_S
 from driftline.features.metrics import FeaturesMetrics
 from driftline.features.online_rebuild import OnlineRebuild
-from driftline.features.online_store import OnlineStore
 from driftline.features.processor import BatchOutcome, FeatureProcessor, SourceRecord
 from driftline.features.state_table import (
     StateCodec,
@@ -83,8 +81,11 @@ from driftline.kafkaio import (
     encode_value,
     headers_from_context,
     is_record_fault,
+    of_the_world,
+    retry_io,
     send_batched,
 )
+from driftline.online_store import OnlineStore, StoreUnavailable
 from driftline.runtime import Health
 from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetCatalog
@@ -582,30 +583,28 @@ class FeaturesWorker:
             self.table.note(partition, keys)
 
     async def _retrying(self, what: str, step: Any, positions: dict[tuple[str, int], int]) -> None:
-        """Await ``step()`` until it succeeds; I/O errors are retried with a back-off.
+        """Await ``step()`` until it succeeds; I/O errors are retried (:func:`retry_io`).
 
-        Storage and broker outages are waited out: giving up would let the events
-        be committed with effects that are not durable.  Each failure is reported to
-        :attr:`consumer_health` at ``positions`` (the first offset per partition of
-        the records at hand).  A record fault (a record too large for the broker …)
-        is raised at once: retrying cannot help.
+        Storage and broker outages are waited out, with a jittered exponential
+        back-off from 0.1 s up to 5 s: giving up would let the events be committed
+        with effects that are not durable.  Each failure clears the ``io_ok`` health
+        condition and is reported to :attr:`consumer_health` at ``positions`` (the
+        first offset per partition of the records at hand).  A record fault (a record
+        too large for the broker …) and any error not of I/O are raised at once:
+        retrying cannot help.
         """
-        delay = 0.1
-        while True:
-            try:
-                await step()
-                if not self.health.conditions.get("io_ok", True):
-                    self.health.set("io_ok", True)
-                return
-            except (RedisError, KafkaError, OSError) as exc:
-                if is_record_fault(exc):
-                    raise
-                self.health.set("io_ok", False)
-                self.metrics.errors.labels(kind=type(exc).__name__).inc()
-                self.consumer_health.failed(positions, f"{what}: {type(exc).__name__}: {exc}")
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        def report(exc: Exception, delay: float) -> None:
+            self.health.set("io_ok", False)
+            self.metrics.errors.labels(kind=type(exc).__name__).inc()
+            self.consumer_health.failed(positions, f"{what}: {type(exc).__name__}: {exc}")
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+
+        await retry_io(
+            step, first_s=0.1, max_s=5.0, on_retry=report, retryable=_of_io_and_the_world
+        )
+        if not self.health.conditions.get("io_ok", True):
+            self.health.set("io_ok", True)
 
     def _observe_lag(self, consumer: AIOKafkaConsumer, batches: dict[Any, list[Any]]) -> None:
         for tp, records in batches.items():
@@ -616,6 +615,11 @@ class FeaturesWorker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(high - records[-1].offset - 1, 0)
                 )
+
+
+def _of_io_and_the_world(exc: Exception) -> bool:
+    """An I/O error (the online store, Kafka, sockets) the records at hand did not cause."""
+    return isinstance(exc, StoreUnavailable | KafkaError | OSError) and of_the_world(exc)
 
 
 def _event_id(value: bytes) -> str | None:

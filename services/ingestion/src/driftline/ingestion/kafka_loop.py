@@ -47,6 +47,7 @@ from driftline.kafkaio import (
     is_record_fault,
     make_consumer,
     make_producer,
+    retry_io,
     traceparent_of,
 )
 from driftline.settings import PlatformSettings
@@ -389,7 +390,9 @@ class KafkaIngestLoop:
     ) -> _Result:
         """Process ``chunk`` (unless ``outcomes`` are given) and commit it in one transaction.
 
-        Retries while the world is at fault; returns the fault when the records are.
+        Retries while the world is at fault (:func:`retry_io`: a jittered exponential
+        back-off from 0.2 s up to 5 s, cut short by ``stop``); returns the fault when
+        the records are.
         """
         items = [to_incoming(r) for r in chunk]
         offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in chunk}
@@ -397,8 +400,8 @@ class KafkaIngestLoop:
         for r in chunk:
             positions.setdefault((r.topic, r.partition), r.offset)
         group = self.settings.ingestion.consumer_group
-        delay = 0.2
-        while True:
+
+        async def attempt() -> _Result:
             validating = True
             try:
                 outs = outcomes if outcomes is not None else await self.core.process(items)
@@ -423,25 +426,39 @@ class KafkaIngestLoop:
                     await self._drop_producer()
                 if is_record_fault(exc) and outcomes != []:
                     return _Fault(exc, validating, None if validating else outs)
-                self.metrics.errors.labels(kind=type(exc).__name__).inc()
-                self.health.failed(positions, exc)
-                log.warning(
-                    "writing %d record(s) (%s) failed (%s: %s); retrying in %.1fs",
-                    len(chunk),
-                    _span(chunk),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
-                    return "stopped"
-                delay = min(delay * 2, 5.0)
-                continue
+                raise  # the world's fault (or offsets alone failing): retried
             self.health.progressed(positions)
             self._account(chunk, items, outs, from_core=outcomes is None)
             return "done"
+
+        def report(exc: Exception, delay: float) -> None:
+            self.metrics.errors.labels(kind=type(exc).__name__).inc()
+            self.health.failed(positions, exc)
+            log.warning(
+                "writing %d record(s) (%s) failed (%s: %s); retrying in %.1fs",
+                len(chunk),
+                _span(chunk),
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+
+        try:
+            return await retry_io(
+                attempt,
+                first_s=0.2,
+                max_s=5.0,
+                on_retry=report,
+                retryable=lambda exc: not isinstance(exc, ProducerFenced),
+                stop=stop,
+            )
+        except ProducerFenced:
+            raise
+        except Exception:
+            # Every other failure is retried: one escapes only when ``stop`` ended the wait.
+            if not stop.is_set():
+                raise
+            return "stopped"
 
     @staticmethod
     def _contexts(chunk: list[Any]) -> list[otel_context.Context | None]:

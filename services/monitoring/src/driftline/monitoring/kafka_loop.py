@@ -43,6 +43,7 @@ from driftline.kafkaio import (
     is_record_fault,
     make_consumer,
     make_producer,
+    retry_io,
     send_model,
     traceparent_of,
     unreadable_detail,
@@ -332,35 +333,39 @@ class KafkaMonitorLoop:
     ) -> None:
         """Publish ``out``; returns once it is acknowledged (or ``stop`` is set: re-raised).
 
-        An I/O failure is retried with a back-off and reported to
+        An I/O failure is retried (:func:`retry_io`: a jittered exponential back-off
+        from 0.2 s up to 5 s, cut short by ``stop``) and reported to
         :meth:`ConsumerHealth.failed` at ``positions`` (the first offset of each partition
         of the batch that caused ``out``; the data consumer's positions when empty); a
         record the broker refuses for itself is dropped (the others still go).
         """
-        delay = 0.2
         waiting = positions
-        while True:
-            try:
-                await self._publish(producer, out)
-            except Exception as exc:
-                if is_record_fault(exc):
-                    await self._publish_apart(producer, out, stop, data, positions, exc)
-                    return
-                self.metrics.errors.labels(kind=type(exc).__name__).inc()
-                # Nothing read is committed until this goes through: the data partitions
-                # wait here (all of them when only a timer's output is at stake), and a
-                # long wait shows as a stall.
-                if not waiting:
-                    waiting = await _positions_of(data)
-                self.health.failed(waiting, exc)
-                log.warning("publishing detections failed (%s); retrying in %.1fs", exc, delay)
-                if stop.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            else:
-                self.health.progressed(waiting)
-                return
+
+        async def report(exc: Exception, delay: float) -> None:
+            nonlocal waiting
+            self.metrics.errors.labels(kind=type(exc).__name__).inc()
+            # Nothing read is committed until this goes through: the data partitions
+            # wait here (all of them when only a timer's output is at stake), and a
+            # long wait shows as a stall.
+            if not waiting:
+                waiting = await _positions_of(data)
+            self.health.failed(waiting, exc)
+            log.warning("publishing detections failed (%s); retrying in %.1fs", exc, delay)
+
+        try:
+            await retry_io(
+                lambda: self._publish(producer, out),
+                first_s=0.2,
+                max_s=5.0,
+                on_retry=report,
+                stop=stop,
+            )
+        except Exception as exc:
+            if not is_record_fault(exc):
+                raise
+            await self._publish_apart(producer, out, stop, data, positions, exc)
+            return
+        self.health.progressed(waiting)
 
     async def _publish_apart(
         self,

@@ -37,7 +37,13 @@ from pydantic import ValidationError
 from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
-from driftline.kafkaio import context_from_headers, is_record_fault, make_consumer
+from driftline.kafkaio import (
+    backoff,
+    context_from_headers,
+    delay_before,
+    is_record_fault,
+    make_consumer,
+)
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics, messaging_attributes
 from driftline.training.core import ReplayFn, RetrainStatus, TrainingCore
@@ -248,7 +254,8 @@ class _HeldRequest:
     """Event-loop time of the next attempt (sooner when a core says labels arrived)."""
     waiting: bool = False
     attempts: int = 0
-    backoff_s: float = 0.5
+    failures: int = 0
+    """Failures on the world since the last attempt that got through (the back-off's n)."""
     done_cores: set[int] = field(default_factory=set)
 
 
@@ -268,9 +275,10 @@ class KafkaRetrainLoop:
     be served (unreadable, for a model no spec here names, impossible ``since``,
     refused by the registry, making training raise) is dropped and committed with a
     ``skipped the record`` log line (``driftline_records_skipped_total``); one that
-    failed on the world (registry, broker) is retried with a back-off, each failure
-    reported to ``health`` so that one stuck for ``kafka.stall_after_s`` shows as a
-    stall of its partition.
+    failed on the world (registry, broker) is retried after a jittered exponential
+    back-off (:func:`~driftline.kafkaio.backoff`, 0.5 s doubling up to 10 s; other held
+    requests are tried meanwhile), each failure reported to ``health`` so that one stuck
+    for ``kafka.stall_after_s`` shows as a stall of its partition.
 
     A request for a model no core trains is recorded with ``unserved`` (when given)
     and committed: the reason is ``unservable[model]`` for a model whose spec has no
@@ -307,6 +315,7 @@ class KafkaRetrainLoop:
         )
         self.held: list[_HeldRequest] = []
         """Requests read and not yet served, oldest first."""
+        self._backoff = backoff(first_s=0.5, max_s=10.0)
         self._read_to: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
 
@@ -421,7 +430,7 @@ class KafkaRetrainLoop:
                              f"retrain request {request.request_id} names model "
                              f"{request.model_name!r}, which is not trained here ({known})",
                              event_id=request.request_id)  # fmt: skip
-        held.backoff_s = 0.5
+        held.failures = 0
         held.waiting = len(held.done_cores) < len(self.cores)
         held.next_try = now + self.settings.training.retrain_recheck_s
         return not held.waiting
@@ -485,11 +494,12 @@ class KafkaRetrainLoop:
         return min(h.offset for h in self.held if h.tp == held.tp)
 
     def _back_off(self, held: _HeldRequest, now: float, why: str) -> bool:
+        held.failures += 1
+        delay = delay_before(self._backoff, held.failures)
         log.warning("retrain %s: %s; retrying in %.1fs", held.request.request_id, why,
-                    held.backoff_s)  # fmt: skip
+                    delay)  # fmt: skip
         held.waiting = False
-        held.next_try = now + held.backoff_s
-        held.backoff_s = min(held.backoff_s * 2, 10.0)
+        held.next_try = now + delay
         return False
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
