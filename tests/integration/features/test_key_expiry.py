@@ -1,4 +1,8 @@
-"""Online key expiry (``features.online_key_ttl_s``) on the harness's real redis-server."""
+"""Online key expiry on the harness's real redis-server.
+
+Set by ``features.online_key_ttl_s`` (as before store types existed) or by the
+``redis`` store's own ``features.online_store.key_ttl_s``; both reach Redis.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from driftline.features.online_store import (
-    EntityWrite,
-    FeatureStatus,
-    RedisOnlineStore,
-    entity_key,
-)
+from driftline.online_store import EntityWrite, FeatureStatus, OnlineStore, create_online_store
+from driftline.online_store.redis_store import RedisOnlineStore, entity_key
+from driftline.settings import PlatformSettings
 from driftline.specs import FeatureSetSpec
 
 pytestmark = pytest.mark.integration
@@ -26,11 +27,28 @@ def _now_us() -> int:
     return int(time.time() * 1e6)
 
 
+def _store_with_a_2s_key_ttl(how: str, redis_server: Any) -> OnlineStore:
+    if how == "constructor":
+        return RedisOnlineStore(redis_server.url, key_ttl_s=2.0)
+    if how == "features.online_key_ttl_s":
+        return create_online_store(
+            PlatformSettings(
+                redis={"host": redis_server.host, "port": redis_server.port},
+                features={"online_key_ttl_s": 2.0},
+            )
+        )
+    params = {"type": "redis", "url": redis_server.url, "key_ttl_s": 2.0}
+    return create_online_store(PlatformSettings(features={"online_store": params}))
+
+
+@pytest.mark.parametrize(
+    "how", ["constructor", "features.online_key_ttl_s", "features.online_store.key_ttl_s"]
+)
 async def test_keys_expire_after_the_last_write_and_every_write_renews_them(
-    redis_server: Any,
+    redis_server: Any, how: str
 ) -> None:
     admin = Redis.from_url(redis_server.url)
-    store = RedisOnlineStore(redis_server.url, key_ttl_s=2.0)
+    store = _store_with_a_2s_key_ttl(how, redis_server)
     try:
         await admin.flushdb()
         await store.write("exp", [EntityWrite("a", {"x": (1, _now_us())})])

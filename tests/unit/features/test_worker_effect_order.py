@@ -20,9 +20,9 @@ from river.datasets import synth
 
 from driftline.contracts.messages import ValidEvent
 from driftline.features.metrics import FeaturesMetrics
-from driftline.features.online_store import FeatureStatus, InMemoryOnlineStore
 from driftline.features.processor import SourceRecord
 from driftline.features.worker import FeaturesWorker
+from driftline.online_store import FeatureStatus, InMemoryOnlineStore
 from driftline.runtime import Health
 from driftline.specs import load_featuresets
 

@@ -19,14 +19,13 @@ import orjson
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from driftline.contracts.messages import DeadLetter, DlqReason, FeatureVector, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
 from driftline.features.metrics import FeaturesMetrics
-from driftline.features.online_store import FeatureStatus, InMemoryOnlineStore
 from driftline.features.processor import SourceRecord, state_key
 from driftline.features.worker import CHANGELOG_TOPIC, FeaturesWorker
+from driftline.online_store import FeatureStatus, InMemoryOnlineStore, StoreUnavailable
 from driftline.runtime import Health
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec
 from driftline.telemetry import ConsumerHealth
@@ -184,7 +183,7 @@ async def test_a_dead_letter_keeps_at_most_max_record_bytes_of_the_event() -> No
 
 
 class _FlakyStore(InMemoryOnlineStore):
-    """An online store whose first writes fail as if Redis were down."""
+    """An online store whose first writes fail as a store that is down does."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
@@ -193,7 +192,7 @@ class _FlakyStore(InMemoryOnlineStore):
     async def write(self, featureset: str, writes: Any) -> None:
         if self.failures > 0:
             self.failures -= 1
-            raise RedisConnectionError("Connection refused")
+            raise StoreUnavailable("the online store is unavailable: Connection refused")
         await super().write(featureset, writes)
 
 

@@ -11,11 +11,13 @@ line at fault (see :func:`load_settings`).
 from driftline.settings.loader import ConfigError, load_settings, locate, read_yaml_with_lines
 from driftline.settings.models import (
     AdminSettings,
+    DetectorSettings,
     FeaturesSettings,
     InfraSettings,
     IngestionSettings,
     KafkaSettings,
     MonitoringSettings,
+    OnlineStoreSettings,
     PlatformSettings,
     RedisSettings,
     RegistrySettings,
@@ -27,11 +29,13 @@ from driftline.settings.models import (
 __all__ = [
     "AdminSettings",
     "ConfigError",
+    "DetectorSettings",
     "FeaturesSettings",
     "InfraSettings",
     "IngestionSettings",
     "KafkaSettings",
     "MonitoringSettings",
+    "OnlineStoreSettings",
     "PlatformSettings",
     "RedisSettings",
     "RegistrySettings",

@@ -158,6 +158,30 @@ class IngestionSettings(_ServiceSection):
         return data
 
 
+class OnlineStoreSettings(_Section):
+    """Which online store the features service uses (Feast's ``online_store:`` shape).
+
+    ``type`` names a registered store type (built in: ``redis``); the section's
+    other keys are that store's own parameters, validated by its settings model
+    when the service starts (see ``driftline.online_store.registry``), so a bad
+    one is named there.
+
+    >>> s = OnlineStoreSettings.model_validate({"type": "redis", "url": "redis://r:6379/1"})
+    >>> s.type, s.model_extra
+    ('redis', {'url': 'redis://r:6379/1'})
+    """
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    type: str = Field(default="redis", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+    """The store type (``redis`` by default, using the ``redis`` section and
+    ``features.online_key_ttl_s``); a package adds types through the
+    ``driftline.online_stores`` entry-point group."""
+    startup_wait_s: float | None = Field(default=None, gt=0)
+    """How long the features service waits for the store at start before exiting
+    non-zero; None uses ``redis.startup_wait_s``."""
+
+
 class FeaturesSettings(_ServiceSection):
     """Feature store: streaming aggregates, the Redis online store, the feature log."""
 
@@ -169,6 +193,8 @@ class FeaturesSettings(_ServiceSection):
     """FeatureStore gRPC port."""
     featuresets_dir: Path = Path("examples/featuresets")
     """Directory of feature-set YAML files."""
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
+    """The online store: ``type`` and that store's parameters (``{type: redis}`` by default)."""
     online_key_ttl_s: float | None = Field(default=None, gt=0)
     """Redis drops an entity's online values this long after its last event was
     written (like Feast's ``key_ttl_seconds``); None keeps them until overwritten.
@@ -312,6 +338,34 @@ class ServingSettings(_ServiceSection):
     scikit-learn's input checks; batches are unaffected. Each load logs the outcome."""
 
 
+class DetectorSettings(_Section):
+    """Which detector watches each model's live error rate (the same ``{type: ...}`` shape as
+    ``features.online_store``).
+
+    ``type`` names a registered detector: ``error_rise`` (the default), one of River's
+    as ``river.<Class>`` (``river.ADWIN``, ``river.PageHinkley``, ``river.DDM``,
+    ``river.HDDMA``, ...) or a plug-in's.  The section's other keys are that
+    detector's own parameters (its constructor's keywords), checked against it when
+    the monitor starts, which names a bad one and exits (see
+    ``driftline.drift_detectors.catalog``).
+
+    >>> s = DetectorSettings.model_validate({"type": "river.ADWIN", "delta": 0.002})
+    >>> s.type, s.params
+    ('river.ADWIN', {'delta': 0.002})
+    """
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    type: str = Field(default="error_rise", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+    """The detector's registered name; a package adds names through the
+    ``driftline.drift_detectors`` entry-point group."""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The detector's parameters: every key but ``type``."""
+        return dict(self.model_extra or {})
+
+
 class MonitoringSettings(_ServiceSection):
     """Monitoring: drift detectors, retraining trigger, dashboard."""
 
@@ -329,13 +383,12 @@ class MonitoringSettings(_ServiceSection):
     """After an episode's first detection, gather further detections this long before requesting."""
     cooldown_s: float = Field(default=600.0, ge=0)
     """After a request, detections of the same model join that episode for this long."""
-    concept_warmup: int = Field(default=3600, ge=0)
-    """Labelled predictions the error reference absorbs before concept drift can be reported
-    (after start and after each champion change): a model still learning is not drifting."""
-    concept_min_shift: float = Field(default=0.05, gt=0, lt=1)
-    """Smallest absolute rise of the live error rate that counts as concept drift."""
-    concept_threshold: float = Field(default=14.0, gt=0)
-    """CUSUM threshold of the error-rise detector (higher: fewer false alarms, later detection)."""
+    detector: DetectorSettings = DetectorSettings()
+    """The detector of each model's live error stream (concept drift); it starts afresh at
+    each champion change.  The default, ``{type: error_rise}``, takes ``warmup`` (labelled
+    predictions before it can fire, 3600: a model still learning is not drifting),
+    ``min_shift`` (smallest rise of the error rate that counts, 0.05) and ``threshold``
+    (its CUSUM threshold, 14: higher means fewer false alarms, later detection)."""
     drift_window: int = Field(default=1000, ge=10)
     """Records per data / prediction drift window (PSI, KS, Jensen-Shannon)."""
     psi_threshold: float = Field(default=0.2, gt=0)
@@ -350,6 +403,21 @@ class MonitoringSettings(_ServiceSection):
     """Most predictions (and early labels) held while waiting for the other half of the join."""
     publish_interval_s: float = Field(default=5.0, gt=0)
     """How often gauges and the in-memory time series are refreshed."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        moved = {"concept_warmup": "warmup", "concept_min_shift": "min_shift",
+                 "concept_threshold": "threshold"}  # fmt: skip
+        if isinstance(data, dict):
+            for old, new in moved.items():
+                if old in data:
+                    raise ValueError(
+                        f"monitoring.{old} moved to monitoring.detector.{new} "
+                        f"(DRIFTLINE_MONITORING__DETECTOR__{new.upper()}), a parameter of the "
+                        "error_rise detector that monitoring.detector.type selects"
+                    )
+        return data
 
 
 class PlatformSettings(BaseSettings):

@@ -2,36 +2,23 @@
 
 Streaming per-entity window aggregates (:mod:`~driftline.features.aggregates`)
 kept in a changelog-backed state table (:mod:`~driftline.features.state_table`,
-driven by the consumer-group worker in :mod:`~driftline.features.worker`), the
-Redis online store (:mod:`~driftline.features.online_store`), the point-in-time
+driven by the consumer-group worker in :mod:`~driftline.features.worker`), which
+writes the online store ``features.online_store`` chooses (the contract and the
+stores are in :mod:`driftline.online_store`), the point-in-time
 feature log on ``driftline.features`` and gRPC ``FeatureStore``
 (:mod:`~driftline.features.grpc_server`).  Run it with ``python -m driftline.features``.
 """
 
 from driftline.features.aggregates import EntityState, WindowAggregate
 from driftline.features.lookup import LookupResult, OnlineFeatureLookup
-from driftline.features.online_store import (
-    EntityWrite,
-    FeatureRead,
-    FeatureStatus,
-    InMemoryOnlineStore,
-    OnlineStore,
-    RedisOnlineStore,
-)
 from driftline.features.processor import BatchOutcome, FeatureProcessor, SourceRecord
 
 __all__ = [
     "BatchOutcome",
     "EntityState",
-    "EntityWrite",
     "FeatureProcessor",
-    "FeatureRead",
-    "FeatureStatus",
-    "InMemoryOnlineStore",
     "LookupResult",
     "OnlineFeatureLookup",
-    "OnlineStore",
-    "RedisOnlineStore",
     "SourceRecord",
     "WindowAggregate",
 ]

@@ -1,8 +1,9 @@
 """``python -m driftline.features``: the worker, the FeatureStore gRPC server and the admin app.
 
-Waits for Kafka and Redis (exit status 3 with one clear line when either stays
-unreachable), provisions the declared topics, then runs until SIGTERM/SIGINT,
-when it finishes the batch in flight and stops cleanly.
+Builds the online store ``features.online_store`` chooses (exit status 2 naming
+the bad setting), waits for Kafka and the store (exit status 3 with one clear line
+when either stays unreachable), provisions the declared topics, then runs until
+SIGTERM/SIGINT, when it finishes the batch in flight and stops cleanly.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sys
 from driftline.features.grpc_server import start_grpc_server
 from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.metrics import FeaturesMetrics
-from driftline.features.online_store import RedisOnlineStore
 from driftline.features.worker import FeaturesWorker
 from driftline.kafkaio import provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, serve_http, service_main, wait_for_redis
+from driftline.online_store import create_online_store, wait_until_reachable
+from driftline.runtime import Health, build_admin_app, serve_http, service_main
 from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
 from driftline.telemetry import ConsumerHealth
@@ -32,11 +33,12 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     catalog = load_featuresets(cfg.featuresets_dir)
     metrics = FeaturesMetrics()
     health = Health("features")
-    store = RedisOnlineStore(settings.redis.url, key_ttl_s=cfg.online_key_ttl_s)
+    store = create_online_store(settings)
     try:
         await wait_for_kafka(settings.kafka)
-        await wait_for_redis(store.ping, settings.redis)
-        health.set("redis", True)
+        startup_wait_s = cfg.online_store.startup_wait_s or settings.redis.startup_wait_s
+        await wait_until_reachable(store, startup_wait_s)
+        health.set("online_store", True)
         created = await provision_topics(settings.kafka)
         if created:
             log.info("created topics %s", ", ".join(created))

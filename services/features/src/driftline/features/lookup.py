@@ -1,7 +1,7 @@
 """Online feature reads: request checking and TTL, independent of any transport.
 
 >>> import asyncio
->>> from driftline.features.online_store import InMemoryOnlineStore
+>>> from driftline.online_store import InMemoryOnlineStore
 >>> from driftline.specs import FeatureSetCatalog, FeatureSetSpec
 >>> spec = FeatureSetSpec(name="a", version=1, entity="e", fields={"x": {"type": "int"}})
 >>> lookup = OnlineFeatureLookup(FeatureSetCatalog([spec]), InMemoryOnlineStore())
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from driftline.contracts.errors import InvalidArgumentError, NotFoundError
-from driftline.features.online_store import FeatureRead, OnlineStore
+from driftline.online_store import FeatureRead, OnlineStore
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec
 
 __all__ = ["LookupResult", "OnlineFeatureLookup"]

@@ -7,9 +7,10 @@ values on the feature log ``driftline.features``.  When Redis loses its data
 nothing would bring the values back until each entity's next event, so serving
 would read MISSING for every quiet entity.
 
-:class:`OnlineRebuild` notices: the worker keeps a *generation marker*
-(``dl:f:__generation__``) in the store and checks it every few seconds.  When
-it is gone (or another worker replaced it after a wipe), the worker rewrites
+:class:`OnlineRebuild` notices: the worker keeps a *generation marker* in the
+store (the store's optional :attr:`~driftline.online_store.OnlineStore.generation_marker`
+capability; Redis keeps it at ``dl:f:__generation__``) and checks it every few
+seconds.  When it is gone (or another worker replaced it after a wipe), the worker rewrites
 every entity it holds: aggregates from its table (as of the entity's newest
 event time, exactly what the batch loop writes) and raw values from the entity's
 newest vector on the feature log.  Writes are event-time monotonic, so anything
@@ -20,7 +21,9 @@ rebuild never interleaves with a batch.
 
 The marker is written after a rebuild, so a worker killed mid-rebuild rebuilds
 again when it starts.  With several workers, each rebuilds the entities of the
-partitions it holds when it sees the marker missing or changed.
+partitions it holds when it sees the marker missing or changed.  A store that
+declares no marker gets one in this process's memory: it is rebuilt when the
+worker starts, and a wipe goes unnoticed until then.
 
 >>> from driftline.features.aggregates import EntityState
 >>> from driftline.specs import FeatureSetCatalog, FeatureSetSpec
@@ -36,7 +39,6 @@ partitions it holds when it sees the marker missing or changed.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import logging
@@ -49,94 +51,42 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from driftline.contracts.messages import FeatureValue, FeatureVector
 from driftline.contracts.topics import FEATURES
 from driftline.features.aggregates import EntityState
-from driftline.features.online_store import EntityWrite, OnlineStore, RedisOnlineStore
+from driftline.online_store import (
+    EntityWrite,
+    GenerationMarker,
+    InMemoryGenerationMarker,
+    OnlineStore,
+    StoreUnavailable,
+)
 from driftline.specs import FeatureSetCatalog
 
 __all__ = [
-    "MARKER_KEY",
-    "GenerationMarker",
-    "InMemoryGenerationMarker",
     "NewestRaw",
     "OnlineRebuild",
-    "RedisGenerationMarker",
     "marker_for",
     "rebuild_writes",
 ]
 
 log = logging.getLogger(__name__)
 
-MARKER_KEY = "dl:f:__generation__"
-"""The store key whose disappearance means the online store was wiped."""
 _WRITE_CHUNK = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
-# -- the marker --------------------------------------------------------------------------
-
-
-class GenerationMarker(abc.ABC):
-    """A token in the online store that lives exactly as long as the store's data."""
-
-    @abc.abstractmethod
-    async def read(self) -> str | None:
-        """The current token, None when there is none (the store was wiped or is new)."""
-
-    @abc.abstractmethod
-    async def claim(self, token: str) -> str:
-        """Store ``token`` unless a token is already there; return the token now stored."""
-
-
-class RedisGenerationMarker(GenerationMarker):
-    """The marker as a plain Redis string at :data:`MARKER_KEY` (``SET NX``)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-
-    async def read(self) -> str | None:
-        raw = await self._redis.get(MARKER_KEY)
-        if raw is None:
-            return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-    async def claim(self, token: str) -> str:
-        await self._redis.set(MARKER_KEY, token, nx=True)
-        current = await self.read()
-        # Wiped again between the two calls: ours is as good as any.
-        return token if current is None else current
-
-
-class InMemoryGenerationMarker(GenerationMarker):
-    """The marker in a variable (for the in-memory store); :meth:`wipe` forgets it."""
-
-    def __init__(self) -> None:
-        self.token: str | None = None
-
-    async def read(self) -> str | None:
-        return self.token
-
-    async def claim(self, token: str) -> str:
-        if self.token is None:
-            self.token = token
-        return self.token
-
-    def wipe(self) -> None:
-        """Forget the token, as a FLUSHALL would."""
-        self.token = None
-
-
 def marker_for(store: OnlineStore) -> GenerationMarker:
-    """The marker living in ``store`` (Redis), or an in-memory one for other stores."""
-    if isinstance(store, RedisOnlineStore):
-        # The store's own client, so that the marker shares its server and
-        # database (and is wiped with its data).
-        return RedisGenerationMarker(store._redis)
+    """The generation marker ``store`` declares, or one in this process's memory."""
+    if store.generation_marker is not None:
+        return store.generation_marker
+    log.info(
+        "%s declares no generation marker: it is rebuilt when the worker starts, "
+        "and a wipe is not noticed until then",
+        store.where,
+    )
     return InMemoryGenerationMarker()
 
 
@@ -322,7 +272,7 @@ class OnlineRebuild:
         while True:
             try:
                 await self.check()
-            except (RedisError, KafkaError, OSError) as exc:
+            except (StoreUnavailable, KafkaError, OSError) as exc:
                 log.warning(
                     "online store check failed (%s); retrying in %.0fs", exc, self._interval
                 )
@@ -339,7 +289,7 @@ class OnlineRebuild:
             return False
         if current is None and self.generation is not None:
             log.warning(
-                "the online store lost its data (marker %s is gone); rebuilding", MARKER_KEY
+                "%s lost its data (its generation marker is gone); rebuilding", self.store.where
             )
         await self.rebuild()
         self.generation = await self.marker.claim(uuid.uuid4().hex)

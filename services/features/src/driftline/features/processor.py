@@ -26,7 +26,7 @@ from driftline.contracts.messages import (
 )
 from driftline.contracts.topics import EVENTS_VALID
 from driftline.features.aggregates import DEFAULT_LATENESS_S, EntityState
-from driftline.features.online_store import EntityWrite
+from driftline.online_store import EntityWrite
 from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec, RecordRejected
 

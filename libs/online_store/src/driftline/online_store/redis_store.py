@@ -1,162 +1,59 @@
-"""The online store: each entity's freshest feature values, each with its event time.
+"""The built-in online store: Redis hashes, one per entity, written by a Lua script.
 
-Writes are *event-time monotonic*: a feature is overwritten only by a value whose
-event time is the same or newer, so a late or replayed event never replaces a
-newer value, and replaying the same write is harmless.  TTL is enforced on read:
-a value older than the feature set's TTL (relative to the reader's clock) comes
-back ``STALE`` with no value.
+Chosen by ``features.online_store.type: redis`` (the default); its parameters are
+:class:`RedisStoreSettings`, and without them it uses the ``redis`` section
+(``redis.host``, ``redis.port``, ``redis.db``) and ``features.online_key_ttl_s``,
+as before store types existed.  Every Redis error becomes
+:class:`~driftline.online_store.base.StoreUnavailable`.
 
-Two implementations pass one shared test suite: :class:`RedisOnlineStore` (the
-real one) and :class:`InMemoryOnlineStore` (for unit tests).
-
->>> import asyncio
->>> from driftline.specs import FeatureSetSpec
->>> spec = FeatureSetSpec(name="a", version=1, entity="e", ttl=60, fields={"x": {"type": "int"}})
->>> store = InMemoryOnlineStore()
->>> asyncio.run(store.write("a", [EntityWrite("e1", {"x": (7, 1_000_000)})]))
->>> [r.status.value for r in asyncio.run(store.read(spec, ["e1", "e2"], ["x"], now=30.0))[0]]
-['present']
+It declares the :class:`~driftline.online_store.base.GenerationMarker`
+capability: a plain key (:data:`MARKER_KEY`) that ``FLUSHALL`` removes with the data.
 """
 
 from __future__ import annotations
 
-import abc
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Sequence
 from itertools import chain
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
+from urllib.parse import urlparse
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from driftline.contracts.messages import FeatureValue
-from driftline.features.resp import PipelinedRedis
+from driftline.online_store.base import (
+    MISSING,
+    EntityWrite,
+    FeatureRead,
+    FeatureStatus,
+    GenerationMarker,
+    OnlineStore,
+    StoreUnavailable,
+)
+from driftline.online_store.registry import OnlineStoreType
+from driftline.online_store.resp import PipelinedRedis
+from driftline.settings import PlatformSettings
 from driftline.specs import FeatureSetSpec
 
 __all__ = [
-    "EntityWrite",
-    "FeatureRead",
-    "FeatureStatus",
-    "InMemoryOnlineStore",
-    "OnlineStore",
+    "MARKER_KEY",
+    "REDIS",
+    "RedisGenerationMarker",
     "RedisOnlineStore",
+    "RedisStoreSettings",
     "entity_key",
 ]
 
-TimedValue = tuple[FeatureValue, int]
-"""A value and its event time in epoch microseconds."""
-
-
-class FeatureStatus(StrEnum):
-    """Freshness of one online value at read time."""
-
-    PRESENT = "present"
-    MISSING = "missing"
-    STALE = "stale"
-
-
-@dataclass(frozen=True, slots=True)
-class EntityWrite:
-    """Feature values of one entity to store: name -> (value, event time in epoch µs)."""
-
-    entity_id: str
-    values: Mapping[str, TimedValue]
-
-
-class FeatureRead(NamedTuple):
-    """One feature of one entity as read: ``value`` is None unless PRESENT.
-
-    A named tuple: a read builds one per feature per entity (1,600 for 100
-    entities of 16 features), and a tuple is built ~3x faster than a frozen
-    dataclass.
-    """
-
-    value: FeatureValue
-    event_time_us: int | None
-    status: FeatureStatus
-
-
-_MISSING = FeatureRead(None, None, FeatureStatus.MISSING)
+MARKER_KEY = "dl:f:__generation__"
+"""The key of the generation marker; its disappearance means the store was wiped."""
 
 
 def entity_key(featureset: str, entity_id: str) -> str:
     """The Redis key of one entity's hash: ``dl:f:{featureset}:{entity}``."""
     return f"dl:f:{featureset}:{entity_id}"
-
-
-def _classify(value: FeatureValue, t_us: int, ttl_s: float, now: float) -> FeatureRead:
-    if now - t_us / 1e6 > ttl_s:
-        return FeatureRead(None, t_us, FeatureStatus.STALE)
-    return FeatureRead(value, t_us, FeatureStatus.PRESENT)
-
-
-class OnlineStore(abc.ABC):
-    """Where the serving path reads features; the worker writes them."""
-
-    @abc.abstractmethod
-    async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
-        """Store the values of many entities; each feature only if its event time is not older.
-
-        Raises on a storage failure (the caller retries: writes are idempotent).
-        """
-
-    @abc.abstractmethod
-    async def read(
-        self,
-        featureset: FeatureSetSpec,
-        entity_ids: Sequence[str],
-        names: Sequence[str],
-        now: float,
-    ) -> list[list[FeatureRead]]:
-        """One row per entity id (in order), one :class:`FeatureRead` per name (in order).
-
-        ``now`` is the reader's clock in epoch seconds; values older than the
-        feature set's TTL are STALE.
-        """
-
-    async def ping(self) -> None:  # noqa: B027 - optional hook, nothing to check in memory
-        """Raise if the store cannot be reached."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
-
-
-class InMemoryOnlineStore(OnlineStore):
-    """A dict-backed store with the same semantics as Redis, for tests."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, dict[str, TimedValue]] = {}
-
-    async def write(self, featureset: str, writes: Sequence[EntityWrite]) -> None:
-        for w in writes:
-            row = self._data.setdefault(entity_key(featureset, w.entity_id), {})
-            for name, (value, t_us) in w.values.items():
-                current = row.get(name)
-                if current is None or current[1] <= t_us:
-                    row[name] = (value, t_us)
-
-    async def read(
-        self,
-        featureset: FeatureSetSpec,
-        entity_ids: Sequence[str],
-        names: Sequence[str],
-        now: float,
-    ) -> list[list[FeatureRead]]:
-        out = []
-        for entity_id in entity_ids:
-            row = self._data.get(entity_key(featureset.name, entity_id), {})
-            reads = []
-            for name in names:
-                stored = row.get(name)
-                if stored is None:
-                    reads.append(_MISSING)
-                else:
-                    reads.append(_classify(stored[0], stored[1], featureset.ttl, now))
-            out.append(reads)
-        return out
 
 
 # Each hash field holds "<event time µs>|<JSON value>".  For every feature the
@@ -267,13 +164,44 @@ def _json_value(value: FeatureValue) -> str:
     return json.dumps(value)
 
 
+class RedisGenerationMarker(GenerationMarker):
+    """The marker as a plain Redis string at :data:`MARKER_KEY` (``SET NX``), no expiry."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def read(self) -> str | None:
+        try:
+            raw = await self._redis.get(MARKER_KEY)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def claim(self, token: str) -> str:
+        try:
+            await self._redis.set(MARKER_KEY, token, nx=True)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        current = await self.read()
+        # Wiped again between the two calls: ours is as good as any.
+        return token if current is None else current
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    """The contract's error for a Redis (or socket) failure, keeping Redis' own words."""
+    return StoreUnavailable(f"the online store is unavailable: {exc}")
+
+
 class RedisOnlineStore(OnlineStore):
     """Redis hashes ``dl:f:{featureset}:{entity}``, one field per feature.
 
     Writes go through a Lua script (event-time monotonic), one call per
     ``_ENTITIES_PER_CALL`` entities, in one pipeline per write; reads are one
-    ``HMGET`` for one entity, one read-script call for many.  Uses hiredis for
-    parsing when it is installed.
+    read-script call over a pipelined connection (:mod:`~driftline.online_store.resp`).
+    Uses hiredis for parsing.  The generation marker lives in the same database,
+    through the store's own client, so a wipe of the data removes it too.
     """
 
     def __init__(
@@ -300,9 +228,14 @@ class RedisOnlineStore(OnlineStore):
         self._read_sha = self._redis.register_script(_READ_SCRIPT).sha
         # Reads (the gRPC path) go through one pipelined connection: see resp.py.
         self._reads = PipelinedRedis(url)
+        self.where = f"Redis at {self._reads.host}:{self._reads.port}"
+        self.generation_marker = RedisGenerationMarker(self._redis)
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self._reads.close()
@@ -313,13 +246,16 @@ class RedisOnlineStore(OnlineStore):
             return
         # The script is loaded once so the pipeline carries EVALSHA only; a Redis
         # restart empties its script cache, hence the one reload-and-retry.
-        if not self._script_loaded:
-            await self._load_script()
         try:
-            await self._write(featureset, writes)
-        except NoScriptError:
-            await self._load_script()
-            await self._write(featureset, writes)
+            if not self._script_loaded:
+                await self._load_script()
+            try:
+                await self._write(featureset, writes)
+            except NoScriptError:
+                await self._load_script()
+                await self._write(featureset, writes)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
 
     async def _load_script(self) -> None:
         await self._redis.script_load(_WRITE_SCRIPT)
@@ -354,13 +290,16 @@ class RedisOnlineStore(OnlineStore):
         # more Python than Redis spends answering them.
         execute = self._reads.execute
         try:
-            rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
-        except NoScriptError:  # the first read, or Redis restarted and lost its scripts
-            await execute("SCRIPT", "LOAD", _READ_SCRIPT)
-            rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+            try:
+                rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+            except NoScriptError:  # the first read, or Redis restarted and lost its scripts
+                await execute("SCRIPT", "LOAD", _READ_SCRIPT)
+                rows = await execute("EVALSHA", self._read_sha, len(keys), *keys, *names)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
         flat = _decode_at_once(rows) or _decode_one_by_one(rows)
         oldest_us = (now - featureset.ttl) * 1e6
-        present, stale, missing = FeatureStatus.PRESENT, FeatureStatus.STALE, _MISSING
+        present, stale, missing = FeatureStatus.PRESENT, FeatureStatus.STALE, MISSING
         # tuple.__new__ skips the named tuple's Python-level __new__ (half the cost).
         new, read_type = tuple.__new__, FeatureRead
         width = 2 * len(names)
@@ -378,3 +317,49 @@ class RedisOnlineStore(OnlineStore):
                     append(new(read_type, (value, t_us, present)))
             out.append(reads)
         return out
+
+
+class RedisStoreSettings(BaseModel):
+    """Parameters of ``features.online_store`` when its ``type`` is ``redis`` (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    url: str | None = None
+    """``redis://[user:password@]host:port/db``; None builds it from the ``redis`` section."""
+    key_ttl_s: float | None = Field(default=None, gt=0)
+    """Redis drops an entity's values this long after its last write (like Feast's
+    ``key_ttl_seconds``); None uses ``features.online_key_ttl_s`` (None there too: never)."""
+    max_connections: int = Field(default=32, ge=1)
+    """Connections the write path may hold (reads share one pipelined connection)."""
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+    """How long a write waits for a free connection before it fails."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and urlparse(url).scheme != "redis":
+            raise ValueError(f"must be a redis://host:port/db URL, not {url!r}")
+        return url
+
+
+def _create(params: RedisStoreSettings, platform: PlatformSettings) -> RedisOnlineStore:
+    """The store for ``features.online_store``; defaults from ``redis.*`` and ``features.*``."""
+    key_ttl_s = params.key_ttl_s
+    if key_ttl_s is None:
+        key_ttl_s = platform.features.online_key_ttl_s
+    store = RedisOnlineStore(
+        params.url or platform.redis.url,
+        key_ttl_s=key_ttl_s,
+        max_connections=params.max_connections,
+        pool_timeout_s=params.pool_timeout_s,
+    )
+    store.unreachable_hint = (
+        "Start it with `driftline infra up` or set DRIFTLINE_REDIS__HOST / DRIFTLINE_REDIS__PORT."
+        if params.url is None
+        else "Start it or correct features.online_store.url."
+    )
+    return store
+
+
+REDIS: OnlineStoreType[RedisStoreSettings] = OnlineStoreType(RedisStoreSettings, _create)
+"""The ``redis`` store type (registered through the ``driftline.online_stores`` entry point)."""

@@ -1,12 +1,17 @@
-"""The conformance suite every :class:`~driftline.features.online_store.OnlineStore` passes.
+"""The conformance suite every :class:`~driftline.online_store.base.OnlineStore` passes.
 
-Each check is an async function taking a fresh, empty store.  The unit tests run
-them on the in-memory store and the integration tests on real Redis, so both
-implementations are held to the same semantics::
+Each check is an async function taking a fresh, empty store.  Driftline's tests
+run them on the in-memory store, on real Redis and on a store registered as a
+plug-in, so every implementation is held to the same semantics; a store of your
+own runs them the same way::
 
     @pytest.mark.parametrize("check", ALL_CHECKS, ids=lambda c: c.__name__)
     async def test_store(check, store):
         await check(store)
+
+:data:`ALL_CHECKS` is what every store must pass; :data:`GENERATION_MARKER_CHECKS`
+hold a store that declares the optional generation marker to its contract (they
+fail on a store that declares none, so run them only on those that do).
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from driftline.contracts.messages import FeatureValue
-from driftline.features.online_store import EntityWrite, FeatureStatus, OnlineStore
+from driftline.online_store.base import EntityWrite, FeatureStatus, OnlineStore
 from driftline.specs import FeatureSetSpec
 
-__all__ = ["ALL_CHECKS", "SPEC"]
+__all__ = ["ALL_CHECKS", "GENERATION_MARKER_CHECKS", "SPEC"]
 
 SPEC = FeatureSetSpec.model_validate(
     {
@@ -150,4 +155,31 @@ ALL_CHECKS: list[Callable[[OnlineStore], Awaitable[None]]] = [
     check_large_writes_keep_every_entity_and_odd_strings,
     check_feature_sets_are_separate,
     check_empty_calls,
+]
+
+
+async def check_generation_marker_is_claimed_once(store: OnlineStore) -> None:
+    marker = store.generation_marker
+    assert marker is not None, f"{type(store).__name__} declares no generation marker"
+    assert await marker.read() is None  # a fresh store has none
+    assert await marker.claim("first") == "first"
+    # Another worker claiming later gets the token already there.
+    assert await marker.claim("second") == "first"
+    assert await marker.read() == "first"
+
+
+async def check_generation_marker_is_no_entity_and_outlives_writes(store: OnlineStore) -> None:
+    marker = store.generation_marker
+    assert marker is not None, f"{type(store).__name__} declares no generation marker"
+    await marker.claim("token")
+    await store.write(SPEC.name, [EntityWrite(f"e{i}", {"x": (1.0, T0)}) for i in range(100)])
+    assert await marker.read() == "token"
+    # The marker is not readable as features of any entity.
+    rows = await store.read(SPEC, ["__generation__", "generation", ""], ["x", "s"], NOW)
+    assert all(r.status is FeatureStatus.MISSING for row in rows for r in row)
+
+
+GENERATION_MARKER_CHECKS: list[Callable[[OnlineStore], Awaitable[None]]] = [
+    check_generation_marker_is_claimed_once,
+    check_generation_marker_is_no_entity_and_outlives_writes,
 ]
