@@ -55,7 +55,7 @@ def monitor(kafka: Any, tmp_path: Path) -> Iterator[tuple[str, str, subprocess.P
         DRIFTLINE_MONITORING__ADMIN__PORT=str(port),
         DRIFTLINE_MONITORING__CONSUMER_GROUP=group,
         DRIFTLINE_MONITORING__INSTANCE_ID=run,
-        DRIFTLINE_MONITORING__CONCEPT_WARMUP="500",
+        DRIFTLINE_MONITORING__DETECTOR__WARMUP="500",
         DRIFTLINE_MONITORING__PUBLISH_INTERVAL_S="0.5",
         DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
     )

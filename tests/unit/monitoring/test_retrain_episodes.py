@@ -30,7 +30,7 @@ ONSET = T0 + timedelta(seconds=100)
 
 def _drift(i: int, at: datetime) -> DriftEvent:
     return DriftEvent(
-        drift_id=f"d{i}", model_name="loans", kind=DriftKind.CONCEPT, detector="error-rise",
+        drift_id=f"d{i}", model_name="loans", kind=DriftKind.CONCEPT, detector="error_rise",
         statistic=20.0, threshold=14.0, window=100, severity="critical", detected_at=at,
         onset_event_time=ONSET,
     )  # fmt: skip
@@ -95,7 +95,7 @@ def test_the_onset_is_an_event_time_and_only_a_champion_that_saw_it_ends_the_epi
     # selects examples on, not the time the predictions were served.
     lag = timedelta(seconds=300)
     now = [T0]
-    core = MonitorCore(MonitoringSettings(concept_warmup=2000), clock=lambda: now[0])
+    core = MonitorCore(MonitoringSettings(detector={"warmup": 2000}), clock=lambda: now[0])
     core.on_registry(_registered(1, T0))
     core.on_registry(_champion(1))
     drift_at = 4000
@@ -141,7 +141,7 @@ def test_a_drift_during_the_detector_warm_up_starts_no_earlier_than_the_watching
     # request's ``since`` must not reach back to the start of the warm-up, where the
     # old concept still held.
     now = [T0]
-    core = MonitorCore(MonitoringSettings(concept_warmup=500), clock=lambda: now[0])
+    core = MonitorCore(MonitoringSettings(detector={"warmup": 500}), clock=lambda: now[0])
     for version in (1, 2):  # registered without lineage: nothing says what they learned
         core.on_registry(
             RegistryEvent(

@@ -3,71 +3,25 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
+from support.error_streams import T0, Clock, feed_error_stream, requests_of
 
 from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,
-    PredictionRecord,
     RegistryEvent,
     RegistryEventKind,
-    RetrainRequest,
-    ValidLabel,
 )
-from driftline.monitoring.core import MonitorCore, Outputs
-from driftline.monitoring.error_rise import ErrorRiseDetector
-from driftline.monitoring.eval_drift import EvalConfig, _PolicyDetector, _run_one
+from driftline.drift_detectors import ErrorRiseDetector, detections
+from driftline.monitoring.core import MonitorCore
+from driftline.monitoring.eval_drift import EvalConfig, _run_one, policy_hits
 from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
 from driftline.monitoring.synthetic_streams import STREAMS, bernoulli_errors, prequential_errors
 from driftline.settings import MonitoringSettings
 
 pytestmark = pytest.mark.unit
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def feed_error_stream(core: MonitorCore, clock: Clock, errors: bytes) -> list[tuple[int, Outputs]]:
-    """Each outcome as a prediction (one a second) and its label; returns non-empty outputs."""
-    seen = []
-    for i, wrong in enumerate(errors):
-        clock.now = T0 + timedelta(seconds=i)
-        pred = PredictionRecord(
-            request_id=f"r{i}",
-            event_id=f"e{i}",
-            entity_id="c-1",
-            model_name="loans",
-            model_version=1,
-            features={},
-            prediction=1,
-            latency_ms=1.0,
-            served_at=clock.now,
-        )
-        label = ValidLabel(
-            event_id=f"e{i}",
-            entity_id="c-1",
-            event_time=clock.now,
-            label=0 if wrong else 1,
-            ingested_at=clock.now,
-        )
-        out = core.on_prediction(pred)
-        out.extend(core.on_label(label))
-        if out.drift or out.retrain:
-            seen.append((i, out))
-    return seen
-
-
-def requests_of(seen: list[tuple[int, Outputs]]) -> list[tuple[int, RetrainRequest]]:
-    return [(i, r) for i, out in seen for r in out.retrain]
 
 
 def test_abrupt_concept_drift_gives_exactly_one_request_after_it_within_the_eval_delay() -> None:
@@ -101,10 +55,9 @@ def test_abrupt_concept_drift_gives_exactly_one_request_after_it_within_the_eval
 
 def test_a_stationary_stream_of_100k_events_gives_no_request() -> None:
     errors = bernoulli_errors(seed=11, p_before=0.2, p_after=0.2, n_before=100_000, n_after=0)
-    det = _PolicyDetector(cooldown_events=600)
-    fired = [i for i, e in enumerate(errors) if det.update(e, i)]
-    assert fired == []
-    assert det.detector.reference_rate == pytest.approx(0.2, abs=0.03)
+    det = ErrorRiseDetector()
+    assert policy_hits(det, errors, cooldown_events=600) == []
+    assert det.reference_rate == pytest.approx(0.2, abs=0.03)
 
 
 def test_a_falling_error_gives_no_request() -> None:
@@ -116,12 +69,10 @@ def test_a_falling_error_gives_no_request() -> None:
     # A recovery after retraining: 50 % error, then a step down to 10 %.
     recovery = bernoulli_errors(seed=6, p_before=0.5, p_after=0.1, n_before=5_000, n_after=20_000)
     for errors in (learning, recovery):
-        det = _PolicyDetector(cooldown_events=600)
-        assert [i for i, e in enumerate(errors) if det.update(e, i)] == []
+        assert policy_hits(ErrorRiseDetector(), errors, cooldown_events=600) == []
     # The same detector does see a rise of that size (the test above is not vacuous).
     rise = bernoulli_errors(seed=6, p_before=0.1, p_after=0.5, n_before=5_000, n_after=5_000)
-    det = _PolicyDetector(cooldown_events=600)
-    assert len([i for i, e in enumerate(rise) if det.update(e, i)]) == 1
+    assert len(policy_hits(ErrorRiseDetector(), rise, cooldown_events=600)) == 1
 
 
 def test_warm_up_is_not_drift() -> None:
@@ -130,7 +81,7 @@ def test_warm_up_is_not_drift() -> None:
     rng = random.Random(2)
     warm = [rng.random() < (0.05 if (i // 300) % 2 else 0.6) for i in range(3_000)]
     steady = [rng.random() < 0.1 for _ in range(20_000)]
-    assert [i for i, e in enumerate(warm + steady) if det.update(e)] == []
+    assert detections(det, bytes(warm + steady)) == []
 
 
 def test_one_drift_is_one_request_however_many_detections() -> None:
@@ -141,7 +92,7 @@ def test_one_drift_is_one_request_however_many_detections() -> None:
             drift_id=f"d{i}",
             model_name="loans",
             kind=kind,
-            detector="error-rise",
+            detector="error_rise",
             statistic=20.0,
             threshold=14.0,
             window=100,

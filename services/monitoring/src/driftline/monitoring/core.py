@@ -8,10 +8,11 @@ record and publishes the :class:`Outputs` it returns.
 * ``driftline.predictions`` → prediction drift (the output distribution of each
   model's champion) and one half of the label join;
 * ``driftline.labels.valid`` → the other half: each joined pair is one outcome of
-  the live error stream, fed to the model's :class:`ErrorRiseDetector` and to its
-  live accuracy;
-* ``driftline.models`` → champion changes: the error detector and the output
-  reference re-baseline, the feature reference switches to the new version's,
+  the live error stream, fed to the model's error detector (a River drift detector,
+  ``monitoring.detector``: by default the
+  :class:`~driftline.drift_detectors.ErrorRiseDetector`) and to its live accuracy;
+* ``driftline.models`` → champion changes: a new error detector and output
+  reference start, the feature reference switches to the new version's,
   and the retraining episode (if any) closes when the new champion learned from
   data after its onset (see :mod:`driftline.monitoring.retrain_policy`).
 
@@ -55,19 +56,26 @@ from driftline.contracts.messages import (
     ValidLabel,
     utcnow,
 )
+from driftline.drift_detectors import (
+    DetectorConfigError,
+    DriftReport,
+    ErrorDetector,
+    ExplainsDrift,
+    detector_builder,
+    drift_report,
+)
 from driftline.drift_stats.reference import Reference
 from driftline.monitoring.distribution_drift import (
     DistributionConfig,
     DistributionMonitor,
     Finding,
 )
-from driftline.monitoring.error_rise import ErrorRise, ErrorRiseConfig, ErrorRiseDetector
-from driftline.monitoring.label_join import LabelJoin
+from driftline.monitoring.prediction_join import PredictionLabelJoin
 from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
 from driftline.monitoring.timeseries import TimeSeriesStore
-from driftline.settings import MonitoringSettings
+from driftline.settings import ConfigError, MonitoringSettings
 
-__all__ = ["ModelState", "MonitorCore", "Outputs", "Refused", "RefusedLabel"]
+__all__ = ["ModelState", "MonitorCore", "Outputs", "Refused", "RefusedLabel", "error_detectors"]
 
 CHAMPION = "champion"
 ALIAS_DELETED = 0
@@ -123,20 +131,37 @@ class _Served:
     event_id: str
 
 
-class ModelState:
-    """Per-model detector state: the error stream, live accuracy, the output distribution."""
+def error_detectors(settings: MonitoringSettings) -> Callable[[], ErrorDetector]:
+    """What builds a fresh error detector of ``settings.detector``, checked now.
 
-    def __init__(self, name: str, settings: MonitoringSettings) -> None:
+    :class:`ConfigError` naming the setting when the type is unknown, a parameter is
+    not one the detector takes or has the wrong type, or it builds no River detector.
+    """
+    spec = settings.detector
+    try:
+        return detector_builder(spec.type, spec.params)
+    except DetectorConfigError as exc:
+        raise ConfigError(f"monitoring.detector: {exc}") from exc
+
+
+class ModelState:
+    """Per-model detector state: the error stream, live accuracy, the output distribution.
+
+    ``new_detector`` builds the error detector (:func:`error_detectors`), anew at
+    each champion change: a new model's error level is a new baseline.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: MonitoringSettings,
+        new_detector: Callable[[], ErrorDetector] | None = None,
+    ) -> None:
         self.name = name
         self.champion_version: int | None = None
         self.featureset: str | None = None
-        self.error = ErrorRiseDetector(
-            ErrorRiseConfig(
-                warmup=settings.concept_warmup,
-                min_shift=settings.concept_min_shift,
-                threshold=settings.concept_threshold,
-            )
-        )
+        self._new_detector = new_detector or error_detectors(settings)
+        self.error: ErrorDetector = self._new_detector()
         self.outputs = DistributionMonitor(
             DistributionConfig(
                 window=settings.drift_window,
@@ -148,9 +173,11 @@ class ModelState:
         self.recent: deque[int] = deque(maxlen=settings.accuracy_window)
         self.recent_errors = 0
         self.labelled = 0
+        """Outcomes fed so far: the next one's index."""
         self.watched_from = 0
-        """Index of the first outcome the error detector tested after its last warm-up: a
-        rise cannot be shown to start earlier (the detector saw nothing before it)."""
+        """Index of the first outcome the error detector tested after it was built and
+        warmed up (:class:`ExplainsDrift`): a rise cannot be shown to start earlier (the
+        detector saw nothing before it)."""
         # Event time of each recent outcome, so a detection's onset index becomes a time.
         self._times: deque[tuple[int, datetime]] = deque(maxlen=50_000)
 
@@ -161,30 +188,39 @@ class ModelState:
             return None
         return 1.0 - self.recent_errors / len(self.recent)
 
-    def add_outcome(self, error: bool, at: datetime) -> ErrorRise | None:
-        """Feed one joined outcome."""
+    @property
+    def statistic(self) -> float | None:
+        """The error detector's current statistic, when it :class:`ExplainsDrift`."""
+        return self.error.statistic if isinstance(self.error, ExplainsDrift) else None
+
+    def add_outcome(self, error: bool, at: datetime) -> DriftReport | None:
+        """Feed one joined outcome; the detection it completes, if any."""
+        e = 1 if error else 0
         if len(self.recent) == self.recent.maxlen:
             self.recent_errors -= self.recent[0]
-        self.recent.append(1 if error else 0)
-        self.recent_errors += 1 if error else 0
-        index = self.error.n
+        self.recent.append(e)
+        self.recent_errors += e
+        index = self.labelled
         self._times.append((index, at))
         self.labelled += 1
-        warming = self.error.reference_rate is None
-        rise = self.error.update(error)
-        if warming and self.error.reference_rate is not None:
+        det = self.error
+        explainer = det if isinstance(det, ExplainsDrift) else None
+        warming = explainer is not None and not explainer.watching
+        det.update(error)
+        if warming and explainer is not None and explainer.watching:
             self.watched_from = index
-        return rise
+        return drift_report(det) if det.drift_detected else None
 
-    def onset_of(self, rise: ErrorRise) -> datetime | None:
-        """Event time of a rise's onset, never before the detector watched.
+    def onset_of(self, report: DriftReport) -> datetime | None:
+        """Event time of the onset of the drift just reported, never before the detector
+        watched.
 
         When the warm-up ends after the change (a champion promoted shortly before
         a drift), the detector's own estimate falls back to the start of the
         warm-up, before the change: retraining from there would learn the old
         concept.  The first watched outcome is the earliest time with evidence.
         """
-        return self.time_of(max(rise.onset_index, self.watched_from))
+        return self.time_of(max(self.labelled - report.window, self.watched_from))
 
     def time_of(self, index: int) -> datetime | None:
         """Event time of outcome ``index`` (the oldest remembered if it is older)."""
@@ -195,8 +231,9 @@ class ModelState:
         return self._times[pos][1]
 
     def rebaseline(self) -> None:
-        """A new champion: new error baseline, new output reference."""
-        self.error.rebaseline()
+        """A new champion: a new error detector, a new output reference."""
+        self.error = self._new_detector()
+        self.watched_from = self.labelled
         self.outputs.set_reference(None)
         self.recent.clear()
         self.recent_errors = 0
@@ -228,6 +265,7 @@ class MonitorCore:
     """All detector state of one monitor replica.
 
     ``clock`` gives "now" (tests pass a fake one); event times come from the records.
+    :class:`ConfigError` when ``settings.detector`` cannot be built.
     """
 
     def __init__(
@@ -239,6 +277,7 @@ class MonitorCore:
         self.settings = settings
         self.clock = clock
         self.series = series or TimeSeriesStore()
+        self._new_detector = error_detectors(settings)
         self.policy = RetrainPolicy(
             RetrainPolicyConfig(
                 trigger_kinds=frozenset(DriftKind(k) for k in settings.trigger_kinds),
@@ -249,7 +288,7 @@ class MonitorCore:
         )
         self.models: dict[str, ModelState] = {}
         self.features: dict[str, DistributionMonitor] = {}
-        self.join: LabelJoin[_Served] = LabelJoin(settings.join_capacity)
+        self.join: PredictionLabelJoin[_Served] = PredictionLabelJoin(settings.join_capacity)
         self.references: dict[tuple[str, int], dict[str, Any]] = {}
         self.trained_until: dict[tuple[str, int], datetime] = {}
         """``(model, version) -> event time`` of the newest example the version learned."""
@@ -276,7 +315,7 @@ class MonitorCore:
         """The state of model ``name`` (created on first sight)."""
         st = self.models.get(name)
         if st is None:
-            st = self.models[name] = ModelState(name, self.settings)
+            st = self.models[name] = ModelState(name, self.settings, self._new_detector)
         return st
 
     def _drift(
@@ -463,20 +502,19 @@ class MonitorCore:
         if st.champion_version is not None and served.model_version != st.champion_version:
             # A late label of the previous champion says nothing about the current one.
             return Outputs()
-        rise = st.add_outcome(wrong, self._outcome_time(served))
-        if rise is None:
+        report = st.add_outcome(wrong, self._outcome_time(served))
+        if report is None:
             return Outputs()
-        big = rise.recent_rate - rise.reference_rate >= 2 * self.settings.concept_min_shift
         event = self._drift(
             served.model_name,
             DriftKind.CONCEPT,
-            "error-rise",
+            self.settings.detector.type,
             features=[],
-            statistic=rise.statistic,
-            threshold=rise.threshold,
-            window=rise.window,
-            severity="critical" if big else "warning",
-            onset=st.onset_of(rise),
+            statistic=report.statistic,
+            threshold=report.threshold,
+            window=report.window,
+            severity=report.severity,
+            onset=st.onset_of(report),
             trace_id=trace_id,
         )
         return self._emit([event])
@@ -608,7 +646,9 @@ class MonitorCore:
             acc = st.live_accuracy
             if acc is not None:
                 self.series.record(f"accuracy/{name}", now_s, acc)
-            self.series.record(f"error_cusum/{name}", now_s, st.error.statistic)
+            statistic = st.statistic
+            if statistic is not None:
+                self.series.record(f"error_cusum/{name}", now_s, statistic)
         for fs, mon in self.features.items():
             for feature, stats in mon.latest.items():
                 for stat, value in stats.items():

@@ -1,4 +1,4 @@
-"""``driftline eval-drift``: the retraining policy against each River detector, measured.
+"""``driftline eval-drift``: the retraining policy against River's detectors, measured.
 
 Every stream is a known story: a Hoeffding tree's prequential error stream on a
 River generator whose concept switches at a known index (SEA, Agrawal, STAGGER,
@@ -8,10 +8,14 @@ reports the detection delay in events (median, p90 over the seeds), false alarms
 (detections before the drift, or anywhere on a control), misses (no detection in
 the events after the drift) and extra detections after the first true one.
 
-The *policy* is what the monitor runs in production: :class:`ErrorRiseDetector`
-feeding :class:`RetrainPolicy`; what it counts are retraining requests.  The River
-detectors (defaults) count raw detections, as they would if wired to retraining
-directly.
+The *policy* is what the monitor runs in production: the detector of
+``monitoring.detector`` (by default the error-rise detector) feeding
+:class:`RetrainPolicy`; what it counts are retraining requests.  The other
+detectors, named as the settings name them (``river.ADWIN``, ...; River's
+defaults, or any registered plug-in), count raw detections, as they would if
+wired to retraining directly.  Every one is built by
+:func:`driftline.drift_detectors.detector_builder` and driven through River's
+interface (``update``, ``drift_detected``), exactly as the monitor drives it.
 
 Run ``python -m driftline.monitoring.eval_drift --help``.
 """
@@ -23,23 +27,42 @@ import json
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from driftline.contracts.messages import DriftEvent, DriftKind
-from driftline.monitoring.error_rise import ErrorRiseConfig, ErrorRiseDetector
+from driftline.drift_detectors import (
+    DEFAULT_DETECTOR,
+    ErrorDetector,
+    detections,
+    detector_builder,
+    detector_names,
+    detector_params,
+    drift_report,
+)
+from driftline.monitoring.core import error_detectors
 from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
 from driftline.monitoring.synthetic_streams import STREAMS, bernoulli_errors, prequential_errors
+from driftline.settings import ConfigError, load_settings
 
-__all__ = ["TARGETS", "EvalConfig", "Target", "evaluate", "main"]
+__all__ = ["TARGETS", "EvalConfig", "Target", "evaluate", "main", "policy_hits"]
 
 POLICY = "policy"
-RIVER_DETECTORS = ("ADWIN", "PageHinkley", "DDM", "EDDM", "HDDMA", "HDDMW", "FHDDM")
-"""River detectors compared against the policy, with River's defaults (KSWIN, at ~0.7 ms per
-update and meant for continuous data, is left out of the error-stream comparison)."""
+COMPARED = (
+    "river.ADWIN",
+    "river.PageHinkley",
+    "river.DDM",
+    "river.EDDM",
+    "river.HDDMA",
+    "river.HDDMW",
+    "river.FHDDM",
+)
+"""River detectors compared against the policy, with River's defaults (``river.KSWIN``, at
+~0.7 ms per update and meant for continuous data, is left out of the error-stream comparison;
+``--detector`` runs it, or any registered name)."""
 
 BERNOULLI = {
     "error-0.2-0.8": (0.2, 0.8),
@@ -62,10 +85,16 @@ class EvalConfig:
     bernoulli_before: int = 10_000
     bernoulli_after: int = 5_000
     processes: int = 2
-    detectors: tuple[str, ...] = (POLICY, *RIVER_DETECTORS)
+    detectors: tuple[str, ...] = (POLICY, *COMPARED)
+    """``policy`` and detector names (see :func:`driftline.drift_detectors.detector_names`); a
+    detector registered in this process only reaches worker processes through an entry point."""
     streams: tuple[str, ...] = (*STREAMS, *BERNOULLI)
     cooldown_events: int = 600
     """The policy's cooldown, in events (the eval clock advances one second per event)."""
+    policy_detector: str = DEFAULT_DETECTOR
+    """The policy's detector (``monitoring.detector.type``)."""
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+    """Its parameters (the rest of ``monitoring.detector``)."""
 
 
 @dataclass(frozen=True)
@@ -96,55 +125,54 @@ TARGETS: tuple[Target, ...] = (
 )
 
 
-class _Detector:
-    def update(self, error: int, index: int) -> bool:
-        raise NotImplementedError
+def policy_hits(
+    detector: ErrorDetector, errors: bytes, *, cooldown_events: int, name: str = POLICY
+) -> list[int]:
+    """Indices of ``errors`` at which the production path asks for retraining.
 
-
-class _RiverDetector(_Detector):
-    def __init__(self, name: str) -> None:
-        from river import drift
-        from river.drift import binary
-
-        cls = getattr(binary, name, None) or getattr(drift, name)
-        self.impl = cls()
-
-    def update(self, error: int, index: int) -> bool:
-        self.impl.update(error)
-        return bool(self.impl.drift_detected)
-
-
-class _PolicyDetector(_Detector):
-    """The production path: error-rise detector → DriftEvent → RetrainPolicy."""
-
-    def __init__(self, cooldown_events: int, config: ErrorRiseConfig | None = None) -> None:
-        self.detector = ErrorRiseDetector(config)
-        self.policy = RetrainPolicy(RetrainPolicyConfig(cooldown_s=float(cooldown_events)))
-
-    def update(self, error: int, index: int) -> bool:
-        rise = self.detector.update(error)
-        if rise is None:
-            return False
+    The monitor's path, one event per second: each detection of ``detector``
+    becomes a concept ``DriftEvent`` (statistic, window, severity and onset from
+    :func:`~driftline.drift_detectors.drift_report`) that :class:`RetrainPolicy`
+    with a cooldown of ``cooldown_events`` turns into a request or not.
+    """
+    policy = RetrainPolicy(RetrainPolicyConfig(cooldown_s=float(cooldown_events)))
+    hits = []
+    for index, e in enumerate(errors):
+        detector.update(e == 1)
+        if not detector.drift_detected:
+            continue
+        report = drift_report(detector)
         now = _T0 + timedelta(seconds=index)
         event = DriftEvent(
             drift_id=f"d-{index}",
             model_name="eval",
             kind=DriftKind.CONCEPT,
-            detector="error-rise",
-            statistic=rise.statistic,
-            threshold=rise.threshold,
-            window=rise.window,
-            severity="critical",
+            detector=name,
+            statistic=report.statistic,
+            threshold=report.threshold,
+            window=report.window,
+            severity=report.severity,
             detected_at=now,
-            onset_event_time=_T0 + timedelta(seconds=rise.onset_index),
+            onset_event_time=_T0 + timedelta(seconds=index - report.window + 1),
         )
-        return bool(self.policy.observe(event, now))
+        if policy.observe(event, now):
+            hits.append(index)
+    return hits
 
 
-def _make(name: str, cfg: EvalConfig) -> _Detector:
+def _hits(name: str, errors: bytes, cfg: EvalConfig) -> tuple[list[int], float]:
+    """Detections (requests for the policy) of detector ``name`` on ``errors``, and seconds."""
     if name == POLICY:
-        return _PolicyDetector(cfg.cooldown_events)
-    return _RiverDetector(name)
+        det = detector_builder(cfg.policy_detector, cfg.policy_params)()
+        start = time.perf_counter()
+        hits = policy_hits(
+            det, errors, cooldown_events=cfg.cooldown_events, name=cfg.policy_detector
+        )
+    else:
+        det = detector_builder(name)()
+        start = time.perf_counter()
+        hits = detections(det, errors)
+    return hits, time.perf_counter() - start
 
 
 def _errors(stream: str, seed: int, cfg: EvalConfig) -> tuple[bytes, int | None]:
@@ -169,10 +197,7 @@ def _run_one(task: tuple[str, int, EvalConfig]) -> dict[str, Any]:
     hits: dict[str, list[int]] = {}
     seconds: dict[str, float] = {}
     for name in cfg.detectors:
-        det = _make(name, cfg)
-        start = time.perf_counter()
-        hits[name] = [i for i, e in enumerate(errors) if det.update(e, i)]
-        seconds[name] = time.perf_counter() - start
+        hits[name], seconds[name] = _hits(name, errors, cfg)
     return {
         "stream": stream,
         "seed": seed,
@@ -274,8 +299,8 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
             "bernoulli_before": cfg.bernoulli_before,
             "bernoulli_after": cfg.bernoulli_after,
             "policy": {
-                "detector": "error-rise",
-                **ErrorRiseConfig().__dict__,
+                "detector": cfg.policy_detector,
+                **detector_params(cfg.policy_detector, cfg.policy_params),
                 "cooldown_events": cfg.cooldown_events,
             },
             "streams": {
@@ -292,7 +317,7 @@ def evaluate(cfg: EvalConfig, progress: Callable[[str], None] | None = None) -> 
 def render(report: dict[str, Any]) -> str:
     """A plain-text table of the report."""
     lines = []
-    head = f"{'stream':<22}{'detector':<13}{'median':>8}{'p90':>8}{'miss':>6}{'FA':>6}"
+    head = f"{'stream':<22}{'detector':<19}{'median':>8}{'p90':>8}{'miss':>6}{'FA':>6}"
     head += f"{'FA/1k':>8}{'extra':>7}{'us/upd':>8}"
     lines.append(head)
     for stream, per in report["results"].items():
@@ -302,7 +327,7 @@ def render(report: dict[str, Any]) -> str:
                 return "-" if v is None else f"{v:g}"
 
             lines.append(
-                f"{stream:<22}{name:<13}{f(m['median_delay']):>8}{f(m['p90_delay']):>8}"
+                f"{stream:<22}{name:<19}{f(m['median_delay']):>8}{f(m['p90_delay']):>8}"
                 f"{m['misses']:>6}{m['false_alarms']:>6}{f(m['false_alarms_per_1000']):>8}"
                 f"{m['extra_after_first']:>7}{m['us_per_update']:>8}"
             )
@@ -313,11 +338,17 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run, print the table; exit 0 when every target is met, 1 otherwise."""
+    """Parse ``argv``, run, print the table; exit 0 when every target is met, 1 otherwise
+    (2 for bad settings).
+
+    The policy runs the detector and cooldown of the monitoring settings
+    (``DRIFTLINE_CONFIG``, ``DRIFTLINE_MONITORING__*``).
+    """
     parser = argparse.ArgumentParser(
         prog="driftline eval-drift",
-        description="Measure the retraining policy and River's detectors on synthetic streams "
-        "with known drift points: detection delay, false alarms, misses.",
+        description="Measure the retraining policy (the configured monitoring.detector and "
+        "cooldown) and River's detectors on synthetic streams with known drift points: "
+        "detection delay, false alarms, misses.",
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per stream (default 5)")
     parser.add_argument("--quick", action="store_true", help="small streams and 2 seeds (tests)")
@@ -331,16 +362,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--detector",
         action="append",
-        choices=[POLICY, *RIVER_DETECTORS, "KSWIN"],
-        help="run only this detector (repeatable)",
+        choices=[POLICY, *detector_names()],
+        help="run only this detector (repeatable): the policy or a detector's name",
     )
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
+    try:
+        monitoring = load_settings().monitoring
+        error_detectors(monitoring)  # checks monitoring.detector, naming what is wrong
+    except ConfigError as exc:
+        print(f"driftline eval-drift: {exc}", file=sys.stderr)
+        return 2
     cfg = EvalConfig(
         seeds=args.seeds,
         processes=max(1, args.processes),
         detectors=tuple(args.detector or EvalConfig.detectors),
         streams=tuple(args.stream or EvalConfig.streams),
+        cooldown_events=round(monitoring.cooldown_s),
+        policy_detector=monitoring.detector.type,
+        policy_params=monitoring.detector.params,
     )
     if args.quick:
         cfg = EvalConfig(
@@ -353,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             processes=cfg.processes,
             detectors=cfg.detectors,
             streams=cfg.streams,
+            cooldown_events=cfg.cooldown_events,
+            policy_detector=cfg.policy_detector,
+            policy_params=cfg.policy_params,
         )
     report = evaluate(cfg)
     print(render(report))

@@ -31,7 +31,8 @@ class MonitorMetrics:
         )
         self.error_cusum = Gauge(
             "driftline_error_rise_statistic",
-            "CUSUM of the error-rise detector (alarm at its threshold)",
+            "Statistic of the error detector (the error_rise CUSUM alarms at its threshold; "
+            "absent for detectors that report none)",
             ["model"],
             registry=r,
         )
@@ -68,7 +69,9 @@ class MonitorMetrics:
             acc = st.live_accuracy
             if acc is not None:
                 self.live_accuracy.labels(model=name).set(acc)
-            self.error_cusum.labels(model=name).set(st.error.statistic)
+            statistic = st.statistic
+            if statistic is not None:
+                self.error_cusum.labels(model=name).set(statistic)
         for fs, mon in core.features.items():
             for feature, stats in mon.latest.items():
                 for stat, value in stats.items():

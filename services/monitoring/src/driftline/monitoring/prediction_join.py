@@ -6,7 +6,7 @@ in insertion-ordered maps capped at ``capacity`` entries; the oldest entries are
 evicted (and counted) first.  A second label for an event already joined is
 ignored (at-least-once delivery replays records).
 
->>> join = LabelJoin(capacity=10)
+>>> join = PredictionLabelJoin(capacity=10)
 >>> join.add_prediction("e1", "yes", "p") is None
 True
 >>> join.add_label("e1", "no")
@@ -20,13 +20,16 @@ from typing import Generic, TypeVar
 
 from driftline.contracts.messages import LabelValue
 
-__all__ = ["LabelJoin"]
+__all__ = ["PredictionLabelJoin"]
 
 T = TypeVar("T")
 
 
-class LabelJoin(Generic[T]):
-    """Pairs ``(prediction, label, context)`` by event id; ``context`` is carried through."""
+class PredictionLabelJoin(Generic[T]):
+    """Pairs ``(prediction, label, context)`` by event id; ``context`` is carried through.
+
+    Not training's ``LabelJoin`` (feature vectors with labels under an event-time
+    watermark): this one only pairs what serving answered with what came true."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity

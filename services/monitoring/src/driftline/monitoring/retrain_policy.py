@@ -24,7 +24,7 @@ the episode (it cannot be judged; a person or another tool chose it).
 >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
 >>> def drift(i: int) -> DriftEvent:
 ...     return DriftEvent(drift_id=f"d{i}", model_name="loans", kind=DriftKind.CONCEPT,
-...         detector="error-rise", statistic=20.0, threshold=14.0, window=100,
+...         detector="error_rise", statistic=20.0, threshold=14.0, window=100,
 ...         severity="critical", detected_at=t0 + timedelta(seconds=i),
 ...         onset_event_time=t0)
 >>> policy = RetrainPolicy(RetrainPolicyConfig(cooldown_s=600))

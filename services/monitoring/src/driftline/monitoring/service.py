@@ -26,10 +26,10 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     monitor_metrics = MonitorMetrics(metrics)
     health = Health("monitoring")
     health.set("kafka", False)
+    core = ChartedMonitorCore(cfg)  # first: a bad ``monitoring.detector`` stops it at once
     await wait_for_kafka(settings.kafka)
     await provision_topics(settings.kafka)
     health.set("kafka", True)
-    core = ChartedMonitorCore(cfg)
     app = build_admin_app(health, metrics, title="Driftline monitoring")
 
     @app.get("/api/timeseries", tags=["dashboard"], summary="Recent series and markers")

@@ -16,12 +16,13 @@ joined with their labels.
 from __future__ import annotations
 
 import itertools
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from river import datasets, tree
+
+from driftline.drift_detectors.checks import bernoulli_errors
 
 __all__ = [
     "STREAMS",
@@ -132,17 +133,3 @@ def prequential_errors(spec: StreamSpec, seed: int, n_before: int, n_after: int)
         out.append(0 if model.predict_one(x) == y else 1)
         model.learn_one(x, y)
     return bytes(out)
-
-
-def bernoulli_errors(
-    seed: int, p_before: float, p_after: float, n_before: int, n_after: int
-) -> bytes:
-    """A pure error stream: Bernoulli(``p_before``), then Bernoulli(``p_after``).
-
-    The change is at index ``n_before``.
-    """
-    rng = random.Random(seed)
-    return bytes(
-        1 if rng.random() < (p_before if i < n_before else p_after) else 0
-        for i in range(n_before + n_after)
-    )

@@ -1,0 +1,209 @@
+"""A one-sided detector of a *rise* in a model's live error rate.
+
+River's ADWIN and PageHinkley fire on any change of the mean, so they also fire
+when the error falls (a model still learning, a recovery after retraining), and
+the Bernoulli detectors (DDM, EDDM, HDDM) either miss small rises or raise false
+alarms on noisy streams.  :class:`ErrorRiseDetector` is built for the one
+question the retraining trigger asks: *has the error rate risen, by an amount
+that matters, above what it was?*
+
+It combines
+
+* a **reference**: the error rate of the stream ``lag`` examples ago, an
+  exponentially weighted mean fed by a delay line, so the examples of a fresh
+  drift do not contaminate it before they are judged and a falling error (warm-up,
+  recovery) simply lowers it;
+* a **fast detector**: a one-sided Bernoulli CUSUM (upward Page-Hinkley on the
+  log-likelihood ratio of *p_ref* against *p_ref + shift*), whose last reset marks
+  the estimated onset;
+* a **confirmation**: a one-sided z-test that the error rate since that onset
+  exceeds the reference by at least ``min_shift``, over at least ``min_errors``
+  errors, so a short burst of bad luck or a statistically real but tiny wobble of
+  a model that keeps learning is not called drift;
+* a **warm-up**: nothing is reported until the reference has seen
+  ``warmup`` examples, at start, after each detection and after ``_reset()``.
+
+It is a River :class:`~river.base.BinaryDriftDetector`: ``update`` returns
+nothing and ``drift_detected`` says whether that update completed a detection;
+the rise itself (:class:`ErrorRise`) is then :attr:`ErrorRiseDetector.last_drift`.
+
+>>> import random
+>>> rng = random.Random(7)
+>>> det = ErrorRiseDetector()
+>>> hits = []
+>>> for i in range(8000):
+...     det.update(rng.random() < (0.2 if i < 5000 else 0.5))
+...     if det.drift_detected:
+...         hits.append(i)
+>>> len(hits), 5000 < hits[0] < 5400
+(1, True)
+>>> rise = ErrorRiseDetector(warmup=500)
+>>> rise.warmup, rise.clone().warmup
+(500, 500)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge, Gt, Lt
+
+from driftline.drift_detectors.base import BinaryDriftDetector, DriftReport, ExplainsDrift
+
+__all__ = ["ErrorRise", "ErrorRiseDetector"]
+
+
+@dataclass(frozen=True)
+class ErrorRise(DriftReport):
+    """A confirmed rise: where it started, how large, how sure."""
+
+    index: int
+    """Index (0-based, since construction) of the example that completed the detection."""
+    onset_index: int
+    """Estimated index of the first example of the higher error rate."""
+    reference_rate: float
+    """Error rate before the rise."""
+    recent_rate: float
+    """Error rate since the onset."""
+    z: float
+    """The confirmation test's z."""
+
+
+class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
+    """Feed it 1 (wrong) / 0 (right) per labelled prediction; it reports confirmed rises.
+
+    After a detection it re-baselines itself (a new warm-up on the new error level),
+    so one abrupt drift gives one detection.  The parameters (River's convention:
+    keyword arguments kept as attributes of the same name) are what the setting
+    ``monitoring.detector: {type: error_rise, ...}`` takes; their defaults are what
+    ``eval-drift`` measured.
+
+    A detection is ``critical`` when the error rose by at least twice ``min_shift``,
+    ``warning`` otherwise.
+    """
+
+    def __init__(
+        self,
+        warmup: Annotated[int, Ge(0)] = 3600,
+        lag: Annotated[int, Ge(0)] = 400,
+        reference_span: Annotated[int, Ge(1)] = 1000,
+        min_shift: Annotated[float, Gt(0), Lt(1)] = 0.05,
+        rel_shift: Annotated[float, Ge(0)] = 0.5,
+        threshold: Annotated[float, Gt(0)] = 14.0,
+        confirm_z: float = 3.0,
+        min_errors: Annotated[int, Ge(1)] = 5,
+        p_floor: Annotated[float, Gt(0), Lt(1)] = 0.005,
+    ) -> None:
+        super().__init__()
+        self.warmup = warmup
+        """Examples the reference must have absorbed before any detection (after a reset too)."""
+        self.lag = lag
+        """The reference lags the stream by this many examples (the delay line's length)."""
+        self.reference_span = reference_span
+        """Effective memory of the reference's exponentially weighted mean, in examples."""
+        self.min_shift = min_shift
+        """Smallest absolute rise of the error rate that counts as drift."""
+        self.rel_shift = rel_shift
+        """Smallest rise relative to the reference (0.5: +50 %); the larger of the two applies."""
+        self.threshold = threshold
+        """CUSUM decision threshold on the log-likelihood ratio (false-alarm rate ~
+        exp(-threshold))."""
+        self.confirm_z = confirm_z
+        """z the confirmation test must reach (one-sided)."""
+        self.min_errors = min_errors
+        """Fewest errors since the onset for a confirmation."""
+        self.p_floor = p_floor
+        """Floor of the reference error rate: for a model with no errors, one error is no
+        alarm."""
+        self.n = 0
+        """Updates since construction."""
+        self.detections = 0
+        """Detections since construction."""
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the reference and the current detection; start a new warm-up."""
+        super()._reset()
+        self._last: ErrorRise | None = None
+        self._rebaseline()
+
+    def _rebaseline(self) -> None:
+        self._delay: deque[int] = deque()
+        self._ref_n = 0
+        self._ref = 0.0
+        self._cusum = 0.0
+        self._onset = self.n
+        self._run_n = 0
+        self._run_errors = 0
+
+    @property
+    def last_drift(self) -> ErrorRise | None:
+        """The rise the last update confirmed (set exactly when ``drift_detected`` is)."""
+        return self._last
+
+    @property
+    def reference_rate(self) -> float | None:
+        """The current reference error rate, or None during the warm-up."""
+        return self._ref if self._ref_n >= self.warmup else None
+
+    @property
+    def watching(self) -> bool:
+        """Whether the warm-up is over (a rise can be detected)."""
+        return self._ref_n >= self.warmup
+
+    @property
+    def statistic(self) -> float:
+        """The current CUSUM value (0 when nothing is suspected)."""
+        return self._cusum
+
+    def update(self, x: bool | int) -> None:
+        """Add one outcome (truthy: the prediction was wrong)."""
+        self._drift_detected = False
+        self._last = None
+        e = 1 if x else 0
+        index = self.n
+        self.n += 1
+        self._delay.append(e)
+        if len(self._delay) > self.lag:
+            old = self._delay.popleft()
+            self._ref_n += 1
+            alpha = max(1.0 / self.reference_span, 1.0 / self._ref_n)
+            self._ref += alpha * (old - self._ref)
+        if self._ref_n < self.warmup:
+            return
+        p0 = max(self._ref, self.p_floor)
+        p1 = min(p0 + max(self.min_shift, self.rel_shift * p0), 0.999)
+        step = math.log(p1 / p0) if e else math.log((1.0 - p1) / (1.0 - p0))
+        self._cusum += step
+        if self._cusum <= 0.0:
+            self._cusum = 0.0
+            self._onset = index + 1
+            self._run_n = 0
+            self._run_errors = 0
+            return
+        self._run_n += 1
+        self._run_errors += e
+        if self._cusum < self.threshold or self._run_errors < self.min_errors:
+            return
+        recent = self._run_errors / self._run_n
+        se = math.sqrt(p0 * (1.0 - p0) / self._run_n)
+        z = (recent - p0 - self.min_shift) / se
+        if z < self.confirm_z:
+            return
+        self._last = ErrorRise(
+            statistic=self._cusum,
+            threshold=self.threshold,
+            window=self._run_n,
+            severity="critical" if recent - p0 >= 2 * self.min_shift else "warning",
+            index=index,
+            onset_index=self._onset,
+            reference_rate=p0,
+            recent_rate=recent,
+            z=z,
+        )
+        self._drift_detected = True
+        self.detections += 1
+        self._rebaseline()
