@@ -41,9 +41,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.contracts.messages import ValidEvent
 from driftline.contracts.topics import EVENTS_VALID, FEATURES
-from driftline.features.online_store import entity_key
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
+from driftline.online_store.redis_store import entity_key
 from driftline.settings import load_settings
 from driftline.specs import load_featuresets
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
@@ -281,7 +281,7 @@ async def freshness(bootstrap: str, grpc_port: int, seconds: float, run: str) ->
         )
         while time.perf_counter() - sent_at < 10:
             resp = await stub.GetOnlineFeatures(req)
-            if resp.entities[0].features[0].status == common_pb2.FEATURE_STATUS_PRESENT:
+            if resp.features[0].status[0] == common_pb2.FEATURE_STATUS_PRESENT:
                 lat.append(time.perf_counter() - sent_at)
                 return
             await asyncio.sleep(0.002)

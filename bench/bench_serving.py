@@ -170,7 +170,7 @@ async def run_fetch_relay(port: int, features_port: int, reads: str) -> None:
     """
     import uvloop
 
-    from driftline.serving.feature_source import GrpcFeatureSource
+    from driftline.serving.feature_transport import GrpcFeatureSource
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     uvloop.install()
@@ -227,7 +227,8 @@ async def fill_online_store(redis_url: str) -> None:
     """Online values of all 16 loans features for ``ENTITIES`` entities, as the worker writes."""
     from river.datasets import synth
 
-    from driftline.features.online_store import EntityWrite, RedisOnlineStore
+    from driftline.online_store import EntityWrite
+    from driftline.online_store.redis_store import RedisOnlineStore
     from driftline.specs import load_featuresets
 
     spec = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans")

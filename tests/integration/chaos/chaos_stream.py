@@ -25,9 +25,10 @@ from support.platform import ROOT, LivePlatform
 
 from driftline.contracts.messages import DeadLetter, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS, EVENTS_VALID, LABELS, Topic
+from driftline.edge.values import values_to_pb
+from driftline.features.columns import column_values
 from driftline.specs import FeatureSetSpec, load_featuresets
 from driftline.v1 import (
-    common_pb2,
     feature_store_pb2,
     feature_store_pb2_grpc,
     predictor_pb2,
@@ -40,23 +41,6 @@ MODEL = "loans"
 SPEC: FeatureSetSpec = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans")
 LABEL_LAG = 5
 """A label is sent this many events after its event."""
-
-
-def value_pb(value: Any) -> common_pb2.Value:
-    """A ``driftline.v1.Value`` of a Python feature value."""
-    if isinstance(value, bool):
-        return common_pb2.Value(bool_value=value)
-    if isinstance(value, int):
-        return common_pb2.Value(int64_value=value)
-    if isinstance(value, float):
-        return common_pb2.Value(double_value=value)
-    return common_pb2.Value(string_value=str(value))
-
-
-def from_pb(value: common_pb2.Value) -> Any:
-    """The Python value of a ``driftline.v1.Value`` (None when unset)."""
-    kind = value.WhichOneof("kind")
-    return None if kind is None else getattr(value, kind)
 
 
 @dataclass
@@ -181,7 +165,7 @@ class LiveStream:
                     entity_id=event["entity_id"],
                     event_id=event["event_id"],
                     model_name=MODEL,
-                    features={k: value_pb(v) for k, v in event["features"].items()},
+                    features=values_to_pb(event["features"]),
                 ),
                 timeout=5.0,
             )
@@ -319,12 +303,10 @@ async def online_features(target: str, entity_ids: list[str]) -> dict[str, dict[
             feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entity_ids),
             timeout=10.0,
         )
-    out: dict[str, dict[str, Any]] = {}
-    for row in response.entities:
-        out[row.entity_id] = {
-            f.name: from_pb(f.value) if f.status == common_pb2.FEATURE_STATUS_PRESENT else None
-            for f in row.features
-        }
+    out: dict[str, dict[str, Any]] = {entity: {} for entity in response.entity_ids}
+    for column in response.features:
+        for entity, value in zip(response.entity_ids, column_values(column), strict=True):
+            out[entity][column.name] = value
     return out
 
 

@@ -29,7 +29,6 @@ from integration.chaos.chaos_stream import (
     read_topic,
     registry_view,
     serving_answers,
-    value_pb,
     wait_champion,
 )
 from integration.chaos.conftest import REGISTRY_TOKEN
@@ -37,6 +36,7 @@ from support.platform import SERVICES, LivePlatform
 
 from driftline.contracts.messages import DeadLetter
 from driftline.contracts.topics import DLQ, EVENTS, LABELS
+from driftline.edge.values import values_to_pb
 from driftline.v1 import predictor_pb2, predictor_pb2_grpc, registry_pb2, registry_pb2_grpc
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
@@ -291,7 +291,7 @@ async def test_bad_rpcs_get_the_right_status_and_servers_keep_serving(
         good_predict = predictor_pb2.PredictRequest(
             entity_id="chaos-rpc",
             model_name=MODEL,
-            features={k: value_pb(v) for k, v in GOOD_FEATURES.items()},
+            features=values_to_pb(GOOD_FEATURES),
         )
         bad_calls: list[tuple[str, Any, grpc.StatusCode]] = [
             (
@@ -397,7 +397,7 @@ async def test_promotion_under_load_fails_no_request(
             request = predictor_pb2.PredictRequest(
                 entity_id=f"load-{i}-{n % 7}",
                 model_name=MODEL,
-                features={k: value_pb(v) for k, v in GOOD_FEATURES.items()},
+                features=values_to_pb(GOOD_FEATURES),
             )
             n += 1
             try:

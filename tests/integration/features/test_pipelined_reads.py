@@ -11,15 +11,29 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
+from driftline.features.columns import column_values
 from driftline.features.grpc_server import start_grpc_server
 from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.metrics import FeaturesMetrics
-from driftline.features.online_store import EntityWrite, RedisOnlineStore
-from driftline.features.resp import PipelinedRedis
+from driftline.online_store import EntityWrite
+from driftline.online_store.redis_store import RedisOnlineStore
+from driftline.online_store.resp import PipelinedRedis
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 pytestmark = pytest.mark.integration
+
+
+def _by_entity(response: Any) -> list[dict[str, tuple[Any, int, int, int]]]:
+    """Per entity of a response, in order: name -> (value, status, event_time_us, age_ms)."""
+    rows: list[dict[str, tuple[Any, int, int, int]]] = [{} for _ in response.entity_ids]
+    for column in response.features:
+        cells = zip(
+            column_values(column), column.status, column.event_time_us, column.age_ms, strict=True
+        )
+        for row, cell in zip(rows, cells, strict=True):
+            row[column.name] = cell
+    return rows
 
 
 async def test_concurrent_commands_get_their_own_replies(redis_server: Any) -> None:
@@ -119,7 +133,7 @@ async def test_get_online_features_over_grpc_types_ages_and_statuses(redis_serve
                 ),
                 timeout=5,
             )
-            # The second call reuses the cached response template: same answer.
+            # A second read of some features, in another order.
             again = await stub.GetOnlineFeatures(
                 feature_store_pb2.GetOnlineFeaturesRequest(
                     featureset="reads", entity_ids=["nobody", "u1"], feature_names=["s", "f"]
@@ -132,40 +146,49 @@ async def test_get_online_features_over_grpc_types_ages_and_statuses(redis_serve
         await admin.aclose()
 
     assert response.featureset_version == 3
-    assert list(response.feature_names) == ["f", "i", "s", "b", "old", "none"]
-    assert [e.entity_id for e in response.entities] == ["u1", "u2", "u1", "nobody"]
-    u1 = {fv.name: fv for fv in response.entities[0].features}
+    assert [c.name for c in response.features] == ["f", "i", "s", "b", "old", "none"]
+    assert list(response.entity_ids) == ["u1", "u2", "u1", "nobody"]
+    # Each feature's values in the array of its declared type, names once.
+    types = [
+        (c.type, len(c.fp64), len(c.int64), len(c.bytes), len(c.bool)) for c in response.features
+    ]
+    double, int64 = feature_store_pb2.FEATURE_TYPE_DOUBLE, feature_store_pb2.FEATURE_TYPE_INT64
+    string, boolean = feature_store_pb2.FEATURE_TYPE_STRING, feature_store_pb2.FEATURE_TYPE_BOOL
+    assert types == [
+        (double, 4, 0, 0, 0),
+        (int64, 0, 4, 0, 0),
+        (string, 0, 0, 4, 0),
+        (boolean, 0, 0, 0, 4),
+        (double, 4, 0, 0, 0),
+        (double, 4, 0, 0, 0),
+    ]
+    rows = _by_entity(response)
+    u1 = rows[0]
     present = common_pb2.FEATURE_STATUS_PRESENT
-    assert u1["f"].status == present and u1["f"].value.double_value == -1.25e-7
-    assert u1["i"].value.int64_value == -42 and u1["i"].value.WhichOneof("kind") == "int64_value"
-    assert u1["s"].value.string_value == "héllo | world"
-    assert u1["b"].value.WhichOneof("kind") == "bool_value" and u1["b"].value.bool_value
+    assert u1["f"][:2] == (-1.25e-7, present)
+    assert u1["i"][0] == -42 and type(u1["i"][0]) is int
+    assert u1["s"][0] == "héllo | world"
+    assert u1["b"][0] is True
     for name in ("f", "i", "s", "b"):
-        assert u1[name].event_time.seconds * 1_000_000 + u1[name].event_time.nanos // 1000 == recent
-        assert 2400 <= u1[name].age_ms <= 2500 + 60_000
-    assert u1["old"].status == common_pb2.FEATURE_STATUS_STALE
-    assert not u1["old"].HasField("value")
-    assert u1["old"].age_ms >= 7200 * 1000
-    assert u1["none"].status == common_pb2.FEATURE_STATUS_MISSING
-    assert not u1["none"].HasField("value") and not u1["none"].HasField("event_time")
-    assert u1["none"].age_ms == 0
-    u2 = {fv.name: fv for fv in response.entities[1].features}
-    assert u2["f"].value.double_value == float("inf")
-    assert u2["i"].value.int64_value == 2**62
-    assert u2["i"].event_time.seconds * 1_000_000 + u2["i"].event_time.nanos // 1000 == (
-        now_us - 1000
-    )
-    assert u2["s"].status == common_pb2.FEATURE_STATUS_MISSING
-    assert response.entities[2] == response.entities[0]
-    assert all(
-        fv.status == common_pb2.FEATURE_STATUS_MISSING and not fv.HasField("value")
-        for fv in response.entities[3].features
-    )
-    assert [e.entity_id for e in again.entities] == ["nobody", "u1"]
-    assert [fv.name for fv in again.entities[1].features] == ["s", "f"]
-    assert again.entities[1].features[0].value.string_value == "héllo | world"
-    assert again.entities[1].features[1].value.double_value == -1.25e-7
-    assert again.entities[0].features[0].status == common_pb2.FEATURE_STATUS_MISSING
+        assert u1[name][2] == recent
+        assert 2400 <= u1[name][3] <= 2500 + 60_000
+    value, status, event_time_us, age_ms = u1["old"]
+    assert (value, status, event_time_us) == (None, common_pb2.FEATURE_STATUS_STALE, stale)
+    assert age_ms >= 7200 * 1000
+    assert u1["none"] == (None, common_pb2.FEATURE_STATUS_MISSING, 0, 0)
+    u2 = rows[1]
+    assert u2["f"][0] == float("inf")
+    assert u2["i"][0] == 2**62
+    assert u2["i"][2] == now_us - 1000
+    assert u2["s"][1] == common_pb2.FEATURE_STATUS_MISSING
+    assert rows[2] == rows[0]
+    assert all(cell == (None, common_pb2.FEATURE_STATUS_MISSING, 0, 0) for cell in rows[3].values())
+    assert list(again.entity_ids) == ["nobody", "u1"]
+    assert [c.name for c in again.features] == ["s", "f"]
+    again_rows = _by_entity(again)
+    assert again_rows[1]["s"][0] == "héllo | world"
+    assert again_rows[1]["f"][0] == -1.25e-7
+    assert again_rows[0]["s"][1] == common_pb2.FEATURE_STATUS_MISSING
 
 
 async def test_reads_survive_a_flushed_script_cache(redis_server: Any) -> None:
@@ -234,11 +257,10 @@ async def test_stream_reads_answer_as_calls_do_and_a_failed_read_fails_alone(
         assert answer.read_at.ToNanoseconds() >= unary.read_at.ToNanoseconds()
         answer.ClearField("read_at")
         unary.ClearField("read_at")
-        for entity in (*answer.entities, *unary.entities):
-            for fv in entity.features:
-                fv.ClearField("age_ms")
+        for column in (*answer.features, *unary.features):
+            column.ClearField("age_ms")
         assert answer == unary
-        assert answer.entities[0].features[0].value.double_value == 2.5
+        assert list(answer.features[0].fp64) == [2.5, 0.0]
     assert results[8].code == grpc.StatusCode.NOT_FOUND.value[0]
     assert "feature set 'other' is not served" in results[8].message
     assert not results[8].HasField("response")

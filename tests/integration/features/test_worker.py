@@ -28,9 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from driftline.contracts.messages import DeadLetter, DlqReason, FeatureVector, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
-from driftline.features.online_store import FeatureStatus, RedisOnlineStore
+from driftline.features.columns import column_values
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
+from driftline.online_store import FeatureStatus
+from driftline.online_store.redis_store import RedisOnlineStore
 from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetSpec, load_featuresets
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
@@ -249,17 +251,15 @@ async def check_online_values(redis_server: Any, grpc_port: int, events: list[Va
         resp = await stub.GetOnlineFeatures(
             feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
         )
-        assert list(resp.feature_names) == SPEC.feature_names
-        for entity, ef in zip(entities, resp.entities, strict=True):
-            assert ef.entity_id == entity
-            for fv in ef.features:
-                assert fv.status == common_pb2.FEATURE_STATUS_PRESENT
-                kind = fv.value.WhichOneof("kind")
-                assert kind is not None
-                assert_same(
-                    getattr(fv.value, kind), want[entity][fv.name], f"{entity}.{fv.name} via gRPC"
-                )
-                assert 0 <= fv.age_ms < 3_600_000
+        assert [c.name for c in resp.features] == SPEC.feature_names
+        assert list(resp.entity_ids) == entities
+        for column in resp.features:
+            assert list(column.status) == [common_pb2.FEATURE_STATUS_PRESENT] * len(entities)
+            assert all(0 <= age < 3_600_000 for age in column.age_ms)
+            values = column_values(column)
+            for entity, value in zip(entities, values, strict=True):
+                assert value is not None, f"{entity}.{column.name} via gRPC"
+                assert_same(value, want[entity][column.name], f"{entity}.{column.name} via gRPC")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetOnlineFeatures(
                 feature_store_pb2.GetOnlineFeaturesRequest(featureset="nope", entity_ids=["x"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,13 +27,16 @@ from river.datasets import synth
 from driftline.artifacts import digest, dump_model, sign
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.contracts.topics import MODELS
-from driftline.features.grpc_server import add_servicer, answer_read_stream
+from driftline.features.columns import online_features_response
+from driftline.features.grpc_server import answer_read_stream
+from driftline.features.lookup import LookupResult
 from driftline.infra import free_port
 from driftline.kafkaio import make_producer, send_model
+from driftline.online_store import FeatureRead, FeatureStatus
 from driftline.serving.service import serve
 from driftline.settings import PlatformSettings
+from driftline.specs import FeatureSetSpec
 from driftline.v1 import (
-    common_pb2,
     feature_store_pb2,
     feature_store_pb2_grpc,
     registry_pb2,
@@ -53,6 +57,16 @@ LOAN_TYPES = {
     "loan": feature_store_pb2.FEATURE_TYPE_DOUBLE,
 }
 SPEC = {"name": MODEL, "featureset": "loans", "task": "binary", "features": list(LOAN_TYPES)}
+LOANS = FeatureSetSpec(
+    name="loans",
+    version=1,
+    entity="customer",
+    fields={
+        n: {"type": "float" if t == feature_store_pb2.FEATURE_TYPE_DOUBLE else "int"}
+        for n, t in LOAN_TYPES.items()
+    },
+)
+"""The stand-in feature store's feature set."""
 
 
 def trained_tree(function: int, flip: bool = False, n: int = 2000) -> Any:
@@ -66,16 +80,6 @@ def trained_tree(function: int, flip: bool = False, n: int = 2000) -> Any:
 def agrawal_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
     """``n`` feature rows of the loans feature set."""
     return [x for x, _ in synth.Agrawal(seed=seed).take(n)]
-
-
-def _value(v: Any) -> common_pb2.Value:
-    if isinstance(v, bool):
-        return common_pb2.Value(bool_value=v)
-    if isinstance(v, int):
-        return common_pb2.Value(int64_value=v)
-    if isinstance(v, float):
-        return common_pb2.Value(double_value=v)
-    return common_pb2.Value(string_value=str(v))
 
 
 class StandInRegistry(registry_pb2_grpc.RegistryServicer):
@@ -170,8 +174,8 @@ class StandInFeatureStore(feature_store_pb2_grpc.FeatureStoreServicer):
     """The loans feature set with online values per entity (MISSING when not stored).
 
     Reads come as GetOnlineFeatures calls or on StreamOnlineFeatures, which is
-    served by the features service's own stream handler. Add it to a server
-    with the features service's ``add_servicer`` (its stream answers bytes).
+    served by the features service's own stream handler; the answers are built
+    as the features service builds them. Stored values are 1.5 s old.
     """
 
     def __init__(self) -> None:
@@ -185,30 +189,29 @@ class StandInFeatureStore(feature_store_pb2_grpc.FeatureStoreServicer):
     async def StreamOnlineFeatures(self, request_iterator: Any, context: Any) -> None:
         self.streams += 1
 
-        async def read(one: Any) -> bytes:
-            return bytes(self._response(one.request).SerializeToString())
+        async def read(one: Any, into: Any) -> None:
+            self._response(one.request, into)
 
         await answer_read_stream(request_iterator, context, read)
 
-    def _response(self, request: Any) -> Any:
+    def _response(self, request: Any, into: Any = None) -> Any:
         names = list(request.feature_names) or list(LOAN_TYPES)
-        response = feature_store_pb2.GetOnlineFeaturesResponse(
-            featureset="loans", featureset_version=1, feature_names=names
-        )
+        read_at = time.time()
+        written_us = round(read_at * 1e6) - 1_500_000
+        rows = []
         for entity in request.entity_ids:
             stored = self.values.get(entity, {})
-            e = response.entities.add(entity_id=entity)
-            for n in names:
-                if n in stored:
-                    e.features.add(
-                        name=n,
-                        value=_value(stored[n]),
-                        status=common_pb2.FEATURE_STATUS_PRESENT,
-                        age_ms=1500,
-                    )
-                else:
-                    e.features.add(name=n, status=common_pb2.FEATURE_STATUS_MISSING)
-        return response
+            rows.append(
+                [
+                    FeatureRead(stored[n], written_us, FeatureStatus.PRESENT)
+                    if n in stored
+                    else FeatureRead(None, None, FeatureStatus.MISSING)
+                    for n in names
+                ]
+            )
+        return online_features_response(
+            LookupResult(LOANS, names, list(request.entity_ids), rows, read_at), into
+        )
 
     async def ListFeatureSets(self, request: Any, context: Any) -> Any:
         info = feature_store_pb2.FeatureSetInfo(name="loans", version=1, entity_key="customer")
@@ -283,7 +286,9 @@ async def serving_stack(platform_settings: PlatformSettings) -> AsyncIterator[Se
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(features, add_servicer)
+    fs_server, fs_port = await _start_server(
+        features, feature_store_pb2_grpc.add_FeatureStoreServicer_to_server
+    )
     grpc_port, admin_port = free_port(), free_port()
     settings = platform_settings.model_copy(
         update={

@@ -27,10 +27,15 @@ from support.internal_records import GARBAGE, delta, kcat_produce, scrape_skippe
 from driftline.artifacts import digest, sign
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.contracts.topics import MODELS
-from driftline.features.grpc_server import add_servicer
 from driftline.infra import free_port
 from driftline.settings import PlatformSettings
-from driftline.v1 import feature_store_pb2, predictor_pb2, predictor_pb2_grpc, registry_pb2_grpc
+from driftline.v1 import (
+    feature_store_pb2,
+    feature_store_pb2_grpc,
+    predictor_pb2,
+    predictor_pb2_grpc,
+    registry_pb2_grpc,
+)
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc
 
@@ -100,7 +105,9 @@ async def test_promotions_serving_cannot_follow_leave_the_champion_serving(
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(features, add_servicer)
+    fs_server, fs_port = await _start_server(
+        features, feature_store_pb2_grpc.add_FeatureStoreServicer_to_server
+    )
     grpc_port, admin_port = free_port(), free_port()
     bootstrap = platform_settings.kafka.bootstrap_servers
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}

@@ -16,11 +16,10 @@ from driftline.contracts.errors import DeadlineExceededError, NotFoundError, Una
 from driftline.features.grpc_server import (
     MAX_READS_IN_FLIGHT,
     ReadFailed,
-    add_servicer,
     answer_read_stream,
 )
 from driftline.infra import free_port
-from driftline.serving.feature_source import GrpcFeatureSource
+from driftline.serving.feature_transport import GrpcFeatureSource
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -57,12 +56,12 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
                 pass
             return
 
-        async def read(one: Any) -> bytes:
+        async def read(one: Any, into: Any) -> None:
             self.trace_contexts.append(dict(one.trace_context))
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             try:
-                return bytes((await self._answer(one.request)).SerializeToString())
+                into.CopyFrom(await self._answer(one.request))
             finally:
                 self.running -= 1
 
@@ -75,27 +74,29 @@ class Store(feature_store_pb2_grpc.FeatureStoreServicer):
         slow = any(e.startswith("slow-") for e in request.entity_ids)
         await asyncio.sleep(1.0 if slow else 0.05)  # a read in flight while others arrive
         response = feature_store_pb2.GetOnlineFeaturesResponse(
-            featureset="loans", feature_names=request.feature_names
+            featureset="loans", entity_ids=request.entity_ids
         )
-        for e in request.entity_ids:
-            i = int(e.split("-")[1])
-            entity = response.entities.add(entity_id=e)
-            for name in request.feature_names:
-                value = (
-                    common_pb2.Value(double_value=i * 10.0)
-                    if name == "salary"
-                    else common_pb2.Value(int64_value=i)
-                )
-                entity.features.add(
-                    name=name, value=value, status=common_pb2.FEATURE_STATUS_PRESENT, age_ms=i
-                )
+        ids = [int(e.split("-")[1]) for e in request.entity_ids]
+        for name in request.feature_names:
+            column = response.features.add(
+                name=name,
+                status=[common_pb2.FEATURE_STATUS_PRESENT] * len(ids),
+                event_time_us=[1_800_000_000_000_000 - i * 1000 for i in ids],
+                age_ms=ids,
+            )
+            if name == "salary":
+                column.type = feature_store_pb2.FEATURE_TYPE_DOUBLE
+                column.fp64.extend(i * 10.0 for i in ids)
+            else:
+                column.type = feature_store_pb2.FEATURE_TYPE_INT64
+                column.int64.extend(ids)
         return response
 
 
 async def _serve(servicer: Store, port: int = 0, *, stream: bool = True) -> tuple[Any, int]:
     server = grpc.aio.server()
     if stream:
-        add_servicer(servicer, server)
+        feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(servicer, server)
     else:  # a feature store from before StreamOnlineFeatures
         server.add_generic_rpc_handlers(
             (
@@ -306,7 +307,8 @@ async def test_a_stream_runs_at_most_its_limit_of_reads_at_once() -> None:
     # Six reads sent at once, all answered, never more than two at a time.
     assert sorted(answered) == [1, 2, 3, 4, 5, 6]
     assert all(r.code == 0 for r in answered.values())
-    assert answered[4].response.entities[0].features[1].value.int64_value == 3
+    assert list(answered[4].response.entity_ids) == ["e-3"]
+    assert list(answered[4].response.features[1].int64) == [3]
     assert servicer.most_running == 2
 
 

@@ -34,7 +34,7 @@ from river.datasets import synth
 from support.custom_model import ThresholdModel
 
 from driftline.artifacts import ArtifactStore
-from driftline.features.grpc_server import add_servicer
+from driftline.edge.values import value_from_pb, values_to_pb
 from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.model_runtimes import ModelSignature, register_runtime
@@ -43,7 +43,7 @@ from driftline.registry.service import RegistryService
 from driftline.registry_client import RegistryClient
 from driftline.serving.service import serve
 from driftline.settings import PlatformSettings
-from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
+from driftline.v1 import feature_store_pb2_grpc, predictor_pb2, predictor_pb2_grpc
 
 from .conftest import (
     MODEL,
@@ -253,7 +253,9 @@ async def stack(
     registry = RegistryService(settings)
     await registry.start()
     features = StandInFeatureStore()
-    fs_server, fs_port = await _start_server(features, add_servicer)
+    fs_server, fs_port = await _start_server(
+        features, feature_store_pb2_grpc.add_FeatureStoreServicer_to_server
+    )
     # Tests share driftline.models: a name of its own keeps this test's versions apart.
     name = f"loans-{uuid.uuid4().hex[:10]}"
     client = RegistryClient(f"127.0.0.1:{registry.grpc_port}", timeout_s=30)
@@ -270,17 +272,6 @@ async def stack(
 # -- from outside: Predict over gRPC, tritonclient in its own process --------------------
 
 
-def _value(v: Any) -> common_pb2.Value:
-    if isinstance(v, int):
-        return common_pb2.Value(int64_value=v)
-    return common_pb2.Value(double_value=float(v))
-
-
-def _plain(v: common_pb2.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    return None if kind is None else getattr(v, kind)
-
-
 async def _predict(
     target: str, name: str, rows: list[dict[str, Any]], version: int | None = None
 ) -> list[predictor_pb2.PredictResponse]:
@@ -291,7 +282,7 @@ async def _predict(
                 predictor_pb2.PredictRequest(
                     entity_id=f"applicant-{i}",
                     model_name=name,
-                    features={k: _value(v) for k, v in row.items()},
+                    features=values_to_pb(row),
                     **({"version": version} if version is not None else {}),
                 ),
                 timeout=10,
@@ -411,7 +402,7 @@ async def test_every_framework_is_served_through_its_runtime(stack: RegistryStac
         # ModelInfer (raw, per-feature tensors) answers what Predict answers, row for row.
         out = triton["rows"]
         assert out["version"] == str(number) and out["raw"] == 3, what
-        predicted = [str(_plain(a.prediction)) for a in answers]
+        predicted = [str(value_from_pb(a.prediction)) for a in answers]
         assert {a.model_version for a in answers} == {number}, what
         assert out["predict"] == predicted, what
         # (an ONNX graph computes in float32, where one row alone and in a batch may
@@ -497,7 +488,7 @@ async def test_hot_swap_from_river_to_lightgbm_and_back_under_load(
                 r = await stub.Predict(
                     predictor_pb2.PredictRequest(
                         entity_id=f"c-{worker}-{i}", model_name=stack.name,
-                        features={k: _value(v) for k, v in row.items()},
+                        features=values_to_pb(row),
                     ),
                     timeout=10,
                 )  # fmt: skip

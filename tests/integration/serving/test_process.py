@@ -12,10 +12,10 @@ import grpc
 import httpx
 import pytest
 
-from driftline.features.grpc_server import add_servicer
 from driftline.infra import free_port
 from driftline.settings import PlatformSettings
 from driftline.v1 import (
+    feature_store_pb2_grpc,
     predictor_pb2,
     predictor_pb2_grpc,
     registry_pb2_grpc,
@@ -47,7 +47,9 @@ async def test_process_is_unavailable_until_a_champion_is_promoted(
     reg_server, reg_port = await _start_server(
         registry, registry_pb2_grpc.add_RegistryServicer_to_server
     )
-    fs_server, fs_port = await _start_server(features, add_servicer)
+    fs_server, fs_port = await _start_server(
+        features, feature_store_pb2_grpc.add_FeatureStoreServicer_to_server
+    )
     grpc_port, admin_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(

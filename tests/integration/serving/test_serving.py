@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from driftline.contracts.messages import PredictionBatch, PredictionRecord, prediction_records
 from driftline.contracts.topics import PREDICTIONS
+from driftline.edge.values import value_from_pb, values_to_pb
 from driftline.kafkaio import make_consumer
 from driftline.monitoring.core import MonitorCore
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
@@ -34,24 +35,13 @@ from .conftest import MODEL, ServingStack, agrawal_rows, wait_until
 pytestmark = pytest.mark.integration
 
 
-def _value(v: Any) -> common_pb2.Value:
-    if isinstance(v, int):
-        return common_pb2.Value(int64_value=v)
-    return common_pb2.Value(double_value=float(v))
-
-
 def _request(entity: str, row: dict[str, Any] | None = None, **kw: Any) -> Any:
     return predictor_pb2.PredictRequest(
         entity_id=entity,
         model_name=MODEL,
-        features={k: _value(v) for k, v in (row or {}).items()},
+        features=values_to_pb(row or {}),
         **kw,
     )
-
-
-def _plain(v: common_pb2.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    return None if kind is None else getattr(v, kind)
 
 
 async def _model_version_metric(stack: ServingStack, alias: str) -> int | None:
@@ -74,12 +64,12 @@ async def test_predict_reads_online_features_and_reports_their_age(
         r = await stub.Predict(_request("customer-1", event_id="ev-1"), timeout=5)
         with_override = await stub.Predict(_request("customer-1", {"salary": 140_000.0}), timeout=5)
     assert (r.model_name, r.model_version, r.variant, r.event_id) == (MODEL, 1, "champion", "ev-1")
-    assert {k: _plain(v) for k, v in r.features.items()} == row
+    assert {k: value_from_pb(v) for k, v in r.features.items()} == row
     assert dict(r.feature_ages_ms) == {n: 1500 for n in row}
     assert set(r.feature_status.values()) == {common_pb2.FEATURE_STATUS_PRESENT}
-    assert _plain(r.prediction) in (0, 1) and abs(sum(r.probabilities.values()) - 1.0) < 1e-9
+    assert value_from_pb(r.prediction) in (0, 1) and abs(sum(r.probabilities.values()) - 1.0) < 1e-9
     assert len(r.request_id) == 32
-    assert _plain(with_override.features["salary"]) == 140_000.0
+    assert value_from_pb(with_override.features["salary"]) == 140_000.0
     assert "salary" not in with_override.feature_ages_ms
 
 
@@ -142,9 +132,9 @@ async def test_tritonclient_gets_the_same_predictions_as_predict(
             await stub.Predict(_request(f"unknown-{i}", row), timeout=5)
             for i, row in enumerate(rows)
         ]
-    assert triton["predict"] == [str(_plain(a.prediction)) for a in answers]
+    assert triton["predict"] == [str(value_from_pb(a.prediction)) for a in answers]
     assert triton["probability"] == pytest.approx(
-        [a.probabilities[str(_plain(a.prediction))] for a in answers]
+        [a.probabilities[str(value_from_pb(a.prediction))] for a in answers]
     )
     assert len(set(triton["predict"])) == 2  # both classes occur: the comparison means something
 
@@ -334,7 +324,9 @@ async def test_shadow_predictions_are_logged_flagged_and_never_returned(
     assert {(r.model_version, r.variant) for r in shadow} == {(2, "shadow")}
     assert {(r.model_version, r.variant) for r in answered} == {(1, "champion")}
     by_id = {r.request_id: r for r in answered}
-    assert [by_id[rid].prediction for rid in request_ids] == [_plain(a.prediction) for a in answers]
+    assert [by_id[rid].prediction for rid in request_ids] == [
+        value_from_pb(a.prediction) for a in answers
+    ]
 
 
 async def test_canary_is_set_at_run_time_and_sticky(serving_stack: ServingStack) -> None:

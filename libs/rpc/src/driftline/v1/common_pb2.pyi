@@ -30,7 +30,7 @@ class _FeatureStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Feature
     FEATURE_STATUS_MISSING: _FeatureStatus.ValueType  # 2
     """No value is stored for this entity (never seen, or expired and evicted)."""
     FEATURE_STATUS_STALE: _FeatureStatus.ValueType  # 3
-    """A value is stored but older than the TTL; `value` is left unset."""
+    """A value is stored but older than the TTL; it is not returned."""
 
 class FeatureStatus(_FeatureStatus, metaclass=_FeatureStatusEnumTypeWrapper):
     """Freshness of one online feature value, as seen at read time."""
@@ -41,7 +41,7 @@ FEATURE_STATUS_PRESENT: FeatureStatus.ValueType  # 1
 FEATURE_STATUS_MISSING: FeatureStatus.ValueType  # 2
 """No value is stored for this entity (never seen, or expired and evicted)."""
 FEATURE_STATUS_STALE: FeatureStatus.ValueType  # 3
-"""A value is stored but older than the TTL; `value` is left unset."""
+"""A value is stored but older than the TTL; it is not returned."""
 Global___FeatureStatus: _TypeAlias = FeatureStatus  # noqa: Y015
 
 @_typing.final

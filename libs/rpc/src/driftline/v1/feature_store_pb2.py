@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n driftline/v1/feature_store.proto\x12\x0c\x64riftline.v1\x1a\x19\x64riftline/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x18GetOnlineFeaturesRequest\x12\x12\n\nfeatureset\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\"\xad\x01\n\x0c\x46\x65\x61tureValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.driftline.v1.Value\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.driftline.v1.FeatureStatus\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61ge_ms\x18\x05 \x01(\x03\"Q\n\x0e\x45ntityFeatures\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12,\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1a.driftline.v1.FeatureValue\"\xbf\x01\n\x19GetOnlineFeaturesResponse\x12\x12\n\nfeatureset\x18\x01 \x01(\t\x12\x1a\n\x12\x66\x65\x61tureset_version\x18\x02 \x01(\x03\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12.\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x1c.driftline.v1.EntityFeatures\x12+\n\x07read_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\x12OnlineFeaturesRead\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x37\n\x07request\x18\x02 \x01(\x0b\x32&.driftline.v1.GetOnlineFeaturesRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12I\n\rtrace_context\x18\x04 \x03(\x0b\x32\x32.driftline.v1.OnlineFeaturesRead.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x14OnlineFeaturesResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x39\n\x08response\x18\x04 \x01(\x0b\x32\'.driftline.v1.GetOnlineFeaturesResponse\"\x18\n\x16ListFeatureSetsRequest\"L\n\x17ListFeatureSetsResponse\x12\x31\n\x0b\x66\x65\x61turesets\x18\x01 \x03(\x0b\x32\x1c.driftline.v1.FeatureSetInfo\"\xca\x01\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.driftline.v1.FeatureType\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03hop\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\x98\x01\n\x0e\x46\x65\x61tureSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x19.driftline.v1.FeatureInfo\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x8c\x01\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x41TURE_TYPE_DOUBLE\x10\x01\x12\x16\n\x12\x46\x45\x41TURE_TYPE_INT64\x10\x02\x12\x17\n\x13\x46\x45\x41TURE_TYPE_STRING\x10\x03\x12\x15\n\x11\x46\x45\x41TURE_TYPE_BOOL\x10\x04\x32\xb6\x02\n\x0c\x46\x65\x61tureStore\x12\x64\n\x11GetOnlineFeatures\x12&.driftline.v1.GetOnlineFeaturesRequest\x1a\'.driftline.v1.GetOnlineFeaturesResponse\x12`\n\x14StreamOnlineFeatures\x12 .driftline.v1.OnlineFeaturesRead\x1a\".driftline.v1.OnlineFeaturesResult(\x01\x30\x01\x12^\n\x0fListFeatureSets\x12$.driftline.v1.ListFeatureSetsRequest\x1a%.driftline.v1.ListFeatureSetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n driftline/v1/feature_store.proto\x12\x0c\x64riftline.v1\x1a\x19\x64riftline/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x18GetOnlineFeaturesRequest\x12\x12\n\nfeatureset\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x15\n\rfeature_names\x18\x03 \x03(\t\"\xe0\x01\n\x19GetOnlineFeaturesResponse\x12\x12\n\nfeatureset\x18\x01 \x01(\t\x12\x1a\n\x12\x66\x65\x61tureset_version\x18\x02 \x01(\x03\x12+\n\x07read_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nentity_ids\x18\x06 \x03(\t\x12-\n\x08\x66\x65\x61tures\x18\x07 \x03(\x0b\x32\x1b.driftline.v1.FeatureColumnJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\rfeature_namesR\x08\x65ntities\"\xe3\x01\n\rFeatureColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.driftline.v1.FeatureType\x12+\n\x06status\x18\x03 \x03(\x0e\x32\x1b.driftline.v1.FeatureStatus\x12\x15\n\revent_time_us\x18\x04 \x03(\x03\x12\x0e\n\x06\x61ge_ms\x18\x05 \x03(\x03\x12\x0c\n\x04\x66p64\x18\x06 \x03(\x01\x12\r\n\x05int64\x18\x07 \x03(\x03\x12\x0c\n\x04\x62ool\x18\x08 \x03(\x08\x12\r\n\x05\x62ytes\x18\t \x03(\t\x12\r\n\x05nulls\x18\n \x03(\r\"\xed\x01\n\x12OnlineFeaturesRead\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x37\n\x07request\x18\x02 \x01(\x0b\x32&.driftline.v1.GetOnlineFeaturesRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12I\n\rtrace_context\x18\x04 \x03(\x0b\x32\x32.driftline.v1.OnlineFeaturesRead.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x14OnlineFeaturesResult\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x39\n\x08response\x18\x04 \x01(\x0b\x32\'.driftline.v1.GetOnlineFeaturesResponse\"\x18\n\x16ListFeatureSetsRequest\"L\n\x17ListFeatureSetsResponse\x12\x31\n\x0b\x66\x65\x61turesets\x18\x01 \x03(\x0b\x32\x1c.driftline.v1.FeatureSetInfo\"\xca\x01\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.driftline.v1.FeatureType\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\x06window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03hop\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\"\x98\x01\n\x0e\x46\x65\x61tureSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12+\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32\x19.driftline.v1.FeatureInfo\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*\x8c\x01\n\x0b\x46\x65\x61tureType\x12\x1c\n\x18\x46\x45\x41TURE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x41TURE_TYPE_DOUBLE\x10\x01\x12\x16\n\x12\x46\x45\x41TURE_TYPE_INT64\x10\x02\x12\x17\n\x13\x46\x45\x41TURE_TYPE_STRING\x10\x03\x12\x15\n\x11\x46\x45\x41TURE_TYPE_BOOL\x10\x04\x32\xb6\x02\n\x0c\x46\x65\x61tureStore\x12\x64\n\x11GetOnlineFeatures\x12&.driftline.v1.GetOnlineFeaturesRequest\x1a\'.driftline.v1.GetOnlineFeaturesResponse\x12`\n\x14StreamOnlineFeatures\x12 .driftline.v1.OnlineFeaturesRead\x1a\".driftline.v1.OnlineFeaturesResult(\x01\x30\x01\x12^\n\x0fListFeatureSets\x12$.driftline.v1.ListFeatureSetsRequest\x1a%.driftline.v1.ListFeatureSetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,30 +36,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_FEATURETYPE']._serialized_start=1517
-  _globals['_FEATURETYPE']._serialized_end=1657
+  _globals['_FEATURETYPE']._serialized_start=1521
+  _globals['_FEATURETYPE']._serialized_end=1661
   _globals['_GETONLINEFEATURESREQUEST']._serialized_start=142
   _globals['_GETONLINEFEATURESREQUEST']._serialized_end=231
-  _globals['_FEATUREVALUE']._serialized_start=234
-  _globals['_FEATUREVALUE']._serialized_end=407
-  _globals['_ENTITYFEATURES']._serialized_start=409
-  _globals['_ENTITYFEATURES']._serialized_end=490
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=493
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=684
-  _globals['_ONLINEFEATURESREAD']._serialized_start=687
-  _globals['_ONLINEFEATURESREAD']._serialized_end=924
-  _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._serialized_start=873
-  _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._serialized_end=924
-  _globals['_ONLINEFEATURESRESULT']._serialized_start=926
-  _globals['_ONLINEFEATURESRESULT']._serialized_end=1050
-  _globals['_LISTFEATURESETSREQUEST']._serialized_start=1052
-  _globals['_LISTFEATURESETSREQUEST']._serialized_end=1076
-  _globals['_LISTFEATURESETSRESPONSE']._serialized_start=1078
-  _globals['_LISTFEATURESETSRESPONSE']._serialized_end=1154
-  _globals['_FEATUREINFO']._serialized_start=1157
-  _globals['_FEATUREINFO']._serialized_end=1359
-  _globals['_FEATURESETINFO']._serialized_start=1362
-  _globals['_FEATURESETINFO']._serialized_end=1514
-  _globals['_FEATURESTORE']._serialized_start=1660
-  _globals['_FEATURESTORE']._serialized_end=1970
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=234
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=458
+  _globals['_FEATURECOLUMN']._serialized_start=461
+  _globals['_FEATURECOLUMN']._serialized_end=688
+  _globals['_ONLINEFEATURESREAD']._serialized_start=691
+  _globals['_ONLINEFEATURESREAD']._serialized_end=928
+  _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._serialized_start=877
+  _globals['_ONLINEFEATURESREAD_TRACECONTEXTENTRY']._serialized_end=928
+  _globals['_ONLINEFEATURESRESULT']._serialized_start=930
+  _globals['_ONLINEFEATURESRESULT']._serialized_end=1054
+  _globals['_LISTFEATURESETSREQUEST']._serialized_start=1056
+  _globals['_LISTFEATURESETSREQUEST']._serialized_end=1080
+  _globals['_LISTFEATURESETSRESPONSE']._serialized_start=1082
+  _globals['_LISTFEATURESETSRESPONSE']._serialized_end=1158
+  _globals['_FEATUREINFO']._serialized_start=1161
+  _globals['_FEATUREINFO']._serialized_end=1363
+  _globals['_FEATURESETINFO']._serialized_start=1366
+  _globals['_FEATURESETINFO']._serialized_end=1518
+  _globals['_FEATURESTORE']._serialized_start=1664
+  _globals['_FEATURESTORE']._serialized_end=1974
 # @@protoc_insertion_point(module_scope)

@@ -76,109 +76,133 @@ class GetOnlineFeaturesRequest(_message.Message):
 Global___GetOnlineFeaturesRequest: _TypeAlias = GetOnlineFeaturesRequest  # noqa: Y015
 
 @_typing.final
-class FeatureValue(_message.Message):
-    """One feature of one entity."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    VALUE_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    EVENT_TIME_FIELD_NUMBER: _builtins.int
-    AGE_MS_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    status: _common_pb2.FeatureStatus.ValueType
-    age_ms: _builtins.int
-    """Read time minus event_time in milliseconds (0 when MISSING)."""
-    @_builtins.property
-    def value(self) -> _common_pb2.Value:
-        """Unset when status is not PRESENT."""
-
-    @_builtins.property
-    def event_time(self) -> _timestamp_pb2.Timestamp:
-        """Event time of the event that last wrote this value (unset when MISSING)."""
-
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        value: _common_pb2.Value | None = ...,
-        status: _common_pb2.FeatureStatus.ValueType = ...,
-        event_time: _timestamp_pb2.Timestamp | None = ...,
-        age_ms: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "value", b"value"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_ms", b"age_ms", "event_time", b"event_time", "name", b"name", "status", b"status", "value", b"value"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___FeatureValue: _TypeAlias = FeatureValue  # noqa: Y015
-
-@_typing.final
-class EntityFeatures(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ENTITY_ID_FIELD_NUMBER: _builtins.int
-    FEATURES_FIELD_NUMBER: _builtins.int
-    entity_id: _builtins.str
-    @_builtins.property
-    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureValue]:
-        """One entry per feature, in the order of GetOnlineFeaturesResponse.feature_names."""
-
-    def __init__(
-        self,
-        *,
-        entity_id: _builtins.str = ...,
-        features: _abc.Iterable[Global___FeatureValue] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "features", b"features"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___EntityFeatures: _TypeAlias = EntityFeatures  # noqa: Y015
-
-@_typing.final
 class GetOnlineFeaturesResponse(_message.Message):
+    """The online values of some features for a batch of entities, column by column
+    (like Feast's per-feature results and the typed contents of an Open Inference
+    Protocol tensor): one FeatureColumn per feature, naming it once and packing one
+    entry per entity into typed arrays. Entry i of every array of every column
+    belongs to entity_ids[i]. 100 entities x 16 features is 16 columns of a few
+    packed arrays, which the protobuf runtime builds and parses in C, instead of
+    1,600 nested messages each repeating its feature's name.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FEATURESET_FIELD_NUMBER: _builtins.int
     FEATURESET_VERSION_FIELD_NUMBER: _builtins.int
-    FEATURE_NAMES_FIELD_NUMBER: _builtins.int
-    ENTITIES_FIELD_NUMBER: _builtins.int
     READ_AT_FIELD_NUMBER: _builtins.int
+    ENTITY_IDS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     featureset: _builtins.str
     featureset_version: _builtins.int
     @_builtins.property
-    def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The features returned, in order (the request's, or all of the set)."""
-
-    @_builtins.property
-    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityFeatures]:
-        """One entry per requested entity id, in request order."""
-
-    @_builtins.property
     def read_at(self) -> _timestamp_pb2.Timestamp:
         """The server's clock when the values were read; ages are relative to it."""
+
+    @_builtins.property
+    def entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entities read: the request's entity ids, in request order (duplicates kept)."""
+
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureColumn]:
+        """One per feature returned, in order (the request's feature_names, or all of the set)."""
 
     def __init__(
         self,
         *,
         featureset: _builtins.str = ...,
         featureset_version: _builtins.int = ...,
-        feature_names: _abc.Iterable[_builtins.str] | None = ...,
-        entities: _abc.Iterable[Global___EntityFeatures] | None = ...,
         read_at: _timestamp_pb2.Timestamp | None = ...,
+        entity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        features: _abc.Iterable[Global___FeatureColumn] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_at", b"read_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entities", b"entities", "feature_names", b"feature_names", "featureset", b"featureset", "featureset_version", b"featureset_version", "read_at", b"read_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_ids", b"entity_ids", "features", b"features", "featureset", b"featureset", "featureset_version", b"featureset_version", "read_at", b"read_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetOnlineFeaturesResponse: _TypeAlias = GetOnlineFeaturesResponse  # noqa: Y015
+
+@_typing.final
+class FeatureColumn(_message.Message):
+    """One feature of every entity of a GetOnlineFeaturesResponse. Every array below
+    except `nulls` holds exactly one entry per entity id (the value arrays other
+    than the one of `type` are empty).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_US_FIELD_NUMBER: _builtins.int
+    AGE_MS_FIELD_NUMBER: _builtins.int
+    FP64_FIELD_NUMBER: _builtins.int
+    INT64_FIELD_NUMBER: _builtins.int
+    BOOL_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    NULLS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: Global___FeatureType.ValueType
+    """The feature's declared type: which value array holds its values."""
+    @_builtins.property
+    def status(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.FeatureStatus.ValueType]:
+        """Freshness of each entity's value."""
+
+    @_builtins.property
+    def event_time_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Event time of the event that last wrote the value, in epoch microseconds
+        (0 when MISSING).
+        """
+
+    @_builtins.property
+    def age_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """read_at minus event_time_us, in whole milliseconds (0 when MISSING; negative
+        when the writer's clock ran ahead of the reader's).
+        """
+
+    @_builtins.property
+    def fp64(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The values, in the array of `type` (DOUBLE: fp64, INT64: int64, BOOL: bool,
+        STRING: bytes, as OIP names its datatypes). An entity whose value is not
+        PRESENT, or is null (see `nulls`), holds the type's zero (0, false, "").
+        """
+
+    @_builtins.property
+    def int64(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def bool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]: ...
+    @_builtins.property
+    def bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def nulls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Indices into entity_ids of the entities whose value is PRESENT but null (an
+        optional field the event left out, an aggregate of an empty window), in
+        increasing order; usually empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___FeatureType.ValueType = ...,
+        status: _abc.Iterable[_common_pb2.FeatureStatus.ValueType] | None = ...,
+        event_time_us: _abc.Iterable[_builtins.int] | None = ...,
+        age_ms: _abc.Iterable[_builtins.int] | None = ...,
+        fp64: _abc.Iterable[_builtins.float] | None = ...,
+        int64: _abc.Iterable[_builtins.int] | None = ...,
+        bool: _abc.Iterable[_builtins.bool] | None = ...,
+        bytes: _abc.Iterable[_builtins.str] | None = ...,
+        nulls: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_ms", b"age_ms", "bool", b"bool", "bytes", b"bytes", "event_time_us", b"event_time_us", "fp64", b"fp64", "int64", b"int64", "name", b"name", "nulls", b"nulls", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureColumn: _TypeAlias = FeatureColumn  # noqa: Y015
 
 @_typing.final
 class OnlineFeaturesRead(_message.Message):
@@ -257,7 +281,7 @@ class OnlineFeaturesResult(_message.Message):
     message: _builtins.str
     @_builtins.property
     def response(self) -> Global___GetOnlineFeaturesResponse:
-        """Set when code is 0."""
+        """Set when code is 0: the read's answer, as GetOnlineFeatures gives it."""
 
     def __init__(
         self,

@@ -55,8 +55,9 @@ class FeatureStoreServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetOnlineFeatures(self, request, context):
-        """Read the online values of some features for a batch of entities. TTL is
-        enforced on read: values older than the feature set's TTL come back STALE.
+        """Read the online values of some features for a batch of entities, answered
+        column by column (one FeatureColumn per feature). TTL is enforced on read:
+        values older than the feature set's TTL come back STALE.
         Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
         name, no entity ids, too many entity ids).
         """

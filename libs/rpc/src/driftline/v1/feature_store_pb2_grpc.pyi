@@ -32,8 +32,9 @@ class FeatureStoreStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FeatureStoreAsyncStub: ...
     GetOnlineFeatures: _grpc.UnaryUnaryMultiCallable[_feature_store_pb2.GetOnlineFeaturesRequest, _feature_store_pb2.GetOnlineFeaturesResponse]
-    """Read the online values of some features for a batch of entities. TTL is
-    enforced on read: values older than the feature set's TTL come back STALE.
+    """Read the online values of some features for a batch of entities, answered
+    column by column (one FeatureColumn per feature). TTL is enforced on read:
+    values older than the feature set's TTL come back STALE.
     Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
     name, no entity ids, too many entity ids).
     """
@@ -53,8 +54,9 @@ class FeatureStoreStub:
 class FeatureStoreAsyncStub(FeatureStoreStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOnlineFeatures: _aio.UnaryUnaryMultiCallable[_feature_store_pb2.GetOnlineFeaturesRequest, _feature_store_pb2.GetOnlineFeaturesResponse]  # type: ignore[assignment]
-    """Read the online values of some features for a batch of entities. TTL is
-    enforced on read: values older than the feature set's TTL come back STALE.
+    """Read the online values of some features for a batch of entities, answered
+    column by column (one FeatureColumn per feature). TTL is enforced on read:
+    values older than the feature set's TTL come back STALE.
     Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
     name, no entity ids, too many entity ids).
     """
@@ -77,8 +79,9 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _feature_store_pb2.GetOnlineFeaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_feature_store_pb2.GetOnlineFeaturesResponse, _abc.Awaitable[_feature_store_pb2.GetOnlineFeaturesResponse]]:
-        """Read the online values of some features for a batch of entities. TTL is
-        enforced on read: values older than the feature set's TTL come back STALE.
+        """Read the online values of some features for a batch of entities, answered
+        column by column (one FeatureColumn per feature). TTL is enforced on read:
+        values older than the feature set's TTL come back STALE.
         Errors: NOT_FOUND (unknown feature set), INVALID_ARGUMENT (unknown feature
         name, no entity ids, too many entity ids).
         """

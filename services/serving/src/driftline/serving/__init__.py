@@ -8,7 +8,8 @@ the Open Inference Protocol (``inference.GRPCInferenceService``) over one core
 """
 
 from driftline.serving.core import PredictCall, PredictOutcome, ServingCore
-from driftline.serving.feature_source import FeatureSource, GrpcFeatureSource, OnlineValue
+from driftline.serving.feature_source import FeatureSource, OnlineValue
+from driftline.serving.feature_transport import GrpcFeatureSource
 from driftline.serving.loaded_model import LoadedModel, ModelFeature
 from driftline.serving.model_source import ModelSource, RegistryModelSource
 from driftline.serving.model_table import ModelTable

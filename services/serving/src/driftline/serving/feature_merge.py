@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from driftline.contracts.errors import FailedPreconditionError, InvalidArgumentError
-from driftline.serving.feature_source import FeatureStatusName, OnlineValue
+from driftline.serving.feature_source import MISSING, FeatureStatusName, OnlineValue
 from driftline.serving.loaded_model import FeatureDatatype, LoadedModel
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 FeaturePolicy = Literal["impute", "fail"]
-
-_MISSING = OnlineValue(None, "MISSING", 0)
 
 
 @dataclass(slots=True)
@@ -122,7 +120,7 @@ def merge_features(
         if name in request:
             x[name] = request[name]
             continue
-        read = online.get(name, _MISSING)
+        read = online.get(name, MISSING)
         status[name] = read.status
         ages[name] = read.age_ms
         if read.status == "PRESENT" and read.value is not None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from driftline.contracts.errors import NotFoundError, UnavailableError
-from driftline.serving.feature_source import FeatureSource, OnlineValue
+from driftline.serving.feature_source import MISSING, FeatureSource, OnlineValue
 from driftline.serving.loaded_model import FeatureDatatype, LoadedModel
 from driftline.serving.model_source import ModelSource
 
@@ -58,7 +58,7 @@ class InMemoryFeatureSource(FeatureSource):
         out: list[dict[str, OnlineValue]] = []
         for entity in entity_ids:
             stored = self.values.get((featureset, entity), {})
-            out.append({n: stored.get(n, OnlineValue(None, "MISSING", 0)) for n in feature_names})
+            out.append({n: stored.get(n, MISSING) for n in feature_names})
         return out
 
     async def feature_types(self, featureset: str) -> dict[str, FeatureDatatype]:

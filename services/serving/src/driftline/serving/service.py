@@ -13,7 +13,7 @@ from driftline.kafkaio import make_consumer, make_producer, provision_topics, wa
 from driftline.runtime import Health, build_admin_app, serve_http
 from driftline.serving.canary import CanarySetting
 from driftline.serving.core import ServingCore
-from driftline.serving.feature_source import GrpcFeatureSource
+from driftline.serving.feature_transport import GrpcFeatureSource
 from driftline.serving.grpc_server import ServingServer
 from driftline.serving.kafka_loop import ModelFollower, PredictionLogWriter
 from driftline.serving.model_source import RegistryModelSource, limit_model_threads
