@@ -39,7 +39,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from local_platform import local_platform  # bench/ is on sys.path when run as a script
 
-from driftline.cli.demo import isolated_env
+from driftline.cli.demo.env import isolated_env
 from driftline.contracts.messages import DeadLetter
 from driftline.contracts.topics import (
     DLQ,

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from support.own_infra import own_kafka_node, own_redis_node, read_topic
 
-from driftline.cli.demo import isolated_env, report_summary
+from driftline.cli.demo.env import isolated_env
+from driftline.cli.demo.report import report_summary
 from driftline.contracts.messages import (
     DriftEvent,
     DriftKind,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from driftline.cli.demo import isolated_env
+from driftline.cli.demo.env import isolated_env
 from driftline.infra import KafkaNode, ManagedProcess, RedisNode, free_port, free_ports
 from driftline.kafkaio import provision_topics
 from driftline.settings import KafkaSettings

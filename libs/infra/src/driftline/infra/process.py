@@ -48,13 +48,19 @@ class StopOutcome:
         return f"{self.name}: {how} (pid {self.pid})"
 
 
-def tail_lines(path: Path, lines: int = 30) -> str:
-    """The last ``lines`` lines of ``path`` (empty if it does not exist)."""
+def tail_lines(path: Path, lines: int = 30, start: int = 0) -> str:
+    """The last ``lines`` lines of ``path`` from byte ``start`` on (empty if it does not exist).
+
+    ``start`` is where one run's output begins in a log that every run appends to;
+    a file now shorter than ``start`` was truncated or replaced, so all of it is read.
+    """
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
-            handle.seek(max(0, size - 256 * 1024))
+            if start > size:
+                start = 0
+            handle.seek(max(start, size - 256 * 1024))
             data = handle.read()
     except FileNotFoundError:
         return ""
@@ -70,6 +76,8 @@ class ManagedProcess:
         self.pid_file = pid_file
         self.log_file = log_file
         self._popen: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
+        """Size of the log when :meth:`spawn` started the process: its own lines come after."""
 
     def running_pid(self) -> int | None:
         """The pid of our process if it is running (pid file, alive, same start time)."""
@@ -87,6 +95,7 @@ class ManagedProcess:
         """Start ``argv`` detached, logging to :attr:`log_file`; write the pid file; return pid."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
+            self._log_start = log.seek(0, os.SEEK_END)
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"\n=== {stamp} driftline: starting {self.name} ===\n".encode())
             log.flush()
@@ -111,6 +120,19 @@ class ManagedProcess:
         )
         return pid
 
+    def was_stopped(self) -> bool:
+        """Whether the process :meth:`spawn` started has ended and its pid file no longer names it.
+
+        :meth:`stop` removes the pid file, whichever process calls it (``driftline
+        down`` stops what a foreground ``driftline up`` spawned); a process that dies
+        on its own leaves it behind.  So, once it has ended, this tells "stopped" from
+        "crashed" (a pid file removed by hand counts as stopped).
+        """
+        if self._popen is None or self._popen.poll() is None:
+            return False
+        record = read_pid_file(self.pid_file)
+        return record is None or record.pid != self._popen.pid
+
     def exit_code(self) -> int | None:
         """The exit status once our process has ended (``-1`` if unknown), else ``None``."""
         if self._popen is not None:
@@ -121,8 +143,12 @@ class ManagedProcess:
         return None
 
     def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines of the log."""
-        return tail_lines(self.log_file, lines)
+        """The last ``lines`` lines of the log, from the start of the process we spawned on.
+
+        Every run appends to the same log: lines of an earlier run would describe
+        another process (and, after a short-lived start, fill the whole tail).
+        """
+        return tail_lines(self.log_file, lines, start=self._log_start)
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the process group of our running process (no-op if not running)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from driftline.cli.context import CliState
-from driftline.cli.demo import demo
+from driftline.cli.demo.command import demo
 from driftline.cli.dlq import dlq_app
 from driftline.cli.eval_drift import register_eval_drift
 from driftline.cli.features_export import features_app

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Annotated
 
@@ -15,7 +16,13 @@ from driftline.cli.context import CliState, console, err_console, progress, stat
 from driftline.cli.infra_commands import fail
 from driftline.cli.status_view import infra_table, services_table
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
-from driftline.infra import InfraError, LocalComponent, LocalPlatform, StartupError
+from driftline.infra import (
+    InfraError,
+    LocalComponent,
+    LocalPlatform,
+    ManagedProcess,
+    StartupError,
+)
 from driftline.settings.loader import CONFIG_ENV
 
 SERVICES_HELP = ", ".join(SERVICE_NAMES)
@@ -79,28 +86,52 @@ def _start_services(services: list[ServiceProcess], timeout: float) -> list[Serv
     return started
 
 
-def _wait_for_signal(services: list[ServiceProcess]) -> None:
+CRASH_GRACE_S = 3.0
+"""How long an ended process's pid file may stay before its end counts as a crash.
+
+``driftline down`` removes a pid file just after the process is gone; this command
+may see the exit first.
+"""
+
+
+def _wait_for_signal(processes: list[ManagedProcess]) -> bool:
+    """Wait for Ctrl-C or SIGTERM; report a process that dies meanwhile.
+
+    Returns ``True`` (without a signal) once every one of ``processes`` was stopped
+    through its pid file (:meth:`ManagedProcess.was_stopped`: ``driftline down``
+    did it), since nothing is left for this command to stop.  A process that ends
+    and keeps its pid file died on its own: it is reported once, with the lines
+    its log got since this command started it.
+    """
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ended_at: dict[str, float] = {}
     reported: set[str] = set()
     try:
         console.print("running; Ctrl-C stops everything", style="bold")
-        while not stop.wait(1.0):
-            for svc in services:
-                code = svc.process.exit_code()
-                if code is not None and svc.name not in reported:
-                    reported.add(svc.name)
-                    err_console.print(
-                        f"{svc.name} exited with status {code}; last lines of {svc.log_file}:\n"
-                        f"{svc.process.log_tail(30)}",
-                        style="red",
-                        highlight=False,
-                        markup=False,
-                    )
+        while not stop.wait(0.5):
+            if processes and all(p.was_stopped() for p in processes):
+                return True
+            now = time.monotonic()
+            for proc in processes:
+                code = proc.exit_code()
+                if code is None or proc.was_stopped() or proc.name in reported:
+                    continue
+                if now - ended_at.setdefault(proc.name, now) < CRASH_GRACE_S:
+                    continue
+                reported.add(proc.name)
+                err_console.print(
+                    f"{proc.name} exited with status {code}; last lines of {proc.log_file} "
+                    f"since it was started:\n{proc.log_tail(30)}",
+                    style="red",
+                    highlight=False,
+                    markup=False,
+                )
+        return False
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -119,7 +150,9 @@ def up(
     """Start Kafka, Redis and every built service, each as its own process.
 
     Logs go to <state_dir>/logs/<service>.log.  In the foreground, Ctrl-C or
-    SIGTERM stops what this command started; with --detach, use `driftline down`.
+    SIGTERM stops what this command started, and so does `driftline down` from
+    another terminal (this command then exits, status 0); with --detach, use
+    `driftline down`.
     """
     cli = state(ctx)
     settings = cli.settings()
@@ -133,12 +166,20 @@ def up(
     infra_started = {o.name for o in outcomes if not o.already_running}
     services = _services(cli)
     started: list[ServiceProcess] = []
+    components: list[LocalComponent] = [platform.kafka, platform.redis]
     try:
         started = _start_services(services, timeout)
         if detach:
             console.print("detached; `driftline down` stops everything", highlight=False)
             return
-        _wait_for_signal(started)
+        watched = [svc.process for svc in started]
+        watched += [c.process for c in components if c.name in infra_started]
+        if _wait_for_signal(watched):
+            console.print(
+                "everything this command started was stopped (`driftline down`); exiting",
+                highlight=False,
+            )
+            return
     except KeyboardInterrupt:
         pass
     if detach:
@@ -146,7 +187,6 @@ def up(
     console.print("shutting down…")
     for svc in reversed(started):
         console.print(svc.stop().describe(), highlight=False)
-    components: list[LocalComponent] = [platform.kafka, platform.redis]
     for component in components:
         if component.name in infra_started:
             console.print(component.stop().describe(), highlight=False)
@@ -160,7 +200,10 @@ def down(
         float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = 30.0,
 ) -> None:
-    """Stop the services started by `driftline up --detach`, then Kafka and Redis."""
+    """Stop the services `driftline up` started, then Kafka and Redis.
+
+    A `driftline up` running in the foreground exits once all it started is stopped.
+    """
     cli = state(ctx)
     for svc in reversed(_services(cli)):
         outcome = svc.stop(timeout)

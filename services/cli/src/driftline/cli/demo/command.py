@@ -1,0 +1,173 @@
+"""The ``driftline demo`` command: options, the platform, the run, the summary and report."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from driftline.cli.context import console, err_console, state
+from driftline.cli.demo.env import demo_models_dir, demo_service_env
+from driftline.cli.demo.live_view import live_view
+from driftline.cli.demo.options import DemoOptions
+from driftline.cli.demo.platform import ensure_platform, stop_started
+from driftline.cli.demo.report import write_report
+from driftline.cli.demo.runner import DemoRun
+from driftline.infra import InfraError
+
+__all__ = ["demo"]
+
+
+def _describe_start(env: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{k.removeprefix('DRIFTLINE_').lower()}={v}" for k, v in env)
+
+
+def demo(
+    ctx: typer.Context,
+    events: Annotated[
+        int, typer.Option(min=1, help="Loan applications to stream (~2 min at the default rate).")
+    ] = 12_000,
+    rate: Annotated[
+        float, typer.Option(min=1.0, help="Applications sent per second (event time follows).")
+    ] = 100.0,
+    drift_at: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Index of the first application labelled by the new rule (the concept drift: "
+            "Agrawal function 2 → 0).",
+        ),
+    ] = 6_000,
+    label_delay: Annotated[
+        int,
+        typer.Option(min=0, help="A label is sent after this many further applications."),
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the applications and customers.")] = 42,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model (spec name) to ask for predictions: loans (River, learns online) or "
+            "loans-gbm (scikit-learn gradient boosting, refitted on a window)."
+        ),
+    ] = "loans",
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Most Predict calls in flight at once.")
+    ] = 32,
+    report: Annotated[
+        Path,
+        typer.Option(help="Markdown report to write; the plot goes next to it as .png."),
+    ] = Path(".driftline/demo/report.md"),
+    keep_running: Annotated[
+        bool,
+        typer.Option(help="Leave what the demo started running (stop it with `driftline down`)."),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=10.0, help="Seconds the stream plus the wait for the loop to close may take."
+        ),
+    ] = 900.0,
+    service_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for each service's /healthz.")
+    ] = 90.0,
+) -> None:
+    """Run the whole loop on a live loan stream with a known concept drift.
+
+    Streams River's Agrawal loan applications to driftline.events (labels follow
+    on driftline.labels after --label-delay applications), asks serving for a
+    prediction for each one over gRPC, and follows the loop on driftline.drift,
+    driftline.retrain, driftline.models and driftline.predictions: first
+    champion, drift detected, retrain requested, candidate registered, promoted,
+    new champion serving.  At the end it prints a summary and writes a Markdown
+    report with a plot of accuracy over the stream.
+
+    Kafka, Redis and the six services are started if they are not running (and
+    stopped again at the end, unless --keep-running); services the demo starts
+    get scenario-sized settings (training snapshots, monitor warm-up) unless
+    DRIFTLINE_* variables set them.  With --model loans-gbm, training loads only
+    that spec (examples/models/batch/): its first champion is fitted on schedule
+    and the retrain request refits it on the window after the drift.
+
+    Exits 1 when the loop did not close: no drift detected, no retraining
+    requested, the new champion not the retraining's candidate or not serving,
+    or failed requests.
+    """
+    if drift_at >= events:
+        err_console.print("driftline demo: --drift-at must be smaller than --events")
+        raise typer.Exit(2)
+    cli = state(ctx)
+    settings = cli.settings()
+    options = DemoOptions(
+        events=events,
+        rate=rate,
+        drift_at=drift_at,
+        label_delay=label_delay,
+        seed=seed,
+        model=model,
+        concurrency=concurrency,
+        report=report,
+        keep_running=keep_running,
+        timeout_s=timeout,
+        service_timeout_s=service_timeout,
+    )
+    models_dir = demo_models_dir(settings.training.models_dir, model)
+    env = demo_service_env(options, models_dir=models_dir)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False)
+
+    say(f"services the demo starts get: {_describe_start(env.items())}")
+    try:
+        started = ensure_platform(settings, cli.config, env, service_timeout, say)
+    except InfraError as exc:
+        err_console.print(f"driftline demo: {exc.message}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    if models_dir is not None and not any(s.name == "training" for s in started.services):
+        say(f"training was already running: the loop closes only if it trains {model} "
+            f"(its training.models_dir must hold {models_dir})")  # fmt: skip
+    run = DemoRun(settings, options, uuid.uuid4().hex[:8])  # opens nothing
+    try:
+        with Live(
+            get_renderable=lambda: live_view(run.obs, events),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+        ) as live:
+            run.obs.on_milestone = lambda m: live.console.print(
+                f"[{m.wall_s:6.1f}s  event {m.at_event:>6}] {m.name}: {m.detail}",
+                highlight=False,
+                markup=False,
+            )
+            asyncio.run(run.run())
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+    except TimeoutError:
+        err_console.print("the stream did not finish within --timeout", style="red")
+    except InfraError as exc:
+        err_console.print(f"driftline demo: {exc.message}", style="red", markup=False)
+    finally:
+        if options.keep_running:
+            if started.infra or started.services:
+                say("left running (--keep-running); `driftline down` stops it")
+        else:
+            stop_started(started, say)
+    obs = run.obs
+    report_path, png = write_report(obs, options.report, options)
+    table = Table(title="driftline demo summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in obs.summary().items():
+        table.add_row(key, str(value))
+    console.print(table)
+    console.print(f"report: {report_path}  plot: {png}", highlight=False)
+    problems = obs.problems()
+    if problems:
+        err_console.print("the loop did not close: " + "; ".join(problems), style="red")
+        raise typer.Exit(1)
+    console.print("the loop closed", style="bold green")

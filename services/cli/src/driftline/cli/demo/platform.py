@@ -1,0 +1,80 @@
+"""The platform under the demo: start the part that is not running, stop only that.
+
+Kafka, Redis and each of the six services are used as they are when they run
+(or answer) already; what the demo starts is recorded in :class:`Started` so
+that :func:`stop_started` stops exactly that (services first, in reverse order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from driftline.cli.context import progress
+from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess
+from driftline.infra import InfraError, LocalComponent, LocalPlatform
+from driftline.kafkaio import provision_topics
+from driftline.settings import PlatformSettings
+
+__all__ = ["Started", "ensure_platform", "stop_started"]
+
+
+@dataclass
+class Started:
+    """What the demo started (and so must stop)."""
+
+    infra: list[LocalComponent] = field(default_factory=list)
+    services: list[ServiceProcess] = field(default_factory=list)
+
+
+def ensure_platform(
+    settings: PlatformSettings,
+    config: Path | None,
+    env: dict[str, str],
+    timeout_s: float,
+    say: Callable[[str], None],
+) -> Started:
+    """Start Kafka, Redis and every service that is not already running or answering."""
+    started = Started()
+    platform = LocalPlatform(settings, progress=progress)
+    try:
+        for component in (platform.kafka, platform.redis):
+            pid = component.running_pid()
+            if pid is not None or component.answering():
+                say(f"{component.name}: using the one running on {component.address}")
+                continue
+            outcome = component.start(timeout_s=settings.infra.ready_timeout_s)
+            started.infra.append(component)
+            say(outcome.describe())
+        asyncio.run(provision_topics(settings.kafka))
+        for key, value in env.items():
+            os.environ.setdefault(key, value)
+        waiting: list[ServiceProcess] = []
+        for name in SERVICE_NAMES:
+            svc = ServiceProcess(name, settings, config)
+            if svc.running_pid() is not None or svc.healthy():
+                say(f"{name}: using the one running ({svc.health_url.removesuffix('/healthz')})")
+                continue
+            if not svc.built:
+                raise InfraError(f"service {name} is not built; the demo needs all six")
+            svc.start()
+            started.services.append(svc)
+            waiting.append(svc)
+        for svc in waiting:
+            seconds = svc.wait_healthy(timeout_s)
+            say(f"{svc.name}: started (pid {svc.running_pid()}), healthy in {seconds:.1f}s")
+    except BaseException:
+        stop_started(started, say)
+        raise
+    return started
+
+
+def stop_started(started: Started, say: Callable[[str], None]) -> None:
+    """Stop what the demo started, services first, in reverse order."""
+    for svc in reversed(started.services):
+        say(svc.stop().describe())
+    for component in reversed(started.infra):
+        say(component.stop().describe())
