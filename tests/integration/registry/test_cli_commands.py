@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from driftline.cli import registry_views
 from driftline.contracts.errors import NotFoundError
-from driftline.registry_client import cli_commands
 
 from .conftest import StartRegistry, client_of, model_name
 
@@ -22,18 +22,20 @@ async def test_list_show_promote_rollback_history(start_registry: StartRegistry)
         await client.register(name, b"v1", metrics={"accuracy": 0.61})
         await client.register(name, b"v2", metrics={"accuracy": 0.97}, trigger_id="retrain-9")
 
-    Rows = list[cli_commands.Row]
+    Rows = list[registry_views.Row]
 
     def run() -> tuple[str, str, Rows, Rows, str, Rows]:
-        promoted = cli_commands.models_promote(
+        promoted = registry_views.models_promote(
             target, name, 1, reason="baseline", token="cli-token"
         )
-        cli_commands.models_promote(target, name, 2, token="cli-token")
-        rolled = cli_commands.models_rollback(target, name, reason="regression", token="cli-token")
-        models = [r for r in cli_commands.models_list(target) if r["model"] == name]
-        versions = cli_commands.models_list(target, name)
-        shown = cli_commands.models_show(target, name, version=2)
-        history = cli_commands.models_history(target, name)
+        registry_views.models_promote(target, name, 2, token="cli-token")
+        rolled = registry_views.models_rollback(
+            target, name, reason="regression", token="cli-token"
+        )
+        models = [r for r in registry_views.models_list(target) if r["model"] == name]
+        versions = registry_views.models_list(target, name)
+        shown = registry_views.models_show(target, name, version=2)
+        history = registry_views.models_history(target, name)
         return promoted, rolled, models, versions, shown, history
 
     promoted, rolled, models, versions, shown, history = await asyncio.to_thread(run)
@@ -62,7 +64,7 @@ async def test_list_show_promote_rollback_history(start_registry: StartRegistry)
         ("rolled_back", "2", "1", "regression"),
     ]
     with pytest.raises(NotFoundError):
-        await asyncio.to_thread(cli_commands.models_show, target, f"{name}-missing")
+        await asyncio.to_thread(registry_views.models_show, target, f"{name}-missing")
 
 
 async def test_list_and_show_report_unserved_retrain_requests(
@@ -77,9 +79,9 @@ async def test_list_and_show_report_unserved_retrain_requests(
             name, "retrain-7", reason="framework onnx has no trainer", drift_ids=["drift-3"]
         )
 
-    def run() -> tuple[list[cli_commands.Row], str]:
-        rows = [r for r in cli_commands.models_list(target) if r["model"] == name]
-        return rows, cli_commands.models_show(target, name)
+    def run() -> tuple[list[registry_views.Row], str]:
+        rows = [r for r in registry_views.models_list(target) if r["model"] == name]
+        return rows, registry_views.models_show(target, name)
 
     rows, shown = await asyncio.to_thread(run)
     assert rows[0]["unserved retrains"].startswith("1 (last ")

@@ -43,9 +43,9 @@ from driftline.artifacts import digest, verify
 from driftline.contracts.errors import InvalidArgumentError, NotFoundError
 from driftline.model_runtimes import FeatureBatch, ModelSignature, load_runtime
 from driftline.registry.service import RegistryService
+from driftline.registry_api.convert import struct_from_dict
+from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.registry_client import RegistryClient, TrainedOn, register_model
-from driftline.registry_client.convert import struct_from_dict
-from driftline.registry_client.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
 from .conftest import SIGNING_KEY, StartRegistry, client_of, model_name

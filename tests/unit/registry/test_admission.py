@@ -20,7 +20,7 @@ from driftline.artifacts import ArtifactStore
 from driftline.contracts.errors import FailedPreconditionError, InvalidArgumentError
 from driftline.registry.admission import Admitted, FeatureSets, admit
 from driftline.registry.core import Registration
-from driftline.registry_client.models import SKLEARN_INPUT_TAG
+from driftline.registry_api.models import SKLEARN_INPUT_TAG
 
 from .fitted_models import (
     FEATURES,

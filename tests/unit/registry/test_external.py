@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto
 
+from driftline.cli.registry_views import prepare_registration
 from driftline.contracts.errors import InvalidArgumentError
-from driftline.registry_client.cli_commands import prepare_registration
+from driftline.registry_api.models import SKLEARN_INPUT_TAG
 from driftline.registry_client.external import (
     TrainedOn,
     library_versions,
@@ -19,7 +20,6 @@ from driftline.registry_client.external import (
     prepare_object,
     spec_for,
 )
-from driftline.registry_client.models import SKLEARN_INPUT_TAG
 from driftline.specs import SpecError
 
 from .fitted_models import (
@@ -213,7 +213,7 @@ def test_the_docstring_examples_run() -> None:
 
 
 def test_a_spec_read_back_from_the_registry_keeps_whole_numbers_as_ints() -> None:
-    from driftline.registry_client.convert import struct_from_dict, struct_to_dict
+    from driftline.registry_api.convert import struct_from_dict, struct_to_dict
     from driftline.specs import ModelSpec
 
     spec = {

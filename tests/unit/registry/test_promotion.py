@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from driftline.registry.core import decide_promotion as core_decide
-from driftline.registry_client.promotion import (
+from driftline.registry_api.promotion import (
     PromotionPolicy,
     decide_promotion,
     higher_is_better,

@@ -19,9 +19,10 @@ import grpc
 
 from driftline.artifacts import RIVER_PICKLE, digest, dump_model
 from driftline.artifacts import load_model as load_verified_model
-from driftline.contracts.errors import IntegrityError, InvalidArgumentError
+from driftline.contracts.errors import DriftlineError, IntegrityError, InvalidArgumentError
 from driftline.contracts.messages import Lineage
-from driftline.registry_client.convert import (
+from driftline.edge.errors import RpcErrors
+from driftline.registry_api.convert import (
     alias_change_from_pb,
     artifact_metadata_from_pb,
     datetime_to_pb,
@@ -31,8 +32,7 @@ from driftline.registry_client.convert import (
     summary_from_pb,
     version_from_pb,
 )
-from driftline.registry_client.grpc_errors import error_from_rpc
-from driftline.registry_client.models import (
+from driftline.registry_api.models import (
     AliasChange,
     ArtifactMetadata,
     ModelSummary,
@@ -71,6 +71,9 @@ class RegistryClient:
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
+        # What the registry refuses comes back as the same error class; its own failures
+        # (INTERNAL, UNIMPLEMENTED) are final for a command, so a plain DriftlineError.
+        self._errors = RpcErrors("registry", target, server_failure=DriftlineError)
         self.chunk_bytes = chunk_bytes
         self._token = token
         self._channel = channel or grpc.aio.insecure_channel(
@@ -104,7 +107,7 @@ class RegistryClient:
         try:
             return await make()
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self.target) from exc
+            raise self._errors.of_rpc(exc, timeout_s=self.timeout_s) from exc
 
     # -- versions -----------------------------------------------------------------
 

@@ -43,8 +43,8 @@ from pydantic import ValidationError
 
 from driftline.contracts.errors import InvalidArgumentError
 from driftline.contracts.messages import Lineage, OffsetRange
+from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.registry_client.client import RegistryClient
-from driftline.registry_client.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.specs import (
     FeatureSetCatalog,
     FeatureSetSpec,

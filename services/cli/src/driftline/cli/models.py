@@ -1,6 +1,6 @@
 """``driftline models list | show | register | promote | rollback | history``: the model registry.
 
-Thin wiring over :mod:`driftline.registry_client.cli_commands`; the registry is
+Thin wiring over :mod:`driftline.cli.registry_views`; the registry is
 reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token``.
 """
 
@@ -14,10 +14,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from driftline.cli import registry_views
 from driftline.cli.context import console, err_console, state
+from driftline.cli.registry_views import Row
 from driftline.contracts.errors import DriftlineError
-from driftline.registry_client import cli_commands
-from driftline.registry_client.cli_commands import Row
 from driftline.specs import SpecError
 
 models_app = typer.Typer(
@@ -54,7 +54,7 @@ def models_list(
     """List models, or the versions of one model."""
     target, token = _target(ctx)
     try:
-        rows = cli_commands.models_list(target, name, token=token)
+        rows = registry_views.models_list(target, name, token=token)
     except DriftlineError as exc:
         raise _fail(exc) from None
     _table(rows, "no models registered yet" if name is None else f"{name} has no versions")
@@ -70,7 +70,7 @@ def models_show(
     """Show one version (the latest unless --version or --alias)."""
     target, token = _target(ctx)
     try:
-        text = cli_commands.models_show(target, name, version, alias, token=token)
+        text = registry_views.models_show(target, name, version, alias, token=token)
     except DriftlineError as exc:
         raise _fail(exc) from None
     console.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -156,7 +156,7 @@ def models_register(
     cfg = state(ctx).settings().registry
     metrics = _metrics(metric or [])
     try:
-        prepared = cli_commands.prepare_registration(
+        prepared = registry_views.prepare_registration(
             name,
             spec,
             artifact,
@@ -174,7 +174,7 @@ def models_register(
         raise typer.Exit(2) from None
     target, token = _target(ctx)
     try:
-        text = cli_commands.models_register(
+        text = registry_views.models_register(
             target,
             prepared,
             promote=promote.value if promote is not None else None,
@@ -200,7 +200,7 @@ def models_promote(
     """Point an alias (champion by default) at a version."""
     target, token = _target(ctx)
     try:
-        line = cli_commands.models_promote(
+        line = registry_views.models_promote(
             target, name, version, alias, actor=actor, reason=reason, token=token
         )
     except DriftlineError as exc:
@@ -228,7 +228,7 @@ def models_rollback(
     when = as_of.replace(tzinfo=UTC) if as_of is not None and as_of.tzinfo is None else as_of
     target, token = _target(ctx)
     try:
-        line = cli_commands.models_rollback(
+        line = registry_views.models_rollback(
             target, name, alias, as_of=when, actor=actor, reason=reason, token=token
         )
     except DriftlineError as exc:
@@ -246,7 +246,7 @@ def models_history(
     """Every alias change of a model, oldest first, with actor and reason."""
     target, token = _target(ctx)
     try:
-        rows = cli_commands.models_history(target, name, alias, limit, token=token)
+        rows = registry_views.models_history(target, name, alias, limit, token=token)
     except DriftlineError as exc:
         raise _fail(exc) from None
     _table(rows, f"{name} has no alias changes")

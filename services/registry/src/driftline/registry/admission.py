@@ -37,7 +37,7 @@ from typing import Any
 
 from driftline.contracts.errors import FailedPreconditionError, InvalidArgumentError
 from driftline.model_runtimes import Datatype, frameworks, runtime_for
-from driftline.registry_client.models import SKLEARN_INPUT_TAG
+from driftline.registry_api.models import SKLEARN_INPUT_TAG
 from driftline.specs import FeatureSetCatalog, FeatureSetSpec, SpecError, load_featuresets
 
 __all__ = [

@@ -34,14 +34,14 @@ from driftline.registry.state import (
     ModelState,
     RegistryState,
 )
-from driftline.registry_client.models import (
+from driftline.registry_api.models import (
     ALIASES,
     AliasChange,
     ModelSummary,
     ModelVersionInfo,
     ParamValue,
 )
-from driftline.registry_client.promotion import Decision, PromotionPolicy, decide_promotion
+from driftline.registry_api.promotion import Decision, PromotionPolicy, decide_promotion
 
 __all__ = [
     "Decision",

@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind
-from driftline.registry_client.models import (
+from driftline.registry_api.models import (
     ALIASES,
     AliasChange,
     AliasChangeKind,

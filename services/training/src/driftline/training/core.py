@@ -36,7 +36,7 @@ from driftline.contracts.messages import (
 from driftline.contracts.topics import FEATURES, LABELS_VALID
 from driftline.drift_stats import build_reference
 from driftline.model_runtimes import ModelRuntime, load_runtime
-from driftline.registry_client.promotion import Decision, PromotionPolicy, decide_promotion
+from driftline.registry_api.promotion import Decision, PromotionPolicy, decide_promotion
 from driftline.specs import (
     FeatureSetSpec,
     LabelSpec,

@@ -10,8 +10,8 @@ from driftline.artifacts import verify
 from driftline.contracts.errors import NotFoundError
 from driftline.contracts.messages import Lineage
 from driftline.model_runtimes import runtime_for
-from driftline.registry_client import ModelVersionInfo, RegistryClient
-from driftline.registry_client.models import SKLEARN_INPUT_TAG
+from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
+from driftline.registry_client import RegistryClient
 from driftline.training.candidates import RegisteredVersion, VerifiedArtifact
 
 

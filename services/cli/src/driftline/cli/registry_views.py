@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from driftline.registry_api.models import AliasChange, ModelSummary, ModelVersionInfo
 from driftline.registry_client.client import RegistryClient
 from driftline.registry_client.external import (
     PreparedVersion,
@@ -25,7 +26,6 @@ from driftline.registry_client.external import (
     prepare_artifact,
     register_prepared,
 )
-from driftline.registry_client.models import AliasChange, ModelSummary, ModelVersionInfo
 from driftline.settings import locate, read_yaml_with_lines
 from driftline.specs import SpecError, load_model_spec
 

@@ -15,7 +15,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftline.contracts.messages import Lineage, OffsetRange
-from driftline.registry_client.models import (
+from driftline.edge.values import values_from_pb, values_to_pb
+from driftline.registry_api.models import (
     AliasChange,
     AliasChangeKind,
     ArtifactMetadata,
@@ -106,28 +107,12 @@ def struct_to_dict(s: Struct) -> dict[str, Any]:
 
 def params_to_pb(params: Mapping[str, ParamValue]) -> dict[str, common_pb2.Value]:
     """``map<string, Value>`` entries of scalar parameters."""
-    out: dict[str, common_pb2.Value] = {}
-    for key, value in params.items():
-        if value is None:
-            out[key] = common_pb2.Value()
-        elif isinstance(value, bool):
-            out[key] = common_pb2.Value(bool_value=value)
-        elif isinstance(value, int):
-            out[key] = common_pb2.Value(int64_value=value)
-        elif isinstance(value, float):
-            out[key] = common_pb2.Value(double_value=value)
-        else:
-            out[key] = common_pb2.Value(string_value=str(value))
-    return out
+    return values_to_pb(params)
 
 
 def params_from_pb(params: Mapping[str, common_pb2.Value]) -> dict[str, ParamValue]:
     """Scalar parameters of ``map<string, Value>``."""
-    out: dict[str, ParamValue] = {}
-    for key, value in params.items():
-        kind = value.WhichOneof("kind")
-        out[key] = None if kind is None else getattr(value, kind)
-    return out
+    return values_from_pb(params)
 
 
 def lineage_to_pb(
