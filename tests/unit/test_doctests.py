@@ -14,9 +14,18 @@ MODULES = (
     "driftline.settings.models",
     "driftline.specs.label",
     "driftline.kafkaio.record_faults",
+    "driftline.kafkaio.retry",
+    "driftline.online_store.memory",
+    "driftline.online_store.registry",
     "driftline.telemetry.consumer_health",
+    "driftline.edge.errors",
+    "driftline.edge.values",
+    "driftline.registry_api.promotion",
     "driftline.model_runtimes.base",
     "driftline.model_runtimes.catalog",
+    "driftline.drift_detectors.error_rise",
+    "driftline.drift_detectors.catalog",
+    "driftline.drift_detectors.checks",
 )
 
 
