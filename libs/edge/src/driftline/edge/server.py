@@ -128,20 +128,14 @@ class ServerEdge:
                 failure: BaseException | None = None
                 span, token = spans.start(context_from_metadata(context.invocation_metadata()))
                 try:
-                    remaining = context.time_remaining()
-                    if remaining is not None and remaining <= 0:
-                        raise DeadlineExceededError(expired)
-                    if guarded:
-                        servicer.authorize(method, context)  # type: ignore[attr-defined]
+                    _admit(servicer, context, method, expired, guarded)
                     return await fn(servicer, request, context)
                 except BaseException as exc:
                     code, message, failure = failure_of(method, exc, context)
-                    if message is not None:
-                        await context.abort(STATUS_BY_NAME[code], message)
+                    await _abort(context, code, message)
                     raise
                 finally:
-                    RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
-                    servicer.record_rpc(method, code, time.perf_counter() - started)
+                    _record(servicer, method, span, token, code, failure, started)
 
             return handler
 
@@ -167,21 +161,15 @@ class ServerEdge:
                 failure: BaseException | None = None
                 span, token = spans.start(context_from_metadata(context.invocation_metadata()))
                 try:
-                    remaining = context.time_remaining()
-                    if remaining is not None and remaining <= 0:
-                        raise DeadlineExceededError(expired)
-                    if guarded:
-                        servicer.authorize(method, context)  # type: ignore[attr-defined]
+                    _admit(servicer, context, method, expired, guarded)
                     async for response in fn(servicer, request, context):
                         yield response
                 except BaseException as exc:
                     code, message, failure = failure_of(method, exc, context)
-                    if message is not None:
-                        await context.abort(STATUS_BY_NAME[code], message)
+                    await _abort(context, code, message)
                     raise
                 finally:
-                    RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
-                    servicer.record_rpc(method, code, time.perf_counter() - started)
+                    _record(servicer, method, span, token, code, failure, started)
 
             return handler
 
@@ -255,6 +243,31 @@ class MessageEdge:
         finally:
             RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
             servicer.record_rpc(self._method, code, time.perf_counter() - started)
+
+
+def _admit(servicer: Any, context: Context, method: str, expired: str, guarded: bool) -> None:
+    """Refuse a call whose deadline has passed (nothing is done), then run the auth hook."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(expired)
+    if guarded:
+        servicer.authorize(method, context)
+
+
+async def _abort(context: Context, code: str, message: str | None) -> None:
+    """End the call with status ``code`` and ``message`` (raises); nothing when the call
+    is answered already (``message`` None: aborted, cancelled)."""
+    if message is not None:
+        await context.abort(STATUS_BY_NAME[code], message)
+
+
+def _record(
+    servicer: Any, method: str, span: Any, token: Any, code: str,
+    failure: BaseException | None, started: float,
+) -> None:  # fmt: skip
+    """End the server span and record the RPC on the service's metric."""
+    RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
+    servicer.record_rpc(method, code, time.perf_counter() - started)
 
 
 def _expired_message(method: str) -> str:
