@@ -16,7 +16,9 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from support.otlp import ReceivedSpan, otlp_receiver
 
 from driftline.infra import free_port
@@ -163,14 +165,26 @@ async def test_calls_continue_the_callers_trace(kafka: Any, tmp_path: Path) -> N
                         timeout=10,
                     )
                 assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # The project's own client sends the current trace context by itself.
+            client_trace, client_caller = secrets.token_hex(16), secrets.token_hex(8)
+            current = SpanContext(
+                int(client_trace, 16), int(client_caller, 16), is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )  # fmt: skip
+            with trace.use_span(NonRecordingSpan(current)):
+                async with RegistryClient(target) as client:
+                    await client.list_models()
 
             def server_span(method: str) -> ReceivedSpan | None:
                 return receiver.one(trace_id, "registry", f"driftline.v1.Registry/{method}")
 
+            def client_span() -> ReceivedSpan | None:
+                return receiver.one(client_trace, "registry", "driftline.v1.Registry/ListModels")
+
             # The batch exporter sends every 5 s.
             deadline = time.monotonic() + 30
             methods = ("ListModels", "GetVersion", "DeleteAlias")
-            while any(server_span(m) is None for m in methods):
+            while any(server_span(m) is None for m in methods) or client_span() is None:
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, f"spans received: {receiver.spans}"
                 await asyncio.sleep(0.2)
@@ -182,3 +196,7 @@ async def test_calls_continue_the_callers_trace(kafka: Any, tmp_path: Path) -> N
         assert span.span.kind == Span.SPAN_KIND_SERVER
         assert span.parent_id == caller, f"{method} does not continue the caller's trace"
         assert span.attribute("rpc.grpc.status_code") == status
+    via_client = client_span()
+    assert via_client is not None and via_client.parent_id == client_caller, (
+        "RegistryClient does not carry the caller's trace to the registry"
+    )

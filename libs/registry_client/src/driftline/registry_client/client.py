@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry import propagate
 
 from driftline.artifacts import RIVER_PICKLE, digest, dump_model
 from driftline.artifacts import load_model as load_verified_model
@@ -101,7 +102,12 @@ class RegistryClient:
         await self._channel.close(grace=None)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self._token}"),) if self._token else ()
+        """The token, and the current trace context (``traceparent``), so the registry's
+        server span is a child of the caller's (nothing is added outside a trace)."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        traced = tuple(carrier.items())
+        return (("authorization", f"Bearer {self._token}"), *traced) if self._token else traced
 
     async def _call(self, make: Callable[[], Awaitable[_T]]) -> _T:
         try:
