@@ -37,9 +37,20 @@ from driftline.contracts.errors import (
     UnavailableError,
 )
 
-__all__ = ["REQUEST_REFUSALS", "STATUS_BY_NAME", "RpcErrors", "status_code_of", "status_name_of"]
+__all__ = [
+    "REQUEST_REFUSALS",
+    "STATUS_BY_NAME",
+    "STATUS_BY_NUMBER",
+    "STATUS_NUMBER",
+    "RpcErrors",
+    "status_code_of",
+    "status_name_of",
+]
 
 STATUS_BY_NAME: Mapping[str, grpc.StatusCode] = {code.name: code for code in grpc.StatusCode}
+STATUS_NUMBER: Mapping[str, int] = {code.name: code.value[0] for code in grpc.StatusCode}
+"""A status name's wire number (what a span attribute and a stream answer carry)."""
+STATUS_BY_NUMBER: Mapping[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 """Every gRPC status code by name (``DriftlineError.grpc_code`` is a name)."""
 
 REQUEST_REFUSALS: Mapping[grpc.StatusCode, type[DriftlineError]] = {

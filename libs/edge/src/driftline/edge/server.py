@@ -38,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from driftline.contracts.errors import DeadlineExceededError, DriftlineError
-from driftline.edge.errors import STATUS_BY_NAME, status_name_of
+from driftline.edge.errors import STATUS_BY_NAME, STATUS_NUMBER, status_name_of
 from driftline.telemetry import RpcServerSpans, context_from_metadata
 
 __all__ = [
@@ -54,8 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
-_NUMBER = {name: code.value[0] for name, code in STATUS_BY_NAME.items()}
 
 
 class RecordsRpcs(Protocol):
@@ -241,7 +239,7 @@ class MessageEdge:
             code = "CANCELLED"
             raise
         finally:
-            RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
+            RpcServerSpans.end(span, token, code, STATUS_NUMBER[code], failure)
             servicer.record_rpc(self._method, code, time.perf_counter() - started)
 
 
@@ -266,7 +264,7 @@ def _record(
     failure: BaseException | None, started: float,
 ) -> None:  # fmt: skip
     """End the server span and record the RPC on the service's metric."""
-    RpcServerSpans.end(span, token, code, _NUMBER[code], failure)
+    RpcServerSpans.end(span, token, code, STATUS_NUMBER[code], failure)
     servicer.record_rpc(method, code, time.perf_counter() - started)
 
 

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from driftline.edge.errors import STATUS_NUMBER
 from driftline.edge.server import RpcFailed, ServerEdge
 from driftline.features.columns import declared_types, online_features_response
 from driftline.features.lookup import OnlineFeatureLookup
@@ -132,7 +133,7 @@ async def answer_read_stream(
 def _failure(read_id: int, code: str, message: str) -> feature_store_pb2.OnlineFeaturesResult:
     """The answer to a read that failed with gRPC status ``code`` (its name)."""
     return feature_store_pb2.OnlineFeaturesResult(
-        id=read_id, code=grpc.StatusCode[code].value[0], message=message
+        id=read_id, code=STATUS_NUMBER[code], message=message
     )
 
 

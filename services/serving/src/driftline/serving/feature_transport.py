@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from driftline.contracts.errors import FailedPreconditionError, NotFoundError, UnavailableError
-from driftline.edge.errors import RpcErrors
+from driftline.edge.errors import STATUS_BY_NUMBER, RpcErrors
 from driftline.serving.feature_coalescer import ReadCoalescer, TraceContext, mark_retrieved
 from driftline.serving.feature_source import FeatureSource, FeatureStatusName, OnlineValue
 from driftline.serving.loaded_model import FeatureDatatype
@@ -258,7 +258,7 @@ class GrpcFeatureSource(FeatureSource):
                 grpc.StatusCode.DEADLINE_EXCEEDED, None, timeout_s=timeout_s
             ) from None
         if result.code:
-            code = _CODES.get(result.code, grpc.StatusCode.UNKNOWN)
+            code = STATUS_BY_NUMBER.get(result.code, grpc.StatusCode.UNKNOWN)
             raise self._errors.of_status(code, result.message, timeout_s=timeout_s)
         return result.response
 
@@ -282,7 +282,6 @@ class GrpcFeatureSource(FeatureSource):
         return self._types.get(featureset, {})
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _REFUSED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL)
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
