@@ -436,7 +436,7 @@ async def promotion_times(registry: str, target: str, repeats: int) -> dict[str,
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
     import joblib
 
-    from driftline.infra import free_ports
+    from driftline.devtools.infra import free_ports
 
     mlserver = ensure_mlserver()
     ports = free_ports(12)

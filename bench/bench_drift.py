@@ -146,7 +146,7 @@ def service_throughput(events: int) -> dict[str, Any]:
     from local_platform import local_platform
 
     from driftline.contracts.topics import FEATURES, LABELS_VALID, PREDICTIONS
-    from driftline.infra import free_port
+    from driftline.devtools.infra import free_port
     from driftline.kafkaio import provision_topics
     from driftline.settings import KafkaSettings
 

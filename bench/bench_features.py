@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from driftline.contracts.messages import ValidEvent
 from driftline.contracts.topics import EVENTS_VALID, FEATURES
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.online_store.redis_store import entity_key
 from driftline.settings import load_settings

@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from driftline.infra import DEFAULT_JVM_OPTIONS, LocalPlatform, ensure_kafka_jars, free_port
+from driftline.devtools.infra import (
+    DEFAULT_JVM_OPTIONS,
+    LocalPlatform,
+    ensure_kafka_jars,
+    free_port,
+)
 from driftline.settings import PlatformSettings
 
 HERE = Path(__file__).resolve().parent

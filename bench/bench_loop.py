@@ -21,8 +21,8 @@ from typing import Any
 
 from local_platform import local_platform  # bench/ is on sys.path when run as a script
 
-from driftline.cli.demo.env import isolated_env
 from driftline.cli.demo.report import report_summary
+from driftline.devtools.demo_env import isolated_env
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "loop.json"

@@ -39,7 +39,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from local_platform import local_platform  # bench/ is on sys.path when run as a script
 
-from driftline.cli.demo.env import isolated_env
 from driftline.contracts.messages import DeadLetter
 from driftline.contracts.topics import (
     DLQ,
@@ -50,6 +49,7 @@ from driftline.contracts.topics import (
     LABELS_VALID,
     Topic,
 )
+from driftline.devtools.demo_env import isolated_env
 from driftline.kafkaio import provision_topics
 from driftline.settings import KafkaSettings
 

@@ -31,7 +31,7 @@ from typing import Any
 from local_platform import local_platform  # bench/ is on sys.path when run as a script
 
 from driftline.artifacts import load_model
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.registry.admission import admit
 from driftline.registry.service import RegistryService
 from driftline.registry_client import RegistryClient

@@ -436,7 +436,7 @@ def _phase(before: dict[str, float], after: dict[str, float]) -> dict[str, float
 
 
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> dict[str, Any]:
-    from driftline.infra import free_ports
+    from driftline.devtools.infra import free_ports
 
     ports = free_ports(15)
     echo_port, uv_echo_port, relay_port, stream_relay_port, fetch_port, fetch_unary_port = ports[:6]

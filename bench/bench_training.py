@@ -30,7 +30,7 @@ from river.datasets import synth
 
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model, wait_for_kafka
 from driftline.settings import PlatformSettings, load_settings
 from driftline.specs import ModelSpec, load_model_spec

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.infra import KafkaNode, RedisNode, free_port
+from driftline.devtools.infra import KafkaNode, RedisNode, free_port
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Session-scoped fixtures (started only when a test asks for them, on free ports,
 with all state in a temporary directory, and stopped at the end):
 
-- ``kafka``: a :class:`driftline.infra.KafkaNode` (``.bootstrap_servers``);
-- ``redis_server``: a :class:`driftline.infra.RedisNode` (``.host``, ``.port``, ``.url``);
+- ``kafka``: a :class:`driftline.devtools.infra.KafkaNode` (``.bootstrap_servers``);
+- ``redis_server``: a :class:`driftline.devtools.infra.RedisNode` (``.host``, ``.port``, ``.url``);
 - ``platform_settings``: :class:`PlatformSettings` pointing at both, with every
   service port a free one and every path in the temporary directory.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.infra import KafkaNode, RedisNode, free_port
+from driftline.devtools.infra import KafkaNode, RedisNode, free_port
 from driftline.settings import PlatformSettings
 from driftline.settings.models import InfraSettings
 

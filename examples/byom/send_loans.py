@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from driftline.scenario import ScenarioConfig, applications
+from driftline.devtools.scenario import ScenarioConfig, applications
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from support.own_infra import own_kafka_node, own_redis_node, read_topic
 
-from driftline.cli.demo.env import demo_models_dir, isolated_env
 from driftline.cli.demo.report import report_summary
 from driftline.contracts.messages import (
     DriftEvent,
@@ -30,7 +29,8 @@ from driftline.contracts.messages import (
     prediction_records,
 )
 from driftline.contracts.topics import DRIFT, MODELS, PREDICTIONS, RETRAIN, Topic
-from driftline.infra import KafkaNode, RedisNode
+from driftline.devtools.demo_env import demo_models_dir, isolated_env
+from driftline.devtools.infra import KafkaNode, RedisNode
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "loans-gbm"

@@ -48,9 +48,9 @@ from integration.serving.test_frameworks import RegistryStack
 from driftline.contracts.errors import InvalidArgumentError
 from driftline.contracts.messages import FeatureVector, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID
+from driftline.devtools.scenario import ScenarioConfig, applications
 from driftline.kafkaio import make_producer, send_model
 from driftline.registry_client import register_model
-from driftline.scenario import ScenarioConfig, applications
 from driftline.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 from inference import grpc_service_pb2 as oip
 from inference import grpc_service_pb2_grpc as oip_grpc

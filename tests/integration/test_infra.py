@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.infra import (
+from driftline.devtools.infra import (
     KafkaNode,
     LocalPlatform,
     PortInUseError,

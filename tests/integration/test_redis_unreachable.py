@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

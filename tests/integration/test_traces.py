@@ -34,7 +34,7 @@ from support.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from driftline.contracts.messages import FeatureVector, prediction_records
 from driftline.contracts.topics import EVENTS_VALID, FEATURES, PREDICTIONS, Topic
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import provision_topics, traceparent_of
 from driftline.registry_client import RegistryClient
 from driftline.settings import KafkaSettings

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from driftline.cli.demo.env import isolated_env
 from driftline.cli.supervisor import SERVICE_NAMES
-from driftline.infra import free_ports, read_pid_file
+from driftline.devtools.demo_env import isolated_env
+from driftline.devtools.infra import free_ports, read_pid_file
 
 ROOT = Path(__file__).resolve().parents[2]
 STALE = "STALE: a line an earlier run wrote"

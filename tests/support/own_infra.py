@@ -11,7 +11,7 @@ from pathlib import Path
 from aiokafka import TopicPartition
 
 from driftline.contracts.topics import Topic
-from driftline.infra import KafkaNode, RedisNode, free_port, free_ports
+from driftline.devtools.infra import KafkaNode, RedisNode, free_port, free_ports
 from driftline.kafkaio import make_consumer
 from driftline.settings import KafkaSettings
 from driftline.settings.models import InfraSettings

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from driftline.cli.demo.env import isolated_env
-from driftline.infra import KafkaNode, ManagedProcess, RedisNode, free_port, free_ports
+from driftline.devtools.demo_env import isolated_env
+from driftline.devtools.infra import KafkaNode, ManagedProcess, RedisNode, free_port, free_ports
 from driftline.kafkaio import provision_topics
 from driftline.settings import KafkaSettings
 from driftline.settings.models import InfraSettings

@@ -18,7 +18,7 @@ import pytest
 from rich.console import Console
 
 from driftline.cli import service_commands
-from driftline.infra import ManagedProcess, tail_lines
+from driftline.devtools.infra import ManagedProcess, tail_lines
 
 STALE = "STALE: a line an earlier run of this process wrote"
 

@@ -1,4 +1,4 @@
-"""Pure logic of driftline.infra and the CLI: templates, pid files, addresses, tool hints."""
+"""Pure logic of driftline.devtools.infra and the CLI: templates, pid files, tool hints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from driftline.cli import supervisor
 from driftline.cli.app import app
-from driftline.infra import (
+from driftline.devtools.infra import (
     InfraError,
     KafkaNode,
     MissingToolError,
@@ -28,7 +28,7 @@ from driftline.infra import (
     running_pid,
     tail_lines,
 )
-from driftline.infra.pidfile import process_start_ticks, write_pid_file
+from driftline.devtools.infra.pidfile import process_start_ticks, write_pid_file
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -80,7 +80,7 @@ def test_kafka_config_renders_a_single_node_kraft_server(tmp_path: Path) -> None
 
 
 def test_redis_config_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("driftline.infra.redis_node.require_tool", lambda name, **_: name)
+    monkeypatch.setattr("driftline.devtools.infra.redis_node.require_tool", lambda name, **_: name)
     node = RedisNode(tmp_path, port=16379, infra_dir=INFRA)
     argv = node.prepare()
     assert argv == ["redis-server", str(node.config_file)]

@@ -11,7 +11,7 @@ import pytest
 from river import tree
 
 from driftline.contracts.messages import RawEvent, RawLabel
-from driftline.scenario import ScenarioConfig, applications, schedule
+from driftline.devtools.scenario import ScenarioConfig, applications, schedule
 from driftline.specs import load_featuresets
 
 _REPO = Path(__file__).resolve().parents[2]

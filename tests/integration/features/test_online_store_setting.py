@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -76,7 +76,7 @@ async def test_a_dropped_connection_fails_its_commands_then_reconnects(redis_ser
 
 
 async def test_unreachable_redis_is_a_connection_error() -> None:
-    from driftline.infra import free_port
+    from driftline.devtools.infra import free_port
 
     pipe = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0", timeout_s=2)
     with pytest.raises(ConnectionError, match="cannot connect to Redis"):

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from driftline.devtools.infra import free_port
 from driftline.features.grpc_server import start_grpc_server
 from driftline.features.lookup import OnlineFeatureLookup
 from driftline.features.metrics import FeaturesMetrics
-from driftline.infra import free_port
 from driftline.online_store import (
     EntityWrite,
     OnlineStore,

@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from driftline.contracts.messages import DeadLetter, DlqReason, FeatureVector, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS_VALID, FEATURES
+from driftline.devtools.infra import free_port
 from driftline.features.columns import column_values
-from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.online_store import FeatureStatus
 from driftline.online_store.redis_store import RedisOnlineStore

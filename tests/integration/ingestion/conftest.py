@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -40,7 +40,7 @@ from support.records import collect, kcat_produce
 
 from driftline.contracts.messages import DeadLetter, DlqReason
 from driftline.contracts.topics import DLQ, EVENTS, EVENTS_VALID, LABELS, LABELS_VALID, Topic
-from driftline.infra import RedisNode, free_port
+from driftline.devtools.infra import RedisNode, free_port
 from driftline.ingestion.core import KEY_CHARS
 from driftline.ingestion.writer import FAULT_KEEP_BYTES
 from driftline.kafkaio import provision_topics

@@ -42,7 +42,7 @@ from driftline.contracts.messages import (
     ValidLabel,
 )
 from driftline.contracts.topics import FEATURES, LABELS_VALID, MODELS, PREDICTIONS
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model
 from driftline.settings import KafkaSettings
 

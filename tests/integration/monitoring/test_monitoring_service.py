@@ -35,7 +35,7 @@ from driftline.contracts.messages import (
     ValidLabel,
 )
 from driftline.contracts.topics import DRIFT, FEATURES, LABELS_VALID, PREDICTIONS, RETRAIN
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model
 from driftline.settings import KafkaSettings
 

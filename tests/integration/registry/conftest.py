@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.registry.service import RegistryService
 from driftline.registry_client import RegistryClient

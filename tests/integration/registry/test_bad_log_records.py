@@ -27,7 +27,7 @@ from support.internal_records import GARBAGE, delta, kcat_produce, scrape_skippe
 
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind
 from driftline.contracts.topics import MODELS
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.registry_client import RegistryClient
 
 from .conftest import SIGNING_KEY, StartRegistry, client_of, model_name

@@ -21,7 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from support.otlp import ReceivedSpan, otlp_receiver
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.registry_client import RegistryClient
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 

@@ -27,10 +27,10 @@ from river.datasets import synth
 from driftline.artifacts import digest, dump_model, sign
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.contracts.topics import MODELS
+from driftline.devtools.infra import free_port
 from driftline.features.columns import online_features_response
 from driftline.features.grpc_server import answer_read_stream
 from driftline.features.lookup import LookupResult
-from driftline.infra import free_port
 from driftline.kafkaio import make_producer, send_model
 from driftline.online_store import FeatureRead, FeatureStatus
 from driftline.serving.service import serve

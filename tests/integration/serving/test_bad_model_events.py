@@ -27,7 +27,7 @@ from support.internal_records import GARBAGE, delta, kcat_produce, scrape_skippe
 from driftline.artifacts import digest, sign
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind, utcnow
 from driftline.contracts.topics import MODELS
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.settings import PlatformSettings
 from driftline.v1 import (
     feature_store_pb2,

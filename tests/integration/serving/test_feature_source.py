@@ -13,12 +13,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from driftline.contracts.errors import DeadlineExceededError, NotFoundError, UnavailableError
+from driftline.devtools.infra import free_port
 from driftline.features.grpc_server import (
     MAX_READS_IN_FLIGHT,
     ReadFailed,
     answer_read_stream,
 )
-from driftline.infra import free_port
 from driftline.serving.feature_transport import GrpcFeatureSource
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 

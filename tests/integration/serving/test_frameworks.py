@@ -34,8 +34,8 @@ from river.datasets import synth
 from support.custom_model import ThresholdModel
 
 from driftline.artifacts import ArtifactStore
+from driftline.devtools.infra import free_port
 from driftline.edge.values import value_from_pb, values_to_pb
-from driftline.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.model_runtimes import ModelSignature, register_runtime
 from driftline.model_runtimes.river_runtime import RiverRuntime

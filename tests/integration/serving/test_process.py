@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.settings import PlatformSettings
 from driftline.v1 import (
     feature_store_pb2_grpc,

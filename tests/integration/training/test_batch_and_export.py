@@ -28,7 +28,7 @@ from river.datasets import synth
 from driftline.artifacts import verify
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model
 from driftline.model_runtimes import FeatureBatch, load_runtime
 from driftline.offline import read_training_set, write_table

@@ -27,7 +27,7 @@ from river.datasets import synth
 
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
-from driftline.infra import free_port
+from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model
 from driftline.registry.service import RegistryService
 from driftline.registry_client import RegistryClient

@@ -10,7 +10,7 @@ import typer
 from driftline.cli.context import console, err_console, progress, state
 from driftline.cli.status_view import infra_table
 from driftline.contracts.topics import ALL_TOPICS
-from driftline.infra import InfraError, LocalPlatform, ensure_kafka_jars
+from driftline.devtools.infra import InfraError, LocalPlatform, ensure_kafka_jars
 from driftline.kafkaio import provision_topics
 
 infra_app = typer.Typer(

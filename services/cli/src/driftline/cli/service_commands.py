@@ -16,7 +16,7 @@ from driftline.cli.context import CliState, console, err_console, progress, stat
 from driftline.cli.infra_commands import fail
 from driftline.cli.status_view import infra_table, services_table
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
-from driftline.infra import (
+from driftline.devtools.infra import (
     InfraError,
     LocalComponent,
     LocalPlatform,

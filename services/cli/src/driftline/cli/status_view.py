@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from driftline.cli.supervisor import ServiceStatus
-from driftline.infra import ComponentStatus
+from driftline.devtools.infra import ComponentStatus
 
 
 def _yes_no(flag: bool) -> str:

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.infra import ManagedProcess, StartupError, StopOutcome
+from driftline.devtools.infra import ManagedProcess, StartupError, StopOutcome
 from driftline.settings import AdminSettings, PlatformSettings
 from driftline.settings.loader import CONFIG_ENV
 from driftline.settings.models import SERVICE_NAMES

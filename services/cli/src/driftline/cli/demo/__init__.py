@@ -1,6 +1,6 @@
 """``driftline demo``: the whole loop on a loan stream with a known concept drift.
 
-The demo streams :mod:`driftline.scenario` applications to ``driftline.events``
+The demo streams :mod:`driftline.devtools.scenario` applications to ``driftline.events``
 (labels follow on ``driftline.labels`` after a delay), asks serving's
 ``Predictor.Predict`` for each one, and watches ``driftline.drift``,
 ``driftline.retrain``, ``driftline.models`` and ``driftline.predictions`` for the
@@ -13,8 +13,6 @@ One module per job, so that a reader finds each by name:
 
 - :mod:`~driftline.cli.demo.command`: the ``driftline demo`` command (options, output);
 - :mod:`~driftline.cli.demo.options`: :class:`DemoOptions`, the knobs of one run;
-- :mod:`~driftline.cli.demo.env`: the settings of the services the demo starts, and
-  :func:`isolated_env` (a platform on a broker and Redis of its own, for tests and benches);
 - :mod:`~driftline.cli.demo.platform`: start what is not running, stop what the demo started;
 - :mod:`~driftline.cli.demo.runner`: the stream to Kafka, the ``Predict`` calls and the
   topics watched;
@@ -23,6 +21,8 @@ One module per job, so that a reader finds each by name:
 - :mod:`~driftline.cli.demo.live_view`: the terminal view while it runs;
 - :mod:`~driftline.cli.demo.report`: the Markdown report and its plot.
 
-This package imports none of them, so that importing one (tests and benches import
-:func:`~driftline.cli.demo.env.isolated_env`) does not load the rest.
+The settings of the services the demo starts, and ``isolated_env`` (a platform on a
+broker and Redis of its own, for tests and benches), are developer tools:
+:mod:`driftline.devtools.demo_env`.  This package imports none of its modules, so that
+importing one does not load the rest.
 """

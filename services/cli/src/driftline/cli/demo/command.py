@@ -13,13 +13,13 @@ from rich.live import Live
 from rich.table import Table
 
 from driftline.cli.context import console, err_console, state
-from driftline.cli.demo.env import demo_models_dir, demo_service_env
 from driftline.cli.demo.live_view import live_view
 from driftline.cli.demo.options import DemoOptions
 from driftline.cli.demo.platform import ensure_platform, stop_started
 from driftline.cli.demo.report import write_report
 from driftline.cli.demo.runner import DemoRun
-from driftline.infra import InfraError
+from driftline.devtools.demo_env import demo_models_dir, demo_service_env
+from driftline.devtools.infra import InfraError
 
 __all__ = ["demo"]
 
@@ -117,7 +117,7 @@ def demo(
         service_timeout_s=service_timeout,
     )
     models_dir = demo_models_dir(settings.training.models_dir, model)
-    env = demo_service_env(options, models_dir=models_dir)
+    env = demo_service_env(options.drift_at, models_dir=models_dir)
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False)

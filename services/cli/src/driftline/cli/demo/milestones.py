@@ -22,7 +22,7 @@ from driftline.contracts.messages import (
     RegistryEventKind,
     RetrainRequest,
 )
-from driftline.scenario import Application, ScenarioConfig
+from driftline.devtools.scenario import Application, ScenarioConfig
 
 __all__ = [
     "CHAMPION",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from driftline.cli.context import progress
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess
-from driftline.infra import InfraError, LocalComponent, LocalPlatform
+from driftline.devtools.infra import InfraError, LocalComponent, LocalPlatform
 from driftline.kafkaio import provision_topics
 from driftline.settings import PlatformSettings
 

@@ -31,10 +31,10 @@ from driftline.contracts.messages import (
     prediction_records,
 )
 from driftline.contracts.topics import DRIFT, EVENTS, LABELS, MODELS, PREDICTIONS, RETRAIN
+from driftline.devtools.infra import InfraError
+from driftline.devtools.scenario import Application, ScenarioConfig, schedule
 from driftline.edge.values import value_from_pb, values_to_pb
-from driftline.infra import InfraError
 from driftline.kafkaio import make_consumer, make_producer, send_model
-from driftline.scenario import Application, ScenarioConfig, schedule
 from driftline.settings import PlatformSettings
 from driftline.v1 import (
     common_pb2,

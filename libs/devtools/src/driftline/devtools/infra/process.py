@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.infra.pidfile import (
+from driftline.devtools.infra.pidfile import (
     PidRecord,
     pid_alive,
     process_start_ticks,

@@ -1,4 +1,4 @@
-"""The errors :mod:`driftline.infra` raises; each message says what to do next."""
+"""The errors :mod:`driftline.devtools.infra` raises; each message says what to do next."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from driftline.infra.errors import InfraError
+from driftline.devtools.infra.errors import InfraError
 
 __all__ = ["PLACEHOLDER", "TemplateError", "render_template", "render_template_file"]
 

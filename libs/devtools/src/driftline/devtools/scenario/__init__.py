@@ -1,12 +1,12 @@
 """Scenario data for the demo and the end-to-end tests: loan applications with a known drift.
 
->>> from driftline.scenario import ScenarioConfig, applications
+>>> from driftline.devtools.scenario import ScenarioConfig, applications
 >>> first = next(applications(ScenarioConfig(events=1)))
 >>> sorted(first.features)[:3], first.event_id
 (['age', 'car', 'commission'], 'e-42-0000000')
 """
 
-from driftline.scenario.loan_stream import (
+from driftline.devtools.scenario.loan_stream import (
     AGRAWAL_FUNCTIONS,
     Application,
     ScenarioConfig,

@@ -1,4 +1,4 @@
-"""driftline.infra: the real local platform (Apache Kafka in KRaft mode and redis-server).
+"""driftline.devtools.infra: the real local platform (Apache Kafka in KRaft mode and redis-server).
 
 - :class:`LocalPlatform` is what ``driftline infra up|down|status`` drives;
 - :class:`KafkaNode` and :class:`RedisNode` run standalone with any state
@@ -10,30 +10,35 @@
 - :func:`ensure_kafka_jars` fetches the broker jars with Maven once per version.
 """
 
-from driftline.infra.component import ComponentStatus, LocalComponent, PortClaim, StartOutcome
-from driftline.infra.errors import (
+from driftline.devtools.infra.component import (
+    ComponentStatus,
+    LocalComponent,
+    PortClaim,
+    StartOutcome,
+)
+from driftline.devtools.infra.errors import (
     InfraError,
     MissingToolError,
     PortInUseError,
     StartupError,
 )
-from driftline.infra.jars import ensure_kafka_jars, fetch_kafka_jars, kafka_libs_dir
-from driftline.infra.kafka_node import DEFAULT_JVM_OPTIONS, KafkaNode, new_cluster_id
-from driftline.infra.layout import INFRA_DIR_ENV, find_infra_dir
-from driftline.infra.pidfile import PidRecord, parse_pid_file, read_pid_file, running_pid
-from driftline.infra.platform import LocalPlatform
-from driftline.infra.ports import (
+from driftline.devtools.infra.jars import ensure_kafka_jars, fetch_kafka_jars, kafka_libs_dir
+from driftline.devtools.infra.kafka_node import DEFAULT_JVM_OPTIONS, KafkaNode, new_cluster_id
+from driftline.devtools.infra.layout import INFRA_DIR_ENV, find_infra_dir
+from driftline.devtools.infra.pidfile import PidRecord, parse_pid_file, read_pid_file, running_pid
+from driftline.devtools.infra.platform import LocalPlatform
+from driftline.devtools.infra.ports import (
     ensure_port_free,
     free_port,
     free_ports,
     parse_host_port,
     port_is_free,
 )
-from driftline.infra.process import ManagedProcess, StopOutcome, tail_lines
-from driftline.infra.readiness import kafka_answers, redis_answers
-from driftline.infra.redis_node import RedisNode
-from driftline.infra.templates import TemplateError, render_template
-from driftline.infra.tools import require_tool
+from driftline.devtools.infra.process import ManagedProcess, StopOutcome, tail_lines
+from driftline.devtools.infra.readiness import kafka_answers, redis_answers
+from driftline.devtools.infra.redis_node import RedisNode
+from driftline.devtools.infra.templates import TemplateError, render_template
+from driftline.devtools.infra.tools import require_tool
 
 __all__ = [
     "DEFAULT_JVM_OPTIONS",

@@ -12,8 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from driftline.cli.demo.options import DemoOptions
-from driftline.infra import free_ports
+from driftline.devtools.infra import free_ports
 
 __all__ = ["demo_models_dir", "demo_service_env", "isolated_env"]
 
@@ -50,9 +49,11 @@ def demo_models_dir(models_dir: Path, model: str) -> Path | None:
 
 
 def demo_service_env(
-    options: DemoOptions, min_examples: int = 1000, models_dir: Path | None = None
+    drift_at: int, min_examples: int = 1000, models_dir: Path | None = None
 ) -> dict[str, str]:
     """Settings (as ``DRIFTLINE_*`` variables) for services the demo starts itself.
+
+    ``drift_at`` is the event at which the scenario's concept changes.
 
     The defaults are sized for a long-running platform (a snapshot every 5,000
     labels, 3,600 labels of detector warm-up); a 12,000-event demo needs the
@@ -68,8 +69,8 @@ def demo_service_env(
     # comes early enough for it to be watching again at the drift, and the next one
     # well after the detection (by then a retrain request is pending and training
     # keeps that snapshot a challenger).
-    snapshot_every = max(min_examples, min(5000, round(0.6 * options.drift_at)))
-    warmup = max(200, min(3600, options.drift_at // 6))
+    snapshot_every = max(min_examples, min(5000, round(0.6 * drift_at)))
+    warmup = max(200, min(3600, drift_at // 6))
     env = {
         "DRIFTLINE_TRAINING__SNAPSHOT_EVERY": str(snapshot_every),
         "DRIFTLINE_MONITORING__DETECTOR__WARMUP": str(warmup),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from driftline.infra.component import ComponentStatus, LocalComponent, StartOutcome
-from driftline.infra.errors import InfraError
-from driftline.infra.jars import Progress, _stderr
-from driftline.infra.kafka_node import KafkaNode
-from driftline.infra.process import StopOutcome
-from driftline.infra.redis_node import RedisNode
+from driftline.devtools.infra.component import ComponentStatus, LocalComponent, StartOutcome
+from driftline.devtools.infra.errors import InfraError
+from driftline.devtools.infra.jars import Progress, _stderr
+from driftline.devtools.infra.kafka_node import KafkaNode
+from driftline.devtools.infra.process import StopOutcome
+from driftline.devtools.infra.redis_node import RedisNode
 from driftline.settings import PlatformSettings
 
 __all__ = ["LocalPlatform"]
@@ -45,7 +45,7 @@ class LocalPlatform:
 
         Every port is checked before anything starts; both processes start at
         once and are then waited for.  If one fails, what this call started is
-        stopped again and :class:`~driftline.infra.errors.StartupError` carries
+        stopped again and :class:`~driftline.devtools.infra.errors.StartupError` carries
         the log tail of the one that failed.
         """
         timeout = timeout_s if timeout_s is not None else self.settings.infra.ready_timeout_s

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.infra.errors import StartupError
-from driftline.infra.ports import ensure_port_free
-from driftline.infra.process import ManagedProcess, StopOutcome
-from driftline.infra.readiness import poll_until
+from driftline.devtools.infra.errors import StartupError
+from driftline.devtools.infra.ports import ensure_port_free
+from driftline.devtools.infra.process import ManagedProcess, StopOutcome
+from driftline.devtools.infra.readiness import poll_until
 
 __all__ = ["ComponentStatus", "LocalComponent", "PortClaim", "StartOutcome"]
 
@@ -115,7 +115,7 @@ class LocalComponent(abc.ABC):
         return self.process.running_pid()
 
     def check_ports(self) -> None:
-        """Raise :class:`~driftline.infra.errors.PortInUseError` if any port is taken."""
+        """Raise :class:`~driftline.devtools.infra.errors.PortInUseError` if any port is taken."""
         for claim in self.port_claims():
             ensure_port_free(claim.host, claim.port, what=claim.what, setting=claim.setting)
 

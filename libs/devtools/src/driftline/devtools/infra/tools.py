@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from driftline.infra.errors import MissingToolError
+from driftline.devtools.infra.errors import MissingToolError
 
 __all__ = ["INSTALL_HINTS", "require_tool"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driftline.infra.component import LocalComponent, PortClaim
-from driftline.infra.layout import find_infra_dir
-from driftline.infra.readiness import redis_answers
-from driftline.infra.templates import render_template_file
-from driftline.infra.tools import require_tool
+from driftline.devtools.infra.component import LocalComponent, PortClaim
+from driftline.devtools.infra.layout import find_infra_dir
+from driftline.devtools.infra.readiness import redis_answers
+from driftline.devtools.infra.templates import render_template_file
+from driftline.devtools.infra.tools import require_tool
 from driftline.settings import PlatformSettings
 
 __all__ = ["RedisNode"]

@@ -6,7 +6,7 @@ import errno
 import random
 import socket
 
-from driftline.infra.errors import PortInUseError
+from driftline.devtools.infra.errors import PortInUseError
 
 __all__ = ["ensure_port_free", "free_port", "free_ports", "parse_host_port", "port_is_free"]
 

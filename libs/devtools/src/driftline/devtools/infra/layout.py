@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from driftline.infra.errors import InfraError
+from driftline.devtools.infra.errors import InfraError
 
 __all__ = ["INFRA_DIR_ENV", "find_infra_dir"]
 

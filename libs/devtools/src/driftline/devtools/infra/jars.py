@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from driftline.infra.errors import InfraError
-from driftline.infra.layout import find_infra_dir
-from driftline.infra.tools import require_tool
+from driftline.devtools.infra.errors import InfraError
+from driftline.devtools.infra.layout import find_infra_dir
+from driftline.devtools.infra.tools import require_tool
 from driftline.settings import PlatformSettings
 
 __all__ = ["COMPLETE_MARKER", "Progress", "ensure_kafka_jars", "fetch_kafka_jars", "kafka_libs_dir"]

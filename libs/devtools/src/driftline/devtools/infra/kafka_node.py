@@ -9,14 +9,14 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from driftline.infra.component import LocalComponent, PortClaim
-from driftline.infra.errors import StartupError
-from driftline.infra.jars import Progress, _stderr, fetch_kafka_jars
-from driftline.infra.layout import find_infra_dir
-from driftline.infra.ports import parse_host_port
-from driftline.infra.readiness import kafka_answers
-from driftline.infra.templates import render_template_file
-from driftline.infra.tools import require_tool
+from driftline.devtools.infra.component import LocalComponent, PortClaim
+from driftline.devtools.infra.errors import StartupError
+from driftline.devtools.infra.jars import Progress, _stderr, fetch_kafka_jars
+from driftline.devtools.infra.layout import find_infra_dir
+from driftline.devtools.infra.ports import parse_host_port
+from driftline.devtools.infra.readiness import kafka_answers
+from driftline.devtools.infra.templates import render_template_file
+from driftline.devtools.infra.tools import require_tool
 from driftline.settings import InfraSettings, PlatformSettings
 
 __all__ = ["DEFAULT_JVM_OPTIONS", "KafkaNode", "new_cluster_id"]
