@@ -20,11 +20,13 @@ gone are deleted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,14 +110,20 @@ def _package_dirs(files: dict[str, Path]) -> set[str]:
     return {str(Path(rel).parent.as_posix()) for rel in files}
 
 
-def check() -> int:
-    """Compare freshly generated code with libs/rpc/src; 0 if identical, else 1."""
-    protos = _proto_files()
-    tops = _top_packages(protos)
+@contextlib.contextmanager
+def _fresh() -> Iterator[tuple[dict[str, Path], set[str]]]:
+    """Generate into a temporary directory, kept while in the block: yields the fresh
+    files by relative path and the top-level packages they belong to."""
+    tops = _top_packages(_proto_files())
     with tempfile.TemporaryDirectory(prefix="driftline-proto-") as tmp:
         tmp_dir = Path(tmp)
         generate(tmp_dir)
-        fresh = _generated_files(tmp_dir, tops)
+        yield _generated_files(tmp_dir, tops), tops
+
+
+def check() -> int:
+    """Compare freshly generated code with libs/rpc/src; 0 if identical, else 1."""
+    with _fresh() as (fresh, tops):
         committed = _generated_files(OUT_DIR, tops)
         stale = sorted(
             rel
@@ -149,12 +157,7 @@ def check() -> int:
 
 def write() -> int:
     """Regenerate into libs/rpc/src, touching only files whose bytes change."""
-    protos = _proto_files()
-    tops = _top_packages(protos)
-    with tempfile.TemporaryDirectory(prefix="driftline-proto-") as tmp:
-        tmp_dir = Path(tmp)
-        generate(tmp_dir)
-        fresh = _generated_files(tmp_dir, tops)
+    with _fresh() as (fresh, tops):
         changed = 0
         for rel, path in sorted(fresh.items()):
             target = OUT_DIR / rel

@@ -18,18 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from driftline.contracts.errors import (
-    AlreadyExistsError,
-    DeadlineExceededError,
-    DriftlineError,
-    FailedPreconditionError,
-    IntegrityError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-    UnavailableError,
-)
+from driftline.contracts import errors as err
 from driftline.edge.errors import RpcErrors, status_code_of
 from driftline.edge.server import RpcFailed, ServerEdge
 from driftline.edge.values import set_value, value_from_pb, value_to_pb, values_from_pb
@@ -92,8 +81,8 @@ class Servicer:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (NotFoundError("model 'x' is not served"), grpc.StatusCode.NOT_FOUND),
-        (UnavailableError("no champion"), grpc.StatusCode.UNAVAILABLE),
+        (err.NotFoundError("model 'x' is not served"), grpc.StatusCode.NOT_FOUND),
+        (err.UnavailableError("no champion"), grpc.StatusCode.UNAVAILABLE),
         (RuntimeError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )
@@ -103,7 +92,7 @@ async def test_errors_map_to_status_codes(error: Exception, code: grpc.StatusCod
     with pytest.raises(Aborted):
         await servicer.Predict(None, context)
     assert context.aborted is not None and context.aborted[0] == code
-    if isinstance(error, DriftlineError):
+    if isinstance(error, err.DriftlineError):
         assert context.aborted[1] == error.message
     else:
         assert "RuntimeError: boom" in context.aborted[1] and "logged" in context.aborted[1]
@@ -163,7 +152,7 @@ class Guarded(Servicer):
     def authorize(self, method: str, context: Any) -> None:
         self.asked.append(method)
         if ("authorization", "Bearer ok") not in context.invocation_metadata():
-            raise UnauthenticatedError("send 'authorization: Bearer <token>'")
+            raise err.UnauthenticatedError("send 'authorization: Bearer <token>'")
 
     @EDGE.unary("SetCanary", guarded=True)
     async def SetCanary(self, request: Any, context: Any) -> str:
@@ -243,8 +232,8 @@ async def test_the_server_span_continues_the_callers_trace_and_is_current_in_the
 @pytest.mark.parametrize(
     ("error", "code", "failed"),
     [
-        (NotFoundError("model 'x' is not served"), grpc.StatusCode.NOT_FOUND, False),
-        (UnavailableError("no champion"), grpc.StatusCode.UNAVAILABLE, True),
+        (err.NotFoundError("model 'x' is not served"), grpc.StatusCode.NOT_FOUND, False),
+        (err.UnavailableError("no champion"), grpc.StatusCode.UNAVAILABLE, True),
         (RuntimeError("boom"), grpc.StatusCode.INTERNAL, True),
     ],
 )
@@ -279,7 +268,7 @@ async def test_a_server_stream_is_one_span_and_ends_with_its_failures_status() -
     ok = Streaming(None)
     context = FakeContext((("traceparent", TRACEPARENT),))
     assert [i async for i in ok.Download(3, context)] == [0, 1, 2]
-    failing = Streaming(NotFoundError("no version 7"))
+    failing = Streaming(err.NotFoundError("no version 7"))
     got: list[int] = []
     context = FakeContext()
     with pytest.raises(Aborted):
@@ -309,7 +298,7 @@ async def test_each_message_of_a_stream_gets_its_span_status_and_count() -> None
 
     async def read(key: str) -> str:
         if key == "unknown":
-            raise NotFoundError("no feature set 'unknown'")
+            raise err.NotFoundError("no feature set 'unknown'")
         if key == "bug":
             raise KeyError(key)
         return key.upper()
@@ -334,11 +323,11 @@ async def test_each_message_of_a_stream_gets_its_span_status_and_count() -> None
 
 
 def test_an_error_naming_no_grpc_status_is_internal() -> None:
-    class Odd(DriftlineError):
+    class Odd(err.DriftlineError):
         grpc_code = "NOT_A_STATUS"
 
     assert status_code_of(Odd("x")) == grpc.StatusCode.INTERNAL
-    assert status_code_of(IntegrityError("tampered")) == grpc.StatusCode.DATA_LOSS
+    assert status_code_of(err.IntegrityError("tampered")) == grpc.StatusCode.DATA_LOSS
 
 
 # -- the client side -----------------------------------------------------------------
@@ -349,52 +338,54 @@ S = grpc.StatusCode
 @pytest.mark.parametrize(
     ("code", "error"),
     [
-        (S.INVALID_ARGUMENT, InvalidArgumentError),
-        (S.NOT_FOUND, NotFoundError),
-        (S.ALREADY_EXISTS, AlreadyExistsError),
-        (S.FAILED_PRECONDITION, FailedPreconditionError),
-        (S.UNAUTHENTICATED, UnauthenticatedError),
-        (S.PERMISSION_DENIED, PermissionDeniedError),
-        (S.DATA_LOSS, IntegrityError),
+        (S.INVALID_ARGUMENT, err.InvalidArgumentError),
+        (S.NOT_FOUND, err.NotFoundError),
+        (S.ALREADY_EXISTS, err.AlreadyExistsError),
+        (S.FAILED_PRECONDITION, err.FailedPreconditionError),
+        (S.UNAUTHENTICATED, err.UnauthenticatedError),
+        (S.PERMISSION_DENIED, err.PermissionDeniedError),
+        (S.DATA_LOSS, err.IntegrityError),
     ],
 )
 def test_the_servers_answers_about_the_request_come_back_as_the_same_error(
-    code: grpc.StatusCode, error: type[DriftlineError]
+    code: grpc.StatusCode, error: type[err.DriftlineError]
 ) -> None:
-    err = RpcErrors("registry", "10.0.0.1:50052").of_status(code, "what was wrong")
-    assert type(err) is error
-    assert err.message == "registry: what was wrong"
+    refused = RpcErrors("registry", "10.0.0.1:50052").of_status(code, "what was wrong")
+    assert type(refused) is error
+    assert refused.message == "registry: what was wrong"
     # ... which a server answers with the same status again.
-    assert status_code_of(err) == code
+    assert status_code_of(refused) == code
 
 
 def test_the_servers_own_failures_name_it_and_its_address() -> None:
     errors = RpcErrors("feature store", "10.0.0.2:50051")
     down = errors.of_status(S.UNAVAILABLE, "connection refused", doing="reading loans")
-    assert type(down) is UnavailableError
+    assert type(down) is err.UnavailableError
     assert down.message == (
         "feature store at 10.0.0.2:50051 is unavailable reading loans: connection refused"
     )
     slow = errors.of_status(S.DEADLINE_EXCEEDED, "Deadline Exceeded", timeout_s=0.2)
-    assert type(slow) is DeadlineExceededError
+    assert type(slow) is err.DeadlineExceededError
     assert slow.message == "feature store at 10.0.0.2:50051 did not answer within 200 ms"
     assert "did not answer in time" in errors.of_status(S.DEADLINE_EXCEEDED, None).message
     # A dependency's other failures are retried (UnavailableError) unless the client says
     # asking again cannot help.
     broken = errors.of_status(S.INTERNAL, "bug")
-    assert type(broken) is UnavailableError and "failed (INTERNAL): bug" in broken.message
-    final = RpcErrors("registry", "r:1", server_failure=DriftlineError)
+    assert type(broken) is err.UnavailableError and "failed (INTERNAL): bug" in broken.message
+    final = RpcErrors("registry", "r:1", server_failure=err.DriftlineError)
     unimplemented = final.of_status(S.UNIMPLEMENTED, None)
-    assert type(unimplemented) is DriftlineError and not unimplemented.retriable
+    assert type(unimplemented) is err.DriftlineError and not unimplemented.retriable
     assert unimplemented.message == "registry at r:1 failed (UNIMPLEMENTED): UNIMPLEMENTED"
 
 
 def test_a_client_may_narrow_what_counts_as_a_refusal() -> None:
     errors = RpcErrors(
-        "feature store", "fs:1", refusals={S.INVALID_ARGUMENT: FailedPreconditionError}
+        "feature store", "fs:1", refusals={S.INVALID_ARGUMENT: err.FailedPreconditionError}
     )
-    assert type(errors.of_status(S.INVALID_ARGUMENT, "no feature 'x'")) is FailedPreconditionError
-    assert type(errors.of_status(S.UNAUTHENTICATED, "who?")) is UnavailableError
+    assert (
+        type(errors.of_status(S.INVALID_ARGUMENT, "no feature 'x'")) is err.FailedPreconditionError
+    )
+    assert type(errors.of_status(S.UNAUTHENTICATED, "who?")) is err.UnavailableError
 
 
 # -- values --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ a name: register it, select it with ``monitoring.detector: {type: <name>, ...}``
 and run :func:`driftline.drift_detectors.checks.run_checks` on it.
 """
 
+from driftline.drift_detectors import catalog, error_rise
 from driftline.drift_detectors.base import (
     DriftReport,
     ErrorDetector,
@@ -23,37 +24,16 @@ from driftline.drift_detectors.base import (
     drift_report,
     is_drift_detector,
 )
-from driftline.drift_detectors.catalog import (
-    DEFAULT_DETECTOR,
-    ENTRY_POINT_GROUP,
-    RIVER_DETECTORS,
-    DetectorConfigError,
-    DetectorFactory,
-    detector_builder,
-    detector_factory,
-    detector_names,
-    detector_params,
-    register_detector,
-)
-from driftline.drift_detectors.error_rise import ErrorRise, ErrorRiseDetector
+from driftline.drift_detectors.catalog import *  # noqa: F403
+from driftline.drift_detectors.error_rise import *  # noqa: F403
 
 __all__ = [
-    "DEFAULT_DETECTOR",
-    "ENTRY_POINT_GROUP",
-    "RIVER_DETECTORS",
-    "DetectorConfigError",
-    "DetectorFactory",
     "DriftReport",
     "ErrorDetector",
-    "ErrorRise",
-    "ErrorRiseDetector",
     "ExplainsDrift",
     "detections",
-    "detector_builder",
-    "detector_factory",
-    "detector_names",
-    "detector_params",
     "drift_report",
     "is_drift_detector",
-    "register_detector",
+    *catalog.__all__,
+    *error_rise.__all__,
 ]

@@ -6,18 +6,7 @@ registered version's spec (``spec["reference"]``); monitoring parses it with
 import this library, so the format is defined once.
 """
 
-from driftline.drift_stats.reference import (
-    CategoricalReference,
-    NumericReference,
-    Reference,
-    build_reference,
-    is_numeric,
-)
+from driftline.drift_stats import reference
+from driftline.drift_stats.reference import *  # noqa: F403
 
-__all__ = [
-    "CategoricalReference",
-    "NumericReference",
-    "Reference",
-    "build_reference",
-    "is_numeric",
-]
+__all__ = list(reference.__all__)

@@ -116,24 +116,21 @@ class ServerEdge:
         """
         spans = RpcServerSpans(self._tracer, self.service, method)
         expired = _expired_message(method)
-        failure_of = self._failure_of
+        failed = self._failed
 
         def wrap(fn: Unary[S, Req, Resp]) -> Unary[S, Req, Resp]:
             @functools.wraps(fn)
             async def handler(servicer: S, request: Req, context: Context) -> Resp:
                 started = time.perf_counter()
-                code = "OK"
-                failure: BaseException | None = None
                 span, token = spans.start(context_from_metadata(context.invocation_metadata()))
                 try:
                     _admit(servicer, context, method, expired, guarded)
-                    return await fn(servicer, request, context)
+                    response = await fn(servicer, request, context)
                 except BaseException as exc:
-                    code, message, failure = failure_of(method, exc, context)
-                    await _abort(context, code, message)
+                    await failed(servicer, method, exc, context, (span, token, started))
                     raise
-                finally:
-                    _record(servicer, method, span, token, code, failure, started)
+                _record(servicer, method, span, token, "OK", None, started)
+                return response
 
             return handler
 
@@ -149,25 +146,21 @@ class ServerEdge:
         """
         spans = RpcServerSpans(self._tracer, self.service, method)
         expired = _expired_message(method)
-        failure_of = self._failure_of
+        failed = self._failed
 
         def wrap(fn: ServerStream[S, Req, Resp]) -> ServerStream[S, Req, Resp]:
             @functools.wraps(fn)
             async def handler(servicer: S, request: Req, context: Context) -> AsyncIterator[Resp]:
                 started = time.perf_counter()
-                code = "OK"
-                failure: BaseException | None = None
                 span, token = spans.start(context_from_metadata(context.invocation_metadata()))
                 try:
                     _admit(servicer, context, method, expired, guarded)
                     async for response in fn(servicer, request, context):
                         yield response
                 except BaseException as exc:
-                    code, message, failure = failure_of(method, exc, context)
-                    await _abort(context, code, message)
+                    await failed(servicer, method, exc, context, (span, token, started))
                     raise
-                finally:
-                    _record(servicer, method, span, token, code, failure, started)
+                _record(servicer, method, span, token, "OK", None, started)
 
             return handler
 
@@ -176,6 +169,22 @@ class ServerEdge:
     def messages(self, method: str) -> MessageEdge:
         """The edge of each message of ``method``'s stream that is answered on its own."""
         return MessageEdge(RpcServerSpans(self._tracer, self.service, method), method)
+
+    async def _failed(
+        self,
+        servicer: Any,
+        method: str,
+        exc: BaseException,
+        context: Context,
+        call: tuple[Any, Any, float],
+    ) -> None:
+        """End the call of ``method`` that raised ``exc``: record it (``call`` is its span,
+        context token and start), then abort with its status, which raises; returns when
+        the call is answered already, for the handler to re-raise ``exc``."""
+        code, message, failure = self._failure_of(method, exc, context)
+        span, token, started = call
+        _record(servicer, method, span, token, code, failure, started)
+        await _abort(context, code, message)
 
     def _failure_of(
         self, method: str, exc: BaseException, context: Context

@@ -9,42 +9,8 @@ A new framework is a :class:`ModelRuntime` subclass registered with
 passes the shared conformance checks of :mod:`driftline.model_runtimes.checks`.
 """
 
-from driftline.model_runtimes.base import (
-    DATATYPES,
-    Column,
-    Datatype,
-    FeatureBatch,
-    ModelInput,
-    ModelRuntime,
-    ModelSignature,
-    Predictions,
-    Scored,
-    Task,
-    TensorSpec,
-)
-from driftline.model_runtimes.catalog import (
-    ENTRY_POINT_GROUP,
-    frameworks,
-    load_runtime,
-    register_runtime,
-    runtime_for,
-)
+from driftline.model_runtimes import base, catalog
+from driftline.model_runtimes.base import *  # noqa: F403
+from driftline.model_runtimes.catalog import *  # noqa: F403
 
-__all__ = [
-    "DATATYPES",
-    "ENTRY_POINT_GROUP",
-    "Column",
-    "Datatype",
-    "FeatureBatch",
-    "ModelInput",
-    "ModelRuntime",
-    "ModelSignature",
-    "Predictions",
-    "Scored",
-    "Task",
-    "TensorSpec",
-    "frameworks",
-    "load_runtime",
-    "register_runtime",
-    "runtime_for",
-]
+__all__ = [*base.__all__, *catalog.__all__]

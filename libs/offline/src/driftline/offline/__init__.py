@@ -23,26 +23,7 @@ else the model's task).  ``driftline features export`` writes the same table to
 Parquet.
 """
 
-from driftline.offline.export import (
-    KEY_COLUMNS,
-    LABEL_COLUMN,
-    ExportError,
-    TrainingSet,
-    examples_frame,
-    read_training_set,
-    resolve_model,
-    training_set,
-    write_table,
-)
+from driftline.offline import export
+from driftline.offline.export import *  # noqa: F403
 
-__all__ = [
-    "KEY_COLUMNS",
-    "LABEL_COLUMN",
-    "ExportError",
-    "TrainingSet",
-    "examples_frame",
-    "read_training_set",
-    "resolve_model",
-    "training_set",
-    "write_table",
-]
+__all__ = list(export.__all__)

@@ -31,6 +31,7 @@ __all__ = [
     "ExportError",
     "TrainingSet",
     "examples_frame",
+    "load_training_set",
     "read_training_set",
     "resolve_model",
     "training_set",
@@ -202,11 +203,33 @@ def training_set(
     the feature sets are declared.  Blocks (it runs its own event loop): from async
     code, await :func:`read_training_set` instead.
     """
-    settings = settings or load_settings()
+    return load_training_set(
+        settings or load_settings(),
+        featureset,
+        since=since,
+        until=until,
+        model=model,
+        progress=progress,
+    ).frame
+
+
+def load_training_set(
+    settings: PlatformSettings,
+    featureset: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | Path | ModelSpec | None = None,
+    progress: ReplayProgress | None = None,
+) -> TrainingSet:
+    """:func:`read_training_set` with what ``settings`` say: the logs of its ``kafka``
+    section, ``model`` resolved in ``training.models_dir`` and the feature sets of
+    ``training.featuresets_dir``.  Blocks (it runs its own event loop); what
+    :func:`training_set` and ``driftline features export`` share."""
     spec = resolve_model(model, settings.training.models_dir)
     directory = settings.training.featuresets_dir
     catalog = load_featuresets(directory) if directory.is_dir() else None
-    result = asyncio.run(
+    return asyncio.run(
         read_training_set(
             settings.kafka,
             featureset,
@@ -217,7 +240,6 @@ def training_set(
             progress=progress,
         )
     )
-    return result.frame
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -11,41 +11,9 @@
   only when chosen or named, so a plug-in does not load it).
 """
 
-from driftline.online_store.base import (
-    EntityWrite,
-    FeatureRead,
-    FeatureStatus,
-    GenerationMarker,
-    OnlineStore,
-    StoreUnavailable,
-    wait_until_reachable,
-)
-from driftline.online_store.memory import InMemoryGenerationMarker, InMemoryOnlineStore
-from driftline.online_store.registry import (
-    ENTRY_POINT_GROUP,
-    OnlineStoreType,
-    create_online_store,
-    online_store_type,
-    online_store_types,
-    register_online_store,
-    unregister_online_store,
-)
+from driftline.online_store import base, memory, registry
+from driftline.online_store.base import *  # noqa: F403
+from driftline.online_store.memory import *  # noqa: F403
+from driftline.online_store.registry import *  # noqa: F403
 
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "EntityWrite",
-    "FeatureRead",
-    "FeatureStatus",
-    "GenerationMarker",
-    "InMemoryGenerationMarker",
-    "InMemoryOnlineStore",
-    "OnlineStore",
-    "OnlineStoreType",
-    "StoreUnavailable",
-    "create_online_store",
-    "online_store_type",
-    "online_store_types",
-    "register_online_store",
-    "unregister_online_store",
-    "wait_until_reachable",
-]
+__all__ = [*base.__all__, *memory.__all__, *registry.__all__]

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from driftline.contracts.messages import DlqReason, FeatureValue
 from driftline.settings import ConfigError, locate, read_yaml_with_lines
 from driftline.specs.durations import parse_duration
-from driftline.specs.label import LabelSpec, RecordRejected
+from driftline.specs.label import LabelSpec, RecordRejected, check_bounds
 
 FieldType = Literal["float", "int", "string", "bool"]
 AggFn = Literal["count", "sum", "mean", "min", "max", "last", "stddev"]
@@ -239,14 +239,7 @@ def _check_value(name: str, spec: FieldSpec, value: Any) -> FeatureValue:
                 DlqReason.CONSTRAINT, f"{name}: {_short(value)} is not a finite number"
             )
     if isinstance(checked, int | float) and not isinstance(checked, bool):
-        if spec.min is not None and checked < spec.min:
-            raise RecordRejected(
-                DlqReason.CONSTRAINT, f"{name}: {checked!r} is below the minimum {spec.min:g}"
-            )
-        if spec.max is not None and checked > spec.max:
-            raise RecordRejected(
-                DlqReason.CONSTRAINT, f"{name}: {checked!r} is above the maximum {spec.max:g}"
-            )
+        check_bounds(name, checked, spec.min, spec.max)
     if spec.allowed is not None and checked not in spec.allowed:
         raise RecordRejected(
             DlqReason.CONSTRAINT,
@@ -255,14 +248,22 @@ def _check_value(name: str, spec: FieldSpec, value: Any) -> FeatureValue:
     return checked
 
 
-def load_featureset(path: Path) -> FeatureSetSpec:
-    """Load and validate one feature-set YAML file; :class:`SpecError` names the line."""
+def read_spec_mapping(path: Path, shape: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The YAML mapping a spec file holds and the line of each key path; :class:`SpecError`
+    for a YAML syntax error (with its line) or a document that is not a mapping (``shape``
+    says what it should be)."""
     try:
         data, lines = read_yaml_with_lines(path)
     except ValueError as exc:  # ConfigError: YAML syntax, with its line
         raise SpecError(str(exc)) from exc
     if not isinstance(data, dict):
-        raise SpecError(f"{path}:1: a feature set is a mapping (name, version, fields …)")
+        raise SpecError(f"{path}:1: {shape}")
+    return data, lines
+
+
+def load_featureset(path: Path) -> FeatureSetSpec:
+    """Load and validate one feature-set YAML file; :class:`SpecError` names the line."""
+    data, lines = read_spec_mapping(path, "a feature set is a mapping (name, version, fields …)")
     try:
         return FeatureSetSpec.model_validate(data)
     except ValidationError as exc:

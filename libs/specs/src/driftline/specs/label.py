@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from driftline.contracts.messages import DlqReason, LabelValue
 
-__all__ = ["LabelSpec", "LabelTask", "RecordRejected", "default_label_spec"]
+__all__ = ["LabelSpec", "LabelTask", "RecordRejected", "check_bounds", "default_label_spec"]
 
 LabelTask = Literal["binary", "multiclass", "regression"]
 
@@ -44,6 +44,18 @@ class RecordRejected(ValueError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def check_bounds(name: str, number: float, low: float | None, high: float | None) -> None:
+    """Reject ``number`` (the value of ``name``) outside the declared ``[low, high]``."""
+    if low is not None and number < low:
+        raise RecordRejected(
+            DlqReason.CONSTRAINT, f"{name}: {number!r} is below the minimum {low:g}"
+        )
+    if high is not None and number > high:
+        raise RecordRejected(
+            DlqReason.CONSTRAINT, f"{name}: {number!r} is above the maximum {high:g}"
+        )
 
 
 _INT64 = 2**63
@@ -137,14 +149,7 @@ class LabelSpec(BaseModel):
             number = math.inf
         if not math.isfinite(number):
             raise RecordRejected(DlqReason.CONSTRAINT, f"label: {value!r} is not a finite number")
-        if self.min is not None and number < self.min:
-            raise RecordRejected(
-                DlqReason.CONSTRAINT, f"label: {number!r} is below the minimum {self.min:g}"
-            )
-        if self.max is not None and number > self.max:
-            raise RecordRejected(
-                DlqReason.CONSTRAINT, f"label: {number!r} is above the maximum {self.max:g}"
-            )
+        check_bounds("label", number, self.min, self.max)
         return number
 
     def describe(self) -> str:

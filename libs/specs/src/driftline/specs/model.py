@@ -52,16 +52,16 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from driftline.settings import locate, read_yaml_with_lines
+from driftline.settings import locate
 from driftline.specs.durations import parse_duration
-from driftline.specs.featureset import FeatureSetSpec, SpecError
+from driftline.specs.featureset import FeatureSetSpec, SpecError, read_spec_mapping
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -173,6 +173,35 @@ class _PathError(ValueError):
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+def _check_steps(
+    steps: list[Any],
+    task: str,
+    *,
+    transformer: Callable[[Any], bool],
+    regressor: Callable[[Any], bool],
+    classifier: Callable[[Any], bool],
+) -> tuple[str, int]:
+    """Check a pipeline's steps the same way for every framework (the predicates say
+    what a transformer, a regressor and a classifier are in it): every step but the
+    last transforms, and the last one fits ``task``.  Returns the last step's path."""
+    for i, step in enumerate(steps[:-1]):
+        if not transformer(step):
+            raise _PathError(
+                ("pipeline", i),
+                f"{type(step).__name__} is not a transformer; only the last step may be "
+                "an estimator",
+            )
+    last = steps[-1]
+    where = ("pipeline", len(steps) - 1)
+    if task == "regression" and not regressor(last):
+        raise _PathError(where, f"the last step must be a regressor for task regression, "
+                         f"not {type(last).__name__}")  # fmt: skip
+    if task != "regression" and not classifier(last):
+        raise _PathError(where, f"the last step must be a classifier for task {task}, "
+                         f"not {type(last).__name__}")  # fmt: skip
+    return where
 
 
 def _river_attr(dotted: str) -> Any:
@@ -446,21 +475,13 @@ class ModelSpec(_Spec):
             _instantiate(_parse_component(raw, ("pipeline", i), _TRAINER), _TRAINER)
             for i, raw in enumerate(self.pipeline)
         ]
-        for i, step in enumerate(steps[:-1]):
-            if not callable(getattr(step, "transform", None)):
-                raise _PathError(
-                    ("pipeline", i),
-                    f"{type(step).__name__} is not a transformer; only the last step may be "
-                    "an estimator",
-                )
-        last = steps[-1]
-        where = ("pipeline", len(steps) - 1)
-        if self.task == "regression" and not is_regressor(last):
-            raise _PathError(where, f"the last step must be a regressor for task regression, "
-                             f"not {type(last).__name__}")  # fmt: skip
-        if self.task != "regression" and not is_classifier(last):
-            raise _PathError(where, f"the last step must be a classifier for task {self.task}, "
-                             f"not {type(last).__name__}")  # fmt: skip
+        _check_steps(
+            steps,
+            self.task,
+            transformer=lambda step: callable(getattr(step, "transform", None)),
+            regressor=is_regressor,
+            classifier=is_classifier,
+        )
         return steps[0] if len(steps) == 1 else make_pipeline(*steps)
 
     def _build(self) -> Any:
@@ -471,31 +492,16 @@ class ModelSpec(_Spec):
             _instantiate(_parse_component(raw, ("pipeline", i)))
             for i, raw in enumerate(self.pipeline)
         ]
-        for i, step in enumerate(steps[:-1]):
-            if not isinstance(step, base.Transformer):
-                raise _PathError(
-                    ("pipeline", i),
-                    f"{type(step).__name__} is not a transformer; only the last step may be "
-                    "an estimator",
-                )
+        where = _check_steps(
+            steps,
+            self.task,
+            transformer=lambda step: isinstance(step, base.Transformer),
+            regressor=lambda step: isinstance(step, base.Regressor),
+            classifier=lambda step: isinstance(step, base.Classifier),
+        )
         last = steps[-1]
-        where = ("pipeline", len(steps) - 1)
-        if self.task == "regression":
-            if not isinstance(last, base.Regressor):
-                raise _PathError(
-                    where,
-                    f"the last step must be a regressor for task regression, "
-                    f"not {type(last).__name__}",
-                )
-        else:
-            if not isinstance(last, base.Classifier):
-                raise _PathError(
-                    where,
-                    f"the last step must be a classifier for task {self.task}, "
-                    f"not {type(last).__name__}",
-                )
-            if self.task == "multiclass" and not last._multiclass:
-                raise _PathError(where, f"{type(last).__name__} handles binary targets only")
+        if self.task == "multiclass" and not last._multiclass:
+            raise _PathError(where, f"{type(last).__name__} handles binary targets only")
         return steps[0] if len(steps) == 1 else compose.Pipeline(*steps)
 
     def build_pipeline(self) -> Any:
@@ -573,12 +579,9 @@ def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[str, ...]
 
 def load_model_spec(path: Path) -> ModelSpec:
     """Load and validate one model-spec YAML file; :class:`SpecError` names the line."""
-    try:
-        data, lines = read_yaml_with_lines(path)
-    except ValueError as exc:
-        raise SpecError(str(exc)) from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}:1: a model spec is a mapping (name, featureset, pipeline …)")
+    data, lines = read_spec_mapping(
+        path, "a model spec is a mapping (name, featureset, pipeline …)"
+    )
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:

@@ -106,17 +106,20 @@ class ConsumerHealth:
         detail: str,
         *,
         event_id: str | None = None,
+        error: BaseException | None = None,
     ) -> None:
-        """Count and log one record passed over because of itself."""
+        """Count and log one record passed over because of itself.
+
+        ``error`` is an unexpected exception the record raised (a bug it exercises,
+        not one of the known refusals): its traceback is logged at ERROR first, so
+        the skip says which line failed.
+        """
         self._skipped(topic, reason).inc()
         where = f"{topic}[{partition}]@{offset}" if partition is not None else topic
-        log.warning(
-            "skipped the record at %s%s: %s: %s",
-            where,
-            f" (event {event_id})" if event_id else "",
-            reason,
-            detail,
-        )
+        event = f" (event {event_id})" if event_id else ""
+        if error is not None:
+            log.error("applying the record at %s%s raised", where, event, exc_info=error)
+        log.warning("skipped the record at %s%s: %s: %s", where, event, reason, detail)
 
     def skipped(self, topic: str, reason: str) -> float:
         """How many records of ``topic`` were skipped for ``reason`` (for tests and views)."""

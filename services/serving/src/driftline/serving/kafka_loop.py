@@ -182,17 +182,6 @@ class ModelFollower:
             reason = "unknown_version" if known else "unknown_model"
         else:
             reason = "processing_error"
-        if not isinstance(exc, DriftlineError):
-            # Not one of the load's known refusals (a tampered or missing artifact): an
-            # unpickling failure or a bug; the traceback says which.
-            log.error(
-                "applying event %s at %s[%d]@%d raised",
-                event.event_id,
-                MODELS.name,
-                partition,
-                offset,
-                exc_info=exc,
-            )
         message = exc.message if isinstance(exc, DriftlineError) else f"{type(exc).__name__}: {exc}"
         self._health.skip(
             MODELS.name,
@@ -203,6 +192,9 @@ class ModelFollower:
             f"(alias {event.alias or 'champion'!r}) not applied, what served before keeps "
             f"serving: {message}",
             event_id=event.event_id,
+            # Not one of the load's known refusals (a tampered or missing artifact): an
+            # unpickling failure or a bug; the traceback says which.
+            error=None if isinstance(exc, DriftlineError) else exc,
         )
 
 
