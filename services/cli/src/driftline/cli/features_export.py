@@ -6,7 +6,6 @@ Thin wiring over :mod:`driftline.offline` (the table is the one
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,27 +111,16 @@ def export(
     """
     from aiokafka.errors import KafkaError
 
-    from driftline.offline import ExportError, read_training_set, resolve_model, write_table
-    from driftline.specs import SpecError, load_featuresets
+    from driftline.offline import ExportError, load_training_set, write_table
+    from driftline.specs import SpecError
 
     settings = state(ctx).settings()
     start, end = parse_when(since, "--since"), parse_when(until, "--until")
     if featureset is None and model is None:
         raise typer.BadParameter("give --featureset, --model or both", param_hint="--featureset")
     try:
-        spec = resolve_model(model, settings.training.models_dir)
-        directory = settings.training.featuresets_dir
-        catalog = load_featuresets(directory) if directory.is_dir() else None
-        result = asyncio.run(
-            read_training_set(
-                settings.kafka,
-                featureset,
-                since=start,
-                until=end,
-                model=spec,
-                featuresets=catalog,
-                progress=_Progress(),
-            )
+        result = load_training_set(
+            settings, featureset, since=start, until=end, model=model, progress=_Progress()
         )
     except (ExportError, SpecError) as exc:
         err_console.print(
@@ -149,10 +137,11 @@ def export(
         )
         raise typer.Exit(1) from None
     write_table(result.frame, output)
+    of_model = f", model {result.model.name}" if result.model else ""
     left = f"; {result.left_out} left out (label not of the label type)" if result.left_out else ""
     console.print(
         f"wrote {len(result.frame):,} examples of {result.featureset} "
-        f"({len(result.features)} features{', model ' + spec.name if spec else ''}{left}) "
+        f"({len(result.features)} features{of_model}{left}) "
         f"to {output}",
         highlight=False,
         markup=False,

@@ -6,10 +6,11 @@ reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -20,20 +21,26 @@ from driftline.cli.registry_views import Row
 from driftline.contracts.errors import DriftlineError
 from driftline.specs import SpecError
 
+T = TypeVar("T")
+
 models_app = typer.Typer(
     help="Model versions and aliases in the registry (list, show, register, promote, roll back).",
     no_args_is_help=True,
 )
 
 
-def _target(ctx: typer.Context) -> tuple[str, str | None]:
+def _ask(ctx: typer.Context, view: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a registry view at the configured registry; a refusal exits 1 with its message."""
     cfg = state(ctx).settings().registry
-    return f"{cfg.grpc_host}:{cfg.grpc_port}", cfg.token
+    try:
+        return view(f"{cfg.grpc_host}:{cfg.grpc_port}", *args, token=cfg.token, **kwargs)
+    except DriftlineError as exc:
+        err_console.print(f"driftline: {exc.message}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from None
 
 
-def _fail(exc: DriftlineError) -> typer.Exit:
-    err_console.print(f"driftline: {exc.message}", style="red", highlight=False, markup=False)
-    return typer.Exit(1)
+def _say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _table(rows: list[Row], empty: str) -> None:
@@ -52,11 +59,7 @@ def models_list(
     name: Annotated[str | None, typer.Argument(help="A model: list its versions.")] = None,
 ) -> None:
     """List models, or the versions of one model."""
-    target, token = _target(ctx)
-    try:
-        rows = registry_views.models_list(target, name, token=token)
-    except DriftlineError as exc:
-        raise _fail(exc) from None
+    rows = _ask(ctx, registry_views.models_list, name)
     _table(rows, "no models registered yet" if name is None else f"{name} has no versions")
 
 
@@ -68,12 +71,8 @@ def models_show(
     alias: Annotated[str | None, typer.Option(help="champion, challenger or shadow.")] = None,
 ) -> None:
     """Show one version (the latest unless --version or --alias)."""
-    target, token = _target(ctx)
-    try:
-        text = registry_views.models_show(target, name, version, alias, token=token)
-    except DriftlineError as exc:
-        raise _fail(exc) from None
-    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    text = _ask(ctx, registry_views.models_show, name, version, alias)
+    _say(text)
 
 
 class Framework(StrEnum):
@@ -172,20 +171,16 @@ def models_register(
             f"driftline: {artifact}: {exc.message}", style="red", highlight=False, markup=False
         )
         raise typer.Exit(2) from None
-    target, token = _target(ctx)
-    try:
-        text = registry_views.models_register(
-            target,
-            prepared,
-            promote=promote.value if promote is not None else None,
-            trained_on=trained_on,
-            metrics=metrics,
-            actor=actor,
-            token=token,
-        )
-    except DriftlineError as exc:
-        raise _fail(exc) from None
-    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    text = _ask(
+        ctx,
+        registry_views.models_register,
+        prepared,
+        promote=promote.value if promote is not None else None,
+        trained_on=trained_on,
+        metrics=metrics,
+        actor=actor,
+    )
+    _say(text)
 
 
 @models_app.command("promote")
@@ -198,14 +193,10 @@ def models_promote(
     actor: Annotated[str, typer.Option(help="Who does it.")] = "cli",
 ) -> None:
     """Point an alias (champion by default) at a version."""
-    target, token = _target(ctx)
-    try:
-        line = registry_views.models_promote(
-            target, name, version, alias, actor=actor, reason=reason, token=token
-        )
-    except DriftlineError as exc:
-        raise _fail(exc) from None
-    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    line = _ask(
+        ctx, registry_views.models_promote, name, version, alias, actor=actor, reason=reason
+    )
+    _say(line)
 
 
 @models_app.command("rollback")
@@ -226,14 +217,10 @@ def models_rollback(
 ) -> None:
     """Roll an alias back to its previous version (or to where it pointed --as-of a time)."""
     when = as_of.replace(tzinfo=UTC) if as_of is not None and as_of.tzinfo is None else as_of
-    target, token = _target(ctx)
-    try:
-        line = registry_views.models_rollback(
-            target, name, alias, as_of=when, actor=actor, reason=reason, token=token
-        )
-    except DriftlineError as exc:
-        raise _fail(exc) from None
-    console.print(line, highlight=False, markup=False, soft_wrap=True)
+    line = _ask(
+        ctx, registry_views.models_rollback, name, alias, as_of=when, actor=actor, reason=reason
+    )
+    _say(line)
 
 
 @models_app.command("history")
@@ -244,9 +231,5 @@ def models_history(
     limit: Annotated[int, typer.Option(help="Only the most recent N changes (0: all).")] = 0,
 ) -> None:
     """Every alias change of a model, oldest first, with actor and reason."""
-    target, token = _target(ctx)
-    try:
-        rows = registry_views.models_history(target, name, alias, limit, token=token)
-    except DriftlineError as exc:
-        raise _fail(exc) from None
+    rows = _ask(ctx, registry_views.models_history, name, alias, limit)
     _table(rows, f"{name} has no alias changes")
