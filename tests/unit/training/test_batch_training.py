@@ -31,7 +31,7 @@ from driftline.training.batch import (
     library_versions,
     signature_of,
 )
-from driftline.training.candidates import InMemorySink
+from driftline.training.candidates import InMemorySink, NewVersion
 from driftline.training.core import CoreConfig, RetrainStatus, TrainingCore
 from driftline.training.kafka_loop import KafkaRetrainLoop
 from driftline.training.label_join import JoinedExample, Position
@@ -319,10 +319,10 @@ async def test_the_champion_of_another_framework_is_compared_through_its_runtime
     for x, y in synth.Agrawal(classification_function=2, seed=8).take(3000):
         river.learn_one(river_spec.select(x), y)
     sink = InMemorySink()
-    v = await sink.register(
-        spec.name, river, metrics={}, lineage=_lineage(), spec=river_spec.model_dump(mode="json"),
+    v = await sink.register(spec.name, river, NewVersion(
+        metrics={}, lineage=_lineage(), spec=river_spec.model_dump(mode="json"),
         idempotency_key="k", actor="t", framework="river",
-    )  # fmt: skip
+    ))  # fmt: skip
     await sink.set_alias(spec.name, "champion", v.version, actor="t", reason="", trigger_id="")
     core, holder = _core(spec, loans, sink)
     stream = holder["stream"] = Stream(core, make_vector, make_label)

@@ -9,6 +9,7 @@ from driftline.kafkaio.clients import (
     encode_value,
     make_consumer,
     make_producer,
+    read_from_start,
     send_model,
     wait_for_kafka,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "make_producer",
     "of_the_world",
     "provision_topics",
+    "read_from_start",
     "retry_io",
     "send_batched",
     "send_model",

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
@@ -67,6 +67,18 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*(t.name for t in topics), **options)
+
+
+async def read_from_start(consumer: AIOKafkaConsumer, topic: Topic) -> dict[TopicPartition, int]:
+    """Assign ``consumer`` (started, in no group) every partition of ``topic`` from its
+    start; returns the end offsets as of now, which say when it has read all there was.
+
+    The declaration is the contract for the partition count, so no metadata is awaited.
+    """
+    tps = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return dict(await consumer.end_offsets(tps))
 
 
 async def send_model(

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.contracts.messages import DeadLetter, DlqReason
 from driftline.contracts.topics import DLQ, EVENTS, LABELS
-from driftline.kafkaio.clients import make_producer
+from driftline.kafkaio.clients import make_producer, read_from_start
 from driftline.settings import KafkaSettings
 
 REPLAY_HEADER = "driftline-dlq-offset"
@@ -34,6 +34,19 @@ class StoredLetter:
     letter: DeadLetter
 
 
+def _reader(settings: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of no group (it assigns partitions and commits nothing) that reads
+    committed records only; not started."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-dlq-reader",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **options,
+    )
+
+
 async def read_dead_letters(
     settings: KafkaSettings,
     *,
@@ -47,25 +60,12 @@ async def read_dead_letters(
     live topic.  ``limit`` keeps the newest ``limit`` matches.
     """
     wanted = set(reasons)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-dlq-reader",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
+    consumer = _reader(settings, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        # The declaration is the contract for the partition count.
-        tps = [TopicPartition(DLQ.name, p) for p in range(DLQ.partitions)]
-        consumer.assign(tps)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, begin[tp])
+        end = await read_from_start(consumer, DLQ)
         out: list[StoredLetter] = []
-        remaining = {tp for tp in tps if end[tp] > 0}
+        remaining = {tp for tp, offset in end.items() if offset > 0}
         for tp in list(remaining):
             if await consumer.position(tp) >= end[tp]:
                 remaining.discard(tp)
@@ -105,14 +105,8 @@ async def _record_at(
 ) -> Any:
     """The committed record at ``tp``/``offset``; :class:`LookupError` says why there is none."""
     where = f"{tp.topic}[{tp.partition}]@{offset}"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-dlq-reader",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=fetch_bytes,
-        fetch_max_bytes=2 * fetch_bytes,
+    consumer = _reader(
+        settings, max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=2 * fetch_bytes
     )
     await consumer.start()
     try:

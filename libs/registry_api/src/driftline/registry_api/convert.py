@@ -6,9 +6,9 @@ mapping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct
@@ -18,15 +18,15 @@ from driftline.contracts.messages import Lineage, OffsetRange
 from driftline.edge.values import values_from_pb, values_to_pb
 from driftline.registry_api.models import (
     AliasChange,
-    AliasChangeKind,
     ArtifactMetadata,
     ModelSummary,
     ModelVersionInfo,
-    ParamValue,
     UnservedRetrain,
-    VersionStatus,
 )
 from driftline.v1 import common_pb2, registry_pb2
+
+if TYPE_CHECKING:
+    from driftline.registry_api.models import AliasChangeKind, ParamValue, VersionStatus
 
 __all__ = [
     "alias_change_from_pb",
@@ -38,6 +38,7 @@ __all__ = [
     "lineage_to_pb",
     "params_from_pb",
     "params_to_pb",
+    "same_named",
     "struct_from_dict",
     "struct_to_dict",
     "summary_from_pb",
@@ -58,6 +59,17 @@ _KIND_TO_PB: dict[AliasChangeKind, int] = {
     "deleted": registry_pb2.ALIAS_CHANGE_KIND_DELETED,
 }
 _KIND_FROM_PB: dict[int, AliasChangeKind] = {v: k for k, v in _KIND_TO_PB.items()}
+
+_VERSION_FIELDS = ("name", "version", "sha256", "signature", "signature_key_id", "created_by")
+"""Fields a :class:`ModelVersionInfo` and a protobuf ModelVersion hold alike."""
+_ALIAS_CHANGE_FIELDS = ("event_id", "name", "alias", "actor", "reason", "trigger_id")
+"""Fields an :class:`AliasChange` and its protobuf message hold alike."""
+
+
+def same_named(source: object, names: Iterable[str]) -> dict[str, Any]:
+    """``{name: source.<name>}`` for each of ``names``: the fields a protobuf message and
+    its model hold under one name and type, copied across without spelling out each."""
+    return {name: getattr(source, name) for name in names}
 
 
 def datetime_to_pb(value: datetime) -> Timestamp:
@@ -174,10 +186,7 @@ def _has_lineage_content(pb: registry_pb2.Lineage) -> bool:
 def version_to_pb(v: ModelVersionInfo) -> registry_pb2.ModelVersion:
     """The protobuf ModelVersion of a :class:`ModelVersionInfo`."""
     pb = registry_pb2.ModelVersion(
-        name=v.name,
-        version=v.version,
-        sha256=v.sha256,
-        signature=v.signature,
+        **same_named(v, _VERSION_FIELDS),
         created_at=datetime_to_pb(v.created_at),
         metrics=v.metrics,
         lineage=lineage_to_pb(v.lineage, v.drift_ids),
@@ -187,9 +196,7 @@ def version_to_pb(v: ModelVersionInfo) -> registry_pb2.ModelVersion:
         spec=struct_from_dict(v.spec),
         artifact_format=v.artifact_format,
         size_bytes=v.size_bytes,
-        created_by=v.created_by,
         tags=v.tags,
-        signature_key_id=v.signature_key_id,
         framework=v.framework,
         library_versions=v.library_versions,
     )
@@ -200,13 +207,8 @@ def version_from_pb(pb: registry_pb2.ModelVersion) -> ModelVersionInfo:
     """The :class:`ModelVersionInfo` of a protobuf ModelVersion."""
     lineage, drift_ids = lineage_from_pb(pb.lineage)
     return ModelVersionInfo(
-        name=pb.name,
-        version=pb.version,
-        sha256=pb.sha256,
-        signature=pb.signature,
-        signature_key_id=pb.signature_key_id,
+        **same_named(pb, _VERSION_FIELDS),
         created_at=datetime_from_pb(pb.created_at),
-        created_by=pb.created_by,
         metrics=dict(pb.metrics),
         lineage=lineage,
         drift_ids=drift_ids,
@@ -226,11 +228,10 @@ def artifact_metadata_from_pb(pb: registry_pb2.ArtifactMetadata) -> ArtifactMeta
     """The :class:`ArtifactMetadata` of its protobuf message."""
     return ArtifactMetadata(
         model_version=version_from_pb(pb.model_version),
-        size_bytes=pb.size_bytes,
-        sha256=pb.sha256,
-        signature=pb.signature,
-        signature_algorithm=pb.signature_algorithm,
-        signature_key_id=pb.signature_key_id,
+        **same_named(
+            pb,
+            ("size_bytes", "sha256", "signature", "signature_algorithm", "signature_key_id"),
+        ),
         artifact_format=pb.artifact_format,
     )
 
@@ -238,13 +239,8 @@ def artifact_metadata_from_pb(pb: registry_pb2.ArtifactMetadata) -> ArtifactMeta
 def alias_change_to_pb(c: AliasChange) -> registry_pb2.AliasChange:
     """The protobuf AliasChange of an :class:`AliasChange`."""
     pb = registry_pb2.AliasChange(
-        event_id=c.event_id,
-        name=c.name,
-        alias=c.alias,
+        **same_named(c, _ALIAS_CHANGE_FIELDS),
         kind=_KIND_TO_PB[c.kind],  # type: ignore[arg-type]
-        actor=c.actor,
-        reason=c.reason,
-        trigger_id=c.trigger_id,
         changed_at=datetime_to_pb(c.changed_at),
     )
     if c.version is not None:
@@ -257,15 +253,10 @@ def alias_change_to_pb(c: AliasChange) -> registry_pb2.AliasChange:
 def alias_change_from_pb(pb: registry_pb2.AliasChange) -> AliasChange:
     """The :class:`AliasChange` of its protobuf message."""
     return AliasChange(
-        event_id=pb.event_id,
-        name=pb.name,
-        alias=pb.alias,
+        **same_named(pb, _ALIAS_CHANGE_FIELDS),
         kind=_KIND_FROM_PB.get(pb.kind, "set"),
         version=pb.version if pb.HasField("version") else None,
         previous_version=pb.previous_version if pb.HasField("previous_version") else None,
-        actor=pb.actor,
-        reason=pb.reason,
-        trigger_id=pb.trigger_id,
         changed_at=datetime_from_pb(pb.changed_at),
     )
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -30,7 +30,7 @@ from driftline.contracts.messages import (
     utcnow,
 )
 from driftline.ingestion.dedup import DedupStore
-from driftline.specs import FeatureSetCatalog, RecordRejected
+from driftline.specs import FeatureSetCatalog, FeatureSetSpec, RecordRejected
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ class Source:
         if self.topic is not None:
             return f"{self.topic}[{self.partition}]@{self.offset}"
         return self.owner
+
+    def letter_fields(self) -> dict[str, Any]:
+        """The fields of a :class:`DeadLetter` that say where its record came from."""
+        return {
+            "source": self.via,
+            "source_topic": self.topic,
+            "source_partition": self.partition,
+            "source_offset": self.offset,
+            "kind": self.kind,
+        }
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,6 @@ class IngestionCore:
         given).  Transports also use it for a record they cannot write
         (:func:`~driftline.ingestion.writer.fault_letter`).
         """
-        src = item.source
         key, key_note = _bounded_key(item.key)
         letter = DeadLetter.of(
             item.value or b"",
@@ -193,12 +202,8 @@ class IngestionCore:
             reason=reason,
             detail=detail + key_note,
             original_key=key,
-            source=src.via,
-            source_topic=src.topic,
-            source_partition=src.partition,
-            source_offset=src.offset,
-            kind=src.kind,
             received_at=now or utcnow(),
+            **item.source.letter_fields(),
         )
         return Rejected(letter, key)
 
@@ -213,12 +218,8 @@ class IngestionCore:
             truncated=True,
             reason=DlqReason.UNPARSEABLE,
             detail=detail,
-            source=source.via,
-            source_topic=source.topic,
-            source_partition=source.partition,
-            source_offset=source.offset,
-            kind=source.kind,
             received_at=utcnow(),
+            **source.letter_fields(),
         )
         return Rejected(letter, None)
 
@@ -301,47 +302,37 @@ class IngestionCore:
                 f"expected a JSON object, got {type(doc).__name__}",
                 now=now,
             )
-        if item.source.kind == "event":
-            return self._event(item, doc, now)
-        return self._label(item, doc, now)
-
-    def _event(self, item: Incoming, doc: dict[str, object], now: datetime) -> Outcome:
+        model = RawEvent if item.source.kind == "event" else RawLabel
         try:
-            raw = RawEvent.model_validate(doc)
+            parsed = model.model_validate(doc)
         except ValidationError as exc:
             return self.reject(item, DlqReason.SCHEMA, _describe(exc), now=now)
         try:
-            spec = self.catalog.resolve(raw.featureset)
-            features = spec.validate_features(raw.features)
+            record = _checked(parsed, self.catalog.resolve(parsed.featureset), now)
         except RecordRejected as exc:
             return self.reject(item, exc.reason, exc.detail, now=now)
-        record = ValidEvent(
+        return Accepted(record, parsed.entity_id)
+
+
+def _checked(
+    raw: RawEvent | RawLabel, spec: FeatureSetSpec, now: datetime
+) -> ValidEvent | ValidLabel:
+    """The valid record of ``raw`` under ``spec``; :class:`RecordRejected` says what is off."""
+    if isinstance(raw, RawEvent):
+        return ValidEvent(
             event_id=raw.event_id,
             entity_id=raw.entity_id,
             event_time=raw.timestamp,
+            features=spec.validate_features(raw.features),
             featureset=spec.name,
             featureset_version=spec.version,
-            features=features,
             ingested_at=now,
         )
-        return Accepted(record, raw.entity_id)
-
-    def _label(self, item: Incoming, doc: dict[str, object], now: datetime) -> Outcome:
-        try:
-            raw = RawLabel.model_validate(doc)
-        except ValidationError as exc:
-            return self.reject(item, DlqReason.SCHEMA, _describe(exc), now=now)
-        try:
-            spec = self.catalog.resolve(raw.featureset)
-            label = spec.check_label(raw.label)
-        except RecordRejected as exc:
-            return self.reject(item, exc.reason, exc.detail, now=now)
-        record = ValidLabel(
-            event_id=raw.event_id,
-            entity_id=raw.entity_id,
-            event_time=raw.timestamp,
-            label=label,
-            ingested_at=now,
-            featureset=spec.name,
-        )
-        return Accepted(record, raw.entity_id)
+    return ValidLabel(
+        event_id=raw.event_id,
+        entity_id=raw.entity_id,
+        event_time=raw.timestamp,
+        label=spec.check_label(raw.label),
+        ingested_at=now,
+        featureset=spec.name,
+    )

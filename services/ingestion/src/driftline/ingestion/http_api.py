@@ -75,6 +75,21 @@ class RequestRefused(BaseModel):
     """The limit the request went over (bytes for 413, records for 422), when one did."""
 
 
+def _ingest_route(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI description both ingest routes share, their body being ``model``s."""
+    return {
+        "tags": ["ingest"],
+        "response_model": IngestResponse,
+        "responses": {
+            401: {"description": "API key required"},
+            413: {"model": RequestRefused, "description": "Body over kafka.max_message_bytes"},
+            422: {"model": IngestResponse | RequestRefused},
+            503: {"model": RequestRefused, "description": "Kafka or Redis unavailable"},
+        },
+        "openapi_extra": _body_schema(model),
+    }
+
+
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schema.pop("$defs", None)
@@ -281,19 +296,7 @@ def add_ingest_routes(
                 exc,
             )
 
-    @app.post(
-        "/v1/events",
-        tags=["ingest"],
-        summary="Send one event or a batch",
-        response_model=IngestResponse,
-        responses={
-            401: {"description": "API key required"},
-            413: {"model": RequestRefused, "description": "Body over kafka.max_message_bytes"},
-            422: {"model": IngestResponse | RequestRefused},
-            503: {"model": RequestRefused, "description": "Kafka or Redis unavailable"},
-        },
-        openapi_extra=_body_schema(RawEvent),
-    )
+    @app.post("/v1/events", summary="Send one event or a batch", **_ingest_route(RawEvent))
     async def post_events(
         request: Request, x_api_key: str | None = Header(default=None)
     ) -> JSONResponse:
@@ -301,17 +304,7 @@ def add_ingest_routes(
         return await ingest("event", request, x_api_key)
 
     @app.post(
-        "/v1/labels",
-        tags=["ingest"],
-        summary="Send one label (ground truth) or a batch",
-        response_model=IngestResponse,
-        responses={
-            401: {"description": "API key required"},
-            413: {"model": RequestRefused, "description": "Body over kafka.max_message_bytes"},
-            422: {"model": IngestResponse | RequestRefused},
-            503: {"model": RequestRefused, "description": "Kafka or Redis unavailable"},
-        },
-        openapi_extra=_body_schema(RawLabel),
+        "/v1/labels", summary="Send one label (ground truth) or a batch", **_ingest_route(RawLabel)
     )
     async def post_labels(
         request: Request, x_api_key: str | None = Header(default=None)

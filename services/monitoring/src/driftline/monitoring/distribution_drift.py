@@ -41,6 +41,8 @@ __all__ = ["DistributionConfig", "DistributionMonitor", "Finding"]
 drift: Any = _river_drift
 
 Severity = Literal["info", "warning", "critical"]
+Rows = list[Mapping[str, FeatureValue]]
+"""A window of records' feature values."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class DistributionMonitor:
         self.config = config or DistributionConfig()
         self._seed = seed
         self._numeric: dict[str, _Numeric] = {}
-        self._rows: list[Mapping[str, FeatureValue]] = []
+        self._rows: Rows = []
         self._quiet_until: dict[tuple[str, str], int] = {}
         self.records = 0
         self.window_start = 0
@@ -204,12 +206,7 @@ class DistributionMonitor:
         return out
 
     def _numeric_window(
-        self,
-        name: str,
-        ref: NumericReference,
-        rows: list[Mapping[str, FeatureValue]],
-        start: int,
-        index: int,
+        self, name: str, ref: NumericReference, rows: Rows, start: int, index: int
     ) -> list[Finding]:
         counts = [0] * len(ref.counts)
         n = 0
@@ -235,12 +232,7 @@ class DistributionMonitor:
         return out
 
     def _categorical_window(
-        self,
-        name: str,
-        ref: CategoricalReference,
-        rows: list[Mapping[str, FeatureValue]],
-        start: int,
-        index: int,
+        self, name: str, ref: CategoricalReference, rows: Rows, start: int, index: int
     ) -> list[Finding]:
         freq = Counter(str(row[name]) for row in rows if row.get(name) is not None)
         if not freq:

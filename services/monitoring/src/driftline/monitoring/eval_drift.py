@@ -28,7 +28,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -383,19 +383,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy_params=monitoring.detector.params,
     )
     if args.quick:
-        cfg = EvalConfig(
+        cfg = replace(
+            cfg,
             seeds=2 if args.seeds == 5 else args.seeds,
             n_before=3_000,
             n_after=2_000,
             control_events=10_000,
             bernoulli_before=3_000,
             bernoulli_after=2_000,
-            processes=cfg.processes,
-            detectors=cfg.detectors,
-            streams=cfg.streams,
-            cooldown_events=cfg.cooldown_events,
-            policy_detector=cfg.policy_detector,
-            policy_params=cfg.policy_params,
         )
     report = evaluate(cfg)
     print(render(report))

@@ -24,11 +24,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Link, Span
 from pydantic import ValidationError
 
 from driftline.contracts.messages import (
@@ -38,11 +40,20 @@ from driftline.contracts.messages import (
     ValidLabel,
     prediction_records,
 )
-from driftline.contracts.topics import DRIFT, FEATURES, LABELS_VALID, MODELS, PREDICTIONS, RETRAIN
+from driftline.contracts.topics import (
+    DRIFT,
+    FEATURES,
+    LABELS_VALID,
+    MODELS,
+    PREDICTIONS,
+    RETRAIN,
+    Topic,
+)
 from driftline.kafkaio import (
     is_record_fault,
     make_consumer,
     make_producer,
+    read_from_start,
     retry_io,
     send_model,
     traceparent_of,
@@ -208,13 +219,11 @@ class KafkaMonitorLoop:
         for ev in out.drift:
             # A detection starts a trace of its own, linked to the traces of the
             # records that caused it; its record carries the new trace on.
-            with tracer.start_as_current_span(
-                f"{DRIFT.name} publish",
-                context=otel_context.Context(),
-                kind=trace.SpanKind.PRODUCER,
-                links=self.upstream_spans.links(ev.trace_ids),
-                attributes={
-                    **messaging_attributes(DRIFT.name, "publish", key=ev.model_name),
+            with _publish_span(
+                DRIFT,
+                ev.model_name,
+                self.upstream_spans.links(ev.trace_ids),
+                {
                     "driftline.drift.id": ev.drift_id,
                     "driftline.drift.kind": ev.kind.value,
                     "driftline.drift.detector": ev.detector,
@@ -226,15 +235,11 @@ class KafkaMonitorLoop:
                 model=ev.model_name, kind=ev.kind.value, detector=ev.detector
             ).inc()
         for req in out.retrain:
-            with tracer.start_as_current_span(
-                f"{RETRAIN.name} publish",
-                context=otel_context.Context(),
-                kind=trace.SpanKind.PRODUCER,
-                links=self.drift_spans.links(req.drift_ids),
-                attributes={
-                    **messaging_attributes(RETRAIN.name, "publish", key=req.model_name),
-                    "driftline.retrain.request_id": req.request_id,
-                },
+            with _publish_span(
+                RETRAIN,
+                req.model_name,
+                self.drift_spans.links(req.drift_ids),
+                {"driftline.retrain.request_id": req.request_id},
             ):
                 futures.append(await send_model(producer, RETRAIN, req.model_name, req))
             self.monitor_metrics.retrain_requests.labels(model=req.model_name).inc()
@@ -308,10 +313,7 @@ class KafkaMonitorLoop:
         unknown version, and a prediction judged against a champion not yet read.
         """
         # One partition by contract; read them all regardless.
-        tps = [TopicPartition(MODELS.name, p) for p in range(MODELS.partitions)]
-        models.assign(tps)
-        await models.seek_to_beginning(*tps)
-        end = await models.end_offsets(tps)
+        end = await read_from_start(models, MODELS)
         read = 0
         while not stop.is_set():
             if all([await models.position(tp) >= offset for tp, offset in end.items()]):
@@ -363,39 +365,46 @@ class KafkaMonitorLoop:
         except Exception as exc:
             if not is_record_fault(exc):
                 raise
-            await self._publish_apart(producer, out, stop, data, positions, exc)
+            # One of the records cannot be published (the broker refuses it for itself):
+            # they go one by one, and only those that fail so are dropped.
+            items = [Outputs(drift=[d]) for d in out.drift] + [
+                Outputs(retrain=[r]) for r in out.retrain
+            ]
+            if len(items) <= 1:
+                self._drop(out, exc)
+                return
+            for item in items:
+                await self.publish_with_retry(producer, item, stop, data, positions)
             return
         self.health.progressed(waiting)
 
-    async def _publish_apart(
-        self,
-        producer: AIOKafkaProducer,
-        out: Outputs,
-        stop: asyncio.Event,
-        data: AIOKafkaConsumer,
-        positions: Positions,
-        exc: Exception,
-    ) -> None:
-        """One of ``out`` 's records cannot be published (the broker refuses it for itself):
-        publish them one by one and drop only those that fail so."""
-        items = [Outputs(drift=[d]) for d in out.drift] + [
-            Outputs(retrain=[r]) for r in out.retrain
-        ]
-        if len(items) <= 1:
-            self.metrics.errors.labels(kind="unpublishable").inc()
-            ids = [d.drift_id for d in out.drift] + [r.request_id for r in out.retrain]
-            log.error(
-                "dropped %s: it cannot be published (%s: %s)",
-                ", ".join(ids) or "nothing",
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-            )
-            return
-        for item in items:
-            await self.publish_with_retry(producer, item, stop, data, positions)
+    def _drop(self, out: Outputs, exc: Exception) -> None:
+        """Give up on the one record of ``out``, which the broker refuses for itself."""
+        self.metrics.errors.labels(kind="unpublishable").inc()
+        ids = [d.drift_id for d in out.drift] + [r.request_id for r in out.retrain]
+        log.error(
+            "dropped %s: it cannot be published (%s: %s)",
+            ", ".join(ids) or "nothing",
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
 
 
 async def _positions_of(data: AIOKafkaConsumer) -> dict[tuple[str, int], int]:
     """The data consumer's position on each assigned partition."""
     return {(tp.topic, tp.partition): await data.position(tp) for tp in data.assignment()}
+
+
+def _publish_span(
+    topic: Topic, key: str, links: list[Link], attributes: Mapping[str, str]
+) -> AbstractContextManager[Span]:
+    """The producer span of a record that starts a trace of its own, linked to the
+    traces of what caused it (its record carries the new trace on)."""
+    return tracer.start_as_current_span(
+        f"{topic.name} publish",
+        context=otel_context.Context(),
+        kind=trace.SpanKind.PRODUCER,
+        links=links,
+        attributes={**messaging_attributes(topic.name, "publish", key=key), **attributes},
+    )

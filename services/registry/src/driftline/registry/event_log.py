@@ -17,7 +17,13 @@ from pydantic import ValidationError
 
 from driftline.contracts.messages import RegistryEvent
 from driftline.contracts.topics import MODELS
-from driftline.kafkaio import make_consumer, make_producer, send_model, unreadable_detail
+from driftline.kafkaio import (
+    make_consumer,
+    make_producer,
+    read_from_start,
+    send_model,
+    unreadable_detail,
+)
 from driftline.registry.core import RegistryCore
 from driftline.registry.registry_metrics import RegistryMetrics
 from driftline.settings import KafkaSettings
@@ -81,10 +87,7 @@ class KafkaRegistryLog:
         await consumer.start()
         try:
             # One partition by contract (one global order); read them all regardless.
-            tps = [TopicPartition(MODELS.name, p) for p in range(MODELS.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            end = await read_from_start(consumer, MODELS)
             log.info(
                 "replaying %s up to %s", MODELS.name, {tp.partition: o for tp, o in end.items()}
             )
@@ -127,14 +130,6 @@ class KafkaRegistryLog:
             # A bug the event exercises (or content the state cannot hold) must not stop
             # the replay: every later event would be lost to this replica.
             self._metrics.events.labels(outcome="invalid").inc()
-            log.error(
-                "applying event %s at %s[%d]@%d raised",
-                event.event_id,
-                MODELS.name,
-                partition,
-                offset,
-                exc_info=True,
-            )
             self._health.skip(
                 MODELS.name,
                 partition,
@@ -142,6 +137,7 @@ class KafkaRegistryLog:
                 "processing_error",
                 f"{type(exc).__name__}: {exc}",
                 event_id=event.event_id,
+                error=exc,  # its traceback is logged: the line the event made fail
             )
             return
         if outcome.skip_reason is not None:

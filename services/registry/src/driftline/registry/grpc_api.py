@@ -27,6 +27,7 @@ from driftline.registry_api.convert import (
     datetime_from_pb,
     lineage_from_pb,
     params_from_pb,
+    same_named,
     struct_to_dict,
     summary_to_pb,
     version_to_pb,
@@ -145,14 +146,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             drift_ids=drift_ids,
             params=params_from_pb(meta.params),
             spec=struct_to_dict(meta.spec),
-            artifact_format=meta.artifact_format,
-            sha256=meta.sha256,
-            size_bytes=meta.size_bytes,
-            actor=meta.actor,
-            idempotency_key=meta.idempotency_key,
             tags=dict(meta.tags),
-            framework=meta.framework,
             library_versions=dict(meta.library_versions),
+            framework=meta.framework,
+            **same_named(
+                meta, ("artifact_format", "sha256", "size_bytes", "actor", "idempotency_key")
+            ),
         )
         version, _created = await self.core.register(reg, b"".join(parts))
         return version_to_pb(version)

@@ -118,6 +118,15 @@ class ModelState:
         return v.model_copy(update={"aliases": aliases}) if aliases else v
 
 
+def _unknown_version(event: RegistryEvent) -> ApplyOutcome:
+    return ApplyOutcome(
+        event.event_id,
+        False,
+        f"unknown version {event.version} of {event.model_name!r}",
+        "unknown_version",
+    )
+
+
 def split_spec(spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(user_spec, extras)`` of an event's spec."""
     user = {k: v for k, v in spec.items() if k != EXTRAS_KEY}
@@ -160,19 +169,30 @@ class RegistryState:
         self.events_seen += 1
         if event.event_id in self.applied_events:
             return ApplyOutcome(event.event_id, False, "event already applied")
-        if event.kind is RegistryEventKind.REGISTERED:
-            outcome = self._register(event)
-        elif event.kind in (RegistryEventKind.ALIAS_SET, RegistryEventKind.ROLLED_BACK):
-            outcome = self._move_alias(event)
-        elif event.kind is RegistryEventKind.REJECTED:
-            outcome = self._reject(event)
-        elif event.kind is RegistryEventKind.RETRAIN_UNSERVED:
-            outcome = self._unserved(event)
-        else:  # a kind a newer registry writes: its readers here have nothing to do
-            outcome = ApplyOutcome(event.event_id, False, f"kind {event.kind} is not applied")
+        outcome = self._dispatch(event)
         if outcome.applied:
             self.applied_events.add(event.event_id)
         return outcome
+
+    def _dispatch(self, event: RegistryEvent) -> ApplyOutcome:
+        if event.kind is RegistryEventKind.REGISTERED:
+            return self._register(event)
+        on_model = {
+            RegistryEventKind.ALIAS_SET: self._move_alias,
+            RegistryEventKind.ROLLED_BACK: self._move_alias,
+            RegistryEventKind.REJECTED: self._reject,
+            RegistryEventKind.RETRAIN_UNSERVED: self._unserved,
+        }.get(event.kind)
+        if on_model is None:  # a kind a newer registry writes: its readers here have nothing to do
+            return ApplyOutcome(event.event_id, False, f"kind {event.kind} is not applied")
+        # The other kinds change a registered model: a writer checks its state (a prefix
+        # of this log) before it writes, so an event naming no model comes from no registry.
+        model = self.models.get(event.model_name)
+        if model is None:
+            return ApplyOutcome(
+                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
+            )
+        return on_model(event, model)
 
     def _register(self, event: RegistryEvent) -> ApplyOutcome:
         if not MODEL_NAME.match(event.model_name):
@@ -240,25 +260,15 @@ class RegistryState:
         self.models[event.model_name] = model
         return ApplyOutcome(event.event_id, True)
 
-    def _move_alias(self, event: RegistryEvent) -> ApplyOutcome:
-        # A writer checks the model, alias and version in its state (a prefix of this
-        # log) before it writes: an event failing these checks comes from no registry.
-        model = self.models.get(event.model_name)
-        if model is None:
-            return ApplyOutcome(
-                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
-            )
+    def _move_alias(self, event: RegistryEvent, model: ModelState) -> ApplyOutcome:
+        # A writer checks the alias and version in its state (a prefix of this log)
+        # before it writes: an event failing these checks comes from no registry.
         alias = event.alias or ""
         if alias not in ALIASES:
             return ApplyOutcome(event.event_id, False, f"invalid alias {alias!r}", "invalid")
         deleting = event.kind is RegistryEventKind.ALIAS_SET and event.version == DELETED_VERSION
         if not deleting and model.version(event.version) is None:
-            return ApplyOutcome(
-                event.event_id,
-                False,
-                f"unknown version {event.version} of {model.name!r}",
-                "unknown_version",
-            )
+            return _unknown_version(event)
         current = model.aliases.get(alias)
         if current != event.previous_version:
             return ApplyOutcome(
@@ -293,40 +303,20 @@ class RegistryState:
         self.alias_changes += 1
         return ApplyOutcome(event.event_id, True)
 
-    def _reject(self, event: RegistryEvent) -> ApplyOutcome:
-        model = self.models.get(event.model_name)
-        if model is None:
-            return ApplyOutcome(
-                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
-            )
+    def _reject(self, event: RegistryEvent, model: ModelState) -> ApplyOutcome:
         if model.version(event.version) is None:
-            return ApplyOutcome(
-                event.event_id,
-                False,
-                f"unknown version {event.version} of {event.model_name!r}",
-                "unknown_version",
-            )
+            return _unknown_version(event)
         idx = event.version - 1
         model.versions[idx] = model.versions[idx].model_copy(update={"status": "rejected"})
         return ApplyOutcome(event.event_id, True)
 
-    def _unserved(self, event: RegistryEvent) -> ApplyOutcome:
-        model = self.models.get(event.model_name)
-        if model is None:
-            return ApplyOutcome(
-                event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
-            )
+    def _unserved(self, event: RegistryEvent, model: ModelState) -> ApplyOutcome:
         if not event.trigger:
             return ApplyOutcome(
                 event.event_id, False, "invalid: retrain_unserved without a request id", "invalid"
             )
         if event.version > model.latest:
-            return ApplyOutcome(
-                event.event_id,
-                False,
-                f"unknown version {event.version} of {model.name!r}",
-                "unknown_version",
-            )
+            return _unknown_version(event)
         if event.trigger in model.unserved_seen:
             return ApplyOutcome(
                 event.event_id, False, f"duplicate: request {event.trigger!r} already recorded"

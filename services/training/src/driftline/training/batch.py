@@ -43,13 +43,12 @@ from driftline.model_runtimes import (
 from driftline.model_runtimes.sklearn_runtime import SklearnRuntime
 from driftline.specs import FeatureSetSpec, ModelSpec, metric_key
 from driftline.training.label_join import JoinedExample
-from driftline.training.learner import EvalExample, LineageTracker, Prediction, _usable
-from driftline.training.retrain import LOGGED_SKIPS, split_holdout
+from driftline.training.learner import EvalExample, LineageTracker, Prediction, eval_scores
+from driftline.training.retrain import LOGGED_SKIPS, FreshCandidate, split_holdout
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "BatchFit",
     "BatchLearner",
     "evaluate_runtime",
     "feature_names",
@@ -166,24 +165,9 @@ def to_matrix(
 # -- fitting -------------------------------------------------------------------------------
 
 
-@dataclass
-class BatchFit:
-    """A fresh estimator fitted on all but the newest slice of a window."""
-
-    model: Any
-    lineage: LineageTracker
-    holdout: list[EvalExample]
-    trained_on: int
-    """Examples the estimator was fitted on."""
-    trained_x: list[dict[str, Any]] = field(default_factory=list)
-    """Their inputs (the version's reference statistics)."""
-    skipped: int = 0
-    """Examples of the training part left out (a value that is not a number)."""
-
-
 def fit_window(
     spec: ModelSpec, window: Sequence[JoinedExample[Any]], names: Sequence[str]
-) -> BatchFit:
+) -> FreshCandidate:
     """Fit a fresh ``spec.build_pipeline()`` on all but the newest slice of ``window``
     (event-time order; labels already checked by the caller).
 
@@ -235,7 +219,7 @@ def fit_window(
         for ex in test
     ]  # fmt: skip
     trained_x = [rows[i] for i in range(len(train)) if i not in skipped]
-    return BatchFit(model, lineage, holdout, len(kept), trained_x, len(bad))
+    return FreshCandidate(model, lineage, holdout, len(kept), trained_x, len(bad))
 
 
 _LIGHTGBM_LOG = logging.getLogger("lightgbm")
@@ -253,7 +237,7 @@ def _route_lightgbm_logs(model: Any) -> None:
     lightgbm.register_logger(_LIGHTGBM_LOG)
 
 
-def fitted_runtime(fit: BatchFit, signature: ModelSignature) -> SklearnRuntime:
+def fitted_runtime(fit: FreshCandidate, signature: ModelSignature) -> SklearnRuntime:
     """The scikit-learn runtime of a fitted estimator (as serving will load it)."""
     return SklearnRuntime(fit.model, signature)
 
@@ -335,17 +319,12 @@ def evaluate_runtime(
         if pred is None:
             failed += 1
             continue
-        for m in metrics.values():
-            y_pred = pred.for_metric(m)
-            if _usable(y_pred):
-                m.update(ex.y, y_pred)
+        pred.score(metrics.values(), ex.y)
         n += 1
     if failed:
         log.warning("%s: %d held-out example(s) left out of the evaluation of %s: the model "
                     "raised", spec.name, failed, runtime.describe())  # fmt: skip
-    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
-    out["eval_examples"] = float(n)
-    return out
+    return eval_scores(metrics, n)
 
 
 # -- the stream ------------------------------------------------------------------------------
@@ -424,10 +403,7 @@ class BatchLearner:
             self.last_event_time = t
 
     def _score(self, prediction: Prediction, y: LabelValue) -> None:
-        for m in (self.metric, self.promotion_metric):
-            y_pred = prediction.for_metric(m)
-            if _usable(y_pred):
-                m.update(y, y_pred)
+        prediction.score((self.metric, self.promotion_metric), y)
 
     def flush(self) -> None:
         """Make the pending arrival predictions (one call per model in use) and score them.

@@ -31,6 +31,21 @@ class RegisteredVersion:
 
 
 @dataclass(frozen=True)
+class NewVersion:
+    """What a candidate is registered with, besides its model."""
+
+    metrics: Mapping[str, float]
+    lineage: Lineage
+    spec: Mapping[str, Any]
+    """The model spec plus ``"reference"``, the statistics of what it trained on."""
+    idempotency_key: str
+    actor: str
+    drift_ids: tuple[str, ...] = ()
+    framework: str = "river"
+    library_versions: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Champion:
     """The current champion: its version and the (verified, deserialized) model.
 
@@ -57,22 +72,9 @@ class VerifiedArtifact:
 class CandidateSink(Protocol):
     """What training needs from a model registry."""
 
-    async def register(
-        self,
-        name: str,
-        model: Any,
-        *,
-        metrics: Mapping[str, float],
-        lineage: Lineage,
-        spec: Mapping[str, Any],
-        idempotency_key: str,
-        actor: str,
-        drift_ids: tuple[str, ...] = (),
-        framework: str = "river",
-        library_versions: Mapping[str, str] | None = None,
-    ) -> RegisteredVersion:
-        """Register ``model`` (serialised by ``framework``'s runtime, in its first format);
-        the same ``idempotency_key`` returns the first version."""
+    async def register(self, name: str, model: Any, new: NewVersion) -> RegisteredVersion:
+        """Register ``model`` (serialised by ``new.framework``'s runtime, in its first
+        format); the same ``new.idempotency_key`` returns the first version."""
         ...
 
     async def champion_version(self, name: str) -> RegisteredVersion | None:
@@ -126,28 +128,21 @@ class InMemorySink:
     unserved: dict[str, dict[str, str]] = field(default_factory=dict)
     """Unserved retrain requests per model: request id -> reason."""
 
-    async def register(
-        self,
-        name: str,
-        model: Any,
-        *,
-        metrics: Mapping[str, float],
-        lineage: Lineage,
-        spec: Mapping[str, Any],
-        idempotency_key: str,
-        actor: str,
-        drift_ids: tuple[str, ...] = (),
-        framework: str = "river",
-        library_versions: Mapping[str, str] | None = None,
-    ) -> RegisteredVersion:
+    async def register(self, name: str, model: Any, new: NewVersion) -> RegisteredVersion:
         stored = self.versions.setdefault(name, [])
         for s in stored:
-            if s.key == idempotency_key:
+            if s.key == new.idempotency_key:
                 return s.version
-        v = RegisteredVersion(name, len(stored) + 1, dict(metrics), lineage, framework=framework)
+        v = RegisteredVersion(
+            name, len(stored) + 1, dict(new.metrics), new.lineage, framework=new.framework
+        )
         stored.append(
             _Stored(
-                v, copy.deepcopy(model), idempotency_key, dict(spec), dict(library_versions or {})
+                v,
+                copy.deepcopy(model),
+                new.idempotency_key,
+                dict(new.spec),
+                dict(new.library_versions or {}),
             )
         )
         return v

@@ -29,6 +29,7 @@ from driftline.contracts.errors import DriftlineError, FailedPreconditionError, 
 from driftline.contracts.messages import (
     FeatureVector,
     LabelValue,
+    Lineage,
     RetrainRequest,
     ValidLabel,
     utcnow,
@@ -46,7 +47,6 @@ from driftline.specs import (
 )
 from driftline.telemetry import ConsumerHealth
 from driftline.training.batch import (
-    BatchFit,
     BatchLearner,
     evaluate_runtime,
     feature_names,
@@ -55,7 +55,12 @@ from driftline.training.batch import (
     library_versions,
     signature_of,
 )
-from driftline.training.candidates import CandidateSink, Champion, RegisteredVersion
+from driftline.training.candidates import (
+    CandidateSink,
+    Champion,
+    NewVersion,
+    RegisteredVersion,
+)
 from driftline.training.label_join import JoinedExample, LabelJoin, Position
 from driftline.training.learner import (
     EvalExample,
@@ -67,6 +72,7 @@ from driftline.training.learner import (
 )
 from driftline.training.retrain import (
     LOGGED_SKIPS,
+    FreshCandidate,
     LabelChecker,
     ReplayPlan,
     check_request,
@@ -545,28 +551,20 @@ class TrainingCore:
                     "this model, so the scheduled snapshot stays challenger",
                 )
             trigger = f"schedule:{self.spec.name}:{learner.learned}:{uuid.uuid4().hex[:12]}"
-            metrics = {**learner.metrics(), **_prefixed("holdout_", cand)}
-            if champ is not None:
-                metrics.update(_prefixed("champion_holdout_", champ))
-            lineage = learner.lineage.lineage(
-                parent_version=self.parent_version, trigger_id=trigger
-            )
             # The online model learned from the whole stream; its recent examples
             # are the distribution it fits now, which is what live data is held to.
             reference = build_reference(
                 (e.x for e in learner.recent), bins=self.config.reference_bins
             )
-            version = await self.sink.register(
-                self.spec.name,
+            outcome = await self._register_candidate(
                 learner.model,
-                metrics=metrics,
-                lineage=lineage,
-                spec=self._version_spec(reference),
-                idempotency_key=trigger,
-                actor=self.config.actor,
+                {**learner.metrics(), **_prefixed("holdout_", cand)},
+                champ,
+                learner.lineage.lineage(parent_version=self.parent_version, trigger_id=trigger),
+                reference,
+                decision,
             )
-            outcome = await self._promote(version, decision, trigger)
-            self.parent_version = version.version
+            self.parent_version = outcome.version.version
             self.last_snapshot_at = learner.learned
             self.candidates.append(outcome)
             return outcome
@@ -617,7 +615,7 @@ class TrainingCore:
         return outcome
 
     async def _register_fit(
-        self, fit: BatchFit, trigger: str, request: RetrainRequest | None
+        self, fit: FreshCandidate, trigger: str, request: RetrainRequest | None
     ) -> CandidateOutcome:
         """Compare a fitted estimator with the champion on its held-out slice, register it
         (``framework="sklearn"``) and apply the promotion policy."""
@@ -655,32 +653,55 @@ class TrainingCore:
                     f"{decision.reason}; but retrain request(s) {waiting} are pending for "
                     "this model, so the scheduled fit stays challenger",
                 )
-            metrics = {**learner.metrics(), **cand}
-            if champ is not None:
-                metrics.update(_prefixed("champion_holdout_", champ))
-            lineage = fit.lineage.lineage(
-                parent_version=champion.version.version if champion else self.parent_version,
-                trigger_id=trigger,
-            )
-            version = await self.sink.register(
-                self.spec.name,
+            outcome = await self._register_candidate(
                 fit.model,
-                metrics=metrics,
-                lineage=lineage,
-                spec=self._version_spec(reference),
-                idempotency_key=trigger,
-                actor=self.config.actor,
+                {**learner.metrics(), **cand},
+                champ,
+                fit.lineage.lineage(
+                    parent_version=champion.version.version if champion else self.parent_version,
+                    trigger_id=trigger,
+                ),
+                reference,
+                decision,
                 drift_ids=tuple(request.drift_ids) if request is not None else (),
                 framework=self.spec.framework,
                 library_versions=library_versions(fit.model),
             )
-            outcome = await self._promote(version, decision, trigger)
         # Arrivals are scored by the model serving will answer with: the candidate once
         # promoted, else the champion (the candidate when there is none to load).
         in_use = candidate if decision.promote or champion is None else champion.runtime
         learner.use(in_use or candidate)
-        self.parent_version = version.version
+        self.parent_version = outcome.version.version
         return outcome
+
+    async def _register_candidate(
+        self,
+        model: Any,
+        metrics: dict[str, float],
+        champ: dict[str, float] | None,
+        lineage: Lineage,
+        reference: dict[str, Any],
+        decision: Decision,
+        **extra: Any,
+    ) -> CandidateOutcome:
+        """Register ``model`` under its lineage's trigger (the champion's holdout scores,
+        when it was scored, among its metrics) and give it the alias ``decision`` picks.
+
+        ``extra`` are the other fields of its :class:`NewVersion` (drift ids, framework …).
+        """
+        trigger = lineage.trigger_id or ""
+        if champ is not None:
+            metrics = {**metrics, **_prefixed("champion_holdout_", champ)}
+        new = NewVersion(
+            metrics=metrics,
+            lineage=lineage,
+            spec=self._version_spec(reference),
+            idempotency_key=trigger,
+            actor=self.config.actor,
+            **extra,
+        )
+        version = await self.sink.register(self.spec.name, model, new)
+        return await self._promote(version, decision, trigger)
 
     async def _promote(
         self, version: RegisteredVersion, decision: Decision, trigger: str, *, reused: bool = False
@@ -789,24 +810,18 @@ class TrainingCore:
                 fresh.holdout,
                 fresh.trained_on,
             )
-            metrics = dict(cand)
-            if champ is not None:
-                metrics.update(_prefixed("champion_holdout_", champ))
-            lineage = fresh.lineage.lineage(
-                parent_version=champion.version.version if champion else None,
-                trigger_id=rid,
-            )
-            version = await self.sink.register(
-                self.spec.name,
+            outcome = await self._register_candidate(
                 fresh.model,
-                metrics=metrics,
-                lineage=lineage,
-                spec=self._version_spec(reference),
-                idempotency_key=rid,
-                actor=self.config.actor,
+                dict(cand),
+                champ,
+                fresh.lineage.lineage(
+                    parent_version=champion.version.version if champion else None,
+                    trigger_id=rid,
+                ),
+                reference,
+                decision,
                 drift_ids=tuple(request.drift_ids),
             )
-            outcome = await self._promote(version, decision, rid)
         self._finish(rid)
         self.retrains.handled += 1
         self.candidates.append(outcome)

@@ -39,6 +39,20 @@ class Prediction:
             return self.label
         return self.proba
 
+    def score(self, metrics: Iterable[Any], y: LabelValue) -> None:
+        """Update each of ``metrics`` with this prediction of an example labelled ``y``."""
+        for m in metrics:
+            y_pred = self.for_metric(m)
+            if _usable(y_pred):
+                m.update(y, y_pred)
+
+
+def eval_scores(metrics: Mapping[str, Any], examples: int) -> dict[str, float]:
+    """``{metric_key: value, "eval_examples": examples}`` of metrics built by name."""
+    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
+    out["eval_examples"] = float(examples)
+    return out
+
 
 def predict(model: Any, x: Mapping[str, Any], *, want_proba: bool) -> Prediction:
     """``model``'s prediction for ``x`` (probabilities only when a metric needs them)."""
@@ -86,17 +100,12 @@ def evaluate(
                 log.warning("%s: the model raised on a held-out example (%s: %s); left out",
                             spec.name, type(exc).__name__, exc, exc_info=True)  # fmt: skip
             continue
-        for m in metrics.values():
-            y_pred = pred.for_metric(m)
-            if _usable(y_pred):
-                m.update(ex.y, y_pred)
+        pred.score(metrics.values(), ex.y)
         n += 1
     if failed:
         log.warning("%s: %d held-out example(s) left out of the evaluation: the model raised",
                     spec.name, failed)  # fmt: skip
-    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
-    out["eval_examples"] = float(n)
-    return out
+    return eval_scores(metrics, n)
 
 
 def score_recorded(
@@ -106,14 +115,9 @@ def score_recorded(
     metrics = {name: spec.build_metric(name) for name in metric_names}
     n = 0
     for ex in examples:
-        for m in metrics.values():
-            y_pred = ex.prediction.for_metric(m)
-            if _usable(y_pred):
-                m.update(ex.y, y_pred)
+        ex.prediction.score(metrics.values(), ex.y)
         n += 1
-    out = {metric_key(name): float(m.get()) for name, m in metrics.items()}
-    out["eval_examples"] = float(n)
-    return out
+    return eval_scores(metrics, n)
 
 
 @dataclass
@@ -202,10 +206,7 @@ class OnlineLearner:
         x = self.features(example.vector)
         y = example.label.label
         self.model.learn_one(x, y)
-        for m in (self.metric, self.promotion_metric):
-            y_pred = example.attachment.for_metric(m)
-            if _usable(y_pred):
-                m.update(y, y_pred)
+        example.attachment.score((self.metric, self.promotion_metric), y)
         self.learned += 1
         self.lineage.add(example)
         self.recent.append(EvalExample(x, y, example.event_time, example.attachment))

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from driftline.artifacts import verify
 from driftline.contracts.errors import NotFoundError
-from driftline.contracts.messages import Lineage
 from driftline.model_runtimes import runtime_for
 from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.registry_client import RegistryClient
-from driftline.training.candidates import RegisteredVersion, VerifiedArtifact
+from driftline.training.candidates import NewVersion, RegisteredVersion, VerifiedArtifact
 
 
 def _registered(info: ModelVersionInfo) -> RegisteredVersion:
@@ -39,20 +38,8 @@ class RegistrySink:
         self.client = client
         self.signing_key = signing_key
 
-    async def register(
-        self,
-        name: str,
-        model: Any,
-        *,
-        metrics: Mapping[str, float],
-        lineage: Lineage,
-        spec: Mapping[str, Any],
-        idempotency_key: str,
-        actor: str,
-        drift_ids: tuple[str, ...] = (),
-        framework: str = "river",
-        library_versions: Mapping[str, str] | None = None,
-    ) -> RegisteredVersion:
+    async def register(self, name: str, model: Any, new: NewVersion) -> RegisteredVersion:
+        framework = new.framework
         runtime = runtime_for(framework)
         if framework == "river":
             # On the event loop: a River model may be the learner that goes on learning
@@ -64,16 +51,16 @@ class RegistrySink:
         info = await self.client.register(
             name,
             data,
-            metrics=metrics,
-            lineage=lineage,
-            spec=spec,
-            trigger_id=lineage.trigger_id,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            drift_ids=drift_ids,
+            metrics=new.metrics,
+            lineage=new.lineage,
+            spec=new.spec,
+            trigger_id=new.lineage.trigger_id,
+            actor=new.actor,
+            idempotency_key=new.idempotency_key,
+            drift_ids=new.drift_ids,
             artifact_format=runtime.formats[0],
             framework=framework,
-            library_versions=library_versions,
+            library_versions=new.library_versions,
             # Training fits estimators on the float matrix in the spec's feature order.
             tags={SKLEARN_INPUT_TAG: "array"} if framework == "sklearn" else None,
         )

@@ -202,7 +202,9 @@ def select_window(
 
 @dataclass
 class FreshCandidate:
-    """A pipeline trained from scratch on a window, with its held-out slice."""
+    """A model trained from scratch on a window, with its held-out slice: a River
+    pipeline (:func:`train_fresh`) or a batch estimator fitted on all but the newest
+    slice (:func:`driftline.training.batch.fit_window`)."""
 
     model: Any
     lineage: LineageTracker
@@ -212,7 +214,8 @@ class FreshCandidate:
     trained_x: list[dict[str, Any]] = field(default_factory=list)
     """The inputs of the :attr:`trained_on` examples (the version's reference statistics)."""
     skipped: int = 0
-    """Examples of the training part the model raised on (skipped, logged)."""
+    """Examples of the training part left out: the model raised on them (skipped,
+    logged), or, for an estimator, a value is not a number."""
 
 
 def split_holdout(n: int, fraction: float, min_eval: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import fields
 from pathlib import Path
 
 from driftline.contracts.errors import DriftlineError, UnavailableError
@@ -30,16 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def core_config(cfg: TrainingSettings) -> CoreConfig:
-    """The core's knobs from the service settings."""
+    """The core's knobs from the service settings: each one the settings declare under
+    the same name (one they do not, such as ``reference_bins``, keeps its default)."""
+    declared = TrainingSettings.model_fields
     return CoreConfig(
-        snapshot_every=cfg.snapshot_every,
-        allowed_lateness_s=cfg.allowed_lateness_s,
-        orphan_retention_s=cfg.orphan_retention_s,
-        expired_capacity=cfg.expired_capacity,
-        eval_window=cfg.eval_window,
-        actor=cfg.actor,
-        retrain_max_wait_s=cfg.retrain_max_wait_s,
-        retrain_min_fraction=cfg.retrain_min_fraction,
+        **{f.name: getattr(cfg, f.name) for f in fields(CoreConfig) if f.name in declared}
     )
 
 

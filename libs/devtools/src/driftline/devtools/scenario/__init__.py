@@ -6,20 +6,7 @@
 (['age', 'car', 'commission'], 'e-42-0000000')
 """
 
-from driftline.devtools.scenario.loan_stream import (
-    AGRAWAL_FUNCTIONS,
-    Application,
-    ScenarioConfig,
-    Step,
-    applications,
-    schedule,
-)
+from driftline.devtools.scenario import loan_stream
+from driftline.devtools.scenario.loan_stream import *  # noqa: F403
 
-__all__ = [
-    "AGRAWAL_FUNCTIONS",
-    "Application",
-    "ScenarioConfig",
-    "Step",
-    "applications",
-    "schedule",
-]
+__all__ = list(loan_stream.__all__)
