@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "byom.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import ENTITIES, _metric, fill_online_store  # noqa: E402 - same online store
+from local_platform import serving_stack_env, stop_processes, wait_http  # noqa: E402
 from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
 
 SIGNING_KEY = "bench-signing-key"
@@ -296,22 +296,6 @@ async def client_main(plan: dict[str, Any]) -> dict[str, Any]:
 # -- Driftline's side -------------------------------------------------------------------
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited ({proc.returncode}); see {log}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                body = r.read()
-                if not url.endswith("/readyz") or json.loads(body)["ready"]:
-                    return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{name} not ready in 120 s; see {log}")
-
-
 async def _served_version(stub: Any, model: str) -> int | None:
     """The version serving answers ``model``'s Predict with (the champion), if any."""
     from driftline.v1 import predictor_pb2
@@ -453,25 +437,14 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         files[kind] = work / f"{kind}.joblib"
         joblib.dump(model, files[kind])
     await fill_online_store(f"redis://127.0.0.1:{redis_port}/0")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    env.update(
-        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        DRIFTLINE_REDIS__HOST="127.0.0.1",
-        DRIFTLINE_REDIS__PORT=str(redis_port),
-        DRIFTLINE_FEATURES__GRPC_PORT=str(fs_port),
-        DRIFTLINE_FEATURES__ADMIN__PORT=str(fs_admin),
-        DRIFTLINE_FEATURES__FEATURESETS_DIR=str(ROOT / "examples" / "featuresets"),
-        DRIFTLINE_SERVING__GRPC_PORT=str(grpc_port),
-        DRIFTLINE_SERVING__ADMIN__PORT=str(admin_port),
-        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{fs_port}",
-        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{reg_port}",
-        DRIFTLINE_SERVING__SIGNING_KEY=SIGNING_KEY,
-        DRIFTLINE_REGISTRY__GRPC_PORT=str(reg_port),
-        DRIFTLINE_REGISTRY__ADMIN__PORT=str(reg_admin),
-        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(work / "artifacts"),
-        DRIFTLINE_REGISTRY__FEATURESETS_DIR=str(ROOT / "examples" / "featuresets"),
-        DRIFTLINE_REGISTRY__SIGNING_KEY=SIGNING_KEY,
-        DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
+    env = serving_stack_env(
+        bootstrap=bootstrap,
+        redis_port=redis_port,
+        features=(fs_port, fs_admin),
+        registry=(reg_port, reg_admin),
+        serving=(grpc_port, admin_port),
+        artifact_dir=work / "artifacts",
+        signing_key=SIGNING_KEY,
     )
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -484,12 +457,12 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
     try:
         registry = start([sys.executable, "-m", "driftline.registry"], env)
         features = start([sys.executable, "-m", "driftline.features"], env)
-        _wait_http(f"http://127.0.0.1:{reg_admin}/readyz", registry, log, "registry")
-        _wait_http(f"http://127.0.0.1:{fs_admin}/readyz", features, log, "features")
+        wait_http(f"http://127.0.0.1:{reg_admin}/readyz", registry, log, "registry")
+        wait_http(f"http://127.0.0.1:{fs_admin}/readyz", features, log, "features")
         # Serving is ready once it serves a champion: the River model's, registered first.
         river_version, _ = await register_river(registry_target)
         serving = start([sys.executable, "-m", "driftline.serving"], env)
-        _wait_http(f"http://127.0.0.1:{admin_port}/readyz", serving, log, "serving")
+        wait_http(f"http://127.0.0.1:{admin_port}/readyz", serving, log, "serving")
         await wait_served(target, RIVER_MODEL, river_version)
         for kind, model in models.items():
             version, _ = await register(registry_target, driftline_name(kind), model)
@@ -510,7 +483,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
             ml[key] = (start([str(mlserver), "start", str(repo)], None), ml_ports)
         for key, (proc, ml_ports) in ml.items():
             for kind in files:
-                _wait_http(f"http://127.0.0.1:{ml_ports[1]}/v2/models/{kind}/ready", proc, log, key)
+                wait_http(f"http://127.0.0.1:{ml_ports[1]}/v2/models/{kind}/ready", proc, log, key)
         print("MLServer ready …", flush=True)
         await asyncio.sleep(1.5)  # the Predict phase's last rows reach Kafka first
         answered_before = _metric(admin_port, "driftline_serving_predictions_total")
@@ -575,14 +548,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         promotion = await promotion_times(registry_target, target, args.promotions)
         print(f"promotion {promotion}", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         out.close()
         shutil.rmtree(work, ignore_errors=True)
     ratios: dict[str, dict[str, float]] = {}

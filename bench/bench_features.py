@@ -50,6 +50,7 @@ from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+from local_platform import wait_ready  # noqa: E402 - bench/ holds the helpers
 from measure import cpu_seconds, latency, pct  # noqa: E402 - bench/ holds the helpers
 
 OUT = ROOT / "bench" / "out" / "features.json"
@@ -359,19 +360,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     log = (ROOT / "bench" / "out" / "features-worker.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "driftline.features"], env=env, stderr=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2)
-                if json.loads(body.read())["ready"]:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(
-                    "the features service did not become ready; see features-worker.log"
-                )
-            await asyncio.sleep(0.5)
+        await asyncio.to_thread(
+            wait_ready, admin_port, proc, ROOT / "bench" / "out" / "features-worker.log", "features"
+        )
         # Let the worker catch up with whatever the topic already holds.
         before = -1
         while (now := processed(admin_port)) != before:

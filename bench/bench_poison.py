@@ -30,14 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from local_platform import local_platform  # bench/ is on sys.path when run as a script
+from local_platform import local_platform, wait_ready  # bench/ is on sys.path as a script
 
 from driftline.contracts.messages import DeadLetter
 from driftline.contracts.topics import (
@@ -270,20 +269,12 @@ def spawn(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
     proc = subprocess.Popen(
         [sys.executable, "-m", f"driftline.{service}"], env=env, stdout=out, stderr=out, cwd=ROOT
     )
-    port = env[f"DRIFTLINE_{service.upper()}__ADMIN__PORT"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{service} exited {proc.returncode}: see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{service} not ready within 120 s: see {log}")
+    try:
+        wait_ready(int(env[f"DRIFTLINE_{service.upper()}__ADMIN__PORT"]), proc, log, service)
+    except SystemExit:
+        proc.kill()
+        raise
+    return proc
 
 
 async def bench(bootstrap: str, rounds: int) -> dict[str, Any]:

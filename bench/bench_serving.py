@@ -47,6 +47,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serving.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_platform import serving_stack_env, stop_processes, wait_ready  # noqa: E402 - bench/ holds the helpers
 from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
 
 SIGNING_KEY = "bench-signing-key"
@@ -380,23 +381,6 @@ async def infer_rows(
     }
 
 
-def _wait_ready(
-    admin_port: int, proc: subprocess.Popen[bytes], log: Path, name: str = "serving"
-) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited ({proc.returncode}); see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2) as r:
-                if json.loads(r.read())["ready"]:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{name} not ready in 90 s; see {log}")
-
-
 def _metric(admin_port: int, prefix: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -467,24 +451,14 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
     }
     peer = {name: subprocess.Popen([*me, *argv], stderr=out) for name, argv in peers.items()}
     procs = list(peer.values())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    env.update(
-        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
-        DRIFTLINE_REDIS__HOST="127.0.0.1",
-        DRIFTLINE_REDIS__PORT=str(redis_port),
-        DRIFTLINE_FEATURES__GRPC_PORT=str(fs_port),
-        DRIFTLINE_FEATURES__ADMIN__PORT=str(fs_admin),
-        DRIFTLINE_FEATURES__FEATURESETS_DIR=str(ROOT / "examples" / "featuresets"),
-        DRIFTLINE_SERVING__GRPC_PORT=str(grpc_port),
-        DRIFTLINE_SERVING__ADMIN__PORT=str(admin_port),
-        DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{fs_port}",
-        DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{reg_port}",
-        DRIFTLINE_SERVING__SIGNING_KEY=SIGNING_KEY,
-        DRIFTLINE_REGISTRY__GRPC_PORT=str(reg_port),
-        DRIFTLINE_REGISTRY__ADMIN__PORT=str(reg_admin),
-        DRIFTLINE_REGISTRY__ARTIFACT_DIR=str(artifacts),
-        DRIFTLINE_REGISTRY__SIGNING_KEY=SIGNING_KEY,
-        DRIFTLINE_TELEMETRY__LOG_LEVEL="WARNING",
+    env = serving_stack_env(
+        bootstrap=bootstrap,
+        redis_port=redis_port,
+        features=(fs_port, fs_admin),
+        registry=(reg_port, reg_admin),
+        serving=(grpc_port, admin_port),
+        artifact_dir=artifacts,
+        signing_key=SIGNING_KEY,
     )
     # The same serving with a GetOnlineFeatures call per read, for the c=1 comparison.
     unary_env = env | {
@@ -500,11 +474,11 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
     )
     procs += [registry, features]
     try:
-        _wait_ready(reg_admin, registry, log, "registry")
+        wait_ready(reg_admin, registry, log, "registry")
         champion = await register_champion(f"127.0.0.1:{reg_port}")
         # Serving asks the feature store for the feature types as soon as the
         # registry answers: the feature store first.
-        _wait_ready(fs_admin, features, log, "features")
+        wait_ready(fs_admin, features, log, "features")
         serving = subprocess.Popen(
             [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
         )
@@ -512,8 +486,8 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
             [sys.executable, "-m", "driftline.serving"], env=unary_env, stdout=out, stderr=out
         )
         procs += [serving, serving_unary]
-        _wait_ready(admin_port, serving, log)
-        _wait_ready(unary_admin_port, serving_unary, log, "serving (unary reads)")
+        wait_ready(admin_port, serving, log, "serving")
+        wait_ready(unary_admin_port, serving_unary, log, "serving (unary reads)")
         target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
         echo_pid, serving_pid = peer["echo"].pid, serving.pid
         port_of = {
@@ -547,14 +521,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         phases["model_infer_256_rows"] = _phase(after_c16, log_end)
         print(f"prediction log {log_end} by phase {phases}", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
         out.close()
         shutil.rmtree(artifacts, ignore_errors=True)
     ratio = predict_c1["p50_ms"] / echo_c1["p50_ms"]
