@@ -13,9 +13,11 @@ uv: ## Install uv from PyPI if it is missing
 	@command -v $(UV) >/dev/null 2>&1 || { echo "installing uv from PyPI…"; python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv; }
 
 .PHONY: system
-system: ## Install system packages (redis-server, kcat, promtool, chromium) with apt-get when root
-	@missing=""; for c in redis-server:redis-server kcat:kcat promtool:prometheus chromium:chromium; do \
-	  command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
+system: ## Install system packages (redis-server, kcat, Prometheus, Alertmanager, Go, chromium) with apt-get when root
+	@missing=""; for c in redis-server:redis-server kcat:kcat promtool:prometheus prometheus:prometheus \
+	  prometheus-alertmanager:prometheus-alertmanager go:golang-go chromium:chromium; do \
+	  command -v $${c%%:*} >/dev/null 2>&1 || case " $$missing " in *" $${c##*:} "*) ;; \
+	    *) missing="$$missing $${c##*:}";; esac; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then echo "installing$$missing with apt-get…"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -23,7 +25,7 @@ system: ## Install system packages (redis-server, kcat, promtool, chromium) with
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are needed: sudo apt-get install openjdk-17-jre-headless maven"; exit 1; }
 
 .PHONY: install
-install: uv system ## Install Python packages (uv sync) and fetch the Kafka jars once
+install: uv system ## Install Python packages (uv sync), fetch the Kafka jars and build Jaeger once
 	$(UV) sync --frozen --all-packages
 	$(RUN) driftline infra fetch
 
@@ -47,7 +49,7 @@ unit: ## Unit tests only (no sockets)
 	$(RUN) pytest -q -m unit
 
 .PHONY: up
-up: install ## Start Kafka, Redis and every built service (Ctrl-C stops them)
+up: install ## Start Kafka, Redis, Prometheus, Alertmanager, Jaeger and every service (Ctrl-C stops them)
 	$(RUN) driftline up
 
 .PHONY: down

@@ -42,7 +42,8 @@ def _settings(state_dir: Path) -> PlatformSettings:
     return PlatformSettings(
         kafka={"bootstrap_servers": f"127.0.0.1:{kafka_port}", "controller_port": controller_port},
         redis={"port": redis_port},
-        infra={"state_dir": state_dir},
+        # Kafka + Redis only: what the ops stack adds is bench_ops.py's figure.
+        infra={"state_dir": state_dir, "ops": {"enabled": False}},
     )
 
 

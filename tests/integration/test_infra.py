@@ -109,7 +109,12 @@ def _settings(state_dir: Path, **ports: int) -> PlatformSettings:
             "controller_port": ports.get("controller", free_port(exclude=frozenset({kafka_port}))),
         },
         redis={"port": ports.get("redis", free_port())},
-        infra={"state_dir": state_dir, "kafka_heap": "256m", "ready_timeout_s": 120},
+        infra={
+            "state_dir": state_dir,
+            "kafka_heap": "256m",
+            "ready_timeout_s": 120,
+            "ops": {"enabled": False},  # Kafka and Redis here; the ops stack: test_ops_stack.py
+        },
     )
 
 

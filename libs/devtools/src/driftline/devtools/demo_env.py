@@ -91,12 +91,13 @@ def isolated_env(
 ) -> dict[str, str]:
     """``DRIFTLINE_*`` variables for a demo on a broker and Redis of its own (tests, benches).
 
-    Every service gets ports from ``ports(n)`` (n free ports) and its state under
-    ``state_dir``; ``DRIFTLINE_*`` variables of the calling environment are dropped
-    so that nothing of another platform leaks in.
+    Every service and the ops stack get ports from ``ports(n)`` (n free ports) and
+    their state under ``state_dir``; ``DRIFTLINE_*`` variables of the calling
+    environment are dropped so that nothing of another platform leaks in.
     """
     admin = ports(6)
     features_grpc, registry_grpc, serving_grpc = ports(3)
+    ops = ports(7)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update(
         DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap_servers,
@@ -117,5 +118,13 @@ def isolated_env(
         DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{features_grpc}",
         DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{registry_grpc}",
         DRIFTLINE_MONITORING__ADMIN__PORT=str(admin[5]),
+        # the ops stack (`driftline up` / `demo` start it), on ports of its own too
+        DRIFTLINE_INFRA__OPS__PROMETHEUS_PORT=str(ops[0]),
+        DRIFTLINE_INFRA__OPS__ALERTMANAGER_PORT=str(ops[1]),
+        DRIFTLINE_INFRA__OPS__ALERT_SINK_PORT=str(ops[2]),
+        DRIFTLINE_INFRA__OPS__JAEGER_UI_PORT=str(ops[3]),
+        DRIFTLINE_INFRA__OPS__JAEGER_QUERY_GRPC_PORT=str(ops[4]),
+        DRIFTLINE_INFRA__OPS__JAEGER_OTLP_GRPC_PORT=str(ops[5]),
+        DRIFTLINE_INFRA__OPS__JAEGER_OTLP_HTTP_PORT=str(ops[6]),
     )
     return env

@@ -92,6 +92,61 @@ class TelemetrySettings(_Section):
     """``json``: one JSON object a line carrying the trace id; ``text`` for humans."""
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     """Fraction of new traces that are sampled (children follow their parent)."""
+    untraced_sample_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+    """Fraction of records arriving at ingestion without a trace context (no ``traceparent``
+    Kafka header or HTTP header) that start a trace of their own (head sampling), so the
+    data path ingestion → features → serving is visible without instrumenting every
+    producer. Records that carry a context follow its sampling decision instead."""
+
+
+class OpsSettings(_Section):
+    """The ops stack of the local platform: Prometheus, Alertmanager, an alert sink, Jaeger.
+
+    ``driftline infra up`` / ``up`` / ``demo`` start it beside Kafka and Redis (on
+    loopback, state under ``infra.state_dir``) unless ``enabled`` is false or
+    ``--no-ops`` is given. Alertmanager's default port is not 9093, the Kafka
+    controller's (``kafka.controller_port``).
+    """
+
+    enabled: bool = True
+    """Whether the local platform starts the ops stack (``--no-ops`` turns it off once)."""
+    prometheus: str = "prometheus"
+    """The Prometheus server executable (Debian's ``prometheus`` package)."""
+    alertmanager: str = "prometheus-alertmanager"
+    """The Alertmanager executable (Debian's ``prometheus-alertmanager``; upstream
+    calls it ``alertmanager``)."""
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    """Prometheus' web UI and API (``http://127.0.0.1:9090``)."""
+    alertmanager_port: int = Field(default=9095, ge=1, le=65535)
+    """Alertmanager's web UI and API."""
+    alert_sink_port: int = Field(default=9096, ge=1, le=65535)
+    """The local webhook receiver that writes every Alertmanager notification to
+    ``<state_dir>/alertmanager/notifications.jsonl`` (what ``driftline alerts`` reads)."""
+    alert_webhook_url: str | None = None
+    """A webhook Alertmanager also notifies (fired and resolved), besides the local sink."""
+    scrape_interval_s: float = Field(default=5.0, gt=0, le=300)
+    """How often Prometheus scrapes every service and evaluates the alert rules."""
+    retention: str = "2d"
+    """How long Prometheus keeps samples (``--storage.tsdb.retention.time``)."""
+    jaeger_version: str = "1.75.0"
+    """Jaeger (``github.com/jaegertracing/jaeger/cmd/jaeger``) version built with Go once."""
+    jaeger_cache: Path = Path("~/.cache/driftline/jaeger").expanduser()
+    """Where the Jaeger binary is built and kept, outside the repo, once per version."""
+    go: str = "go"
+    """The Go toolchain that builds Jaeger (Go 1.24 or newer)."""
+    jaeger_ui_port: int = Field(default=16686, ge=1, le=65535)
+    """Jaeger's query HTTP port: its UI and ``/api/*`` (``http://127.0.0.1:16686``)."""
+    jaeger_query_grpc_port: int = Field(default=16685, ge=1, le=65535)
+    """Jaeger's query gRPC API port."""
+    jaeger_otlp_grpc_port: int = Field(default=4317, ge=1, le=65535)
+    """OTLP/gRPC port the services export traces to."""
+    jaeger_otlp_http_port: int = Field(default=4318, ge=1, le=65535)
+    """OTLP/HTTP port."""
+    jaeger_max_traces: int = Field(default=100_000, ge=1)
+    """Traces Jaeger's in-memory store keeps (oldest dropped first)."""
+    jaeger_ui_assets: Path | None = None
+    """A directory of built Jaeger UI assets (``ui.assets_path``). Jaeger built from the
+    Go module has none embedded: its UI page is a placeholder, its ``/api`` complete."""
 
 
 class InfraSettings(_Section):
@@ -109,6 +164,8 @@ class InfraSettings(_Section):
     """The ``redis-server`` executable."""
     ready_timeout_s: float = Field(default=90.0, gt=0)
     """How long ``infra up`` waits for Kafka and Redis to answer."""
+    ops: OpsSettings = OpsSettings()
+    """Prometheus, Alertmanager and Jaeger of the local platform."""
 
 
 class AdminSettings(_Section):
@@ -371,6 +428,11 @@ class MonitoringSettings(_ServiceSection):
 
     admin: AdminSettings = AdminSettings(port=8086)
     """Admin HTTP endpoint; also serves the dashboard."""
+    links: dict[str, str] = {}
+    """Links the dashboard's header shows, name → URL (``{"Alertmanager": "http://…",
+    "Jaeger": "http://…"}``; as a variable, JSON).  With a ``Jaeger`` link, each retraining
+    request in the dashboard links to Jaeger's search for its trace.  The local platform
+    sets its ops stack's."""
     consumer_group: str = "driftline-monitoring"
     """Kafka consumer group of the monitor (one replica per group holds all detector state)."""
     instance_id: str = "0"

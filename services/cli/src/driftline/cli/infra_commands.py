@@ -1,4 +1,4 @@
-"""``driftline infra up|down|status|fetch``: the local Kafka broker and redis-server."""
+"""``driftline infra up|down|status|fetch``: the local Kafka broker, redis-server and ops stack."""
 
 from __future__ import annotations
 
@@ -10,17 +10,29 @@ import typer
 from driftline.cli.context import console, err_console, progress, state
 from driftline.cli.status_view import infra_table
 from driftline.contracts.topics import ALL_TOPICS
-from driftline.devtools.infra import InfraError, LocalPlatform, ensure_kafka_jars
+from driftline.devtools.infra import InfraError, LocalPlatform, ensure_jaeger, ensure_kafka_jars
 from driftline.kafkaio import provision_topics
 
 infra_app = typer.Typer(
     help=(
         "The local infrastructure: a real single-node Apache Kafka (KRaft) from "
-        "Maven-fetched jars and a real redis-server, on loopback, with state, pid "
-        "files and logs under infra.state_dir (.driftline/)."
+        "Maven-fetched jars and a real redis-server, and the ops stack (Prometheus, "
+        "Alertmanager, Jaeger), on loopback, with state, pid files and logs under "
+        "infra.state_dir (.driftline/)."
     ),
     no_args_is_help=True,
 )
+
+OpsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--ops/--no-ops",
+        help="Start the ops stack (Prometheus, Alertmanager, alert sink, Jaeger) too "
+        "(default: infra.ops.enabled, true).",
+        show_default=False,
+    ),
+]
+"""``--ops/--no-ops`` of every command that starts the platform."""
 
 
 def fail(exc: InfraError) -> typer.Exit:
@@ -34,14 +46,17 @@ def infra_up(
     ctx: typer.Context,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds to wait for both to answer (default: infra.ready_timeout_s)."),
+        typer.Option(help="Seconds to wait for all to answer (default: infra.ready_timeout_s)."),
     ] = None,
+    ops: OpsOption = None,
 ) -> None:
-    """Start Kafka and Redis (in the background) and wait until both answer.
+    """Start Kafka, Redis and the ops stack (in the background) and wait until all answer.
 
     A component that is already running is reported and not started twice.
+    The first start builds Jaeger with Go (minutes; `driftline infra fetch` does it
+    ahead).
     """
-    platform = LocalPlatform(state(ctx).settings(), progress=progress)
+    platform = LocalPlatform(state(ctx).settings(), progress=progress, ops=ops)
     try:
         outcomes = platform.up(timeout)
     except InfraError as exc:
@@ -63,7 +78,7 @@ def infra_down(
         float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = 30.0,
 ) -> None:
-    """Stop the Kafka and Redis processes that `infra up` started (by their pid files)."""
+    """Stop the processes that `infra up` started (by their pid files), ops stack included."""
     platform = LocalPlatform(state(ctx).settings(), progress=progress)
     for outcome in platform.down(timeout):
         console.print(outcome.describe(), highlight=False)
@@ -73,7 +88,7 @@ def infra_down(
 def infra_status(ctx: typer.Context) -> None:
     """Show each component: running or stopped, pid, address, answering or not.
 
-    Exits 0 when both run and answer, 1 otherwise.
+    Exits 0 when all run and answer, 1 otherwise.
     """
     platform = LocalPlatform(state(ctx).settings(), progress=progress)
     statuses = platform.status()
@@ -83,10 +98,26 @@ def infra_status(ctx: typer.Context) -> None:
 
 
 @infra_app.command("fetch")
-def infra_fetch(ctx: typer.Context) -> None:
-    """Fetch the Kafka jars with Maven into infra.jar_cache (once per Kafka version)."""
+def infra_fetch(
+    ctx: typer.Context,
+    ops: Annotated[
+        bool | None,
+        typer.Option(
+            "--ops/--no-ops",
+            help="Build Jaeger too (default: infra.ops.enabled).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Fetch the Kafka jars with Maven into infra.jar_cache, and build Jaeger with Go.
+
+    Each once per version: Jaeger goes to infra.ops.jaeger_cache.
+    """
+    settings = state(ctx).settings()
     try:
-        libs = ensure_kafka_jars(state(ctx).settings(), progress=progress)
+        libs = ensure_kafka_jars(settings, progress=progress)
+        console.print(f"Kafka jars: {libs}", highlight=False)
+        if settings.infra.ops.enabled if ops is None else ops:
+            console.print(f"Jaeger: {ensure_jaeger(settings, progress=progress)}", highlight=False)
     except InfraError as exc:
         raise fail(exc) from None
-    console.print(f"Kafka jars: {libs}", highlight=False)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from driftline.cli.context import CliState, console, err_console, progress, state
-from driftline.cli.infra_commands import fail
+from driftline.cli.infra_commands import OpsOption, fail
 from driftline.cli.status_view import infra_table, services_table
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
 from driftline.devtools.infra import (
@@ -22,6 +22,8 @@ from driftline.devtools.infra import (
     LocalPlatform,
     ManagedProcess,
     StartupError,
+    dashboard_links_env,
+    trace_export_env,
 )
 from driftline.settings.loader import CONFIG_ENV
 
@@ -146,9 +148,12 @@ def up(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for each service's /healthz.")
     ] = 60.0,
+    ops: OpsOption = None,
 ) -> None:
-    """Start Kafka, Redis and every built service, each as its own process.
+    """Start Kafka, Redis, the ops stack and every built service, each as its own process.
 
+    With the ops stack (Prometheus, Alertmanager, Jaeger), services this command
+    starts export traces to the local Jaeger unless telemetry.otlp_endpoint is set.
     Logs go to <state_dir>/logs/<service>.log.  In the foreground, Ctrl-C or
     SIGTERM stops what this command started, and so does `driftline down` from
     another terminal (this command then exits, status 0); with --detach, use
@@ -156,7 +161,7 @@ def up(
     """
     cli = state(ctx)
     settings = cli.settings()
-    platform = LocalPlatform(settings, progress=progress)
+    platform = LocalPlatform(settings, progress=progress, ops=ops)
     try:
         outcomes = platform.up()
     except InfraError as exc:
@@ -164,9 +169,14 @@ def up(
     for outcome in outcomes:
         console.print(outcome.describe(), highlight=False)
     infra_started = {o.name for o in outcomes if not o.already_running}
+    if platform.ops_enabled:
+        for key, value in trace_export_env(settings, platform.ops.jaeger).items():
+            os.environ[key] = value  # inherited by the services started below
+            console.print(f"services export traces to Jaeger: {key}={value}", highlight=False)
+        os.environ.update(dashboard_links_env(settings, platform.ops))
     services = _services(cli)
     started: list[ServiceProcess] = []
-    components: list[LocalComponent] = [platform.kafka, platform.redis]
+    components: list[LocalComponent] = platform.components
     try:
         started = _start_services(services, timeout)
         if detach:
@@ -187,7 +197,7 @@ def up(
     console.print("shutting down…")
     for svc in reversed(started):
         console.print(svc.stop().describe(), highlight=False)
-    for component in components:
+    for component in reversed(components):  # the ops stack first, Redis last
         if component.name in infra_started:
             console.print(component.stop().describe(), highlight=False)
         else:
@@ -200,7 +210,7 @@ def down(
         float, typer.Option(help="Seconds to wait after SIGTERM before SIGKILL.")
     ] = 30.0,
 ) -> None:
-    """Stop the services `driftline up` started, then Kafka and Redis.
+    """Stop the services `driftline up` started, then the ops stack, Kafka and Redis.
 
     A `driftline up` running in the foreground exits once all it started is stopped.
     """

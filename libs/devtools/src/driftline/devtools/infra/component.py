@@ -1,4 +1,4 @@
-"""What the Kafka and Redis nodes share: pid file, log, port checks, start and stop."""
+"""What the local components share: pid file, log, port checks, start and stop."""
 
 from __future__ import annotations
 
@@ -98,6 +98,14 @@ class LocalComponent(abc.ABC):
     @abc.abstractmethod
     def answering(self) -> bool:
         """Whether it answers a real request now."""
+
+    def fetch(self) -> Path | None:
+        """Download or build what it runs, once; nothing by default.
+
+        The platform calls it before it launches anything, so that a first build
+        (Jaeger's takes minutes) counts against no start-up timeout.
+        """
+        return None
 
     # -- shared behaviour -----------------------------------------------------
     @property

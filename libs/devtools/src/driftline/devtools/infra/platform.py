@@ -1,4 +1,4 @@
-"""The local platform: the Kafka node and redis-server that ``driftline infra`` manages."""
+"""The local platform ``driftline infra`` manages: Kafka, redis-server and the ops stack."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from driftline.devtools.infra.component import ComponentStatus, LocalComponent, 
 from driftline.devtools.infra.errors import InfraError
 from driftline.devtools.infra.jars import Progress, _stderr
 from driftline.devtools.infra.kafka_node import KafkaNode
+from driftline.devtools.infra.ops import OpsStack
 from driftline.devtools.infra.process import StopOutcome
 from driftline.devtools.infra.redis_node import RedisNode
 from driftline.settings import PlatformSettings
@@ -17,11 +18,13 @@ __all__ = ["LocalPlatform"]
 
 
 class LocalPlatform:
-    """Kafka + Redis on loopback with state under ``settings.infra.state_dir``.
+    """Kafka + Redis (+ the ops stack) on loopback with state under ``settings.infra.state_dir``.
 
     ``up`` starts whichever is not running (a running one is reported, never
     duplicated), ``down`` stops exactly the processes named by our pid files,
-    ``status`` reports each one.
+    ``status`` reports each one. The ops stack (:class:`OpsStack`: Prometheus,
+    Alertmanager, the alert sink, Jaeger) is part of it when ``ops`` is true, by
+    default when ``infra.ops.enabled``; ``down`` stops it either way.
     """
 
     def __init__(
@@ -30,37 +33,48 @@ class LocalPlatform:
         *,
         infra_dir: Path | None = None,
         progress: Progress = _stderr,
+        ops: bool | None = None,
     ) -> None:
         self.settings = settings
         self.kafka = KafkaNode.from_settings(settings, infra_dir=infra_dir, progress=progress)
         self.redis = RedisNode.from_settings(settings, infra_dir=infra_dir)
+        self.ops = OpsStack(settings, infra_dir=infra_dir, progress=progress)
+        self.ops_enabled = settings.infra.ops.enabled if ops is None else ops
 
     @property
     def components(self) -> list[LocalComponent]:
-        """Redis, then Kafka (launched first, since it takes seconds to answer)."""
-        return [self.redis, self.kafka]
+        """Redis, Kafka, then the ops stack when it is enabled."""
+        core: list[LocalComponent] = [self.redis, self.kafka]
+        return core + self.ops.components if self.ops_enabled else core
+
+    def _launch_order(self, components: list[LocalComponent]) -> list[LocalComponent]:
+        """Kafka first (it takes seconds to answer), then the others in their order."""
+        return sorted(components, key=lambda c: c is not self.kafka)
 
     def up(self, timeout_s: float | None = None) -> list[StartOutcome]:
         """Start what is not running and wait until everything answers.
 
-        Every port is checked before anything starts; both processes start at
-        once and are then waited for.  If one fails, what this call started is
-        stopped again and :class:`~driftline.devtools.infra.errors.StartupError` carries
-        the log tail of the one that failed.
+        Every port and executable is checked (and Jaeger built, the first time)
+        before anything starts; all processes start at once and are then waited
+        for.  If one fails, what this call started is stopped again and
+        :class:`~driftline.devtools.infra.errors.StartupError` carries the log tail
+        of the one that failed.
         """
         timeout = timeout_s if timeout_s is not None else self.settings.infra.ready_timeout_s
-        began = time.monotonic()
         running = {c.name: c.running_pid() for c in self.components}
         to_start = [c for c in self.components if running[c.name] is None]
         for component in to_start:
             component.check_ports()
+        for component in to_start:
+            component.fetch()  # a first build or download takes no start-up time
+        began = time.monotonic()
         launched: list[tuple[LocalComponent, int, float]] = []
         outcomes: list[StartOutcome] = []
         try:
-            for component in reversed(to_start):  # the slow one (Kafka) first
+            for component in self._launch_order(to_start):
                 t0 = time.monotonic()
                 launched.append((component, component.launch(), t0))
-            for component, pid, t0 in reversed(launched):
+            for component, pid, t0 in launched:
                 remaining = max(1.0, timeout - (time.monotonic() - began))
                 component.wait_ready(remaining)
                 seconds = time.monotonic() - t0
@@ -79,12 +93,19 @@ class LocalPlatform:
         return sorted(outcomes, key=lambda o: order.index(o.name))
 
     def down(self, timeout_s: float = 30.0) -> list[StopOutcome]:
-        """Stop Kafka, then Redis: only processes recorded in our pid files."""
-        return [self.kafka.stop(timeout_s), self.redis.stop(timeout_s)]
+        """Stop the ops stack, then Kafka, then Redis: only processes named by our pid files.
+
+        The ops stack is stopped even when it is not enabled now: it may have been
+        started by an earlier ``up``.
+        """
+        ops = [c.stop(timeout_s) for c in reversed(self.ops.components)]
+        return [*ops, self.kafka.stop(timeout_s), self.redis.stop(timeout_s)]
 
     def status(self) -> list[ComponentStatus]:
-        """Each component: running or stopped, pid, address, answering or not."""
-        return [c.status() for c in self.components]
+        """Each component (an ops one also while disabled if it runs): state, pid, address."""
+        shown = self.components
+        shown += [c for c in self.ops.components if c not in shown and c.running_pid()]
+        return [c.status() for c in shown]
 
     def running(self) -> bool:
         """Whether every component is running."""

@@ -1,4 +1,4 @@
-"""Is the local Kafka / Redis answering?  A real metadata request and a real ``PING``.
+"""Is a local component answering?  A real metadata request, ``PING`` or HTTP ``GET``.
 
 What the local-platform launcher polls while its broker and Redis start. Services
 wait for their dependencies with ``driftline.kafkaio.wait_for_kafka`` and
@@ -12,6 +12,8 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ import redis
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["kafka_answers", "poll_until", "redis_answers"]
+__all__ = ["http_answers", "kafka_answers", "poll_until", "redis_answers"]
 
 T = TypeVar("T")
 
@@ -83,6 +85,15 @@ def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def http_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``GET url`` answers 200 (``/-/ready`` of Prometheus and Alertmanager, …)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def poll_until(

@@ -17,6 +17,14 @@ INSTALL_HINTS: dict[str, str] = {
     "redis-server": "Redis: `sudo apt-get install redis-server` (macOS: `brew install redis`)",
     "redis-cli": "the Redis client: `sudo apt-get install redis-tools`",
     "kcat": "kcat: `sudo apt-get install kcat` (macOS: `brew install kcat`)",
+    "prometheus": "Prometheus: `sudo apt-get install prometheus` "
+    "(macOS: `brew install prometheus`)",
+    "promtool": "promtool: `sudo apt-get install prometheus`",
+    "prometheus-alertmanager": "Alertmanager: `sudo apt-get install prometheus-alertmanager`",
+    "alertmanager": "Alertmanager: `brew install alertmanager`",
+    "amtool": "amtool: `sudo apt-get install prometheus-alertmanager`",
+    "go": "Go 1.24 or newer, which builds Jaeger once: `sudo apt-get install golang-go` "
+    "(macOS: `brew install go`)",
 }
 
 

@@ -1,8 +1,9 @@
 """The platform under the demo: start the part that is not running, stop only that.
 
-Kafka, Redis and each of the six services are used as they are when they run
-(or answer) already; what the demo starts is recorded in :class:`Started` so
-that :func:`stop_started` stops exactly that (services first, in reverse order).
+Kafka, Redis, the ops stack (unless left out) and each of the six services are
+used as they are when they run (or answer) already; what the demo starts is
+recorded in :class:`Started` so that :func:`stop_started` stops exactly that
+(services first, in reverse order).
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from pathlib import Path
 
 from driftline.cli.context import progress
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess
-from driftline.devtools.infra import InfraError, LocalComponent, LocalPlatform
+from driftline.devtools.infra import (
+    InfraError,
+    LocalComponent,
+    LocalPlatform,
+    OpsStack,
+    dashboard_links_env,
+    trace_export_env,
+)
 from driftline.kafkaio import provision_topics
 from driftline.settings import PlatformSettings
 
@@ -28,6 +36,8 @@ class Started:
 
     infra: list[LocalComponent] = field(default_factory=list)
     services: list[ServiceProcess] = field(default_factory=list)
+    ops: OpsStack | None = None
+    """The ops stack the demo runs with (started by it or not); ``None`` when left out."""
 
 
 def ensure_platform(
@@ -36,12 +46,17 @@ def ensure_platform(
     env: dict[str, str],
     timeout_s: float,
     say: Callable[[str], None],
+    ops: bool | None = None,
 ) -> Started:
-    """Start Kafka, Redis and every service that is not already running or answering."""
+    """Start Kafka, Redis, the ops stack and every service not already running or answering.
+
+    ``ops`` (default ``infra.ops.enabled``) includes the ops stack; services the
+    demo starts then export traces to its Jaeger unless an OTLP endpoint is set.
+    """
     started = Started()
-    platform = LocalPlatform(settings, progress=progress)
+    platform = LocalPlatform(settings, progress=progress, ops=ops)
     try:
-        for component in (platform.kafka, platform.redis):
+        for component in platform.components:
             pid = component.running_pid()
             if pid is not None or component.answering():
                 say(f"{component.name}: using the one running on {component.address}")
@@ -50,6 +65,12 @@ def ensure_platform(
             started.infra.append(component)
             say(outcome.describe())
         asyncio.run(provision_topics(settings.kafka))
+        if platform.ops_enabled:
+            started.ops = platform.ops
+            traces = trace_export_env(settings, platform.ops.jaeger)
+            if traces:
+                say(f"services the demo starts export traces to {platform.ops.jaeger.url}")
+            env = {**env, **traces, **dashboard_links_env(settings, platform.ops)}
         for key, value in env.items():
             os.environ.setdefault(key, value)
         waiting: list[ServiceProcess] = []
