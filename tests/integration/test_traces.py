@@ -11,6 +11,7 @@ with a known ``traceparent``; its feature vector is awaited on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -26,18 +27,19 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from river import tree
 from river.datasets import synth
 from support.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from driftline.contracts.messages import FeatureVector, prediction_records
-from driftline.contracts.topics import EVENTS_VALID, FEATURES, PREDICTIONS, Topic
+from driftline.contracts.topics import EVENTS, EVENTS_VALID, FEATURES, PREDICTIONS, Topic
 from driftline.devtools.infra import free_port
 from driftline.kafkaio import provision_topics, traceparent_of
 from driftline.registry_client import RegistryClient
 from driftline.settings import KafkaSettings
+from driftline.telemetry import HEAD_SAMPLED, span_context_of
 from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -141,6 +143,8 @@ async def stack(
         DRIFTLINE_SERVING__GRPC_PORT=str(ports["serving_grpc"]),
         DRIFTLINE_SERVING__FEATURES_TARGET=f"127.0.0.1:{ports['features_grpc']}",
         DRIFTLINE_SERVING__REGISTRY_TARGET=f"127.0.0.1:{ports['registry_grpc']}",
+        # Every record that arrives without a trace context starts one (head sampling).
+        DRIFTLINE_TELEMETRY__UNTRACED_SAMPLE_RATIO="1",
         # Spans leave each process within a fraction of a second.
         OTEL_BSP_SCHEDULE_DELAY="200",
     )
@@ -217,6 +221,18 @@ async def _record_where(
     raise AssertionError(f"no matching record within {timeout}s\n{stack.log_text()}")
 
 
+def _new_event(seed: int) -> dict[str, Any]:
+    """A raw loan application of a new entity, stamped now."""
+    x, _ = next(iter(synth.Agrawal(seed=seed).take(1)))
+    return {
+        "event_id": f"e-{uuid.uuid4().hex[:12]}",
+        "entity_id": f"customer-{uuid.uuid4().hex[:6]}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "featureset": "loans",
+        "features": x,
+    }
+
+
 def _trained_tree() -> Any:
     model: Any = tree.HoeffdingTreeClassifier(grace_period=50)
     for x, y in synth.Agrawal(seed=3).take(500):
@@ -248,21 +264,15 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
 
     trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
     traceparent = f"00-{trace_id}-{client_span}-01"
-    event_id, entity = f"e-{uuid.uuid4().hex[:12]}", f"customer-{uuid.uuid4().hex[:6]}"
-    x, _ = next(iter(synth.Agrawal(seed=9).take(1)))
+    event = _new_event(seed=9)
+    event_id, entity = event["event_id"], event["entity_id"]
     features_log = await _tail(kafka.bootstrap_servers, FEATURES)
     predictions_log = await _tail(kafka.bootstrap_servers, PREDICTIONS)
     try:
         async with httpx.AsyncClient() as http:
             answer = await http.post(
                 f"{stack.ingestion_http}/v1/events",
-                json={
-                    "event_id": event_id,
-                    "entity_id": entity,
-                    "timestamp": datetime.now(UTC).isoformat(),
-                    "featureset": "loans",
-                    "features": x,
-                },
+                json=event,
                 headers={"traceparent": traceparent},
                 timeout=30,
             )
@@ -361,3 +371,49 @@ async def test_one_trace_crosses_ingestion_features_and_serving(
 
     services = {s.service for s in receiver.in_trace(trace_id)}
     assert {"ingestion", "features", "serving"} <= services
+
+
+async def test_an_untraced_kafka_event_starts_a_trace_that_features_continue(
+    stack: Stack, otlp: tuple[OtlpReceiver, str], kafka: Any
+) -> None:
+    """Head sampling: an event produced with no ``traceparent`` (an uninstrumented
+    producer) starts a trace at ingestion (``untraced_sample_ratio`` is 1 here), which
+    its valid record carries to features and its vector on to ``driftline.features``."""
+    receiver = otlp[0]
+    event = _new_event(seed=11)
+    event_id, entity = event["event_id"], event["entity_id"]
+    features_log = await _tail(kafka.bootstrap_servers, FEATURES)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(EVENTS.name, json.dumps(event).encode(), key=entity.encode())
+        vector_record = await _record_where(
+            features_log,
+            lambda v: FeatureVector.model_validate_json(v).event_id == event_id,
+            120,
+            stack,
+        )
+    finally:
+        await producer.stop()
+        await features_log.stop()
+    carried = span_context_of(traceparent_of(vector_record.headers))
+    assert carried is not None, "the vector of a head-sampled event carries no traceparent"
+    trace_id = f"{carried.trace_id:032x}"
+
+    async def both_arrived() -> bool:
+        return (
+            receiver.one(trace_id, "ingestion", "ingestion.validate") is not None
+            and receiver.one(trace_id, "features", f"{EVENTS_VALID.name} process") is not None
+        )
+
+    await _wait(both_arrived, 60, f"the spans of trace {trace_id}", stack)
+    validate = receiver.one(trace_id, "ingestion", "ingestion.validate")
+    process = receiver.one(trace_id, "features", f"{EVENTS_VALID.name} process")
+    assert validate is not None and process is not None
+    # ingestion's span is the root of the trace, started by head sampling …
+    assert validate.parent_id == ""
+    assert validate.attribute(HEAD_SAMPLED) is True
+    assert validate.attribute("messaging.destination.name") == EVENTS_VALID.name
+    # … features continues it, and its vector carries the features span on.
+    assert process.parent_id == validate.span_id
+    assert f"{carried.span_id:016x}" == process.span_id

@@ -108,3 +108,14 @@ def test_a_failure_at_a_new_offset_starts_the_clock_again() -> None:
 )
 def test_record_faults_are_told_from_the_worlds(error: BaseException, record_fault: bool) -> None:
     assert is_record_fault(error) is record_fault
+
+
+def test_a_partition_that_went_through_has_its_stall_gauge_at_zero() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    health = ConsumerHealth(registry, stall_after_s=60)
+    assert "driftline_consumer_stalled{" not in generate_latest(registry).decode()
+    health.progressed([("driftline.events", 3)])
+    text = generate_latest(registry).decode()
+    assert 'driftline_consumer_stalled{partition="3",topic="driftline.events"} 0.0' in text

@@ -5,12 +5,19 @@ from driftline.telemetry.logs import JsonFormatter, configure_logging
 from driftline.telemetry.messaging import SpanContextMemo, messaging_attributes, span_context_of
 from driftline.telemetry.metrics import Children, ServiceMetrics
 from driftline.telemetry.rpc_spans import RpcServerSpans, context_from_metadata, rpc_attributes
-from driftline.telemetry.tracing import configure_tracing
+from driftline.telemetry.tracing import (
+    HEAD_SAMPLED,
+    RootSampler,
+    configure_tracing,
+    start_record_span,
+)
 
 __all__ = [
+    "HEAD_SAMPLED",
     "Children",
     "ConsumerHealth",
     "JsonFormatter",
+    "RootSampler",
     "RpcServerSpans",
     "ServiceMetrics",
     "SpanContextMemo",
@@ -20,4 +27,5 @@ __all__ = [
     "messaging_attributes",
     "rpc_attributes",
     "span_context_of",
+    "start_record_span",
 ]

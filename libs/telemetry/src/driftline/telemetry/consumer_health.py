@@ -94,6 +94,27 @@ class ConsumerHealth:
             )
         )
         self._failing: dict[Partition, _Failing] = {}
+        self._seen: set[Partition] = set()
+
+    def expect(self, reasons: Mapping[str, Iterable[str]]) -> None:
+        """Create ``driftline_records_skipped_total{topic, reason}`` at 0 for each topic's
+        reasons (``{topic: reasons}``): the services call it at start with every reason
+        they can skip a record of that topic for.
+
+        ``increase()`` cannot see a counter's first sample, so a series born at its first
+        skip would hide that skip from the ``RecordsSkipped`` alert; a series scraped at 0
+        first makes the first skip an increase.
+
+        >>> from prometheus_client import CollectorRegistry, generate_latest
+        >>> registry = CollectorRegistry()
+        >>> ConsumerHealth(registry, stall_after_s=60).expect({"t": ["unreadable"]})
+        >>> text = generate_latest(registry).decode()
+        >>> 'records_skipped_total{reason="unreadable",topic="t"} 0.0' in text
+        True
+        """
+        for topic, topic_reasons in reasons.items():
+            for reason in topic_reasons:
+                self._skipped(topic, reason)
 
     # -- one record at fault ------------------------------------------------------
 
@@ -156,6 +177,12 @@ class ConsumerHealth:
         """The records of ``partitions`` went through: any stall there is over."""
         now = self._clock()
         for part in partitions:
+            if part not in self._seen:
+                # The stall gauges of a partition exist at 0 from its first success, so
+                # the ConsumerStalled alert watches a series that is there, not absent.
+                self._seen.add(part)
+                self._stalled(part[0], str(part[1]))
+                self._stall_seconds(part[0], str(part[1]))
             state = self._failing.pop(part, None)
             if state is None:
                 continue

@@ -155,6 +155,10 @@ class FeaturesWorker:
         self.consumer_health = consumer_health or ConsumerHealth(
             metrics.registry, stall_after_s=_KAFKA_DEFAULTS.stall_after_s
         )
+        # The worker skips an event only by dead-lettering it after processing raised.
+        self.consumer_health.expect({EVENTS_VALID.name: (DlqReason.PROCESSING_ERROR.value,)})
+        for spec in catalog:
+            metrics.freshness.labels(featureset=spec.name)
         self.processor = FeatureProcessor(
             catalog, allowed_lateness_s=allowed_lateness_s, keep_bytes=max_record_bytes
         )
@@ -531,6 +535,8 @@ class FeaturesWorker:
         for featureset, writes in outcome.writes.items():
             await self.store.write(featureset, writes)
         self.metrics.redis_write_latency.observe(time.perf_counter() - t0)
+        for featureset, writes in outcome.writes.items():
+            self.metrics.observe_freshness(featureset, writes)
         out: list[OutRecord] = []
         for i, (entity_id, payload) in enumerate(outcome.vectors):
             span = spans[i] if i < len(spans) else None

@@ -43,6 +43,7 @@ from driftline.ingestion.core import (
 )
 from driftline.ingestion.writer import OutcomeCounters, fault_letter, send_outcome
 from driftline.kafkaio import is_record_fault
+from driftline.telemetry import HEAD_SAMPLED
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.ingestion")
@@ -181,13 +182,18 @@ def add_ingest_routes(
         ]
         # FastAPI's own OpenTelemetry support opens the HTTP server span (continuing
         # the caller's traceparent); this span nests under it.  Without one (FastAPI
-        # telemetry turned off) this span is the server span and continues the caller.
+        # telemetry turned off) this span is the server span and continues the caller,
+        # or, when the caller sent no trace context, starts a trace at
+        # telemetry.untraced_sample_ratio (head sampling, as for Kafka records).
         native = trace.get_current_span().get_span_context().is_valid
+        carried = None if native else propagate.extract(dict(request.headers))
+        caller = None if carried is None else trace.get_current_span(carried).get_span_context()
+        head = {HEAD_SAMPLED: True} if caller is not None and not caller.is_valid else {}
         with tracer.start_as_current_span(
             f"ingest {kind}s" if native else f"POST /v1/{kind}s",
-            context=None if native else propagate.extract(dict(request.headers)),
+            context=carried,
             kind=trace.SpanKind.INTERNAL if native else trace.SpanKind.SERVER,
-            attributes={"driftline.records": len(items)},
+            attributes={"driftline.records": len(items), **head},
         ):
             try:
                 outcomes = await core.process(items)

@@ -55,6 +55,18 @@ from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
+SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    topic.name: (
+        "undecodable",
+        "unwritable",
+        DlqReason.TOO_LARGE.value,
+        DlqReason.PROCESSING_ERROR.value,
+    )
+    for topic in (EVENTS, LABELS)
+}
+"""Every reason this loop can skip a record of each topic for, created at 0 on
+``driftline_records_skipped_total`` at start (see :meth:`ConsumerHealth.expect`)."""
+
 _GROUP_LOST = (
     CommitFailedError,
     IllegalGenerationError,
@@ -123,6 +135,7 @@ class KafkaIngestLoop:
         self.metrics = metrics
         self.counters = counters
         self.health = health
+        health.expect(SKIP_REASONS)
         self.batches = 0
         self._producer: AIOKafkaProducer | None = None
 
@@ -409,7 +422,11 @@ class KafkaIngestLoop:
                 contexts = self._contexts(chunk) if outcomes is None else [None] * len(outs)
                 producer = await self._ready_producer()
                 async with producer.transaction():
-                    futures = await send_outcomes(producer, outs, contexts)
+                    # Records that came without a trace context may start one (head
+                    # sampling); a dead letter written for a fault is not one of them.
+                    futures = await send_outcomes(
+                        producer, outs, contexts, head_sample=outcomes is None
+                    )
                     # A delivery that fails does not fail the transaction by itself:
                     # wait for each, so the commit covers only what was written.
                     await asyncio.gather(*futures)

@@ -16,6 +16,7 @@ from driftline.contracts.messages import DlqReason, ValidEvent
 from driftline.contracts.topics import DLQ, EVENTS_VALID, LABELS_VALID, Topic
 from driftline.ingestion.core import Accepted, Incoming, IngestionCore, Outcome, Rejected
 from driftline.kafkaio import send_model
+from driftline.telemetry import start_record_span
 
 tracer = trace.get_tracer("driftline.ingestion")
 
@@ -47,7 +48,19 @@ def fault_letter(
 
 
 class OutcomeCounters:
-    """``driftline_ingested_records_total{kind, outcome, reason, via}`` on /metrics."""
+    """``driftline_ingested_records_total{kind, outcome, reason, via}`` on /metrics.
+
+    Every outcome a record can have is created at 0 for both kinds and both ways in,
+    so the first dead letter of a reason is an increase the ``DeadLetterRatioHigh``
+    alert sees (a counter born at its first count shows ``rate()`` nothing).
+
+    >>> from prometheus_client import generate_latest
+    >>> registry = CollectorRegistry()
+    >>> _ = OutcomeCounters(registry)
+    >>> text = generate_latest(registry).decode()
+    >>> 'kind="label",outcome="dead_letter",reason="schema",via="http"} 0.0' in text
+    True
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter(
@@ -56,6 +69,11 @@ class OutcomeCounters:
             ["kind", "outcome", "reason", "via"],
             registry=registry,
         )
+        for kind in ("event", "label"):
+            for via in ("kafka", "http"):
+                self.records.labels(kind, "valid", "", via)
+                for reason in DlqReason:
+                    self.records.labels(kind, "dead_letter", reason.value, via)
 
     def count(self, outcomes: Sequence[Outcome], kinds: Sequence[str], via: str) -> None:
         """Count each outcome once."""
@@ -74,30 +92,40 @@ def destination(outcome: Outcome) -> Topic:
 
 
 async def send_outcome(
-    producer: AIOKafkaProducer, outcome: Outcome, ctx: otel_context.Context | None = None
+    producer: AIOKafkaProducer,
+    outcome: Outcome,
+    ctx: otel_context.Context | None = None,
+    *,
+    head_sample: bool = False,
 ) -> asyncio.Future[Any]:
     """Queue one outcome on its topic; returns its delivery future.
 
-    It continues the trace ``ctx`` when given: a span is opened only for records
-    that arrived inside a trace, so untraced high-rate streams pay nothing for
-    tracing.  Raises what the producer raises before queueing (a
+    It continues the trace ``ctx`` when given.  A record that arrived without one
+    starts a new trace when ``head_sample`` is set and head sampling picks it
+    (``telemetry.untraced_sample_ratio``, see :func:`~driftline.telemetry.start_record_span`);
+    otherwise no span is opened, so untraced high-rate streams pay next to nothing
+    for tracing.  Raises what the producer raises before queueing (a
     ``MessageSizeTooLargeError`` for a record over ``max_request_size``).
     """
     topic = destination(outcome)
     value = outcome.letter if isinstance(outcome, Rejected) else outcome.record
-    if ctx is None:
+    span = (
+        start_record_span(tracer, "ingestion.validate", ctx)
+        if ctx is not None or head_sample
+        else None
+    )
+    if span is None:
         return await send_model(producer, topic, outcome.key, value)
-    with tracer.start_as_current_span(
-        "ingestion.validate",
-        context=ctx,
-        kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.destination.name": topic.name,
-            "driftline.outcome": (
-                outcome.reason.value if isinstance(outcome, Rejected) else "valid"
-            ),
-        },
-    ):
+    with trace.use_span(span, end_on_exit=True):
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.destination.name": topic.name,
+                    "driftline.outcome": (
+                        outcome.reason.value if isinstance(outcome, Rejected) else "valid"
+                    ),
+                }
+            )
         return await send_model(producer, topic, outcome.key, value)
 
 
@@ -105,9 +133,11 @@ async def send_outcomes(
     producer: AIOKafkaProducer,
     outcomes: Sequence[Outcome],
     contexts: Sequence[otel_context.Context | None],
+    *,
+    head_sample: bool = False,
 ) -> list[asyncio.Future[Any]]:
     """Queue every outcome on its topic, in order (see :func:`send_outcome`)."""
     return [
-        await send_outcome(producer, outcome, ctx)
+        await send_outcome(producer, outcome, ctx, head_sample=head_sample)
         for outcome, ctx in zip(outcomes, contexts, strict=True)
     ]

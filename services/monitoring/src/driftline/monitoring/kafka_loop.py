@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext
 from pydantic import ValidationError
 
 from driftline.contracts.messages import (
@@ -69,6 +69,7 @@ from driftline.telemetry import (
     messaging_attributes,
     span_context_of,
 )
+from driftline.telemetry.loop import DRIFT_ID, MODEL_NAME, RETRAIN_ID
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.monitoring")
@@ -97,6 +98,15 @@ _READERS: dict[str, Callable[[bytes], Sequence[Value]]] = {
 
 __all__ = ["KafkaMonitorLoop", "trace_id_of"]
 
+SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    FEATURES.name: ("unreadable", "processing_error"),
+    PREDICTIONS.name: ("unreadable", "processing_error"),
+    LABELS_VALID.name: ("unreadable", "processing_error", "label_type"),
+    MODELS.name: ("unreadable", "processing_error", "unknown_model", "unknown_version", "invalid"),
+}
+"""Every reason this loop can skip a record of each topic for, created at 0 on
+``driftline_records_skipped_total`` at start (see :meth:`ConsumerHealth.expect`)."""
+
 
 def trace_id_of(headers: Any) -> str | None:
     """The trace id of a record's ``traceparent`` header, if it carries a valid one."""
@@ -123,6 +133,7 @@ class KafkaMonitorLoop:
         self.metrics = metrics
         self.monitor_metrics = monitor_metrics
         self.health = health
+        health.expect(SKIP_REASONS)
         self.published_drift = 0
         self.published_retrain = 0
         # A detection names the trace ids of the records behind it; these memos turn
@@ -224,7 +235,8 @@ class KafkaMonitorLoop:
                 ev.model_name,
                 self.upstream_spans.links(ev.trace_ids),
                 {
-                    "driftline.drift.id": ev.drift_id,
+                    DRIFT_ID: ev.drift_id,
+                    MODEL_NAME: ev.model_name,
                     "driftline.drift.kind": ev.kind.value,
                     "driftline.drift.detector": ev.detector,
                 },
@@ -235,11 +247,16 @@ class KafkaMonitorLoop:
                 model=ev.model_name, kind=ev.kind.value, detector=ev.detector
             ).inc()
         for req in out.retrain:
+            # The loop is one trace: the request continues the (latest) detection that
+            # caused it, and links to any other; training, the registry and serving
+            # continue it in turn.
+            drifts = self.drift_spans.links(req.drift_ids)
             with _publish_span(
                 RETRAIN,
                 req.model_name,
-                self.drift_spans.links(req.drift_ids),
-                {"driftline.retrain.request_id": req.request_id},
+                drifts[:-1],
+                {RETRAIN_ID: req.request_id, MODEL_NAME: req.model_name},
+                parent=drifts[-1].context if drifts else None,
             ):
                 futures.append(await send_model(producer, RETRAIN, req.model_name, req))
             self.monitor_metrics.retrain_requests.labels(model=req.model_name).inc()
@@ -275,6 +292,8 @@ class KafkaMonitorLoop:
         next_refresh = time.monotonic()
         try:
             await self._read_models_log(models, stop)
+            # Every known model's counters at 0 before any data can cause a detection.
+            self.monitor_metrics.track_known(self.core)
             while not stop.is_set():
                 out = Outputs()
                 # Registry events first: a champion change must apply before later data.
@@ -282,6 +301,8 @@ class KafkaMonitorLoop:
                 for recs in reg.values():
                     for r in recs:
                         out.extend(self.dispatch(r))
+                if reg:
+                    self.monitor_metrics.track_known(self.core)
                 batch = await data.getmany(timeout_ms=200, max_records=2000)
                 # A batch comes grouped by partition; merged by record time, the error
                 # stream keeps the order events happened in, so the onset estimate holds.
@@ -397,13 +418,22 @@ async def _positions_of(data: AIOKafkaConsumer) -> dict[tuple[str, int], int]:
 
 
 def _publish_span(
-    topic: Topic, key: str, links: list[Link], attributes: Mapping[str, str]
+    topic: Topic,
+    key: str,
+    links: list[Link],
+    attributes: Mapping[str, str],
+    *,
+    parent: SpanContext | None = None,
 ) -> AbstractContextManager[Span]:
-    """The producer span of a record that starts a trace of its own, linked to the
-    traces of what caused it (its record carries the new trace on)."""
+    """The producer span of a record under ``parent``, or starting a trace of its own,
+    linked to the traces of what caused it (its record carries the trace on)."""
     return tracer.start_as_current_span(
         f"{topic.name} publish",
-        context=otel_context.Context(),
+        context=(
+            otel_context.Context()
+            if parent is None
+            else trace.set_span_in_context(NonRecordingSpan(parent))
+        ),
         kind=trace.SpanKind.PRODUCER,
         links=links,
         attributes={**messaging_attributes(topic.name, "publish", key=key), **attributes},

@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge
 
+from driftline.contracts.messages import DriftKind
 from driftline.monitoring.core import MonitorCore
 from driftline.telemetry import ServiceMetrics
 
-__all__ = ["MonitorMetrics"]
+__all__ = ["DISTRIBUTION_DETECTORS", "MonitorMetrics"]
+
+DISTRIBUTION_DETECTORS = {
+    DriftKind.DATA: ("psi", "ks", "js", "kswin"),
+    DriftKind.PREDICTION: ("psi", "ks", "js"),
+}
+"""The detectors of :class:`DistributionMonitor` on a feature set's inputs and on a
+model's outputs (which run no KSWIN); concept drift's is ``monitoring.detector.type``."""
 
 
 class MonitorMetrics:
-    """Drift statistics per feature, live accuracy, events/s, detections and requests."""
+    """Drift statistics per feature, live accuracy, events/s, detections and requests.
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    The counters alerts watch (detections, retrain requests) are created at 0 for every
+    model the monitor knows (:meth:`track`), so a model's first detection is an increase
+    that ``increase()`` sees; the gauges of a model are absent until measured, and
+    removed when its figure is gone again (a new champion starts a new window).
+
+    >>> from prometheus_client import generate_latest
+    >>> base = ServiceMetrics("monitoring")
+    >>> m = MonitorMetrics(base, concept_detector="error_rise")
+    >>> m.track(["loans"])
+    >>> text = generate_latest(base.registry).decode()
+    >>> 'detections_total{detector="error_rise",kind="concept",model="loans"} 0.0' in text
+    True
+    >>> "driftline_live_accuracy{" in text
+    False
+    """
+
+    def __init__(self, metrics: ServiceMetrics, *, concept_detector: str = "error_rise") -> None:
         r = metrics.registry
+        self.concept_detector = concept_detector
+        self._tracked: set[str] = set()
         self.drift_statistic = Gauge(
             "driftline_drift_statistic",
             "Last window's drift statistic of a feature against its reference",
@@ -26,6 +54,13 @@ class MonitorMetrics:
         self.live_accuracy = Gauge(
             "driftline_live_accuracy",
             "Accuracy of the champion over the last labelled predictions",
+            ["model"],
+            registry=r,
+        )
+        self.labelled = Gauge(
+            "driftline_live_accuracy_labelled",
+            "Labelled predictions of the champion driftline_live_accuracy is computed over "
+            "(up to monitoring.accuracy_window)",
             ["model"],
             registry=r,
         )
@@ -58,20 +93,36 @@ class MonitorMetrics:
         self._last_total = 0
         self._last_t = time.monotonic()
 
+    def track(self, models: Iterable[str]) -> None:
+        """Create the detection and retrain-request counters of ``models`` at 0 (once)."""
+        for name in models:
+            if name in self._tracked:
+                continue
+            self._tracked.add(name)
+            self.detections.labels(model=name, kind=DriftKind.CONCEPT.value,
+                                   detector=self.concept_detector)  # fmt: skip
+            for kind, detectors in DISTRIBUTION_DETECTORS.items():
+                for detector in detectors:
+                    self.detections.labels(model=name, kind=kind.value, detector=detector)
+            self.retrain_requests.labels(model=name)
+
+    def track_known(self, core: MonitorCore) -> None:
+        """:meth:`track` every model ``core`` knows: registered on the models log or seen."""
+        if len(self._tracked) < len(core.registered.keys() | core.models.keys()):
+            self.track(core.registered.keys() | core.models.keys())
+
     def refresh(self, core: MonitorCore) -> None:
         """Copy the core's current figures into the gauges."""
+        self.track_known(core)
         now = time.monotonic()
         total = sum(core.counts[k] for k in ("features", "predictions", "labels", "registry"))
         if now > self._last_t:
             self.events_per_second.set((total - self._last_total) / (now - self._last_t))
         self._last_total, self._last_t = total, now
         for name, st in core.models.items():
-            acc = st.live_accuracy
-            if acc is not None:
-                self.live_accuracy.labels(model=name).set(acc)
-            statistic = st.statistic
-            if statistic is not None:
-                self.error_cusum.labels(model=name).set(statistic)
+            _show(self.live_accuracy, name, st.live_accuracy)
+            _show(self.labelled, name, float(len(st.recent)) if st.recent else None)
+            _show(self.error_cusum, name, st.statistic if st.recent else None)
         for fs, mon in core.features.items():
             for feature, stats in mon.latest.items():
                 for stat, value in stats.items():
@@ -79,3 +130,12 @@ class MonitorMetrics:
                         value
                     )
         self.join_pending.set(core.join.pending)
+
+
+def _show(gauge: Gauge, model: str, value: float | None) -> None:
+    """Set ``gauge{model}``, or remove it while there is nothing measured (never a 0)."""
+    if value is not None:
+        gauge.labels(model=model).set(value)
+    else:
+        with contextlib.suppress(KeyError):
+            gauge.remove(model)

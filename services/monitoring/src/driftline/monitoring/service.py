@@ -23,7 +23,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     """Run the monitor until ``stop`` is set; :class:`UnavailableError` if Kafka never answers."""
     cfg = settings.monitoring
     metrics = ServiceMetrics("monitoring")
-    monitor_metrics = MonitorMetrics(metrics)
+    monitor_metrics = MonitorMetrics(metrics, concept_detector=cfg.detector.type)
     health = Health("monitoring")
     health.set("kafka", False)
     core = ChartedMonitorCore(cfg)  # first: a bad ``monitoring.detector`` stops it at once

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from driftline.contracts.messages import RegistryEvent
@@ -27,11 +28,19 @@ from driftline.kafkaio import (
 from driftline.registry.core import RegistryCore
 from driftline.registry.registry_metrics import RegistryMetrics
 from driftline.settings import KafkaSettings
-from driftline.telemetry import ConsumerHealth
+from driftline.telemetry import ConsumerHealth, messaging_attributes
+from driftline.telemetry.loop import model_event_attributes
 
 __all__ = ["KafkaRegistryLog"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.registry")
+
+SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    MODELS.name: ("unreadable", "processing_error", "unknown_model", "unknown_version", "invalid")
+}
+"""Every reason the follower can skip a record of the log for, created at 0 on
+``driftline_records_skipped_total`` at start (see :meth:`ConsumerHealth.expect`)."""
 
 
 class KafkaRegistryLog:
@@ -53,6 +62,7 @@ class KafkaRegistryLog:
         self._kafka = kafka
         self._metrics = metrics
         self._health = health
+        health.expect(SKIP_REASONS)
         self._instance = instance_id
         self._producer: AIOKafkaProducer | None = None
         self.caught_up = asyncio.Event()
@@ -72,8 +82,18 @@ class KafkaRegistryLog:
         """Write ``event`` keyed by model name; returns once every in-sync replica has it."""
         if self._producer is None:
             raise RuntimeError("KafkaRegistryLog.publish before start()")
-        delivery = await send_model(self._producer, MODELS, event.model_name, event)
-        await delivery
+        # A child of the RPC's span (the caller's trace, e.g. the retraining loop's):
+        # serving's swap continues it from the record's traceparent.
+        with tracer.start_as_current_span(
+            f"{MODELS.name} publish",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                **messaging_attributes(MODELS.name, "publish", key=event.model_name),
+                **model_event_attributes(event),
+            },
+        ):
+            delivery = await send_model(self._producer, MODELS, event.model_name, event)
+            await delivery
         self._metrics.base.messages_out.labels(topic=MODELS.name).inc()
 
     async def follow(self, core: RegistryCore, stop: asyncio.Event) -> None:

@@ -218,6 +218,9 @@ class ServingCore:
             )
             for p, merged, (label, probs) in zip(prepared, merged_rows, scored, strict=True)
         ]
+        if self.table.first_answers:
+            for o in out:
+                self.table.first_answers.answered(o.model.name, o.model.version, o.request_id)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if not groups:
             p, o = prepared[0], out[0]

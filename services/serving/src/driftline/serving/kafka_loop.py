@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from driftline.contracts.errors import DriftlineError, NotFoundError
@@ -34,6 +36,7 @@ from driftline.kafkaio import (
     OutRecord,
     RecordBatch,
     batch_records,
+    context_from_headers,
     headers_from_context,
     is_record_fault,
     unreadable_detail,
@@ -46,11 +49,19 @@ from driftline.serving.prediction_log import (
     timestamp_text,
 )
 from driftline.serving.serving_metrics import ServingMetrics
-from driftline.telemetry import ConsumerHealth
+from driftline.telemetry import ConsumerHealth, messaging_attributes
+from driftline.telemetry.loop import model_event_attributes
 
 __all__ = ["ModelFollower", "PredictionLogWriter"]
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.serving")
+
+SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    MODELS.name: ("unreadable", "unknown_model", "unknown_version", "processing_error")
+}
+"""Every reason this loop can skip a record of each topic for, created at 0 on
+``driftline_records_skipped_total`` at start (see :meth:`ConsumerHealth.expect`)."""
 
 
 class ModelFollower:
@@ -73,6 +84,7 @@ class ModelFollower:
         self._table = table
         self._metrics = metrics
         self._health = health
+        health.expect(SKIP_REASONS)
         self._retry_s = retry_s
 
     async def _pin_end(self) -> None:
@@ -127,13 +139,26 @@ class ModelFollower:
             batches = await self._consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
                 for record in records:
-                    await self.follow_record(tp.partition, record.offset, record.value, stop)
+                    await self.follow_record(
+                        tp.partition, record.offset, record.value, stop, headers=record.headers
+                    )
 
     async def follow_record(
-        self, partition: int, offset: int, value: bytes | None, stop: asyncio.Event
+        self,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        stop: asyncio.Event,
+        *,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> None:
         """Apply one ``driftline.models`` record; returns once it is applied or skipped
-        (or ``stop`` is set while the registry is unreachable)."""
+        (or ``stop`` is set while the registry is unreachable).
+
+        Applying it continues the trace the record carries (the registry's publish,
+        under the promotion of the retraining loop): the load, the swap and the new
+        version's first answer are in it.
+        """
         self._metrics.base.messages_in.labels(topic=MODELS.name).inc()
         try:
             event = RegistryEvent.model_validate_json(value or b"")
@@ -143,6 +168,20 @@ class ModelFollower:
             detail = unreadable_detail(value, exc)
             self._health.skip(MODELS.name, partition, offset, "unreadable", detail)
             return
+        with tracer.start_as_current_span(
+            f"{MODELS.name} process",
+            context=context_from_headers(headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                **messaging_attributes(MODELS.name, "process", partition=partition, offset=offset),
+                **model_event_attributes(event),
+            },
+        ):
+            await self._apply(event, partition, offset, stop)
+
+    async def _apply(
+        self, event: RegistryEvent, partition: int, offset: int, stop: asyncio.Event
+    ) -> None:
         here = (MODELS.name, partition)
         while True:
             known = event.model_name in self._table.names

@@ -24,15 +24,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext
+
 from driftline.contracts.errors import DriftlineError, NotFoundError, UnavailableError
 from driftline.contracts.messages import RegistryEvent, RegistryEventKind
 from driftline.serving.canary import CanarySetting
 from driftline.serving.loaded_model import LoadedModel
 from driftline.serving.model_source import ModelSource
+from driftline.telemetry.loop import MODEL_NAME, MODEL_VERSION
 
-__all__ = ["ALIAS_DELETED", "FOLLOWED_ALIASES", "ModelTable", "ServedModel"]
+__all__ = ["ALIAS_DELETED", "FOLLOWED_ALIASES", "FirstAnswers", "ModelTable", "ServedModel"]
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("driftline.serving")
 
 FOLLOWED_ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
 """Aliases serving keeps loaded and follows on ``driftline.models``."""
@@ -53,6 +58,54 @@ promotion a few milliseconds later) can be asked for before the registry has rea
 back, and the first answer is NOT_FOUND.  Taking that answer as final dropped such a
 promotion for good (serving kept the previous champion while the registry named the
 new one); a version that really does not exist is refused after these ~1.7 s."""
+
+
+class FirstAnswers:
+    """Swaps waiting for the first request their version answers, to join it to their trace.
+
+    The retraining loop's trace ends where serving swaps the promoted version in
+    (under the span of the ``driftline.models`` record); the first request that
+    version answers belongs to its caller's trace.  A span ``first prediction
+    <model> v<N>`` in the swap's trace, linked to that request's span, joins the two
+    (:data:`~driftline.telemetry.loop`).  Only sampled swaps wait; the oldest of
+    more than ``capacity`` (versions never asked for) are forgotten.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._waiting: OrderedDict[tuple[str, int], SpanContext] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+    def expect(self, name: str, version: int) -> None:
+        """Remember the current span (a swap's) as the parent of ``version``'s first answer."""
+        swap = trace.get_current_span().get_span_context()
+        if not (swap.is_valid and swap.trace_flags.sampled):
+            return  # swapped at start-up, or not sampled: nothing to join
+        self._waiting[(name, version)] = swap
+        self._waiting.move_to_end((name, version))
+        while len(self._waiting) > self.capacity:
+            self._waiting.popitem(last=False)
+
+    def answered(self, name: str, version: int, request_id: str) -> None:
+        """``version`` answered ``request_id`` in the current span: if it is its first
+        answer since a traced swap, record that in the swap's trace."""
+        swap = self._waiting.pop((name, version), None)
+        if swap is None:
+            return
+        request = trace.get_current_span().get_span_context()
+        span = _tracer.start_span(
+            f"first prediction {name} v{version}",
+            context=trace.set_span_in_context(NonRecordingSpan(swap)),
+            links=[Link(request)] if request.is_valid else None,
+            attributes={
+                MODEL_NAME: name,
+                MODEL_VERSION: version,
+                "driftline.request_id": request_id,
+            },
+        )
+        span.end()
 
 
 @dataclass
@@ -95,6 +148,8 @@ class ModelTable:
         self._on_load = on_load
         self._models: dict[str, ServedModel] = {}
         self._pending: dict[tuple[str, int], asyncio.Future[LoadedModel]] = {}
+        self.first_answers = FirstAnswers()
+        """Traced swaps waiting for their version's first answer (the core reports it)."""
         self.synced = False
         """True once the registry's current aliases have been loaded at least once."""
 
@@ -306,6 +361,7 @@ class ModelTable:
         # The swap: one assignment of a new dict; readers hold the old one or the new one.
         served.aliases = {**served.aliases, alias: model}
         served.prefetched.pop(version, None)
+        self.first_answers.expect(name, version)
         log.info(
             "model %r alias %r -> v%d (was %s)",
             name,

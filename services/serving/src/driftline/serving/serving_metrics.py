@@ -6,7 +6,12 @@ from prometheus_client import Counter, Gauge
 
 from driftline.telemetry import Children, ServiceMetrics
 
-__all__ = ["ServingMetrics"]
+__all__ = ["SLO_CODES", "ServingMetrics"]
+
+SLO_CODES = ("OK", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "INVALID_ARGUMENT", "NOT_FOUND")
+"""Outcomes of Predict created at 0 at start: the ones the PredictAvailabilityBudgetBurn and
+ErrorRatioHigh alerts count first (a series born at its first error hides that error from
+``rate()``); rarer codes are born when they happen."""
 
 
 class ServingMetrics:
@@ -75,6 +80,9 @@ class ServingMetrics:
         self._latency = Children(base.request_latency)
         self._requests = Children(self.requests)
         self._predictions = Children(self.predictions)
+        for code in SLO_CODES:
+            self._latency("Predict", code)
+            self._requests("Predict", code)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Record one RPC's latency and outcome."""

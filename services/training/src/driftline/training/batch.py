@@ -363,6 +363,9 @@ class BatchLearner:
         self.metric = spec.build_metric()
         self.promotion_metric = spec.build_metric(spec.promotion.metric)
         self.learned = 0
+        self.measured = 0
+        """Labelled predictions scored that measure a model (:meth:`Prediction.measures`):
+        those of a fitted or loaded model."""
         self.classes = ClassValues()
         self.last_event_time: datetime | None = None
         """The newest event time of a labelled example (where a time window ends)."""
@@ -404,6 +407,8 @@ class BatchLearner:
 
     def _score(self, prediction: Prediction, y: LabelValue) -> None:
         prediction.score((self.metric, self.promotion_metric), y)
+        if prediction.measures(self.metric):
+            self.measured += 1
 
     def flush(self) -> None:
         """Make the pending arrival predictions (one call per model in use) and score them.

@@ -25,6 +25,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from opentelemetry import trace
+
 from driftline.contracts.errors import DriftlineError, FailedPreconditionError, IntegrityError
 from driftline.contracts.messages import (
     FeatureVector,
@@ -46,6 +48,13 @@ from driftline.specs import (
     metric_key,
 )
 from driftline.telemetry import ConsumerHealth
+from driftline.telemetry.loop import (
+    MODEL_ALIAS,
+    MODEL_NAME,
+    MODEL_VERSION,
+    RETRAIN_ID,
+    TRIGGER_ID,
+)
 from driftline.training.batch import (
     BatchLearner,
     evaluate_runtime,
@@ -86,6 +95,7 @@ from driftline.training.retrain import (
 )
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("driftline.training")
 
 ReplayFn = Callable[[ReplayPlan], Awaitable[list[JoinedExample[Any]]]]
 """Reads the recent window from the logs and returns the joined examples."""
@@ -701,20 +711,31 @@ class TrainingCore:
             **extra,
         )
         version = await self.sink.register(self.spec.name, model, new)
+        trace.get_current_span().set_attribute(MODEL_VERSION, version.version)
         return await self._promote(version, decision, trigger)
 
     async def _promote(
         self, version: RegisteredVersion, decision: Decision, trigger: str, *, reused: bool = False
     ) -> CandidateOutcome:
         alias = "champion" if decision.promote else "challenger"
-        await self.sink.set_alias(
-            self.spec.name,
-            alias,
-            version.version,
-            actor=self.config.actor,
-            reason=decision.reason,
-            trigger_id=trigger,
-        )
+        with tracer.start_as_current_span(
+            f"promote {self.spec.name}",
+            attributes={
+                MODEL_NAME: self.spec.name,
+                MODEL_VERSION: version.version,
+                MODEL_ALIAS: alias,
+                "driftline.promotion.reason": decision.reason,
+                **({TRIGGER_ID: trigger} if trigger else {}),
+            },
+        ):
+            await self.sink.set_alias(
+                self.spec.name,
+                alias,
+                version.version,
+                actor=self.config.actor,
+                reason=decision.reason,
+                trigger_id=trigger,
+            )
         log.info("%s v%d → %s: %s", self.spec.name, version.version, alias, decision.reason)
         return CandidateOutcome(version, decision, alias, reused)
 
@@ -791,6 +812,23 @@ class TrainingCore:
                 )  # fmt: skip
             self.pending_retrains[rid] = PendingRetrain(request, len(examples), needed)
             return RetrainAttempt(RetrainStatus.WAITING, window=len(examples), needed=needed)
+        # The loop's "candidate trained" hop: a child of the request's span, the parent of
+        # its registration and promotion (the registry continues it from the call).
+        with tracer.start_as_current_span(
+            f"candidate {self.spec.name}",
+            attributes={
+                RETRAIN_ID: rid,
+                MODEL_NAME: self.spec.name,
+                "driftline.retrain.window": len(examples),
+            },
+        ):
+            return await self._train_candidate(request, examples, needed)
+
+    async def _train_candidate(
+        self, request: RetrainRequest, examples: list[JoinedExample[Any]], needed: int
+    ) -> RetrainAttempt:
+        """:meth:`attempt_retrain` once the window is there: fit, compare, register, promote."""
+        rid = request.request_id
         if not self.spec.online:
             return await self._retrain_batch(request, examples, needed)
         fresh = await asyncio.to_thread(train_fresh, self.spec, examples)

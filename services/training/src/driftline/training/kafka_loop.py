@@ -46,11 +46,30 @@ from driftline.kafkaio import (
 )
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics, messaging_attributes
-from driftline.training.core import ReplayFn, RetrainStatus, TrainingCore
+from driftline.telemetry.loop import MODEL_NAME, RETRAIN_ID
+from driftline.training.core import ReplayFn, RetrainStatus, SkipReason, TrainingCore
 from driftline.training.label_join import Position
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("driftline.training")
+
+STREAM_SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    topic.name: ("unreadable", "processing_error", *(r.value for r in SkipReason))
+    for topic in (FEATURES, LABELS_VALID)
+}
+"""Every reason the training loop can skip a record of each topic for, created at 0 on
+``driftline_records_skipped_total`` at start (see :meth:`ConsumerHealth.expect`)."""
+
+RETRAIN_SKIP_REASONS: dict[str, tuple[str, ...]] = {
+    RETRAIN.name: (
+        "unreadable",
+        "unknown_model",
+        "unserved_unrecorded",
+        "invalid_request",
+        "processing_error",
+    )
+}
+"""The same for the retrain loop."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -75,6 +94,7 @@ class KafkaTrainingLoop:
         self.settings = settings
         self.metrics = metrics
         self.health = health
+        health.expect(STREAM_SKIP_REASONS)
         self.assigned = asyncio.Event()
         """Set once the group has assigned this replica its partitions."""
         self.fits: dict[int, asyncio.Task[None]] = {}
@@ -304,6 +324,7 @@ class KafkaRetrainLoop:
         self.metrics = metrics
         self.replay = replay
         self.health = health
+        health.expect(RETRAIN_SKIP_REASONS)
         self.unserved = unserved
         self.unservable = dict(unservable or {})
         self.unserved_recorded = Counter(
@@ -390,7 +411,8 @@ class KafkaRetrainLoop:
                 **messaging_attributes(
                     RETRAIN.name, "process", partition=held.tp.partition, offset=held.offset
                 ),
-                "driftline.retrain.request_id": request.request_id,
+                RETRAIN_ID: request.request_id,
+                MODEL_NAME: request.model_name,
                 "driftline.retrain.attempt": held.attempts,
             },
         ):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,10 @@ class Prediction:
     proba: dict[Any, float] | None = None
     error: str | None = None
     """Set when the model raised instead of predicting (the example is then not learned)."""
+    informed: bool = True
+    """False when the model had learned nothing yet when it predicted: such a prediction
+    is scored as River scores it, but is no evidence of the model's quality (see
+    :meth:`measures`)."""
 
     def for_metric(self, metric: Any) -> Any:
         """The form ``metric`` wants: probabilities unless it requires labels."""
@@ -38,6 +42,15 @@ class Prediction:
         if self.proba is None or metric.requires_labels:
             return self.label
         return self.proba
+
+    def measures(self, metric: Any) -> bool:
+        """Whether scoring this prediction with ``metric`` measures a model: it was made
+        by a model that had learned something, and ``metric`` can use it.
+
+        Until one such prediction is scored the prequential figure is not a measurement
+        (River's metrics read 0 with nothing scored), so it is not exported.
+        """
+        return self.informed and _usable(self.for_metric(metric))
 
     def score(self, metrics: Iterable[Any], y: LabelValue) -> None:
         """Update each of ``metrics`` with this prediction of an example labelled ``y``."""
@@ -185,6 +198,8 @@ class OnlineLearner:
         )
         self.recent: deque[EvalExample] = deque(maxlen=eval_window)
         self.learned = 0
+        self.measured = 0
+        """Labelled predictions scored that measure the model (:meth:`Prediction.measures`)."""
         self.lineage = LineageTracker(featureset=spec.featureset)
 
     def features(self, vector: FeatureVector) -> dict[str, Any]:
@@ -193,7 +208,10 @@ class OnlineLearner:
 
     def observe(self, vector: FeatureVector) -> Prediction:
         """Predict for a newly arrived vector, before its label exists."""
-        return predict(self.model, self.features(vector), want_proba=self._want_proba)
+        prediction = predict(self.model, self.features(vector), want_proba=self._want_proba)
+        if not self.learned:
+            return replace(prediction, informed=False)
+        return prediction
 
     def learn(self, example: JoinedExample[Prediction]) -> None:
         """Train on the example, then score the prediction made on its arrival.
@@ -207,6 +225,8 @@ class OnlineLearner:
         y = example.label.label
         self.model.learn_one(x, y)
         example.attachment.score((self.metric, self.promotion_metric), y)
+        if example.attachment.measures(self.metric):
+            self.measured += 1
         self.learned += 1
         self.lineage.add(example)
         self.recent.append(EvalExample(x, y, example.event_time, example.attachment))

@@ -62,7 +62,10 @@ class TrainingCollector(Collector):
         )
         for core in self.cores:
             name = core.spec.name
-            preq.add_metric([name, core.spec.metric], core.learner.prequential)
+            if core.learner.measured:
+                # Absent, not 0, until a prediction of a model that had learned something
+                # is scored: River's metrics read 0 with nothing scored.
+                preq.add_metric([name, core.spec.metric], core.learner.prequential)
             learned.add_metric([name], core.learner.learned)
             for reason in SkipReason:
                 skipped.add_metric([name, reason.value], core.skipped[reason])

@@ -4,6 +4,14 @@
 at the chosen rate, asks serving for a prediction per event over gRPC, and
 consumes ``driftline.drift``, ``driftline.retrain``, ``driftline.models`` and
 ``driftline.predictions``; everything it sees goes to its :class:`DemoObserver`.
+
+It traces like an instrumented producer: each event is sent under a span of its
+own (its record carries the ``traceparent``); the event's ``Predict`` call, with the
+context in its metadata, and its label later are children of that span, so
+ingestion, features and serving answer in the event's trace (and a concept drift
+the label reveals links to it).  The spans go where the services' go
+(``telemetry.otlp_endpoint``, or the local Jaeger the demo's platform points them
+at), sampled at ``telemetry.sample_ratio``.
 """
 
 from __future__ import annotations
@@ -11,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import time
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections import deque
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, ValidationError
 
 from driftline.cli.demo.milestones import DemoObserver
@@ -30,12 +43,13 @@ from driftline.contracts.messages import (
     RetrainRequest,
     prediction_records,
 )
-from driftline.contracts.topics import DRIFT, EVENTS, LABELS, MODELS, PREDICTIONS, RETRAIN
-from driftline.devtools.infra import InfraError
+from driftline.contracts.topics import DRIFT, EVENTS, LABELS, MODELS, PREDICTIONS, RETRAIN, Topic
+from driftline.devtools.infra import OTLP_ENDPOINT_ENV, InfraError
 from driftline.devtools.scenario import Application, ScenarioConfig, schedule
 from driftline.edge.values import value_from_pb, values_to_pb
 from driftline.kafkaio import make_consumer, make_producer, send_model
 from driftline.settings import PlatformSettings
+from driftline.telemetry import configure_tracing, messaging_attributes, rpc_attributes
 from driftline.v1 import (
     common_pb2,
     feature_store_pb2,
@@ -49,6 +63,19 @@ __all__ = ["DemoRun"]
 
 def _grpc_target(host: str, port: int) -> str:
     return f"{'127.0.0.1' if host in ('0.0.0.0', '', '::') else host}:{port}"
+
+
+def demo_tracing(settings: PlatformSettings) -> TracerProvider:
+    """The demo's own tracer provider (service ``demo``), exporting where the services do.
+
+    The endpoint is ``telemetry.otlp_endpoint`` or, when the demo's platform
+    pointed the services at its Jaeger, the variable it set for them.
+    """
+    telemetry = settings.telemetry
+    endpoint = telemetry.otlp_endpoint or os.environ.get(OTLP_ENDPOINT_ENV) or None
+    return configure_tracing(
+        "demo", telemetry.model_copy(update={"otlp_endpoint": endpoint}), install_global=False
+    )
 
 
 def _decode(model: type[BaseModel], raw: bytes | None) -> Any:
@@ -84,6 +111,8 @@ class DemoRun:
         # Any: the generated stubs are typed for the sync API; on an aio channel they
         # return awaitables.
         self._predictor: Any = None
+        self.tracer: trace.Tracer = trace.NoOpTracer()
+        """The producer's tracer (the demo's own provider while :meth:`run` runs)."""
 
     # -- topics -------------------------------------------------------------------------
 
@@ -171,14 +200,30 @@ class DemoRun:
             request.event_id = app.event_id
         return request
 
-    async def predict(self, app: Application, probe: bool = False) -> None:
-        """Ask serving for ``app`` and account for the answer."""
+    async def predict(
+        self, app: Application, probe: bool = False, parent: otel_context.Context | None = None
+    ) -> None:
+        """Ask serving for ``app`` and account for the answer.
+
+        The call is a CLIENT span under ``parent`` (the event's span; a trace of its
+        own when None) whose context goes in the call's metadata (``traceparent``).
+        """
         obs = self.obs
         # Whether serving had answered when this call was made: calls already in flight
         # when the first answer comes may still be refused by a serving warming up.
         warming = not obs.answers
         try:
-            response = await self.predictor().Predict(self._request(app, probe), timeout=10.0)
+            with self.tracer.start_as_current_span(
+                "driftline.v1.Predictor/Predict",
+                context=parent if parent is not None else otel_context.Context(),
+                kind=trace.SpanKind.CLIENT,
+                attributes=rpc_attributes("driftline.v1.Predictor", "Predict"),
+            ):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                response = await self.predictor().Predict(
+                    self._request(app, probe), timeout=10.0, metadata=tuple(carrier.items())
+                )
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if warming and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
@@ -196,6 +241,21 @@ class DemoRun:
 
     # -- the stream ---------------------------------------------------------------------
 
+    def _publish_span(
+        self, topic: Topic, app: Application, parent: otel_context.Context | None
+    ) -> AbstractContextManager[trace.Span]:
+        """The PRODUCER span a record of ``app`` is sent under (its record carries the
+        ``traceparent``: send_model injects it), a trace of its own without ``parent``."""
+        return self.tracer.start_as_current_span(
+            f"{topic.name} publish",
+            context=parent if parent is not None else otel_context.Context(),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                **messaging_attributes(topic.name, "publish", key=app.entity_id),
+                "driftline.event_id": app.event_id,
+            },
+        )
+
     async def stream(self) -> None:
         """Produce the scenario at the rate, asking for a prediction per event."""
         producer = make_producer(self.settings.kafka, f"demo-{self.run_id}")
@@ -203,10 +263,12 @@ class DemoRun:
         gate = asyncio.Semaphore(self.options.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         deliveries: deque[asyncio.Future[Any]] = deque()
+        sent: dict[int, otel_context.Context] = {}
+        """The trace context of each event whose label is still to send."""
 
-        async def guarded(app: Application) -> None:
+        async def guarded(app: Application, event: otel_context.Context) -> None:
             try:
-                await self.predict(app)
+                await self.predict(app, parent=event)
             finally:
                 gate.release()
 
@@ -219,23 +281,33 @@ class DemoRun:
             for step in schedule(scenario):
                 app = step.application
                 if step.kind == "label":
-                    deliveries.append(
-                        await send_model(
-                            producer,
-                            LABELS,
-                            app.entity_id,
-                            app.raw_label(at=scenario.start + step.at_index * scenario.interval),
+                    # The label goes on in its event's trace: a concept drift its
+                    # outcome completes links to the event, its prediction and this.
+                    with self._publish_span(LABELS, app, sent.pop(app.index, None)):
+                        deliveries.append(
+                            await send_model(
+                                producer,
+                                LABELS,
+                                app.entity_id,
+                                app.raw_label(
+                                    at=scenario.start + step.at_index * scenario.interval
+                                ),
+                            )
                         )
-                    )
                     self.obs.labels_sent += 1
                     continue
                 due = t0 + app.index / self.options.rate
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                deliveries.append(
-                    await send_model(producer, EVENTS, app.entity_id, app.raw_event())
-                )
+                # Sent the way an instrumented producer sends: under a span of its own,
+                # whose traceparent the record carries (send_model injects it).
+                with self._publish_span(EVENTS, app, None):
+                    deliveries.append(
+                        await send_model(producer, EVENTS, app.entity_id, app.raw_event())
+                    )
+                    event = otel_context.get_current()
+                sent[app.index] = event
                 if app.index == scenario.drift_at:
                     self.obs.drift_sent_s = self.obs.now()
                     self.obs.milestone(
@@ -249,7 +321,7 @@ class DemoRun:
                     self.obs.unscored += 1
                 else:
                     await gate.acquire()
-                    task = asyncio.create_task(guarded(app))
+                    task = asyncio.create_task(guarded(app, event))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 while len(deliveries) > 5000:
@@ -314,6 +386,8 @@ class DemoRun:
         """Stream, then wait (probing serving) until the loop closes or time runs out."""
         channel = grpc.aio.insecure_channel(self.target)
         self._predictor = predictor_pb2_grpc.PredictorStub(channel)
+        tracing = demo_tracing(self.settings)
+        self.tracer = tracing.get_tracer("driftline.demo")
         watcher = asyncio.create_task(self.watch())
         deadline = time.monotonic() + self.options.timeout_s
         try:
@@ -349,3 +423,6 @@ class DemoRun:
             self.stop_watching.set()
             await watcher
             await channel.close(None)
+            # Flushes the spans still queued (a blocking export: off the loop).
+            await asyncio.to_thread(tracing.shutdown)
+            self.tracer = trace.NoOpTracer()
