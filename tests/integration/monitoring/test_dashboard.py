@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from support.browser import chromium, dump_dom
 
 from driftline.contracts.messages import (
     FeatureVector,
@@ -50,7 +50,6 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 BEFORE, AFTER, CHUNK = 1_500, 1_500, 250
 PROMOTE_AT = BEFORE + 750
 """Version 2 becomes champion here (after the concept drift has been detected)."""
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 MODEL_CHARTS = ("accuracy", "drift", "versions", "latency")
 
 
@@ -239,35 +238,6 @@ def wait_for_series(url: str, model: str, featureset: str, timeout: float = 60) 
 
 
 # ------------------------------------------------------------------ the browser
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run headless Chromium once with a fresh profile; fail with its stderr if it fails."""
-    profile = tmp_path / f"chromium-profile-{uuid.uuid4().hex[:6]}"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-        *args,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def dump_dom(tmp_path: Path, page: str) -> str:
-    """The DOM of ``page`` after its script has fetched and drawn (virtual time 7 s)."""
-    return chromium(tmp_path, "--virtual-time-budget=7000", "--dump-dom", page).stdout
 
 
 @dataclass

@@ -14,6 +14,7 @@ from driftline.cli.eval_drift import register_eval_drift
 from driftline.cli.features_export import features_app
 from driftline.cli.infra_commands import infra_app
 from driftline.cli.models import models_app
+from driftline.cli.ops_commands import register_ops_commands
 from driftline.cli.service_commands import register_service_commands
 
 app = typer.Typer(
@@ -53,3 +54,4 @@ app.add_typer(features_app, name="features")
 register_service_commands(app)
 app.command("demo")(demo)
 register_eval_drift(app)
+register_ops_commands(app)

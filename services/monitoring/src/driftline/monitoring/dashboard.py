@@ -204,12 +204,14 @@ def dashboard_snapshot(core: MonitorCore) -> dict[str, Any]:
     depend on the browser's; ``thresholds`` are the PSI / Jensen-Shannon alarm levels;
     ``featuresets`` maps each model to its feature set, so drift charts find their model;
     ``unserved_retrains`` maps each model to the retrain requests Driftline could not serve
-    since its latest version (``{t, request_id, reason, drift_ids}``, oldest first).
+    since its latest version (``{t, request_id, reason, drift_ids}``, oldest first);
+    ``links`` are ``monitoring.links`` (name → URL: the ops stack's pages).
     """
     snap = core.series.snapshot()
     snap["now"] = core.clock().timestamp()
     snap["thresholds"] = {"psi": core.settings.psi_threshold, "js": core.settings.js_threshold}
     snap["featuresets"] = dict(core.featureset_of)
+    snap["links"] = dict(core.settings.links)
     if isinstance(core, ChartedMonitorCore):
         snap["unserved_retrains"] = {
             name: list(entries) for name, entries in core.unserved_retrains.items() if entries

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,10 +15,13 @@ from rich.table import Table
 
 from driftline.cli.context import console, err_console, state
 from driftline.cli.demo.live_view import live_view
+from driftline.cli.demo.ops_check import OpsOutcome, collect_ops
 from driftline.cli.demo.options import DemoOptions
-from driftline.cli.demo.platform import ensure_platform, stop_started
+from driftline.cli.demo.platform import Started, ensure_platform, stop_started
 from driftline.cli.demo.report import write_report
 from driftline.cli.demo.runner import DemoRun
+from driftline.cli.infra_commands import OpsOption
+from driftline.cli.ops_views import trace_html
 from driftline.devtools.demo_env import demo_models_dir, demo_service_env
 from driftline.devtools.infra import InfraError
 
@@ -76,6 +80,14 @@ def demo(
     service_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for each service's /healthz.")
     ] = 90.0,
+    ops: OpsOption = None,
+    ops_wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to wait, once the loop closed, for the drift and accuracy alerts "
+            "and the loop's trace to reach Alertmanager and Jaeger."
+        ),
+    ] = 120.0,
 ) -> None:
     """Run the whole loop on a live loan stream with a known concept drift.
 
@@ -87,7 +99,8 @@ def demo(
     new champion serving.  At the end it prints a summary and writes a Markdown
     report with a plot of accuracy over the stream.
 
-    Kafka, Redis and the six services are started if they are not running (and
+    Kafka, Redis, the ops stack (Prometheus, Alertmanager, Jaeger; --no-ops leaves
+    it out) and the six services are started if they are not running (and
     stopped again at the end, unless --keep-running); services the demo starts
     get scenario-sized settings (training snapshots, monitor warm-up) unless
     DRIFTLINE_* variables set them.  With --model loans-gbm, training loads only
@@ -124,7 +137,7 @@ def demo(
 
     say(f"services the demo starts get: {_describe_start(env.items())}")
     try:
-        started = ensure_platform(settings, cli.config, env, service_timeout, say)
+        started = ensure_platform(settings, cli.config, env, service_timeout, say, ops=ops)
     except InfraError as exc:
         err_console.print(f"driftline demo: {exc.message}", style="red", markup=False)
         raise typer.Exit(1) from None
@@ -132,6 +145,7 @@ def demo(
         say(f"training was already running: the loop closes only if it trains {model} "
             f"(its training.models_dir must hold {models_dir})")  # fmt: skip
     run = DemoRun(settings, options, uuid.uuid4().hex[:8])  # opens nothing
+    began = datetime.now(UTC)
     try:
         with Live(
             get_renderable=lambda: live_view(run.obs, events),
@@ -152,6 +166,7 @@ def demo(
     except InfraError as exc:
         err_console.print(f"driftline demo: {exc.message}", style="red", markup=False)
     finally:
+        outcome = _ask_ops(started, run, began, ops_wait, say)
         if options.keep_running:
             if started.infra or started.services:
                 say("left running (--keep-running); `driftline down` stops it")
@@ -159,15 +174,56 @@ def demo(
             stop_started(started, say)
     obs = run.obs
     report_path, png = write_report(obs, options.report, options)
+    summary = dict(obs.summary())
+    if outcome is not None:
+        summary.update(outcome.summary())
+        _add_ops_to_report(report_path, outcome)
     table = Table(title="driftline demo summary", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in obs.summary().items():
+    for key, value in summary.items():
         table.add_row(key, str(value))
     console.print(table)
     console.print(f"report: {report_path}  plot: {png}", highlight=False)
+    if outcome is not None:
+        for problem in outcome.problems:
+            err_console.print(f"ops: {problem}", style="yellow", markup=False)
     problems = obs.problems()
     if problems:
         err_console.print("the loop did not close: " + "; ".join(problems), style="red")
         raise typer.Exit(1)
     console.print("the loop closed", style="bold green")
+
+
+def _ask_ops(
+    started: Started, run: DemoRun, began: datetime, wait_s: float, say: Callable[[str], None]
+) -> OpsOutcome | None:
+    """What the ops stack saw of this run (None without one, or when the loop never
+    reached a retraining request and there is nothing for ops to show)."""
+    if started.ops is None or run.obs.detection is None:
+        return None
+    stack = started.ops
+    request = run.obs.retrain_request
+    return collect_ops(
+        alertmanager_url=stack.alertmanager.url,
+        jaeger_url=stack.jaeger.url,
+        notifications=stack.notifications_file,
+        started=began,
+        retrain_id=request[0].request_id if request is not None else None,
+        detected_at=run.obs.detection[0].detected_at,
+        wait_s=wait_s,
+        progress=say,
+    )
+
+
+def _add_ops_to_report(report: Path, outcome: OpsOutcome) -> None:
+    """Append what ops saw to the report, and write the loop's trace page next to it."""
+    section = outcome.markdown()
+    if outcome.loop is not None:
+        page = report.with_name(f"{report.stem}-trace.html")
+        page.write_text(
+            trace_html(outcome.loop, "Driftline loop trace", outcome.loop_url), encoding="utf-8"
+        )
+        section += f"\nThe trace as a page: [{page.name}]({page.name}).\n"
+    with report.open("a", encoding="utf-8") as out:
+        out.write("\n" + section)

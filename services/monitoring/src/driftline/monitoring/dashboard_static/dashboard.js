@@ -295,7 +295,7 @@
       markers: markers.filter((m) => m.kind === "champion").map(markerView),
     });
 
-    drawLog(chart("events-log"), markers);
+    drawLog(chart("events-log"), markers, data.links || {});
   }
 
   function drawDrift(host, data, domain, markers, fsInView) {
@@ -349,7 +349,7 @@
     }
   }
 
-  function drawLog(host, markers) {
+  function drawLog(host, markers, links) {
     host.replaceChildren();
     const recent = markers.slice(-8).reverse();
     if (recent.length === 0) {
@@ -377,7 +377,19 @@
       }
       row.appendChild(html("td", { class: `kind-${m.kind}` }, what));
       row.appendChild(html("td", {}, m.model));
-      row.appendChild(html("td", {}, detail));
+      const jaeger = links.Jaeger;
+      if (m.kind === "retrain" && m.request_id && jaeger) {
+        // The loop's spans carry driftline.retrain.id: Jaeger's search finds its trace.
+        const tags = encodeURIComponent(JSON.stringify({ "driftline.retrain.id": m.request_id }));
+        const cell = html("td");
+        cell.appendChild(html("a", {
+          href: `${jaeger.replace(/\/$/, "")}/search?service=driftline-monitoring&tags=${tags}`,
+          class: "trace-link",
+        }, `${detail} (trace)`));
+        row.appendChild(cell);
+      } else {
+        row.appendChild(html("td", {}, detail));
+      }
       table.appendChild(row);
     }
     host.appendChild(table);
@@ -388,12 +400,24 @@
   const status = document.getElementById("status");
   if (only !== null) document.getElementById("scope").textContent = `model: ${only}`;
 
+  function renderLinks(links) {
+    const nav = document.getElementById("links");
+    const names = Object.keys(links).sort();
+    if (nav.dataset.shown === names.map((n) => `${n}=${links[n]}`).join("|")) return;
+    nav.textContent = "";
+    for (const name of names) {
+      nav.appendChild(html("a", { href: links[name], target: "_blank", rel: "noopener" }, name));
+    }
+    nav.dataset.shown = names.map((n) => `${n}=${links[n]}`).join("|");
+  }
+
   async function refresh() {
     try {
       const response = await fetch("api/timeseries", { cache: "no-store" });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const data = await response.json();
       lastData = data;
+      renderLinks(data.links || {});
       render(data);
       status.textContent = `updated ${clock(data.now)} · every ${REFRESH_MS / 1000} s`;
       status.classList.remove("error");
