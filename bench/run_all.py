@@ -35,6 +35,7 @@ BENCHES = {
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
+    "ops": "bench_ops.py",
 }
 
 
@@ -283,6 +284,21 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         add("#14", "poison bench: services never restarted",
             "yes" if all(running.values()) else "no", "",
             "ingestion and features run throughout", "—", all(running.values()))  # fmt: skip
+
+    # -- the ops stack (#17)
+    added = _get(report, "ops", "added_up_s")
+    medians = _get(report, "ops", "up_s_median") or {}
+    add("#17", "driftline up: start-up time the ops stack adds (median)", added, "s", "—",
+        f"up without it {_fmt(medians.get('no_ops'), 's')}, with it "
+        f"{_fmt(medians.get('ops'), 's')} (ratio "
+        f"{_fmt(_get(report, 'ops', 'up_ratio_ops_to_no_ops'))})", None)  # fmt: skip
+    rss = _get(report, "ops", "rss_mib_total")
+    add("#17", "whole platform with the ops stack: resident memory", rss, "MiB", "< 3,072 MiB",
+        "every process of the platform, summed", None if rss is None else rss < 3072)  # fmt: skip
+    add("#17", "demo: drift detected -> DriftDetected at Alertmanager's receiver",
+        _get(report, "ops", "drift_to_alert_s"), "s", "—",
+        f"loop trace services in Jaeger: {_get(report, 'ops', 'loop_trace_services')}",
+        None)  # fmt: skip
 
     # -- training, registry, infra (#3, #5)
     add("#5", "training: labelled examples learnt per s (online join)",
