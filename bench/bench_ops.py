@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from driftline.devtools.demo_env import demo_service_env, isolated_env
-from driftline.devtools.infra import free_ports
+from driftline.devtools.demo_env import demo_service_env, isolated_platform_env
 from driftline.devtools.infra.pidfile import read_pid_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,15 +49,7 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.Co
 
 
 def _env(state: Path) -> dict[str, str]:
-    kafka_port, controller_port, redis_port = free_ports(3)
-    env = isolated_env(
-        bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_host="127.0.0.1",
-        redis_port=redis_port,
-        state_dir=state,
-    )
-    env["DRIFTLINE_KAFKA__CONTROLLER_PORT"] = str(controller_port)
-    env["COLUMNS"] = "250"
+    env = isolated_platform_env(state)
     env.update(demo_service_env(3000))  # `up` starts the services the demo then uses
     return env
 

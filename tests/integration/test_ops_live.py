@@ -31,8 +31,7 @@ import pytest
 import yaml
 from support.browser import chromium, dump_dom
 
-from driftline.devtools.demo_env import demo_service_env, isolated_env
-from driftline.devtools.infra import free_ports
+from driftline.devtools.demo_env import demo_service_env, isolated_platform_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "infra" / "prometheus" / "alerts.yml"
@@ -157,15 +156,7 @@ def _connected_to_root(spans: list[dict[str, Any]]) -> tuple[dict[str, Any], lis
 
 def test_ops_see_the_drift_alert_and_the_loop_trace(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    kafka_port, controller_port, redis_port = free_ports(3)
-    env = isolated_env(
-        bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_host="127.0.0.1",
-        redis_port=redis_port,
-        state_dir=state,
-    )
-    env["DRIFTLINE_KAFKA__CONTROLLER_PORT"] = str(controller_port)
-    env["COLUMNS"] = "250"
+    env = isolated_platform_env(state)
     # `up` starts the services, so they get the demo's scenario-sized settings here
     env.update(demo_service_env(DRIFT_AT))
     prometheus = f"http://127.0.0.1:{env['DRIFTLINE_INFRA__OPS__PROMETHEUS_PORT']}"
@@ -218,8 +209,8 @@ def test_ops_see_the_drift_alert_and_the_loop_trace(tmp_path: Path) -> None:
 
         # Jaeger holds the loop: the retraining request's trace, joined to the drift
         kcat = subprocess.run(
-            ["kcat", "-b", f"127.0.0.1:{kafka_port}", "-C", "-t", "driftline.retrain", "-e",
-             "-o", "beginning", "-f", "%s\n"],
+            ["kcat", "-b", env["DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"], "-C",
+             "-t", "driftline.retrain", "-e", "-o", "beginning", "-f", "%s\n"],
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         requests = [json.loads(line) for line in kcat.stdout.splitlines() if line.strip()]

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from driftline.cli.supervisor import SERVICE_NAMES
-from driftline.devtools.demo_env import isolated_env
-from driftline.devtools.infra import free_ports, read_pid_file
+from driftline.devtools.demo_env import isolated_platform_env
+from driftline.devtools.infra import read_pid_file
 
 ROOT = Path(__file__).resolve().parents[2]
 STALE = "STALE: a line an earlier run wrote"
@@ -45,15 +45,7 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
 
 def test_foreground_up_exits_when_down_stops_what_it_started(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    kafka_port, controller_port, redis_port = free_ports(3)
-    env = isolated_env(
-        bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_host="127.0.0.1",
-        redis_port=redis_port,
-        state_dir=state,
-    )
-    env["DRIFTLINE_KAFKA__CONTROLLER_PORT"] = str(controller_port)
-    env["COLUMNS"] = "250"  # rich wraps at 80 columns when not on a terminal
+    env = isolated_platform_env(state)
     logs = state / "logs"
     logs.mkdir(parents=True)
     for name in (*SERVICE_NAMES, "kafka", "redis"):

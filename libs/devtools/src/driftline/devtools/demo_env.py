@@ -14,7 +14,7 @@ from pathlib import Path
 
 from driftline.devtools.infra import free_ports
 
-__all__ = ["demo_models_dir", "demo_service_env", "isolated_env"]
+__all__ = ["demo_models_dir", "demo_service_env", "isolated_env", "isolated_platform_env"]
 
 
 def demo_models_dir(models_dir: Path, model: str) -> Path | None:
@@ -74,6 +74,10 @@ def demo_service_env(
     env = {
         "DRIFTLINE_TRAINING__SNAPSHOT_EVERY": str(snapshot_every),
         "DRIFTLINE_MONITORING__DETECTOR__WARMUP": str(warmup),
+        # The live accuracy ops alert on (AccuracyBelowFloor) averages the last
+        # accuracy_window labelled answers; at the demo's rate the drifted champion
+        # serves for seconds, so the default 1,000 would average its misses away.
+        "DRIFTLINE_MONITORING__ACCURACY_WINDOW": "200",
     }
     if models_dir is not None:
         # Training loads only the demo's model (see demo_models_dir).
@@ -127,4 +131,22 @@ def isolated_env(
         DRIFTLINE_INFRA__OPS__JAEGER_OTLP_GRPC_PORT=str(ops[5]),
         DRIFTLINE_INFRA__OPS__JAEGER_OTLP_HTTP_PORT=str(ops[6]),
     )
+    return env
+
+
+def isolated_platform_env(
+    state_dir: Path, ports: Callable[[int], list[int]] = free_ports
+) -> dict[str, str]:
+    """:func:`isolated_env` for a whole ``driftline up`` of its own: the broker, its
+    controller and Redis on free ports too (tests and benches of the CLI)."""
+    kafka_port, controller_port, redis_port = ports(3)
+    env = isolated_env(
+        bootstrap_servers=f"127.0.0.1:{kafka_port}",
+        redis_host="127.0.0.1",
+        redis_port=redis_port,
+        state_dir=state_dir,
+        ports=ports,
+    )
+    env["DRIFTLINE_KAFKA__CONTROLLER_PORT"] = str(controller_port)
+    env["COLUMNS"] = "250"  # rich wraps at 80 columns when not on a terminal
     return env
