@@ -75,6 +75,7 @@ def _rss_kib(pid: int) -> int:
 def platform_rss(state: Path) -> dict[str, float]:
     """MiB resident per process named by a pid file under ``state`` (with its children)."""
     out: dict[str, float] = {}
+    counted: set[int] = set()  # a process two pid files name is counted once
     for pid_file in sorted(state.rglob("*.pid")):
         record = read_pid_file(pid_file)
         if record is None:
@@ -82,6 +83,9 @@ def platform_rss(state: Path) -> dict[str, float]:
         todo, total = [record.pid], 0
         while todo:
             pid = todo.pop()
+            if pid in counted:
+                continue
+            counted.add(pid)
             total += _rss_kib(pid)
             todo += _children(pid)
         if total:
