@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -54,10 +55,15 @@ class OpsUnreachable(RuntimeError):
     """Alertmanager or Jaeger did not answer (the message names the URL and what to do)."""
 
 
-def _get_json(url: str, timeout_s: float = 10.0) -> Any:
+def _get_json(url: str, timeout_s: float = 10.0, *, missing: Any = ...) -> Any:
+    """The JSON at ``url``; ``missing`` (when given) for a 404, else OpsUnreachable."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and missing is not ...:
+            return missing
+        raise OpsUnreachable(f"{url}: {exc}") from None
     except OSError as exc:
         raise OpsUnreachable(
             f"{url} did not answer ({exc}); is the ops stack running? "
@@ -263,18 +269,8 @@ class JaegerQuery:
 
     def trace(self, trace_id: str) -> list[TraceSpan]:
         """The spans of one trace (none when Jaeger does not hold it)."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/api/traces/{trace_id}", timeout=10) as r:
-                data = json.loads(r.read()).get("data") or []
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return []
-            raise OpsUnreachable(f"{self.base_url}/api/traces/{trace_id}: {exc}") from None
-        except OSError as exc:
-            raise OpsUnreachable(
-                f"{self.base_url} did not answer ({exc}); is the ops stack running? "
-                "`driftline status` shows it"
-            ) from None
+        found = _get_json(f"{self.base_url}/api/traces/{trace_id}", missing={})
+        data = found.get("data") or []
         return [s for d in data for s in _spans_of(d)]
 
     def search(
