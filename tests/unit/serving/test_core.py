@@ -296,3 +296,43 @@ async def test_a_predict_batch_is_logged_as_one_batch_per_model_version(
     [one] = await platform.core.predict([PredictCall("c-1", NAME, features=rows[1])])
     [single] = await platform.log.take(10)
     assert isinstance(single, PendingPrediction) and single.request_id == one.request_id
+
+
+@pytest.mark.parametrize("rpc", ["Predict", "ModelInfer"])
+async def test_a_swapped_versions_first_answer_joins_the_swaps_trace(
+    platform: Platform, rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, rpc: str
+) -> None:
+    """Either RPC's first answer by a version swapped in under a sampled span records
+    ``first prediction`` in that span's trace, linked to the caller's span; once."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from driftline.serving import model_table
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr(model_table, "_tracer", tracer)
+    with tracer.start_as_current_span("swap") as swap:
+        platform.table.first_answers.expect(NAME, 1)
+    for n in range(2):
+        with tracer.start_as_current_span(f"request {n}") as request:
+            if rpc == "Predict":
+                await platform.core.predict(
+                    [PredictCall(f"e{n}", NAME, features=rows[n], request_id=f"r{n}")]
+                )
+            else:
+                served, model, variant = await platform.core.resolve(NAME, "")
+                columns = {f: [rows[n][f]] for f in model.feature_names}
+                platform.core.infer(served, model, columns, 1, variant=variant, request_id=f"r{n}")
+            if n == 0:
+                first_request = request.get_span_context()
+    firsts = [s for s in exporter.get_finished_spans() if s.name.startswith("first prediction")]
+    assert [s.name for s in firsts] == [f"first prediction {NAME} v1"]
+    (first,) = firsts
+    assert first.context.trace_id == swap.get_span_context().trace_id
+    assert first.parent is not None and first.parent.span_id == swap.get_span_context().span_id
+    assert [link.context.span_id for link in first.links] == [first_request.span_id]
+    assert first.attributes is not None and first.attributes["driftline.request_id"] == "r0"

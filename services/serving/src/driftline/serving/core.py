@@ -377,6 +377,8 @@ class ServingCore:
             return Predictions([])
         batch = FeatureBatch.from_columns(columns, n_rows, model.feature_names)
         predictions = model.predict(batch)
+        if self.table.first_answers:
+            self.table.first_answers.answered(model.name, model.version, request_id)
         latency_ms = (time.perf_counter() - started) * 1000.0
         # One log entry for the request: the columns and predictions as they are; the
         # writer encodes them (and scores the shadow model) off the response path.
