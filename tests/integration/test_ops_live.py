@@ -8,7 +8,9 @@ drift scenario against them.  Then, from outside the project's code:
   recording rule of ``infra/prometheus/alerts.yml`` selects exists with the label
   names (and fixed label values) the rule uses — no rule watches a series that
   does not exist;
-- the alert sink's file: ``DriftDetected`` reached Alertmanager's receiver;
+- the alert sink's file: ``DriftDetected`` (the concept drift) and
+  ``AccuracyBelowFloor`` reached Alertmanager's receiver, fired and then resolved
+  once the retrained champion served, and the demo's report says so;
 - Jaeger's query API: the trace of the retraining request holds spans of at least
   five services, every span joined to the drift detection by parents or links;
 - ``driftline alerts`` / ``driftline trace`` print the same;
@@ -202,7 +204,19 @@ def test_ops_see_the_drift_alert_and_the_loop_trace(tmp_path: Path) -> None:
             a["labels"]["alertname"] for n in notes for a in n["alerts"] if a["status"] == "firing"
         }
         assert "DriftDetected" in fired, notes
-        assert "DriftDetected" in text.split("## What ops saw", 1)[1]
+        # ...and, with the accuracy alert, resolved once the retrained champion served
+        statuses: dict[tuple[str, str | None], set[str]] = {}
+        for n in notes:
+            for a in n["alerts"]:
+                key = (a["labels"]["alertname"], a["labels"].get("kind"))
+                statuses.setdefault(key, set()).add(a["status"])
+        for key in (("DriftDetected", "concept"), ("AccuracyBelowFloor", None)):
+            assert statuses.get(key) == {"firing", "resolved"}, (key, statuses)
+        ops_section = text.split("## What ops saw", 1)[1]
+        for line in ops_section.splitlines():
+            if 'kind="concept"' in line or "AccuracyBelowFloor" in line:
+                assert "still firing" not in line, ops_section
+        assert "AccuracyBelowFloor" in ops_section and "DriftDetected" in ops_section
         alerts = cli("alerts", "--since", "2", timeout=120)
         assert alerts.returncode == 0, alerts.stderr
         assert "DriftDetected" in alerts.stdout

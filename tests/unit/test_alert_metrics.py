@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.error_streams import T0, Clock, feed_error_stream
 
 from driftline.contracts.messages import DlqReason, RegistryEvent, RegistryEventKind
+from driftline.drift_detectors.checks import bernoulli_errors
 from driftline.features.metrics import FeaturesMetrics
 from driftline.ingestion.writer import OutcomeCounters
 from driftline.monitoring.core import MonitorCore
@@ -114,6 +115,47 @@ def test_live_accuracy_is_absent_until_measured_and_dropped_when_a_new_champion_
     metrics.refresh(core)
     assert _value(base.registry, "driftline_live_accuracy", model="loans") is None
     assert _value(base.registry, "driftline_live_accuracy_labelled", model="loans") is None
+
+
+def test_detection_and_champion_times_say_whether_the_current_champion_drifted() -> None:
+    """DriftDetected's series: each kind's last detection (0 until one) and when the
+    champion was set (absent without one); a detection later than the champion is one
+    the loop has not answered, a newer champion answers it."""
+    from datetime import timedelta
+
+    base = ServiceMetrics("monitoring")
+    metrics = MonitorMetrics(base, concept_detector="error_rise")
+    clock = Clock()
+    core = MonitorCore(MonitoringSettings(), clock=clock)
+    for version in (1, 2):
+        core.on_registry(_registered(RegistryEventKind.REGISTERED, version))
+    metrics.refresh(core)
+    last = "driftline_drift_last_detected_timestamp_seconds"
+    since = "driftline_champion_since_timestamp_seconds"
+    assert {k: _value(base.registry, last, model="loans", kind=k)
+            for k in ("concept", "data", "prediction")} == dict.fromkeys(
+        ("concept", "data", "prediction"), 0.0)  # fmt: skip
+    assert _value(base.registry, since, model="loans") is None
+
+    core.on_registry(_registered(RegistryEventKind.ALIAS_SET, 1, "champion"))
+    metrics.refresh(core)
+    assert _value(base.registry, since, model="loans") == T0.timestamp()
+
+    # The champion is wrong one time in ten, then one time in two: concept drift.
+    errors = bernoulli_errors(seed=4, p_before=0.1, p_after=0.5, n_before=8_000, n_after=3_000)
+    seen = feed_error_stream(core, clock, errors)
+    detected = [(i, ev) for i, out in seen for ev in out.drift if ev.kind.value == "concept"]
+    assert detected, "the error stream should have been detected as concept drift"
+    metrics.refresh(core)
+    at = _value(base.registry, last, model="loans", kind="concept")
+    assert at == detected[-1][1].detected_at.timestamp()
+    assert at is not None and at > T0.timestamp()
+
+    clock.now = clock.now + timedelta(seconds=5)
+    core.on_registry(_registered(RegistryEventKind.ALIAS_SET, 2, "champion"))
+    metrics.refresh(core)
+    champion = _value(base.registry, since, model="loans")
+    assert champion == clock.now.timestamp() and champion > at
 
 
 # -- ingestion, serving, features, consumers ----------------------------------------------

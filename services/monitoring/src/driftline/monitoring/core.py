@@ -174,6 +174,11 @@ class ModelState:
         self.recent_errors = 0
         self.labelled = 0
         """Outcomes fed so far: the next one's index."""
+        self.champion_since: float | None = None
+        """When (the monitor's clock, seconds since the epoch) the current champion was set."""
+        self.last_detected: dict[str, float] = {}
+        """When each kind of drift was last detected for this model (same clock): a
+        detection later than :attr:`champion_since` is one the loop has not answered yet."""
         self.watched_from = 0
         """Index of the first outcome the error detector tested after it was built and
         warmed up (:class:`ExplainsDrift`): a rise cannot be shown to start earlier (the
@@ -349,6 +354,7 @@ class MonitorCore:
         )
         key = (model_name, kind.value, detector)
         self.detections[key] = self.detections.get(key, 0) + 1
+        self.model(model_name).last_detected[kind.value] = now.timestamp()
         self.series.mark(
             now.timestamp(),
             "drift",
@@ -563,11 +569,13 @@ class MonitorCore:
         if deleted:
             # No champion: outcomes of any version count until the next one is set.
             st.champion_version = None
+            st.champion_since = None
             return Outputs()
         if st.champion_version == event.version:
             return Outputs()
         first = st.champion_version is None
         st.champion_version = event.version
+        st.champion_since = self.clock().timestamp()
         st.featureset = self.featureset_of.get(event.model_name)
         if not first:
             st.rebaseline()

@@ -25,10 +25,11 @@ model's outputs (which run no KSWIN); concept drift's is ``monitoring.detector.t
 class MonitorMetrics:
     """Drift statistics per feature, live accuracy, events/s, detections and requests.
 
-    The counters alerts watch (detections, retrain requests) are created at 0 for every
-    model the monitor knows (:meth:`track`), so a model's first detection is an increase
-    that ``increase()`` sees; the gauges of a model are absent until measured, and
-    removed when its figure is gone again (a new champion starts a new window).
+    The series alerts watch (detection counters and times, retrain requests) are
+    created at 0 for every model the monitor knows (:meth:`track`), so a model's first
+    detection is an increase that ``increase()`` sees and every rule's series exists
+    from the start; the other gauges of a model are absent until measured, and removed
+    when its figure is gone again (a new champion starts a new window).
 
     >>> from prometheus_client import generate_latest
     >>> base = ServiceMetrics("monitoring")
@@ -82,6 +83,20 @@ class MonitorMetrics:
             ["model", "kind", "detector"],
             registry=r,
         )
+        self.last_detected = Gauge(
+            "driftline_drift_last_detected_timestamp_seconds",
+            "When drift of this kind was last detected for the model (0: not since the "
+            "monitor started); later than driftline_champion_since_timestamp_seconds means "
+            "the current champion drifted and no new one has replaced it yet",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.champion_since = Gauge(
+            "driftline_champion_since_timestamp_seconds",
+            "When the monitor saw the model's current champion set (absent with no champion)",
+            ["model"],
+            registry=r,
+        )
         self.retrain_requests = Counter(
             "driftline_retrain_requests", "Retraining requests emitted", ["model"], registry=r
         )
@@ -105,6 +120,8 @@ class MonitorMetrics:
                 for detector in detectors:
                     self.detections.labels(model=name, kind=kind.value, detector=detector)
             self.retrain_requests.labels(model=name)
+            for kind in DriftKind:
+                self.last_detected.labels(model=name, kind=kind.value)
 
     def track_known(self, core: MonitorCore) -> None:
         """:meth:`track` every model ``core`` knows: registered on the models log or seen."""
@@ -123,6 +140,9 @@ class MonitorMetrics:
             _show(self.live_accuracy, name, st.live_accuracy)
             _show(self.labelled, name, float(len(st.recent)) if st.recent else None)
             _show(self.error_cusum, name, st.statistic if st.recent else None)
+            _show(self.champion_since, name, st.champion_since)
+            for kind, at in st.last_detected.items():
+                self.last_detected.labels(model=name, kind=kind).set(at)
         for fs, mon in core.features.items():
             for feature, stats in mon.latest.items():
                 for stat, value in stats.items():
