@@ -4,8 +4,10 @@ Writes ``bench/out/drift.json``:
 
 * ``eval``: per synthetic stream and detector (the retraining policy and each
   River detector alone) the detection delay (median, p90), misses, false alarms
-  and false alarms per 1,000 stationary events, plus the issue-7 targets met or
-  not;
+  and false alarms per 1,000 stationary events, plus the targets met or not
+  (``eval_drift.TARGETS``, each with its issue: 7 for abrupt drift and the
+  controls, 18 for gradual drift over 1,000 / 5,000 events and a returning
+  concept, scored per change point as ``agrawal-recurring/return``);
 * ``throughput``: records per second :class:`MonitorCore` sustains with every
   detector on (per-feature ADWIN, KSWIN on every 100th value, PSI / KS / JS
   windows, prediction drift, the label join and the error-rise detector),
@@ -35,9 +37,10 @@ from driftline.contracts.messages import (
     ValidLabel,
     prediction_records,
 )
+from driftline.monitoring import eval_label_free, eval_recurring
 from driftline.monitoring.core import MonitorCore
 from driftline.monitoring.eval_drift import EvalConfig, evaluate, render
-from driftline.settings import MonitoringSettings
+from driftline.settings import MonitoringSettings, load_settings
 
 OUT = Path(__file__).resolve().parent / "out" / "drift.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -214,11 +217,32 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--service-events", type=int, default=60_000)
+    parser.add_argument(
+        "--story-seeds", type=int, default=5, help="seeds of the recurring and label-free suites"
+    )
     args = parser.parse_args()
     report = evaluate(EvalConfig(seeds=args.seeds, processes=args.processes))
     print(render(report))
+    # Issue 18's other suites, at the settings' defaults (as `driftline eval-drift` runs them).
+    settings = load_settings()
+    recurring = eval_recurring.run(
+        args.story_seeds,
+        eval_recurring.RecurringEvalConfig(
+            restore_examples=settings.training.recurring.min_examples,
+            min_score=settings.training.recurring.min_score,
+        ),
+    )
+    print(eval_recurring.render(recurring))
+    label_free = eval_label_free.run(
+        args.story_seeds,
+        config=eval_label_free.LabelFreeConfig.from_settings(settings.monitoring),
+        processes=args.processes,
+    )
+    print(eval_label_free.render(label_free))
     result = {
         "eval": report,
+        "recurring": recurring,
+        "label_free": label_free,
         "throughput": throughput(args.events),
         "service_throughput": service_throughput(args.service_events),
     }

@@ -71,8 +71,8 @@ def test_monitoring_creates_every_detection_counter_of_a_registered_model_at_zer
     }
     assert detections == {
         ("concept", "error_rise"): 0.0,
-        **{("data", d): 0.0 for d in ("psi", "ks", "js", "kswin")},
-        **{("prediction", d): 0.0 for d in ("psi", "ks", "js")},
+        **{("data", d): 0.0 for d in ("adwin", "psi", "ks", "js", "kswin")},
+        **{("prediction", d): 0.0 for d in ("adwin", "psi", "ks", "js", "cbpe")},
     }
     assert _value(base.registry, "driftline_retrain_requests_total", model="loans") == 0.0
 

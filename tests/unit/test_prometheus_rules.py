@@ -55,6 +55,8 @@ SLO_ALERTS = (
     "PredictLatencyBudgetBurn",
     "FeatureFreshnessBudgetBurn",
     "ConsumerLagBudgetBurn",
+    # Issue 18: the label-free accuracy estimate (CBPE) fell below its floor.
+    "EstimatedAccuracyDrop",
 )
 
 # The burn-rate alerts: each SLO's (error budget, recorded ratio), per the workbook's table.

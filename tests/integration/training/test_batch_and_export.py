@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from driftline.devtools.infra import free_port
 from driftline.kafkaio import make_producer, provision_topics, send_model
 from driftline.model_runtimes import FeatureBatch, load_runtime
 from driftline.offline import read_training_set, write_table
-from driftline.registry.service import RegistryService
 from driftline.registry_client import RegistryClient
 from driftline.settings import PlatformSettings
 from driftline.specs import ModelSpec, load_featureset, load_featuresets, load_model_spec
@@ -88,19 +87,6 @@ def settings(kafka: Any, tmp_path: Path, run: str, featuresets: Path) -> Platfor
         },
         training={"consumer_group": f"batch-it-{run}", "featuresets_dir": str(featuresets)},
     )
-
-
-@pytest.fixture
-async def registry(settings: PlatformSettings) -> AsyncIterator[RegistryClient]:
-    await provision_topics(settings.kafka)
-    service = RegistryService(settings)
-    await service.start()
-    client = RegistryClient(f"127.0.0.1:{service.grpc_port}", timeout_s=30)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await service.stop()
 
 
 async def _produce(settings: PlatformSettings, spec: ModelSpec, *, drift_at: int | None = None,

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,10 @@ from river.datasets import synth
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
 from driftline.devtools.infra import free_port
-from driftline.kafkaio import make_producer, provision_topics, send_model
-from driftline.registry.service import RegistryService
+from driftline.kafkaio import make_producer, send_model
 from driftline.registry_client import RegistryClient
 from driftline.settings import PlatformSettings
-from driftline.specs import ModelSpec, load_model_spec
+from driftline.specs import ModelSpec
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
 from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
@@ -56,29 +55,6 @@ def settings(kafka: Any, tmp_path: Path) -> PlatformSettings:
             "signing_key": SIGNING_KEY,
         },
         training={"consumer_group": f"training-it-{run}", "snapshot_every": 1000},
-    )
-
-
-@pytest.fixture
-async def registry(settings: PlatformSettings) -> AsyncIterator[RegistryClient]:
-    await provision_topics(settings.kafka)
-    service = RegistryService(settings)
-    await service.start()
-    client = RegistryClient(f"127.0.0.1:{service.grpc_port}", timeout_s=30)
-    try:
-        yield client
-    finally:
-        await client.close()
-        await service.stop()
-
-
-@pytest.fixture
-def spec() -> ModelSpec:
-    """The example spec, under a model and feature-set name no other test uses."""
-    base = load_model_spec(ROOT / "examples" / "models" / "loans.yaml")
-    run = uuid.uuid4().hex[:8]
-    return ModelSpec.model_validate(
-        base.model_dump() | {"name": f"loans-{run}", "featureset": f"loans_{run}"}
     )
 
 

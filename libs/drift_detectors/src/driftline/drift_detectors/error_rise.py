@@ -20,6 +20,14 @@ It combines
   exceeds the reference by at least ``min_shift``, over at least ``min_errors``
   errors, so a short burst of bad luck or a statistically real but tiny wobble of
   a model that keeps learning is not called drift;
+* a **slow test** beside the fast one, for drift spread over thousands of
+  examples, which the lagged reference follows and the fast detector therefore
+  never sees: a second one-sided CUSUM of the same kind against the *best* error
+  rate since the last baseline (the lowest value of a long exponentially weighted
+  mean, ``slow_span``, of the same delayed stream), looking for a smaller rise
+  (``slow_shift``, ``slow_rel_shift``), confirmed the same way; the reference's
+  own uncertainty is part of the confirmation's standard error, so a lucky low
+  stretch of a stationary stream is no baseline to alarm against;
 * a **warm-up**: nothing is reported until the reference has seen
   ``warmup`` examples, at start, after each detection and after ``_reset()``.
 
@@ -70,6 +78,9 @@ class ErrorRise(DriftReport):
     """Error rate since the onset."""
     z: float
     """The confirmation test's z."""
+    test: str = "fast"
+    """Which test fired: ``fast`` (against the lagged reference) or ``slow`` (against the
+    best rate since the baseline: a gradual drift)."""
 
 
 class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
@@ -82,7 +93,8 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
     ``eval-drift`` measured.
 
     A detection is ``critical`` when the error rose by at least twice ``min_shift``,
-    ``warning`` otherwise.
+    ``warning`` otherwise.  ``slow_span=0`` turns the slow test off (the fast test alone,
+    as before it existed).
     """
 
     def __init__(
@@ -96,6 +108,9 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         confirm_z: float = 3.0,
         min_errors: Annotated[int, Ge(1)] = 5,
         p_floor: Annotated[float, Gt(0), Lt(1)] = 0.005,
+        slow_span: Annotated[int, Ge(0)] = 4000,
+        slow_shift: Annotated[float, Gt(0), Lt(1)] = 0.02,
+        slow_rel_shift: Annotated[float, Ge(0)] = 0.25,
     ) -> None:
         super().__init__()
         self.warmup = warmup
@@ -118,6 +133,13 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         self.p_floor = p_floor
         """Floor of the reference error rate: for a model with no errors, one error is no
         alarm."""
+        self.slow_span = slow_span
+        """Memory, in examples, of the slow test's mean, whose lowest value since the
+        baseline is its reference (0: no slow test)."""
+        self.slow_shift = slow_shift
+        """Smallest absolute rise the slow test looks for (and confirms)."""
+        self.slow_rel_shift = slow_rel_shift
+        """Smallest rise relative to the slow test's reference; the larger of the two applies."""
         self.n = 0
         """Updates since construction."""
         self.detections = 0
@@ -138,6 +160,9 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         self._onset = self.n
         self._run_n = 0
         self._run_errors = 0
+        self._slow_mean = 0.0
+        self._best: float | None = None
+        self._slow = _Cusum(self.n)
 
     @property
     def last_drift(self) -> ErrorRise | None:
@@ -156,8 +181,9 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
 
     @property
     def statistic(self) -> float:
-        """The current CUSUM value (0 when nothing is suspected)."""
-        return self._cusum
+        """The larger of the two tests' CUSUM values (0 when nothing is suspected; both
+        fire at ``threshold``)."""
+        return max(self._cusum, self._slow.statistic)
 
     def update(self, x: bool | int) -> None:
         """Add one outcome (truthy: the prediction was wrong)."""
@@ -172,8 +198,24 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
             self._ref_n += 1
             alpha = max(1.0 / self.reference_span, 1.0 / self._ref_n)
             self._ref += alpha * (old - self._ref)
+            if self.slow_span:
+                self._slow_mean += max(1.0 / self.slow_span, 1.0 / self._ref_n) * (
+                    old - self._slow_mean
+                )
         if self._ref_n < self.warmup:
             return
+        rise = self._fast(e, index)
+        if rise is None and self.slow_span:
+            rise = self._slow_test(e, index)
+        if rise is None:
+            return
+        self._last = rise
+        self._drift_detected = True
+        self.detections += 1
+        self._rebaseline()
+
+    def _fast(self, e: int, index: int) -> ErrorRise | None:
+        """The fast test: CUSUM and confirmation against the lagged reference."""
         p0 = max(self._ref, self.p_floor)
         p1 = min(p0 + max(self.min_shift, self.rel_shift * p0), 0.999)
         step = math.log(p1 / p0) if e else math.log((1.0 - p1) / (1.0 - p0))
@@ -183,17 +225,17 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
             self._onset = index + 1
             self._run_n = 0
             self._run_errors = 0
-            return
+            return None
         self._run_n += 1
         self._run_errors += e
         if self._cusum < self.threshold or self._run_errors < self.min_errors:
-            return
+            return None
         recent = self._run_errors / self._run_n
         se = math.sqrt(p0 * (1.0 - p0) / self._run_n)
         z = (recent - p0 - self.min_shift) / se
         if z < self.confirm_z:
-            return
-        self._last = ErrorRise(
+            return None
+        return ErrorRise(
             statistic=self._cusum,
             threshold=self.threshold,
             window=self._run_n,
@@ -204,6 +246,61 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
             recent_rate=recent,
             z=z,
         )
-        self._drift_detected = True
-        self.detections += 1
-        self._rebaseline()
+
+    def _slow_test(self, e: int, index: int) -> ErrorRise | None:
+        """The slow test: CUSUM and confirmation against the best rate since the baseline.
+
+        Its reference only falls (a model that keeps learning lowers it), so a rise
+        spread over more examples than the fast reference's memory adds up here.  The
+        confirmation's standard error counts the reference's own (an exponentially
+        weighted mean of span *s* has the variance of a mean of about 2*s* examples).
+        """
+        self._best = self._slow_mean if self._best is None else min(self._best, self._slow_mean)
+        p0 = max(self._best, self.p_floor)
+        shift = max(self.slow_shift, self.slow_rel_shift * p0)
+        cusum = self._slow
+        if not cusum.add(e, index, p0, min(p0 + shift, 0.999)):
+            return None
+        if cusum.statistic < self.threshold or cusum.errors < self.min_errors:
+            return None
+        recent = cusum.errors / cusum.n
+        se = math.sqrt(p0 * (1.0 - p0) * (1.0 / cusum.n + 1.0 / (2 * self.slow_span)))
+        z = (recent - p0 - self.slow_shift) / se
+        if z < self.confirm_z:
+            return None
+        return ErrorRise(
+            statistic=cusum.statistic,
+            threshold=self.threshold,
+            window=cusum.n,
+            severity="critical" if recent - p0 >= 2 * self.min_shift else "warning",
+            index=index,
+            onset_index=cusum.onset,
+            reference_rate=p0,
+            recent_rate=recent,
+            z=z,
+            test="slow",
+        )
+
+
+class _Cusum:
+    """A one-sided Bernoulli CUSUM (p0 against p1, which may move) and its run since the
+    last reset: the estimated onset, examples and errors since."""
+
+    def __init__(self, onset: int) -> None:
+        self.statistic = 0.0
+        self.onset = onset
+        self.n = 0
+        self.errors = 0
+
+    def add(self, e: int, index: int, p0: float, p1: float) -> bool:
+        """Add outcome ``index``; False when the statistic fell back to 0 (a new onset)."""
+        self.statistic += math.log(p1 / p0) if e else math.log((1.0 - p1) / (1.0 - p0))
+        if self.statistic <= 0.0:
+            self.statistic = 0.0
+            self.onset = index + 1
+            self.n = 0
+            self.errors = 0
+            return False
+        self.n += 1
+        self.errors += e
+        return True

@@ -259,6 +259,23 @@ class FeaturesSettings(_ServiceSection):
     feature sets' TTLs, or fresh-but-quiet entities vanish."""
 
 
+class RecurringSettings(_Section):
+    """Recurring concepts: on a concept-drift retrain request, training scores the model's
+    earlier champions on the labelled examples after the onset and restores one that wins,
+    long before a fresh candidate has enough examples to learn from."""
+
+    enabled: bool = True
+    """Check earlier champions at all (off: a concept drift waits for the retraining)."""
+    max_candidates: int = Field(default=3, ge=1)
+    """How many of the most recent distinct earlier champions (alias history) are scored."""
+    min_examples: int = Field(default=200, ge=1)
+    """Labelled examples after the onset the check waits for (far fewer than a candidate
+    needs: scoring a model that exists takes much less evidence than training one)."""
+    min_score: float = 0.8
+    """The promotion metric an earlier champion must reach on them besides beating the
+    champion by the promotion margin (a ceiling for a lower-is-better metric)."""
+
+
 class TrainingSettings(_ServiceSection):
     """Training: label join, online learning, candidates."""
 
@@ -305,6 +322,8 @@ class TrainingSettings(_ServiceSection):
     retrain_recheck_s: float = Field(default=15.0, gt=0)
     """A waiting retrain request replays its window again at least this often (sooner when
     this replica has learned enough new examples after its ``since``)."""
+    recurring: RecurringSettings = RecurringSettings()
+    """Restoring an earlier champion when its concept comes back."""
 
 
 class RegistrySettings(_ServiceSection):
@@ -449,8 +468,10 @@ class MonitoringSettings(_ServiceSection):
     """The detector of each model's live error stream (concept drift); it starts afresh at
     each champion change.  The default, ``{type: error_rise}``, takes ``warmup`` (labelled
     predictions before it can fire, 3600: a model still learning is not drifting),
-    ``min_shift`` (smallest rise of the error rate that counts, 0.05) and ``threshold``
-    (its CUSUM threshold, 14: higher means fewer false alarms, later detection)."""
+    ``min_shift`` (smallest rise of the error rate that counts, 0.05), ``threshold``
+    (its CUSUM threshold, 14: higher means fewer false alarms, later detection) and
+    ``slow_span`` (memory of its slow test, which finds a rise spread over thousands of
+    predictions against the best error rate since the baseline, 4000; 0 turns it off)."""
     drift_window: int = Field(default=1000, ge=10)
     """Records per data / prediction drift window (PSI, KS, Jensen-Shannon)."""
     psi_threshold: float = Field(default=0.2, gt=0)
@@ -461,6 +482,16 @@ class MonitoringSettings(_ServiceSection):
     """KSWIN sees every n-th value of a numeric feature (0 disables it; it costs ~0.7 ms each)."""
     accuracy_window: int = Field(default=1000, ge=1)
     """Labelled predictions the live accuracy is computed over."""
+    cbpe_reference: int = Field(default=2000, ge=0)
+    """Label-free accuracy estimate (CBPE) of a classifier: the first this many labelled
+    predictions of each new champion calibrate its served confidence against being right
+    (0 turns the estimate off).  Until they are in, ``driftline_estimated_accuracy`` is absent."""
+    cbpe_window: int = Field(default=1000, ge=10)
+    """Most recent champion predictions (no labels needed) the estimated accuracy is the
+    mean calibrated confidence of."""
+    cbpe_margin: float = Field(default=0.05, gt=0, lt=1)
+    """A ``cbpe`` prediction-drift event (an early warning, not a retraining trigger) is raised
+    when the estimated accuracy falls more than this below the reference window's accuracy."""
     join_capacity: int = Field(default=200_000, ge=1)
     """Most predictions (and early labels) held while waiting for the other half of the join."""
     publish_interval_s: float = Field(default=5.0, gt=0)

@@ -6,7 +6,11 @@ record and publishes the :class:`Outputs` it returns.
 * ``driftline.features`` → per-feature data drift (:class:`DistributionMonitor`
   per feature set, against the champion's recorded reference when there is one);
 * ``driftline.predictions`` → prediction drift (the output distribution of each
-  model's champion) and one half of the label join;
+  model's champion), the label-free accuracy estimate of a classifier (CBPE, see
+  :mod:`driftline.monitoring.performance_estimation`: calibrated on the champion's
+  first ``monitoring.cbpe_reference`` labelled predictions, a ``cbpe`` prediction-drift
+  event when it falls ``monitoring.cbpe_margin`` below their accuracy) and one half of
+  the label join;
 * ``driftline.labels.valid`` → the other half: each joined pair is one outcome of
   the live error stream, fed to the model's error detector (a River drift detector,
   ``monitoring.detector``: by default the
@@ -70,12 +74,26 @@ from driftline.monitoring.distribution_drift import (
     DistributionMonitor,
     Finding,
 )
+from driftline.monitoring.performance_estimation import (
+    CBPEConfig,
+    EstimateAlarm,
+    PerformanceEstimator,
+    confidence_of,
+)
 from driftline.monitoring.prediction_join import PredictionLabelJoin
 from driftline.monitoring.retrain_policy import RetrainPolicy, RetrainPolicyConfig
 from driftline.monitoring.timeseries import TimeSeriesStore
 from driftline.settings import ConfigError, MonitoringSettings
 
-__all__ = ["ModelState", "MonitorCore", "Outputs", "Refused", "RefusedLabel", "error_detectors"]
+__all__ = [
+    "ModelState",
+    "MonitorCore",
+    "Outputs",
+    "Refused",
+    "RefusedLabel",
+    "cbpe_config",
+    "error_detectors",
+]
 
 CHAMPION = "champion"
 ALIAS_DELETED = 0
@@ -129,6 +147,8 @@ class _Served:
     event_time: float | None
     """Epoch seconds of the event the prediction was for (from the feature log), if known."""
     event_id: str
+    confidence: float | None = None
+    """The probability served for the predicted class (:func:`confidence_of`), if any."""
 
 
 def error_detectors(settings: MonitoringSettings) -> Callable[[], ErrorDetector]:
@@ -144,8 +164,16 @@ def error_detectors(settings: MonitoringSettings) -> Callable[[], ErrorDetector]
         raise ConfigError(f"monitoring.detector: {exc}") from exc
 
 
+def cbpe_config(settings: MonitoringSettings) -> CBPEConfig:
+    """The label-free estimator's settings (``monitoring.cbpe_*``)."""
+    return CBPEConfig(
+        reference=settings.cbpe_reference, window=settings.cbpe_window, margin=settings.cbpe_margin
+    )
+
+
 class ModelState:
-    """Per-model detector state: the error stream, live accuracy, the output distribution.
+    """Per-model detector state: the error stream, live accuracy, the output distribution,
+    the label-free accuracy estimate.
 
     ``new_detector`` builds the error detector (:func:`error_detectors`), anew at
     each champion change: a new model's error level is a new baseline.
@@ -172,6 +200,11 @@ class ModelState:
         )
         self.recent: deque[int] = deque(maxlen=settings.accuracy_window)
         self.recent_errors = 0
+        self._cbpe_config = cbpe_config(settings)
+        self.cbpe = PerformanceEstimator(self._cbpe_config)
+        """CBPE of the current champion (calibrated on its own first labelled predictions)."""
+        self._cbpe_times: deque[datetime] = deque(maxlen=settings.cbpe_window)
+        """Event time of each prediction in the estimate's window (its oldest: an onset)."""
         self.labelled = 0
         """Outcomes fed so far: the next one's index."""
         self.champion_since: float | None = None
@@ -192,6 +225,21 @@ class ModelState:
         if not self.recent:
             return None
         return 1.0 - self.recent_errors / len(self.recent)
+
+    @property
+    def estimated_accuracy(self) -> float | None:
+        """CBPE's accuracy of the last ``cbpe_window`` predictions; None until calibrated."""
+        return self.cbpe.estimate
+
+    def observe_confidence(self, confidence: float, at: datetime) -> EstimateAlarm | None:
+        """Feed one champion prediction's confidence to CBPE; the alarm it raises, if any."""
+        self._cbpe_times.append(at)
+        return self.cbpe.observe(confidence)
+
+    def estimate_onset(self) -> datetime | None:
+        """Event time of the oldest prediction in the estimate's window: the drop that
+        just alarmed started no earlier (a window start, like PSI's onset)."""
+        return self._cbpe_times[0] if self._cbpe_times else None
 
     @property
     def statistic(self) -> float | None:
@@ -242,6 +290,9 @@ class ModelState:
         self.outputs.set_reference(None)
         self.recent.clear()
         self.recent_errors = 0
+        # A new model's confidences mean something else: it is calibrated on its own answers.
+        self.cbpe = PerformanceEstimator(self._cbpe_config)
+        self._cbpe_times.clear()
 
 
 def _comparable(prediction: LabelValue | None, label: LabelValue) -> bool:
@@ -450,6 +501,9 @@ class MonitorCore:
         start_time = self._window_time.get(f"model:{record.model_name}", record.served_at)
         times = {f.onset_index: start_time for f in findings}
         events = self._findings(record.model_name, DriftKind.PREDICTION, findings, times, trace_id)
+        confidence = confidence_of(record.prediction, record.probabilities)
+        if confidence is not None and st.champion_version in (None, record.model_version):
+            events.extend(self._estimate(st, record, confidence, trace_id))
         out = self._emit(events) if events else Outputs()
         if record.event_id is None:
             self.counts["unjoinable"] += 1
@@ -463,6 +517,7 @@ class MonitorCore:
                 record.served_at,
                 self._event_times.get(record.event_id),
                 record.event_id,
+                confidence,
             ),
         )
         if pair is not None:
@@ -472,6 +527,38 @@ class MonitorCore:
                 # The label was read before: it is the one refused, not this prediction.
                 out.refused_labels.append(RefusedLabel(record.event_id, refused.detail))
         return out
+
+    def _estimate(
+        self, st: ModelState, record: PredictionRecord, confidence: float, trace_id: str | None
+    ) -> list[DriftEvent]:
+        """CBPE on one champion prediction: a ``cbpe`` prediction-drift event when the
+        estimated accuracy falls below the floor.
+
+        Prediction drift, not concept drift: the estimate moves only when the served
+        confidences do (the inputs went where the model is unsure), and by default it
+        triggers no retraining — there are no labels of the new regime yet to learn
+        from; the error detector confirms (and asks for retraining) when they come.
+        """
+        at = self._event_times.get(record.event_id) if record.event_id else None
+        alarm = st.observe_confidence(
+            confidence, datetime.fromtimestamp(at, UTC) if at is not None else record.served_at
+        )
+        if alarm is None:
+            return []
+        return [
+            self._drift(
+                record.model_name,
+                DriftKind.PREDICTION,
+                "cbpe",
+                features=[],
+                statistic=alarm.estimate,
+                threshold=alarm.floor,
+                window=alarm.window,
+                severity=alarm.severity,
+                onset=st.estimate_onset(),
+                trace_id=trace_id,
+            )
+        ]
 
     def on_label(self, label: ValidLabel, trace_id: str | None = None) -> Outputs:
         """One validated label from ``driftline.labels.valid``.
@@ -508,6 +595,8 @@ class MonitorCore:
         if st.champion_version is not None and served.model_version != st.champion_version:
             # A late label of the previous champion says nothing about the current one.
             return Outputs()
+        if served.confidence is not None:
+            st.cbpe.add_reference(served.confidence, not wrong)
         report = st.add_outcome(wrong, self._outcome_time(served))
         if report is None:
             return Outputs()
@@ -579,8 +668,12 @@ class MonitorCore:
         st.featureset = self.featureset_of.get(event.model_name)
         if not first:
             st.rebaseline()
+        # The alias change's trigger: a restored earlier champion (recurring concept)
+        # was trained before the onset, but promoted for the episode's own request.
         self.policy.champion_changed(
-            event.model_name, self.trained_until.get((event.model_name, event.version))
+            event.model_name,
+            self.trained_until.get((event.model_name, event.version)),
+            trigger=event.trigger,
         )
         if st.featureset and st.featureset in self.features:
             ref = self.references.get((event.model_name, event.version))
@@ -654,6 +747,9 @@ class MonitorCore:
             acc = st.live_accuracy
             if acc is not None:
                 self.series.record(f"accuracy/{name}", now_s, acc)
+            estimated = st.estimated_accuracy
+            if estimated is not None:
+                self.series.record(f"estimated_accuracy/{name}", now_s, estimated)
             statistic = st.statistic
             if statistic is not None:
                 self.series.record(f"error_cusum/{name}", now_s, statistic)

@@ -15,15 +15,17 @@ from driftline.telemetry import ServiceMetrics
 __all__ = ["DISTRIBUTION_DETECTORS", "MonitorMetrics"]
 
 DISTRIBUTION_DETECTORS = {
-    DriftKind.DATA: ("psi", "ks", "js", "kswin"),
-    DriftKind.PREDICTION: ("psi", "ks", "js"),
+    DriftKind.DATA: ("adwin", "psi", "ks", "js", "kswin"),
+    DriftKind.PREDICTION: ("adwin", "psi", "ks", "js", "cbpe"),
 }
 """The detectors of :class:`DistributionMonitor` on a feature set's inputs and on a
-model's outputs (which run no KSWIN); concept drift's is ``monitoring.detector.type``."""
+model's outputs (which run no KSWIN; ``cbpe`` is the label-free accuracy estimate of its
+probabilities); concept drift's is ``monitoring.detector.type``."""
 
 
 class MonitorMetrics:
-    """Drift statistics per feature, live accuracy, events/s, detections and requests.
+    """Drift statistics per feature, live and estimated accuracy, events/s, detections and
+    requests.
 
     The series alerts watch (detection counters and times, retrain requests) are
     created at 0 for every model the monitor knows (:meth:`track`), so a model's first
@@ -62,6 +64,21 @@ class MonitorMetrics:
             "driftline_live_accuracy_labelled",
             "Labelled predictions of the champion driftline_live_accuracy is computed over "
             "(up to monitoring.accuracy_window)",
+            ["model"],
+            registry=r,
+        )
+        self.estimated_accuracy = Gauge(
+            "driftline_estimated_accuracy",
+            "Label-free accuracy estimate (CBPE) of the champion over its last "
+            "monitoring.cbpe_window predictions: their mean confidence, calibrated on its first "
+            "monitoring.cbpe_reference labelled predictions (absent until then)",
+            ["model"],
+            registry=r,
+        )
+        self.estimated_floor = Gauge(
+            "driftline_estimated_accuracy_floor",
+            "The calibration window's accuracy minus monitoring.cbpe_margin: an estimate below "
+            "it raises a cbpe prediction-drift event (absent until calibrated)",
             ["model"],
             registry=r,
         )
@@ -140,6 +157,9 @@ class MonitorMetrics:
             _show(self.live_accuracy, name, st.live_accuracy)
             _show(self.labelled, name, float(len(st.recent)) if st.recent else None)
             _show(self.error_cusum, name, st.statistic if st.recent else None)
+            estimate = st.estimated_accuracy
+            _show(self.estimated_accuracy, name, estimate)
+            _show(self.estimated_floor, name, st.cbpe.floor if estimate is not None else None)
             _show(self.champion_since, name, st.champion_since)
             for kind, at in st.last_detected.items():
                 self.last_detected.labels(model=name, kind=kind).set(at)

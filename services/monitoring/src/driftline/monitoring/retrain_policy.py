@@ -17,7 +17,11 @@ detectors re-baseline on it, so a later drift is a new episode.  A champion
 trained only on data from before the onset (a scheduled snapshot promoted just
 after the drift, a rollback to an older version) answers nothing: the episode,
 its request and its cooldown go on.  A champion whose lineage is unknown closes
-the episode (it cannot be judged; a person or another tool chose it).
+the episode (it cannot be judged; a person or another tool chose it).  So does a
+champion promoted under the episode's own request id, whatever it learned from:
+training answered the request with it, and an earlier champion restored because
+its concept came back (``recurring concept``) was trained before the onset by
+design.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from driftline.contracts.messages import DriftEvent, DriftKind
@@ -149,19 +153,32 @@ class RetrainPolicy:
         return out
 
     def champion_changed(
-        self, model_name: str, trained_until: datetime | None = None
+        self,
+        model_name: str,
+        trained_until: datetime | None = None,
+        *,
+        trigger: str | None = None,
     ) -> Literal["none", "closed", "kept"]:
         """A new champion serves; ``trained_until`` is the event time of the newest
-        example it learned from (its lineage), None when unknown.
+        example it learned from (its lineage), None when unknown; ``trigger`` the alias
+        change's trigger (the registry event's), the retrain request id when training
+        promoted it for one.
 
         Closes the open episode (returns ``"closed"``) unless the champion learned
-        nothing after the episode's onset (``"kept"``: the drift is not answered);
-        ``"none"`` when there was no episode.
+        nothing after the episode's onset and was not promoted for the episode's
+        request (``"kept"``: the drift is not answered); ``"none"`` when there was no
+        episode.
         """
         ep = self._episodes.get(model_name)
         if ep is None:
             return "none"
-        if trained_until is not None and ep.onset is not None and trained_until <= ep.onset:
+        answers = ep.request is not None and trigger == ep.request.request_id
+        if (
+            not answers
+            and trained_until is not None
+            and ep.onset is not None
+            and trained_until <= ep.onset
+        ):
             self.kept_open += 1
             return "kept"
         del self._episodes[model_name]

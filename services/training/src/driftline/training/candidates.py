@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from driftline.contracts.messages import Lineage
 from driftline.model_runtimes import ModelRuntime, runtime_for
+from driftline.training.recurring import ChampionChange
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,14 @@ class CandidateSink(Protocol):
         """The version of ``name`` whose lineage names ``trigger_id``, if one exists."""
         ...
 
+    async def get_version(self, name: str, version: int) -> RegisteredVersion:
+        """One version of ``name`` (its framework, lineage and metrics)."""
+        ...
+
+    async def champion_changes(self, name: str) -> list[ChampionChange]:
+        """Every move of ``name``'s ``champion`` alias, oldest first (the alias history)."""
+        ...
+
     async def record_unserved_retrain(
         self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
     ) -> int:
@@ -125,6 +134,9 @@ class InMemorySink:
     versions: dict[str, list[_Stored]] = field(default_factory=dict)
     aliases: dict[str, dict[str, int]] = field(default_factory=dict)
     alias_log: list[tuple[str, str, int, str]] = field(default_factory=list)
+    """Every alias move: (model, alias, version, reason)."""
+    alias_triggers: list[str] = field(default_factory=list)
+    """The trigger id of each move in :attr:`alias_log`."""
     unserved: dict[str, dict[str, str]] = field(default_factory=dict)
     """Unserved retrain requests per model: request id -> reason."""
 
@@ -166,6 +178,19 @@ class InMemorySink:
     ) -> None:
         self.aliases.setdefault(name, {})[alias] = version
         self.alias_log.append((name, alias, version, reason))
+        self.alias_triggers.append(trigger_id)
+
+    async def get_version(self, name: str, version: int) -> RegisteredVersion:
+        return self.versions[name][version - 1].version
+
+    async def champion_changes(self, name: str) -> list[ChampionChange]:
+        return [
+            ChampionChange(v, reason, trigger)
+            for (model, alias, v, reason), trigger in zip(
+                self.alias_log, self.alias_triggers, strict=True
+            )
+            if model == name and alias == "champion"
+        ]
 
     async def find_by_trigger(self, name: str, trigger_id: str) -> RegisteredVersion | None:
         for s in self.versions.get(name, []):

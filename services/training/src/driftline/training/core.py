@@ -62,6 +62,7 @@ from driftline.training.batch import (
     fit_window,
     fitted_runtime,
     library_versions,
+    model_input,
     signature_of,
 )
 from driftline.training.candidates import (
@@ -78,6 +79,13 @@ from driftline.training.learner import (
     evaluate,
     recent_after,
     score_recorded,
+)
+from driftline.training.recurring import (
+    RecurringConfig,
+    choose_restore,
+    earlier_champions,
+    is_concept_drift,
+    restored_for,
 )
 from driftline.training.retrain import (
     LOGGED_SKIPS,
@@ -119,6 +127,8 @@ class CoreConfig:
     retrain_min_fraction: float = 0.5
     """After the wait, a candidate is trained only if it can learn from at least this
     fraction of the spec's ``min_examples``; otherwise the request is rejected."""
+    recurring: RecurringConfig = field(default_factory=RecurringConfig)
+    """Restoring an earlier champion on a concept drift (see :mod:`.recurring`)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,8 @@ class RetrainAttempt:
     needed: int = 0
     """Examples the window must hold for a candidate of the spec's ``min_examples``."""
     reason: str = ""
+    restored: CandidateOutcome | None = None
+    """An earlier champion this attempt restored (a recurring concept), if any."""
 
     @property
     def done(self) -> bool:
@@ -176,11 +188,15 @@ class PendingRetrain:
     arrived: int = 0
     """Examples learned online after ``since`` since that replay (an estimate of what a
     new replay would add: this replica may see only some partitions, or lag)."""
+    recurring_at: int | None = None
+    """Examples after ``since`` the earlier champions are scored at (None: not to do)."""
 
     @property
     def recheck_due(self) -> bool:
-        """Whether enough examples have probably arrived for the window to be served."""
-        return self.window + self.arrived >= self.needed
+        """Whether enough examples have probably arrived for the window to be served, or
+        for the earlier champions to be scored on it."""
+        seen = self.window + self.arrived
+        return seen >= self.needed or (self.recurring_at is not None and seen >= self.recurring_at)
 
     def count(self, event_time: datetime) -> None:
         """Account for one example learned online."""
@@ -286,6 +302,12 @@ class TrainingCore:
         self.pending_retrains: dict[str, PendingRetrain] = {}
         """Retrain requests (by id) waiting for labelled examples; while any waits, a
         scheduled snapshot is not promoted over the champion (see :meth:`snapshot`)."""
+        self.restored: list[CandidateOutcome] = []
+        """Earlier champions restored for a recurring concept (see :meth:`check_recurring`)."""
+        self.recurring_checks: Counter[str] = Counter()
+        """Recurring-concept checks by outcome (``restored``, ``kept``, ``none``: no earlier
+        champion to score)."""
+        self._recurring_done: set[str] = set()
 
     @property
     def policy(self) -> PromotionPolicy:
@@ -447,13 +469,15 @@ class TrainingCore:
         cached = self._champion_cache
         if cached is not None and cached.version.version == current.version:
             return cached
-        if self.spec.online and current.framework == "river":
-            model = await self.sink.load_model(self.spec.name, current.version)
-            self._champion_cache = Champion(current, model)
-        else:
-            runtime = await self._load_runtime(current)
-            self._champion_cache = Champion(current, runtime.model, runtime)
+        self._champion_cache = await self._load_version(current)
         return self._champion_cache
+
+    async def _load_version(self, version: RegisteredVersion) -> Champion:
+        """A version of this model, loaded to be scored (and served from, once champion)."""
+        if self.spec.online and version.framework == "river":
+            return Champion(version, await self.sink.load_model(self.spec.name, version.version))
+        runtime = await self._load_runtime(version)
+        return Champion(version, runtime.model, runtime)
 
     async def _load_runtime(self, version: RegisteredVersion) -> ModelRuntime:
         """A version of this model through its framework's runtime (whatever the framework:
@@ -802,6 +826,7 @@ class TrainingCore:
             log.info("retrain %s already produced %s v%d", rid, self.spec.name, existing.version)
             return RetrainAttempt(RetrainStatus.DUPLICATE)
         examples = await self.window_for(request, replay)
+        restored = await self.check_recurring(request, examples)
         needed = examples_needed(self.spec)
         if len(examples) < needed and wait and not self.retrain_deadline_passed(request, now):
             if rid not in self.pending_retrains:
@@ -810,8 +835,15 @@ class TrainingCore:
                     "retrain %s for %s waits: %d labelled examples after %s, %d needed",
                     rid, self.spec.name, len(examples), _since(request), needed,
                 )  # fmt: skip
-            self.pending_retrains[rid] = PendingRetrain(request, len(examples), needed)
-            return RetrainAttempt(RetrainStatus.WAITING, window=len(examples), needed=needed)
+            recurring_at = (
+                self.config.recurring.min_examples if self._recurring_due(request) else None
+            )
+            self.pending_retrains[rid] = PendingRetrain(
+                request, len(examples), needed, recurring_at=recurring_at
+            )
+            return RetrainAttempt(
+                RetrainStatus.WAITING, window=len(examples), needed=needed, restored=restored
+            )
         # The loop's "candidate trained" hop: a child of the request's span, the parent of
         # its registration and promotion (the registry continues it from the call).
         with tracer.start_as_current_span(
@@ -822,7 +854,8 @@ class TrainingCore:
                 "driftline.retrain.window": len(examples),
             },
         ):
-            return await self._train_candidate(request, examples, needed)
+            attempt = await self._train_candidate(request, examples, needed)
+        return replace(attempt, restored=restored) if restored is not None else attempt
 
     async def _train_candidate(
         self, request: RetrainRequest, examples: list[JoinedExample[Any]], needed: int
@@ -919,6 +952,140 @@ class TrainingCore:
     def _finish(self, request_id: str) -> None:
         self.retrains.seen.add(request_id)
         self.pending_retrains.pop(request_id, None)
+        self._recurring_done.add(request_id)
+
+    # -- recurring concepts ---------------------------------------------------------------
+
+    def _recurring_due(self, request: RetrainRequest) -> bool:
+        """Whether the earlier champions are still to be scored for ``request``."""
+        return (
+            self.config.recurring.enabled
+            and request.request_id not in self._recurring_done
+            and is_concept_drift(request)
+        )
+
+    def _eval_examples(self, examples: Sequence[JoinedExample[Any]]) -> list[EvalExample]:
+        """Replayed examples as a model of this spec reads them, to be scored on."""
+        if self.spec.online or self.names is None:
+            select = self.spec.select
+        else:
+            names = self.names
+            select = lambda values: model_input(values, names)  # noqa: E731
+        return [
+            EvalExample(select(ex.vector.values), ex.label.label, ex.event_time, Prediction())
+            for ex in examples
+        ]
+
+    async def check_recurring(
+        self, request: RetrainRequest, examples: Sequence[JoinedExample[Any]]
+    ) -> CandidateOutcome | None:
+        """Restore an earlier champion if the concept it learned is back.
+
+        Once per concept-drift request, as soon as ``examples`` (the labelled window after
+        the onset) holds :attr:`RecurringConfig.min_examples`: the most recent earlier
+        champions (the alias history) and the champion are scored on the examples none of
+        them learned from; the winner chosen by
+        :func:`~driftline.training.recurring.choose_restore` becomes champion again
+        (reason ``recurring concept: …``, the request's id as trigger).  The request goes
+        on waiting for its fresh candidate, which then has to beat the restored champion.
+
+        Returns the restoration, or None (nothing to check yet, nothing better, done before).
+        """
+        cfg = self.config.recurring
+        if not self._recurring_due(request) or len(examples) < cfg.min_examples:
+            return None
+        rid, name = request.request_id, self.spec.name
+        with tracer.start_as_current_span(
+            f"recurring {name}",
+            attributes={
+                RETRAIN_ID: rid,
+                MODEL_NAME: name,
+                "driftline.recurring.window": len(examples),
+            },
+        ) as span:
+            async with self._lock:
+                outcome, result = await self._restore_if_better(request, examples, cfg)
+            span.set_attribute("driftline.recurring.outcome", result)
+        if result != "wait":
+            self._recurring_done.add(rid)
+            self.recurring_checks[result] += 1
+            pending = self.pending_retrains.get(rid)
+            if pending is not None:
+                pending.recurring_at = None
+        if outcome is not None:
+            self.restored.append(outcome)
+        return outcome
+
+    async def _restore_if_better(
+        self, request: RetrainRequest, examples: Sequence[JoinedExample[Any]], cfg: RecurringConfig
+    ) -> tuple[CandidateOutcome | None, str]:
+        """:meth:`check_recurring` under the lock: the restoration, if any, and the outcome
+        (``restored``, ``kept``, ``none``; ``wait``: too few examples none of them learned)."""
+        rid, name = request.request_id, self.spec.name
+        span = trace.get_current_span()
+        changes = await self.sink.champion_changes(name)
+        if restored_for(changes, rid) is not None:
+            log.info("retrain %s for %s: an earlier champion was restored for it already",
+                     rid, name)  # fmt: skip
+            return None, "kept"
+        try:
+            champion = await self._champion()
+        except DriftlineError as exc:
+            if exc.retriable:
+                raise  # the registry is unreachable: the loop tries the request again
+            log.warning("retrain %s for %s: the champion cannot be loaded to compare with "
+                        "earlier ones (%s)", rid, name, exc.message)  # fmt: skip
+            return None, "none"
+        if champion is None:
+            return None, "none"
+        versions = earlier_champions(changes, champion.version.version, cfg.max_candidates)
+        span.set_attribute("driftline.recurring.versions", versions)
+        if not versions:
+            log.info("retrain %s for %s: no earlier champion to score", rid, name)
+            return None, "none"
+        earlier: dict[int, Champion] = {}
+        for v in versions:
+            try:
+                earlier[v] = await self._load_version(await self.sink.get_version(name, v))
+            except DriftlineError as exc:
+                if exc.retriable:
+                    raise
+                # Deleted, tampered with, of a runtime not installed here: the others count.
+                log.warning("%s v%d cannot be scored for a recurring concept: %s", name, v,
+                            exc.message)  # fmt: skip
+        # Only examples none of them has learned from are a fair test.
+        learned = [
+            c.version.lineage.event_time_to
+            for c in (champion, *earlier.values())
+            if c.version.lineage is not None and c.version.lineage.event_time_to is not None
+        ]
+        window = recent_after(self._eval_examples(examples), max(learned, default=None))
+        if len(window) < cfg.min_examples:
+            return None, "wait"
+        promo = self.spec.promotion.metric
+        policy = replace(self.policy, min_eval_examples=cfg.min_examples)
+
+        def score() -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+            scores = {v: self._score_champion(c, window, [promo]) for v, c in earlier.items()}
+            return scores, self._score_champion(champion, window, [promo])
+
+        scores, champ = await asyncio.to_thread(score)
+        choice = choose_restore(
+            scores, champ, champion=champion.version.version, policy=policy,
+            min_score=cfg.min_score,
+        )  # fmt: skip
+        if choice.version is None:
+            log.info("retrain %s for %s: no earlier champion restored (%s)", rid, name,
+                     choice.reason)  # fmt: skip
+            span.set_attribute("driftline.recurring.reason", choice.reason)
+            return None, "kept"
+        restore = earlier[choice.version]
+        outcome = await self._promote(restore.version, Decision(True, choice.reason), rid)
+        self._champion_cache = restore
+        if isinstance(self.learner, BatchLearner) and restore.runtime is not None:
+            self.learner.use(restore.runtime)  # arrivals are scored by what serving answers with
+        log.info("retrain %s for %s: restored v%d (%s)", rid, name, choice.version, choice.reason)
+        return replace(outcome, reused=True), "restored"
 
 
 def _since(request: RetrainRequest) -> str:

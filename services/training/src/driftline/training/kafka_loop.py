@@ -429,6 +429,14 @@ class KafkaRetrainLoop:
                     statuses.append(attempt.status)
                     if attempt.done:
                         held.done_cores.add(i)
+                    if attempt.restored is not None:
+                        log.info(
+                            "retrain %s → %s v%d restored as champion (%s)",
+                            request.request_id,
+                            core.spec.name,
+                            attempt.restored.version.version,
+                            attempt.restored.decision.reason,
+                        )
                     if attempt.outcome is not None:
                         log.info(
                             "retrain %s → %s v%d (%s)",

@@ -12,6 +12,7 @@ from driftline.model_runtimes import runtime_for
 from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
 from driftline.registry_client import RegistryClient
 from driftline.training.candidates import NewVersion, RegisteredVersion, VerifiedArtifact
+from driftline.training.recurring import ChampionChange
 
 
 def _registered(info: ModelVersionInfo) -> RegisteredVersion:
@@ -105,6 +106,16 @@ class RegistrySink:
             if v.lineage is not None and v.lineage.trigger_id == trigger_id:
                 return _registered(v)
         return None
+
+    async def get_version(self, name: str, version: int) -> RegisteredVersion:
+        return _registered(await self.client.get(name, version=version))
+
+    async def champion_changes(self, name: str) -> list[ChampionChange]:
+        try:
+            changes = await self.client.history(name, alias="champion")
+        except NotFoundError:
+            return []
+        return [ChampionChange(c.version, c.reason, c.trigger_id) for c in changes]
 
     async def record_unserved_retrain(
         self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]

@@ -23,6 +23,7 @@ from driftline.specs import (
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
 from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
+from driftline.training.recurring import RecurringConfig
 from driftline.training.registry_sink import RegistrySink
 from driftline.training.replay import KafkaReplay
 from driftline.training.training_metrics import TrainingCollector
@@ -34,9 +35,9 @@ def core_config(cfg: TrainingSettings) -> CoreConfig:
     """The core's knobs from the service settings: each one the settings declare under
     the same name (one they do not, such as ``reference_bins``, keeps its default)."""
     declared = TrainingSettings.model_fields
-    return CoreConfig(
-        **{f.name: getattr(cfg, f.name) for f in fields(CoreConfig) if f.name in declared}
-    )
+    knobs = {f.name: getattr(cfg, f.name) for f in fields(CoreConfig) if f.name in declared}
+    knobs["recurring"] = RecurringConfig(**cfg.recurring.model_dump())
+    return CoreConfig(**knobs)
 
 
 def featureset_catalog(featuresets_dir: Path) -> FeatureSetCatalog | None:

@@ -60,8 +60,23 @@ class TrainingCollector(Collector):
             "(scheduled snapshots are not promoted meanwhile)",
             labels=["model"],
         )
+        restores = CounterMetricFamily(
+            "driftline_training_restores",
+            "Earlier champions restored because their concept came back (a concept-drift "
+            "retrain request they answered before a fresh candidate could)",
+            labels=["model"],
+        )
+        recurring = CounterMetricFamily(
+            "driftline_training_recurring_checks",
+            "Recurring-concept checks of concept-drift retrain requests, by outcome "
+            "(restored; kept: no earlier champion won; none: no earlier champion to score)",
+            labels=["model", "outcome"],
+        )
         for core in self.cores:
             name = core.spec.name
+            restores.add_metric([name], len(core.restored))
+            for outcome in ("restored", "kept", "none"):
+                recurring.add_metric([name, outcome], core.recurring_checks[outcome])
             if core.learner.measured:
                 # Absent, not 0, until a prediction of a model that had learned something
                 # is scored: River's metrics read 0 with nothing scored.
@@ -85,3 +100,4 @@ class TrainingCollector(Collector):
                 retrains.add_metric([name, outcome], n)
             pending.add_metric([name], len(core.pending_retrains))
         yield from (preq, learned, skipped, join, waiting, candidates, retrains, pending)
+        yield from (restores, recurring)

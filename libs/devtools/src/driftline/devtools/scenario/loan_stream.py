@@ -5,7 +5,9 @@ The applications are River's ``synth.Agrawal`` records (the fields of the
 follow Agrawal's classification function :attr:`ScenarioConfig.function_before`;
 from that index on, :attr:`ScenarioConfig.function_after`.  The feature
 distribution does not change — only the concept does — so a model that learned
-the old rule starts making mistakes at once, and only labels reveal it.
+the old rule starts making mistakes at once, and only labels reveal it.  With
+:attr:`ScenarioConfig.return_at` the old rule comes back at that index (a
+recurring concept: the champion that learned it is still in the registry).
 
 The default pair (2 → 0) was chosen by measurement: a Hoeffding adaptive tree
 (the demo's model spec) scores ~0.99 on function 2, falls to ~0.65 when the
@@ -74,6 +76,9 @@ class ScenarioConfig:
     """Agrawal classification function before the drift."""
     function_after: int = 0
     """Agrawal classification function from ``drift_at`` on."""
+    return_at: int | None = None
+    """Index of the first application labelled by ``function_before`` again (a recurring
+    concept); None: ``function_after`` to the end."""
     featureset: str = "loans"
     """The feature set named on every event."""
     start: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=UTC))
@@ -99,6 +104,10 @@ class ScenarioConfig:
             value = getattr(self, name)
             if value not in AGRAWAL_FUNCTIONS:
                 problems.append(f"{name} must be an Agrawal function 0-9 (got {value})")
+        if self.return_at is not None and self.return_at <= self.drift_at:
+            problems.append(
+                f"return_at must come after drift_at (got {self.return_at} <= {self.drift_at})"
+            )
         if self.start.tzinfo is None:
             problems.append("start must be timezone-aware")
         if self.interval <= timedelta(0):
@@ -127,7 +136,10 @@ class Application:
     concept: int
     """The Agrawal function that labelled it."""
     after_drift: bool
-    """Whether it lies at or past the drift point (labelled by the post-drift rule)."""
+    """Whether it lies at or past the drift point, and before a return (labelled by the
+    post-drift rule)."""
+    returned: bool = False
+    """Whether it lies at or past :attr:`ScenarioConfig.return_at` (the old rule again)."""
 
     def raw_event(self, featureset: str = "loans") -> RawEvent:
         """The ``driftline.events`` record of this application."""
@@ -176,8 +188,9 @@ def applications(config: ScenarioConfig) -> Iterator[Application]:
     before = iter(synth.Agrawal(classification_function=config.function_before, seed=config.seed))
     after = iter(synth.Agrawal(classification_function=config.function_after, seed=config.seed + 1))
     picker = _customer_picker(random.Random(config.seed), config.customers, config.zipf_s)
+    back = config.events if config.return_at is None else config.return_at
     for index in range(config.events):
-        drifted = index >= config.drift_at
+        drifted = config.drift_at <= index < back
         x, y = next(after if drifted else before)
         yield Application(
             index=index,
@@ -188,6 +201,7 @@ def applications(config: ScenarioConfig) -> Iterator[Application]:
             label=int(y),
             concept=config.function_after if drifted else config.function_before,
             after_drift=drifted,
+            returned=index >= back,
         )
 
 

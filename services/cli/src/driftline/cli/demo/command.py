@@ -48,6 +48,15 @@ def demo(
             "Agrawal function 2 → 0).",
         ),
     ] = 6_000,
+    return_at: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Index at which the old rule (Agrawal function 2) comes back: a recurring "
+            "concept, answered by restoring the old champion (e.g. --events 16000 "
+            "--return-at 12600). Default: no return.",
+        ),
+    ] = None,
     label_delay: Annotated[
         int,
         typer.Option(min=0, help="A label is sent after this many further applications."),
@@ -107,12 +116,21 @@ def demo(
     that spec (examples/models/batch/): its first champion is fitted on schedule
     and the retrain request refits it on the window after the drift.
 
+    With --return-at the old rule comes back later: the monitor detects the
+    concept drift again, and training restores the champion that served before
+    the first drift (a "recurring concept" promotion, `driftline models history`)
+    once a couple of hundred labels of it are in, long before a retrained
+    candidate could be.
+
     Exits 1 when the loop did not close: no drift detected, no retraining
     requested, the new champion not the retraining's candidate or not serving,
-    or failed requests.
+    failed requests, or (with --return-at) the old champion not restored.
     """
     if drift_at >= events:
         err_console.print("driftline demo: --drift-at must be smaller than --events")
+        raise typer.Exit(2)
+    if return_at is not None and not drift_at < return_at < events:
+        err_console.print("driftline demo: --return-at must lie between --drift-at and --events")
         raise typer.Exit(2)
     cli = state(ctx)
     settings = cli.settings()
@@ -120,6 +138,7 @@ def demo(
         events=events,
         rate=rate,
         drift_at=drift_at,
+        return_at=return_at,
         label_delay=label_delay,
         seed=seed,
         model=model,

@@ -23,6 +23,7 @@ from driftline.contracts.messages import (
     RetrainRequest,
 )
 from driftline.devtools.scenario import Application, ScenarioConfig
+from driftline.registry_api.recurring import RESTORE_REASON
 
 __all__ = [
     "CHAMPION",
@@ -100,6 +101,11 @@ class DemoObserver:
     logged_versions: dict[int, int] = field(default_factory=dict)
     milestones: list[Milestone] = field(default_factory=list)
     drift_sent_s: float | None = None
+    return_sent_s: float | None = None
+    """When the first application of the returning concept was sent (``--return-at``)."""
+    restorations: list[tuple[int, float, str, int]] = field(default_factory=list)
+    """Champion changes whose reason is a recurring concept: (version, wall seconds,
+    trigger, events sent)."""
     new_version_first_index: int | None = None
     new_version_served_s: float | None = None
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=ROLLING))
@@ -163,6 +169,22 @@ class DemoObserver:
                 return change
         return None
 
+    @property
+    def restored(self) -> tuple[int, float, str, int] | None:
+        """The restoration that answered the returning concept: the first champion change
+        after the return with a recurring-concept reason (None without one, or no return)."""
+        if self.return_sent_s is None:
+            return None
+        after = [r for r in self.restorations if r[1] > self.return_sent_s]
+        return after[0] if after else None
+
+    @property
+    def old_champions(self) -> set[int]:
+        """The versions that were champion before the drift (learned the returning rule)."""
+        cut = self.drift_sent_s if self.drift_sent_s is not None else math.inf
+        old = {v for v, at, _, _ in self.champions if at <= cut}
+        return old | ({self.champion_at_start} if self.champion_at_start is not None else set())
+
     def champion_at(self, wall_s: float) -> int | None:
         """The champion at ``wall_s`` seconds into the stream."""
         before = [v for v, at, _, _ in self.champions if at <= wall_s]
@@ -185,10 +207,16 @@ class DemoObserver:
                 self.champion_at_start = event.version
                 return
             first = self.current_champion is None
-            self.champions.append(
-                (event.version, self.now(), event.trigger or "", self.events_sent)
-            )
-            if first:
+            change = (event.version, self.now(), event.trigger or "", self.events_sent)
+            self.champions.append(change)
+            if event.reason.startswith(RESTORE_REASON):
+                self.restorations.append(change)
+                self.milestone(
+                    "old champion restored",
+                    f"v{event.version} is champion again (trigger {event.trigger or '-'}): "
+                    f"{event.reason}",
+                )
+            elif first:
                 self.milestone("first champion", f"v{event.version} ({event.reason or 'promoted'})")
             elif self.drift_sent_s is not None:
                 self.milestone(
@@ -317,6 +345,15 @@ class DemoObserver:
                 out.append("serving never answered with the new champion")
         if self.failures:
             out.append(f"{len(self.failures)} prediction request(s) failed")
+        if self.scenario.return_at is not None:
+            restored = self.restored
+            if restored is None:
+                out.append("the old champion was not restored after the concept returned")
+            elif restored[0] not in self.old_champions:
+                out.append(
+                    f"v{restored[0]} was restored, not a champion from before the drift "
+                    f"({', '.join(version_text(v) for v in sorted(self.old_champions))})"
+                )
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -358,6 +395,26 @@ class DemoObserver:
                 if self.new_version_served_s is not None and drift_s is not None
                 else "n/a"
             ),
+            **self._return_summary(),
+        }
+
+    def _return_summary(self) -> dict[str, Any]:
+        """The recurring concept's figures (none without ``--return-at``)."""
+        back = self.scenario.return_at
+        if back is None:
+            return {}
+        restored = self.restored
+        sent = self.return_sent_s
+        return {
+            "concept returns at event": back,
+            "old champion restored": version_text(restored[0]) if restored else "none",
+            "restored at event (events after the return)": (
+                f"{restored[3]} ({restored[3] - back})" if restored else "n/a"
+            ),
+            "return → old champion restored (s)": (
+                f"{restored[1] - sent:.1f}" if restored and sent is not None else "n/a"
+            ),
+            "accuracy after the return": _pct(self.accuracy(back, None)),
         }
 
 

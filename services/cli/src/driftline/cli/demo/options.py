@@ -15,6 +15,8 @@ class DemoOptions:
     events: int = 12_000
     rate: float = 100.0
     drift_at: int = 6_000
+    return_at: int | None = None
+    """Where the old rule comes back (None: no recurring concept)."""
     label_delay: int = 200
     seed: int = 42
     model: str = "loans"

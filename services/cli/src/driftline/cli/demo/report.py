@@ -47,6 +47,13 @@ def write_report(obs: DemoObserver, path: Path, options: DemoOptions) -> tuple[P
             linestyle="--",
             label=f"new champion serving (v{obs.new_champion[0] if obs.new_champion else '?'})",
         )
+    if obs.scenario.return_at is not None:
+        ax.axvline(obs.scenario.return_at, color="tab:purple", linestyle="-",
+                   label="old concept returns")  # fmt: skip
+        restored = obs.restored
+        if restored is not None:
+            ax.axvline(restored[3], color="tab:olive", linestyle="--",
+                       label=f"old champion restored (v{restored[0]})")  # fmt: skip
     ax.set_xlabel("event index")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0.0, 1.02)
@@ -65,7 +72,12 @@ def write_report(obs: DemoObserver, path: Path, options: DemoOptions) -> tuple[P
         f"Run at {datetime.now(UTC).isoformat(timespec='seconds')}: {options.events:,} events at "
         f"{options.rate:g}/s, concept drift at event {options.drift_at:,} "
         f"(Agrawal function {obs.scenario.function_before} → {obs.scenario.function_after}), "
-        f"labels {options.label_delay} events late, seed {options.seed}, model `{obs.model}`.",
+        f"labels {options.label_delay} events late, seed {options.seed}, model `{obs.model}`"
+        + (
+            f"; the old rule returns at event {options.return_at:,}."
+            if options.return_at is not None
+            else "."
+        ),
         "",
         "**Loop closed.**" if not problems else "**Loop did not close:** " + "; ".join(problems),
         "",

@@ -98,6 +98,7 @@ class DemoRun:
         self.scenario = ScenarioConfig(
             events=options.events,
             drift_at=options.drift_at,
+            return_at=options.return_at,
             label_delay=options.label_delay,
             seed=options.seed,
             interval=timedelta(seconds=1.0 / options.rate),
@@ -314,6 +315,12 @@ class DemoRun:
                         "concept drift",
                         f"the rule changes from Agrawal function {scenario.function_before} "
                         f"to {scenario.function_after}",
+                    )
+                if app.index == scenario.return_at:
+                    self.obs.return_sent_s = self.obs.now()
+                    self.obs.milestone(
+                        "concept returns",
+                        f"the rule changes back to Agrawal function {scenario.function_before}",
                     )
                 self.obs.events_sent += 1
                 self.last_app = app

@@ -268,9 +268,15 @@
     });
 
     const models = perModel(data, "accuracy");
+    // Dashed: the accuracy estimated without labels (CBPE), from the served confidences.
+    const estimated = byPrefix(data, "estimated_accuracy");
     drawChart(chart("accuracy"), {
       title: "live accuracy", domain, yMin: 0, yMax: 1, unit: "accuracy",
-      series: models.map(([model, points], i) => ({ name: model, color: colorOf(i), points })),
+      series: models.flatMap(([model, points], i) => [
+        { name: model, color: colorOf(i), points },
+        ...(estimated[model] ? [{ name: `${model} estimated`, color: colorOf(i), dashed: true,
+                                  points: estimated[model] }] : []),
+      ]),
       markers: markers
         .filter((m) => (m.kind === "drift" && m.drift_kind !== "data") || m.kind !== "drift")
         .map(markerView),
