@@ -27,7 +27,11 @@ system: ## Install system packages (redis-server, kcat, Prometheus, Alertmanager
 .PHONY: install
 install: uv system ## Install Python packages (uv sync), fetch the Kafka jars and build Jaeger once
 	$(UV) sync --frozen --all-packages
-	$(RUN) driftline infra fetch
+	$(RUN) driftline infra fetch --no-helm
+
+.PHONY: helm
+helm: install ## Build Helm 4 once (the chart's tests run helm lint and helm template)
+	$(RUN) driftline infra fetch --helm
 
 .PHONY: proto
 proto: ## Regenerate the gRPC code from proto/ into libs/rpc
@@ -41,7 +45,7 @@ lint: ## ruff (lint + format check), mypy, stale-proto check
 	$(RUN) python scripts/gen_proto.py --check
 
 .PHONY: test
-test: install lint ## Everything: lint, types, stale proto, unit and integration tests
+test: install helm lint ## Everything: lint, types, stale proto, the chart, unit and integration tests
 	$(RUN) pytest -q
 
 .PHONY: unit

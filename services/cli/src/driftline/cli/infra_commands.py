@@ -10,7 +10,13 @@ import typer
 from driftline.cli.context import console, err_console, progress, state
 from driftline.cli.status_view import infra_table
 from driftline.contracts.topics import ALL_TOPICS
-from driftline.devtools.infra import InfraError, LocalPlatform, ensure_jaeger, ensure_kafka_jars
+from driftline.devtools.infra import (
+    InfraError,
+    LocalPlatform,
+    ensure_helm,
+    ensure_jaeger,
+    ensure_kafka_jars,
+)
 from driftline.kafkaio import provision_topics
 
 infra_app = typer.Typer(
@@ -108,10 +114,18 @@ def infra_fetch(
             show_default=False,
         ),
     ] = None,
+    helm: Annotated[
+        bool,
+        typer.Option(
+            "--helm/--no-helm",
+            help="Build Helm too (the Helm chart's tests lint and render it with Helm).",
+        ),
+    ] = True,
 ) -> None:
-    """Fetch the Kafka jars with Maven into infra.jar_cache, and build Jaeger with Go.
+    """Fetch the Kafka jars with Maven into infra.jar_cache, and build Jaeger and Helm with Go.
 
-    Each once per version: Jaeger goes to infra.ops.jaeger_cache.
+    Each once per version: Jaeger goes to infra.ops.jaeger_cache, Helm to
+    ~/.cache/driftline/helm.
     """
     settings = state(ctx).settings()
     try:
@@ -119,5 +133,7 @@ def infra_fetch(
         console.print(f"Kafka jars: {libs}", highlight=False)
         if settings.infra.ops.enabled if ops is None else ops:
             console.print(f"Jaeger: {ensure_jaeger(settings, progress=progress)}", highlight=False)
+        if helm:
+            console.print(f"Helm: {ensure_helm(settings, progress=progress)}", highlight=False)
     except InfraError as exc:
         raise fail(exc) from None

@@ -11,7 +11,8 @@ and the ops stack: Prometheus, Alertmanager with a local alert sink, Jaeger).
 - :func:`kafka_answers` / :func:`redis_answers` are what the launcher polls (a
   service waits with ``driftline.kafkaio.wait_for_kafka`` and
   ``driftline.runtime.wait_for_redis``);
-- :func:`ensure_kafka_jars` fetches the broker jars with Maven once per version.
+- :func:`ensure_kafka_jars` fetches the broker jars with Maven once per version;
+- :func:`ensure_helm` builds Helm with Go once per version (the chart's tests use it).
 """
 
 from driftline.devtools.infra.alert_sink_node import AlertSinkNode
@@ -28,6 +29,7 @@ from driftline.devtools.infra.errors import (
     PortInUseError,
     StartupError,
 )
+from driftline.devtools.infra.helm_build import ensure_helm, fetch_helm, helm_binary
 from driftline.devtools.infra.http_component import HttpComponent
 from driftline.devtools.infra.jaeger_build import ensure_jaeger, fetch_jaeger, jaeger_binary
 from driftline.devtools.infra.jaeger_node import JaegerNode
@@ -89,14 +91,17 @@ __all__ = [
     "TemplateError",
     "alertmanager_config",
     "dashboard_links_env",
+    "ensure_helm",
     "ensure_jaeger",
     "ensure_kafka_jars",
     "ensure_port_free",
+    "fetch_helm",
     "fetch_jaeger",
     "fetch_kafka_jars",
     "find_infra_dir",
     "free_port",
     "free_ports",
+    "helm_binary",
     "http_answers",
     "jaeger_binary",
     "kafka_answers",

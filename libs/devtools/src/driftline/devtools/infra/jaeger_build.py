@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from driftline.devtools.infra.errors import InfraError, MissingToolError
@@ -26,6 +26,7 @@ from driftline.settings import PlatformSettings
 __all__ = [
     "JAEGER_PACKAGE",
     "MIN_GO",
+    "cached_go_build",
     "ensure_jaeger",
     "fetch_jaeger",
     "go_version",
@@ -67,19 +68,39 @@ def fetch_jaeger(
 ) -> Path:
     """Return the Jaeger ``version`` binary, building it with Go first if it is not there."""
     binary = jaeger_binary(cache, version)
+    return cached_go_build(
+        binary,
+        go=go,
+        min_go=MIN_GO,
+        needs=f"building Jaeger needs {INSTALL_HINTS['go']}",
+        build=lambda go_path: _build(version, binary.parent, go_path, progress),
+    )
+
+
+def cached_go_build(
+    binary: Path,
+    *,
+    go: str,
+    min_go: tuple[int, int],
+    needs: str,
+    build: Callable[[str], Path],
+) -> Path:
+    """``binary`` if a complete build of it is cached, else ``build(go_path)``'s, once.
+
+    The Go toolchain must be ``min_go`` or newer (``needs`` says what for and how to get
+    it); two processes never build at once (the second finds the first's binary).
+    """
     version_dir = binary.parent
     if (version_dir / COMPLETE_MARKER).is_file() and binary.is_file():
         return binary
     go_path = require_tool(go, setting="DRIFTLINE_INFRA__OPS__GO")
     found = go_version(go_path)
-    if found < MIN_GO:
-        raise MissingToolError(
-            f"{go_path} is Go {found[0]}.{found[1]}; building Jaeger needs {INSTALL_HINTS['go']}"
-        )
+    if found < min_go:
+        raise MissingToolError(f"{go_path} is Go {found[0]}.{found[1]}; {needs}")
     with _exclusive(version_dir / ".lock"):  # two processes never build at once
         if (version_dir / COMPLETE_MARKER).is_file() and binary.is_file():
             return binary
-        return _build(version, version_dir, go_path, progress)
+        return build(go_path)
 
 
 def _build(version: str, version_dir: Path, go_path: str, progress: Progress) -> Path:
@@ -136,8 +157,13 @@ def _run_go(
     progress: Progress | None = None,
     doing: str = "",
     unit: str = "lines",
+    what: str = "Jaeger",
+    hint: str = "infra.ops.jaeger_version",
 ) -> None:
     """Run one ``go`` command with its output appended to ``log``; a line every 30 s.
+
+    ``what`` names the program being built and ``hint`` the setting its version comes
+    from, for the message of a failure (Helm's build uses it too).
 
     ``go get`` prints a line per module it adds and ``go build -v`` one per
     package it compiles, so the count says how far it got. Interrupted (Ctrl-C),
@@ -168,8 +194,8 @@ def _run_go(
         text = log.read_bytes()[start:].decode("utf-8", errors="replace")
         tail = "\n".join(text.strip().splitlines()[-30:])
         raise InfraError(
-            f"building Jaeger failed (exit {proc.returncode}); check network access to the "
-            f"Go module proxy and infra.ops.jaeger_version. Full output: {log}\n{tail}"
+            f"building {what} failed (exit {proc.returncode}); check network access to the "
+            f"Go module proxy and {hint}. Full output: {log}\n{tail}"
         )
 
 
