@@ -198,3 +198,25 @@ def test_cli_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("infra", "run", "up", "down", "status"):
         assert command in result.output
+
+
+def test_free_port_never_hands_out_a_port_twice_before_its_server_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker's port picked first and a service's picked later, both before either
+    binds: the second call must not return the first's port though it is still free."""
+    from driftline.devtools.infra import ports
+
+    class SameFirst:
+        def __init__(self) -> None:
+            self.draws = iter([12345, 12345, 12346])
+
+        def randrange(self, low: int, high: int) -> int:
+            return next(self.draws)
+
+    monkeypatch.setattr(ports.random, "SystemRandom", SameFirst)
+    monkeypatch.setattr(ports, "port_is_free", lambda host, port: True)
+    monkeypatch.setattr(ports, "_HANDED_OUT", type(ports._HANDED_OUT)())
+    assert ports.free_port() == 12345
+    monkeypatch.setattr(ports.random, "SystemRandom", SameFirst)
+    assert ports.free_port() == 12346

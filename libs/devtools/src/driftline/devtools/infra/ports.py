@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+from collections import OrderedDict
 
 from driftline.devtools.infra.errors import PortInUseError
 
@@ -65,8 +66,18 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+_HANDED_OUT: OrderedDict[int, None] = OrderedDict()
+"""Ports :func:`free_port` gave out in this process, newest last (at most
+:data:`_REMEMBERED`): a port is free until its server binds it, so two calls made
+before either server started (a broker's port, then a service's) must not return
+the same one."""
+
+_REMEMBERED = 4096
+
+
 def free_port(host: str = "127.0.0.1", *, exclude: frozenset[int] = frozenset()) -> int:
-    """A port free on ``host`` now, outside the kernel's ephemeral range (for tests and benches).
+    """A port free on ``host`` now, outside the kernel's ephemeral range (for tests and benches),
+    and not given out by an earlier call of this process.
 
     A port from the ephemeral range (what binding port 0 returns) can be taken
     by any outgoing connection -- a Kafka client's, say -- between the moment it
@@ -77,15 +88,22 @@ def free_port(host: str = "127.0.0.1", *, exclude: frozenset[int] = frozenset())
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(10000, low)
-        if port not in exclude and port_is_free(host, port):
-            return port
+        if port not in exclude and port not in _HANDED_OUT and port_is_free(host, port):
+            return _hand_out(port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:  # the low range is crowded: fall back to the kernel's choice
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             picked: int = sock.getsockname()[1]
-        if picked not in exclude:
-            return picked
+        if picked not in exclude and picked not in _HANDED_OUT:
+            return _hand_out(picked)
+
+
+def _hand_out(port: int) -> int:
+    _HANDED_OUT[port] = None
+    while len(_HANDED_OUT) > _REMEMBERED:
+        _HANDED_OUT.popitem(last=False)
+    return port
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
