@@ -156,10 +156,7 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         self._delay: deque[int] = deque()
         self._ref_n = 0
         self._ref = 0.0
-        self._cusum = 0.0
-        self._onset = self.n
-        self._run_n = 0
-        self._run_errors = 0
+        self._fast_cusum = _Cusum(self.n)
         self._slow_mean = 0.0
         self._best: float | None = None
         self._slow = _Cusum(self.n)
@@ -183,7 +180,7 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
     def statistic(self) -> float:
         """The larger of the two tests' CUSUM values (0 when nothing is suspected; both
         fire at ``threshold``)."""
-        return max(self._cusum, self._slow.statistic)
+        return max(self._fast_cusum.statistic, self._slow.statistic)
 
     def update(self, x: bool | int) -> None:
         """Add one outcome (truthy: the prediction was wrong)."""
@@ -218,34 +215,11 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         """The fast test: CUSUM and confirmation against the lagged reference."""
         p0 = max(self._ref, self.p_floor)
         p1 = min(p0 + max(self.min_shift, self.rel_shift * p0), 0.999)
-        step = math.log(p1 / p0) if e else math.log((1.0 - p1) / (1.0 - p0))
-        self._cusum += step
-        if self._cusum <= 0.0:
-            self._cusum = 0.0
-            self._onset = index + 1
-            self._run_n = 0
-            self._run_errors = 0
+        cusum = self._fast_cusum
+        if not cusum.add(e, index, p0, p1):
             return None
-        self._run_n += 1
-        self._run_errors += e
-        if self._cusum < self.threshold or self._run_errors < self.min_errors:
-            return None
-        recent = self._run_errors / self._run_n
-        se = math.sqrt(p0 * (1.0 - p0) / self._run_n)
-        z = (recent - p0 - self.min_shift) / se
-        if z < self.confirm_z:
-            return None
-        return ErrorRise(
-            statistic=self._cusum,
-            threshold=self.threshold,
-            window=self._run_n,
-            severity="critical" if recent - p0 >= 2 * self.min_shift else "warning",
-            index=index,
-            onset_index=self._onset,
-            reference_rate=p0,
-            recent_rate=recent,
-            z=z,
-        )
+        se = math.sqrt(p0 * (1.0 - p0) / cusum.n)
+        return self._confirmed(cusum, index, p0, self.min_shift, se, "fast")
 
     def _slow_test(self, e: int, index: int) -> ErrorRise | None:
         """The slow test: CUSUM and confirmation against the best rate since the baseline.
@@ -261,11 +235,19 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
         cusum = self._slow
         if not cusum.add(e, index, p0, min(p0 + shift, 0.999)):
             return None
+        se = math.sqrt(p0 * (1.0 - p0) * (1.0 / cusum.n + 1.0 / (2 * self.slow_span)))
+        return self._confirmed(cusum, index, p0, self.slow_shift, se, "slow")
+
+    def _confirmed(
+        self, cusum: _Cusum, index: int, p0: float, shift: float, se: float, test: str
+    ) -> ErrorRise | None:
+        """The rise ``cusum`` suspects, if its statistic reached the threshold over at least
+        ``min_errors`` errors and the z-test (rate since the onset above ``p0 + shift``,
+        standard error ``se``) confirms it."""
         if cusum.statistic < self.threshold or cusum.errors < self.min_errors:
             return None
         recent = cusum.errors / cusum.n
-        se = math.sqrt(p0 * (1.0 - p0) * (1.0 / cusum.n + 1.0 / (2 * self.slow_span)))
-        z = (recent - p0 - self.slow_shift) / se
+        z = (recent - p0 - shift) / se
         if z < self.confirm_z:
             return None
         return ErrorRise(
@@ -278,7 +260,7 @@ class ErrorRiseDetector(BinaryDriftDetector, ExplainsDrift):
             reference_rate=p0,
             recent_rate=recent,
             z=z,
-            test="slow",
+            test=test,
         )
 
 
