@@ -18,6 +18,8 @@ MODULES = (
     "driftline.kafkaio.retry",
     "driftline.online_store.memory",
     "driftline.online_store.registry",
+    "driftline.security.credentials",
+    "driftline.devtools.infra.pki",
     "driftline.telemetry.consumer_health",
     "driftline.features.metrics",
     "driftline.ingestion.writer",

@@ -149,6 +149,35 @@ class OpsSettings(_Section):
     Go module has none embedded: its UI page is a placeholder, its ``/api`` complete."""
 
 
+class SecuritySettings(_Section):
+    """Secure mode: TLS and mutual TLS on every gRPC link, SASL_SSL (SCRAM) on Kafka, an ACL
+    user over TLS on Redis, roles on the registry and API keys on the public APIs.
+
+    One switch for the whole platform; what each process proves itself with comes from
+    files under ``credentials_dir`` (Kubernetes: a Secret per service mounted there),
+    never from the settings file or the repository::
+
+        <credentials_dir>/ca.crt                 the CA every server and client trusts
+        <credentials_dir>/<identity>/tls.crt     this identity's certificate (its CN is the
+        <credentials_dir>/<identity>/tls.key     identity: a service's name, admin, client)
+        <credentials_dir>/<identity>/kafka.password   SCRAM password of Kafka user <identity>
+        <credentials_dir>/<identity>/redis.password   password of Redis ACL user <identity>
+
+    ``driftline infra up --secure`` writes all of it (see ``docs/security.md``).
+    """
+
+    enabled: bool = False
+    """Run secure: every server demands TLS (gRPC: a client certificate from ``ca.crt``),
+    Kafka clients speak SASL_SSL, Redis clients log in over TLS."""
+    credentials_dir: Path = Path(".driftline/credentials")
+    """Directory of the CA certificate and each identity's credentials (layout above)."""
+    identity: str | None = None
+    """Whose credentials this process uses; unset: the service's own name (``registry``,
+    ``serving``, ...), and ``admin`` for the CLI."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    """SASL mechanism of the Kafka clients (the broker's listener must enable it)."""
+
+
 class InfraSettings(_Section):
     """The local platform started by ``driftline infra up``."""
 
@@ -536,6 +565,8 @@ class PlatformSettings(BaseSettings):
     """Traces, metrics, logs."""
     infra: InfraSettings = InfraSettings()
     """Local platform (``driftline infra``)."""
+    security: SecuritySettings = SecuritySettings()
+    """Secure mode (TLS, mTLS, Kafka and Redis ACL users, registry roles, API keys)."""
     ingestion: IngestionSettings = IngestionSettings()
     """Ingestion service."""
     features: FeaturesSettings = FeaturesSettings()
