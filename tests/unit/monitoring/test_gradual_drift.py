@@ -59,10 +59,11 @@ def test_a_slow_small_rise_is_found_by_the_slow_test_alone() -> None:
 
 def test_a_gradual_sea_drift_of_width_1000_gives_one_request_after_the_ramp_starts() -> None:
     spec = STREAMS["sea-gradual-1000"]
-    assert (spec.width, spec.drift, spec.change_points(6_000, 9_000)) == (1_000, True, [6_000])
-    errors = prequential_errors(spec, seed=3, n_before=6_000, n_after=3_000)
+    assert (spec.width, spec.drift, spec.change_points(9_000, 12_000)) == (1_000, True, [9_000])
+    # The slow test watches from example 8,000 (warm-up 3,600 + lag 400 + slow_warmup 4,000).
+    errors = prequential_errors(spec, seed=3, n_before=9_000, n_after=3_000)
     [index] = policy_hits(ErrorRiseDetector(), errors, cooldown_events=600)
-    assert 6_000 <= index <= 6_000 + 2 * spec.width
+    assert 9_000 <= index <= 9_000 + 2 * spec.width
     assert policy_hits(ErrorRiseDetector(slow_span=0), errors, cooldown_events=600) == []
 
 
