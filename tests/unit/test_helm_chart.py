@@ -25,6 +25,7 @@ import yaml
 from driftline.contracts.topics import EVENTS_VALID
 from driftline.devtools.infra import MissingToolError, fetch_helm
 from driftline.devtools.infra.helm_build import HELM_VERSION
+from driftline.security import credentials_for
 from driftline.settings import PlatformSettings, load_settings
 from driftline.settings.models import SERVICE_NAMES
 from driftline.specs import load_featuresets, load_model_specs
@@ -290,6 +291,7 @@ def test_the_environment_is_valid_settings_reaching_kafka_redis_and_peers(
         assert section.instance_id == f"{PREFIX}-{service}-0"
     if service in ("ingestion", "features"):  # the Redis users
         assert (settings.redis.host, settings.redis.port) == ("redis-master.redis.svc", 6379)
+        assert settings.redis.cluster is ci["redis"]["cluster"] is True
     else:
         assert not any(k.startswith("DRIFTLINE_REDIS__") for k in env)
     services = of_kind(cluster_docs, "Service")
@@ -389,6 +391,7 @@ def test_specs_given_in_the_values_replace_the_shipped_ones(
         ("ingestion.autoscaling.enabled=yes", "/ingestion/autoscaling/enabled"),
         ("servng.replicas=2", "servng"),
         ("config.servng.canary_percent=5", "invalid propertyName 'servng'"),
+        ("security.enabled=true", "/security/caSecret"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_field(helm: list[str], value: str, field: str) -> None:
@@ -396,6 +399,55 @@ def test_a_bad_value_is_refused_naming_the_field(helm: list[str], value: str, fi
     assert out.returncode != 0, f"{value} was accepted"
     assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
     assert field in out.stderr, out.stderr
+
+
+SECURE_SETS = (
+    "security.enabled=true",
+    "security.caSecret=driftline-ca",
+    "security.credentialsSecretPrefix=driftline-creds",
+)
+
+
+@pytest.fixture(scope="module")
+def secure_docs(helm: list[str]) -> list[dict[str, Any]]:
+    return render(helm, CI_VALUES, sets=SECURE_SETS)
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_secure_mode_mounts_each_service_its_credentials(
+    secure_docs: list[dict[str, Any]],
+    service: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = workload(secure_docs, service)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(doc, version, strict=True)
+    settings, _ = _settings_of(secure_docs, service, tmp_path, monkeypatch)
+    creds = credentials_for(settings.security, service)
+    assert creds is not None  # secure mode is on, as the service's own identity
+    pod = doc["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container(doc)["volumeMounts"]}
+    # the service's own Secret holds what Credentials reads from <dir>/<service>/...
+    own = mounts[str(creds.directory)]
+    assert own["readOnly"] is True
+    secret = volumes[own["name"]]["secret"]
+    assert secret["secretName"] == f"driftline-creds-{service}"
+    # ... and the CA Secret's ca.crt is <dir>/ca.crt
+    ca = mounts[str(creds.root / "ca.crt")]
+    assert ca["subPath"] == "ca.crt"
+    assert volumes[ca["name"]]["secret"]["secretName"] == "driftline-ca"
+    # no other service's credentials reach this pod
+    names = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert names == {"driftline-ca", f"driftline-creds-{service}"}
+    # the admin port speaks HTTPS only: probes and scrapes say so
+    c = container(doc)
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["startupProbe"]["httpGet"]["scheme"] == "HTTPS"
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scheme"] == "https"
 
 
 def test_min_replicas_above_max_is_refused(helm: list[str]) -> None:

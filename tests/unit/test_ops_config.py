@@ -121,6 +121,30 @@ def test_prometheus_interval_and_unscrapable_services(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_prometheus_scrapes_the_services_over_https_in_secure_mode(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    settings.security.enabled = True
+    settings.security.credentials_dir = tmp_path / "credentials"  # not written yet: fine
+    node = PrometheusNode.from_settings(settings, alertmanager=None, infra_dir=INFRA)
+    config = _yaml(node.write_config())
+    root = (tmp_path / "credentials").absolute()
+    tls = {
+        "ca_file": str(root / "ca.crt"),
+        "cert_file": str(root / "admin" / "tls.crt"),
+        "key_file": str(root / "admin" / "tls.key"),
+    }
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    for name in SERVICE_NAMES:
+        job = jobs[f"driftline-{name}"]
+        assert job["scheme"] == "https", job
+        assert job["tls_config"] == tls
+    others = [j for n, j in jobs.items() if not n.startswith("driftline-")]
+    assert all("tls_config" not in j for j in others), others
+    # plaintext mode: no TLS anywhere
+    plain = PrometheusNode.from_settings(_settings(tmp_path), alertmanager=None, infra_dir=INFRA)
+    assert all("tls_config" not in j for j in _yaml(plain.write_config())["scrape_configs"])
+
+
 def test_alertmanager_sends_fired_and_resolved_to_the_sink_and_the_users_webhook(
     tmp_path: Path,
 ) -> None:

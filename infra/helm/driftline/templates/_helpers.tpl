@@ -151,6 +151,16 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $root.Values.redis.port | quote }}
 - name: DRIFTLINE_REDIS__DB
   value: {{ $root.Values.redis.db | quote }}
+{{- if $root.Values.redis.cluster }}
+- name: DRIFTLINE_REDIS__CLUSTER
+  value: "true"
+{{- end }}
+{{- end }}
+{{- if $root.Values.security.enabled }}
+- name: DRIFTLINE_SECURITY__ENABLED
+  value: "true"
+- name: DRIFTLINE_SECURITY__CREDENTIALS_DIR
+  value: /var/run/driftline/credentials
 {{- end }}
 - name: DRIFTLINE_TELEMETRY__LOG_FORMAT
   value: json

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from driftline.contracts.errors import UnavailableError
 from driftline.contracts.topics import Topic
 from driftline.kafkaio.tracing import headers_from_context
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.settings import KafkaSettings
 
 
@@ -22,14 +23,22 @@ def encode_value(value: BaseModel) -> bytes:
     return value.model_dump_json().encode("utf-8")
 
 
-def make_producer(settings: KafkaSettings, name: str, **overrides: Any) -> AIOKafkaProducer:
+def make_producer(
+    settings: KafkaSettings,
+    name: str,
+    *,
+    security: KafkaAuth | None = None,
+    **overrides: Any,
+) -> AIOKafkaProducer:
     """An idempotent producer (``acks=all``) named ``<client_id>-<name>``; not started.
 
     Its ``max_request_size`` is :attr:`KafkaSettings.max_message_bytes`, the
     ``max.message.bytes`` the topics are created with, so what the producer lets
-    through the broker takes.
+    through the broker takes. ``security``: secure mode's identity
+    (:func:`driftline.security.kafka_auth.kafka_auth`); ``None`` is plaintext.
     """
     options: dict[str, Any] = {
+        **kafka_client_options(security),
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": f"{settings.client_id}-{name}",
         "acks": "all",
@@ -47,14 +56,16 @@ def make_consumer(
     name: str,
     *topics: Topic,
     group_id: str | None,
+    security: KafkaAuth | None = None,
     **overrides: Any,
 ) -> AIOKafkaConsumer:
     """A consumer of ``topics`` in ``group_id`` with manual commits; not started.
 
     Offsets are committed by the caller after the effects of a batch are durable,
-    which is what makes delivery at-least-once.
+    which is what makes delivery at-least-once. ``security`` as for :func:`make_producer`.
     """
     options: dict[str, Any] = {
+        **kafka_client_options(security),
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": f"{settings.client_id}-{name}",
         "group_id": group_id,
@@ -107,17 +118,25 @@ async def send_model(
     return fut
 
 
-async def wait_for_kafka(settings: KafkaSettings, timeout_s: float | None = None) -> None:
+async def wait_for_kafka(
+    settings: KafkaSettings,
+    timeout_s: float | None = None,
+    *,
+    security: KafkaAuth | None = None,
+) -> None:
     """Return once a metadata request succeeds; :class:`UnavailableError` after the wait.
 
     Services call this at start so that a missing broker gives one clear message
-    instead of a stream of connection warnings.
+    instead of a stream of connection warnings. In secure mode (``security``) the
+    request is made as that identity, so a refused certificate or password shows here.
     """
     deadline = time.monotonic() + (timeout_s if timeout_s is not None else settings.startup_wait_s)
     last: Exception | None = None
     while True:
         client = AIOKafkaClient(
-            bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=5000
+            bootstrap_servers=settings.bootstrap_servers,
+            request_timeout_ms=5000,
+            **kafka_client_options(security),
         )
         try:
             await client.bootstrap()
@@ -127,9 +146,10 @@ async def wait_for_kafka(settings: KafkaSettings, timeout_s: float | None = None
         finally:
             await client.close()
         if time.monotonic() >= deadline:
+            who = f" as {security.identity} (SASL_SSL)" if security is not None else ""
             raise UnavailableError(
-                f"Kafka at {settings.bootstrap_servers} did not answer a metadata request "
-                f"within {timeout_s or settings.startup_wait_s:.0f}s ({last}). Start it with "
-                "`driftline infra up` or set DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS."
+                f"Kafka at {settings.bootstrap_servers} did not answer a metadata request"
+                f"{who} within {timeout_s or settings.startup_wait_s:.0f}s ({last}). Start it "
+                "with `driftline infra up` or set DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS."
             )
         await asyncio.sleep(0.5)

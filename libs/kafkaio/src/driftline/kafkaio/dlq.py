@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftline.contracts.messages import DeadLetter, DlqReason
 from driftline.contracts.topics import DLQ, EVENTS, LABELS
 from driftline.kafkaio.clients import make_producer, read_from_start
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.settings import KafkaSettings
 
 REPLAY_HEADER = "driftline-dlq-offset"
@@ -34,10 +35,13 @@ class StoredLetter:
     letter: DeadLetter
 
 
-def _reader(settings: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
+def _reader(
+    settings: KafkaSettings, security: KafkaAuth | None, **options: Any
+) -> AIOKafkaConsumer:
     """A consumer of no group (it assigns partitions and commits nothing) that reads
     committed records only; not started."""
     return AIOKafkaConsumer(
+        **kafka_client_options(security),
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-dlq-reader",
         group_id=None,
@@ -53,6 +57,7 @@ async def read_dead_letters(
     reasons: Iterable[DlqReason] = (),
     kind: str | None = None,
     limit: int | None = None,
+    security: KafkaAuth | None = None,
 ) -> list[StoredLetter]:
     """Dead letters currently on the DLQ (oldest first), filtered by reason and kind.
 
@@ -60,7 +65,7 @@ async def read_dead_letters(
     live topic.  ``limit`` keeps the newest ``limit`` matches.
     """
     wanted = set(reasons)
-    consumer = _reader(settings, auto_offset_reset="earliest")
+    consumer = _reader(settings, security, auto_offset_reset="earliest")
     await consumer.start()
     try:
         end = await read_from_start(consumer, DLQ)
@@ -101,12 +106,19 @@ class Original:
 
 
 async def _record_at(
-    settings: KafkaSettings, tp: TopicPartition, offset: int, fetch_bytes: int
+    settings: KafkaSettings,
+    tp: TopicPartition,
+    offset: int,
+    fetch_bytes: int,
+    security: KafkaAuth | None = None,
 ) -> Any:
     """The committed record at ``tp``/``offset``; :class:`LookupError` says why there is none."""
     where = f"{tp.topic}[{tp.partition}]@{offset}"
     consumer = _reader(
-        settings, max_partition_fetch_bytes=fetch_bytes, fetch_max_bytes=2 * fetch_bytes
+        settings,
+        security,
+        max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_bytes=2 * fetch_bytes,
     )
     await consumer.start()
     try:
@@ -136,7 +148,9 @@ async def _record_at(
     return records[0]
 
 
-async def fetch_original(settings: KafkaSettings, letter: DeadLetter) -> Original:
+async def fetch_original(
+    settings: KafkaSettings, letter: DeadLetter, *, security: KafkaAuth | None = None
+) -> Original:
     """The whole original of ``letter``: kept in it, or read back at its source offset.
 
     A truncated letter's record is read from ``source_topic[source_partition]``
@@ -169,7 +183,9 @@ async def fetch_original(settings: KafkaSettings, letter: DeadLetter) -> Origina
         )
     size = max(settings.max_message_bytes, letter.original_size or 0)
     try:
-        record = await _record_at(settings, TopicPartition(topic, partition), offset, size)
+        record = await _record_at(
+            settings, TopicPartition(topic, partition), offset, size, security
+        )
     except LookupError as exc:
         return Original(None, problem=str(exc))
     value = record.value or b""
@@ -190,7 +206,10 @@ class ReplayResult:
 
 
 async def replay_dead_letters(
-    settings: KafkaSettings, letters: Iterable[StoredLetter]
+    settings: KafkaSettings,
+    letters: Iterable[StoredLetter],
+    *,
+    security: KafkaAuth | None = None,
 ) -> ReplayResult:
     """Re-submit each letter's whole original to its raw topic.
 
@@ -200,13 +219,13 @@ async def replay_dead_letters(
     :func:`fetch_original`); one whose source is gone is left out and listed.
     """
     result = ReplayResult()
-    producer = make_producer(settings, "dlq-replay")
+    producer = make_producer(settings, "dlq-replay", security=security)
     await producer.start()
     try:
         futures = []
         for stored in letters:
             letter = stored.letter
-            original = await fetch_original(settings, letter)
+            original = await fetch_original(settings, letter, security=security)
             if original.value is None:
                 result.unavailable.append((stored, original.problem))
                 continue
@@ -227,11 +246,13 @@ async def replay_dead_letters(
     return result
 
 
-async def read_dead_letter(settings: KafkaSettings, partition: int, offset: int) -> StoredLetter:
+async def read_dead_letter(
+    settings: KafkaSettings, partition: int, offset: int, *, security: KafkaAuth | None = None
+) -> StoredLetter:
     """The dead letter at ``partition:offset`` of the DLQ topic.
 
     Raises :class:`LookupError` naming the offsets the partition holds when there is none.
     """
     tp = TopicPartition(DLQ.name, partition)
-    record = await _record_at(settings, tp, offset, settings.max_message_bytes)
+    record = await _record_at(settings, tp, offset, settings.max_message_bytes, security)
     return StoredLetter(partition, offset, DeadLetter.model_validate_json(record.value))

@@ -9,13 +9,18 @@ from aiokafka.errors import for_code
 
 from driftline.contracts.errors import FailedPreconditionError
 from driftline.contracts.topics import ALL_TOPICS, Topic
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.settings import KafkaSettings
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 async def provision_topics(
-    settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS
+    settings: KafkaSettings,
+    topics: Iterable[Topic] = ALL_TOPICS,
+    *,
+    security: KafkaAuth | None = None,
 ) -> list[str]:
     """Create every topic that does not exist yet; returns the names it created.
 
@@ -23,12 +28,16 @@ async def provision_topics(
     are created with ``max.message.bytes`` = ``settings.max_message_bytes``; a topic
     that already exists keeps its configuration (change it with
     ``kafka-configs.sh --alter`` when ``kafka.max_record_bytes`` is raised).
+
+    In secure mode only ``admin`` may create the declared topics; a service (which may
+    describe them all) finds them there, and one missing is an error saying so.
     """
     wanted = list(topics)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-provision",
         request_timeout_ms=settings.request_timeout_ms,
+        **kafka_client_options(security),
     )
     await admin.start()
     try:
@@ -54,6 +63,12 @@ async def provision_topics(
                 created.append(name)
             elif code == _TOPIC_ALREADY_EXISTS:
                 continue  # created concurrently by another process: fine
+            elif code == _TOPIC_AUTHORIZATION_FAILED and security is not None:
+                raise FailedPreconditionError(
+                    f"topic {name} does not exist and {security.identity} may not create "
+                    "it: in secure mode admin provisions the topics (`driftline infra up "
+                    "--secure`)"
+                )
             else:
                 message = entry[2] if len(entry) > 2 and entry[2] else for_code(code).__name__
                 raise FailedPreconditionError(f"could not create topic {name}: {message}")

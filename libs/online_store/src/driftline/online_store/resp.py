@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from itertools import repeat
+from ssl import SSLContext
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
@@ -47,11 +49,47 @@ def _error_of(reply: hiredis.ReplyError) -> RedisError:
     return ResponseError(text)
 
 
+class _Batch:
+    """The replies of several pipelined commands, awaited as one future.
+
+    It stands in the protocol's FIFO once per command and quacks like a future there:
+    each reply (an error reply as its :class:`ResponseError`, in its place) is
+    collected, and :attr:`future` resolves with all of them after the last. A dropped
+    connection or a timeout (any other error) fails the whole batch. One future and one
+    timer for many commands is what keeps a per-node pipeline of a Redis Cluster cheap.
+    """
+
+    __slots__ = ("future", "left", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future = future
+        self.replies: list[Any] = []
+        self.left = count
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        self.left -= 1
+        if not self.left:
+            self.future.set_result(self.replies)
+
+    def set_exception(self, error: BaseException) -> None:
+        if isinstance(error, ResponseError):  # an error reply to one command: its result
+            self.set_result(error)
+        else:
+            self.future.set_exception(error)
+
+    def exception(self) -> BaseException | None:
+        return self.future.exception() if self.future.done() else None
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, where: str) -> None:
         self.where = where
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[asyncio.Future[Any] | _Batch] = deque()
         self.reader = hiredis.Reader()
         self.lost: Exception | None = None
 
@@ -107,19 +145,34 @@ class PipelinedRedis:
     """One lazily (re)connected Redis connection shared by concurrent callers.
 
     ``url`` is a ``redis://[user:password@]host:port/db`` URL, as for redis-py.
-    ``timeout_s`` bounds connecting and each reply.
+    ``timeout_s`` bounds connecting and each reply. Secure mode
+    (:meth:`driftline.security.redis_auth.RedisAuth.pipelined_kwargs`) adds ``ssl``, a
+    client context (the server is verified against it and its host name), and the
+    ``username``/``password`` of the ``AUTH`` sent first on every connection.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        ssl: SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         parts = urlparse(url)
-        if parts.scheme not in ("redis", ""):
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} in {url!r}")
+        if parts.scheme not in ("redis", "rediss", ""):
+            # Not the URL itself: it may hold a password.
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        if parts.scheme == "rediss" and ssl is None:
+            raise ValueError("a rediss:// URL needs an ssl context (see driftline.security)")
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 6379
         self.db = int(parts.path.lstrip("/") or 0)
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
+        self.username = username or (unquote(parts.username) if parts.username else None)
+        self.password = password or (unquote(parts.password) if parts.password else None)
         self.timeout_s = timeout_s
+        self._ssl = ssl
         self._where = f"{self.host}:{self.port}"
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -145,6 +198,36 @@ class PipelinedRedis:
         finally:
             late.cancel()
 
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write; their replies in order, where an error reply
+        is its :class:`~redis.exceptions.ResponseError` (returned, not raised: a Redis
+        Cluster client handles each ``MOVED``/``ASK`` on its own). A lost connection or a
+        late reply raises, as for :meth:`execute`.
+        """
+        if not commands:
+            return []
+        return await (await self.send_many(commands))
+
+    async def send_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """:meth:`execute_many` in two steps: connect (if need be) and write ``commands``
+        now; the future of their replies, to await later (cancel it to give up). A
+        cluster client writes to every master before it waits for any, with no task each.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        if protocol.lost is not None:
+            raise protocol.lost
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        assert protocol.transport is not None
+        pack = hiredis.pack_command
+        protocol.transport.write(b"".join([pack(c) for c in commands]))
+        protocol.waiting.extend(repeat(_Batch(future, len(commands)), len(commands)))
+        late = loop.call_later(self.timeout_s, self._late, protocol, future)
+        future.add_done_callback(lambda _: late.cancel())
+        return future
+
     def _late(self, protocol: _Protocol, future: asyncio.Future[Any]) -> None:
         if not future.done():
             late = f"Redis at {self._where} did not answer within {self.timeout_s:g} s"
@@ -160,10 +243,18 @@ class PipelinedRedis:
             loop = asyncio.get_running_loop()
             protocol = _Protocol(self._where)
             try:
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: protocol, self.host, self.port),
-                    self.timeout_s,
-                )
+                if self._ssl is None:
+                    connecting = loop.create_connection(lambda: protocol, self.host, self.port)
+                else:
+                    connecting = loop.create_connection(
+                        lambda: protocol,
+                        self.host,
+                        self.port,
+                        ssl=self._ssl,
+                        server_hostname=self.host,
+                        ssl_handshake_timeout=self.timeout_s,
+                    )
+                await asyncio.wait_for(connecting, self.timeout_s)
             except (OSError, TimeoutError) as exc:
                 raise ConnectionError(
                     f"cannot connect to Redis at {self._where}: {exc or type(exc).__name__}"

@@ -40,6 +40,8 @@ from driftline.registry_api.models import (
     ModelVersionInfo,
     ParamValue,
 )
+from driftline.security import grpc_tls
+from driftline.settings import SecuritySettings
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "AliasChangeResult", "RegistryClient"]
@@ -56,9 +58,11 @@ AliasChangeResult = tuple[AliasChange, ModelVersionInfo | None]
 class RegistryClient:
     """Async client of the model registry; errors arrive as Driftline error classes.
 
-    ``token`` is sent as ``authorization: Bearer <token>`` on every call.  Use as
-    an async context manager or call :meth:`close`.  Select a version by number
-    (``version=``) or alias (``alias=``); neither means the latest.
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call.  With
+    ``security`` in secure mode the channel is mutual TLS as ``identity`` (the
+    caller's certificate, which the registry's roles bind; ``security.identity``
+    overrides it).  Use as an async context manager or call :meth:`close`.  Select a
+    version by number (``version=``) or alias (``alias=``); neither means the latest.
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class RegistryClient:
         timeout_s: float = 30.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         channel: grpc.aio.Channel | None = None,
+        security: SecuritySettings | None = None,
+        identity: str = "client",
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
@@ -77,8 +83,10 @@ class RegistryClient:
         self._errors = RpcErrors("registry", target, server_failure=DriftlineError)
         self.chunk_bytes = chunk_bytes
         self._token = token
-        self._channel = channel or grpc.aio.insecure_channel(
+        self._channel = channel or grpc_tls.channel(
             target,
+            security,
+            identity,
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -1,4 +1,6 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` for every service (FastAPI)."""
+"""``/healthz``, ``/readyz`` and ``/metrics`` for every service (FastAPI), served by
+:func:`serve_http`: plain HTTP, or HTTPS only in secure mode
+(:mod:`driftline.security.http_tls`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from driftline.security import http_tls
+from driftline.settings import SecuritySettings
 from driftline.telemetry import ServiceMetrics
 
 
@@ -79,9 +83,29 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def serve_http(app: FastAPI, host: str, port: int, stop: asyncio.Event) -> None:
-    """Serve ``app`` until ``stop`` is set; the process's own signal handling stays in charge."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+async def serve_http(
+    app: FastAPI,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    security: SecuritySettings | None,
+    identity: str,
+) -> None:
+    """Serve ``app`` until ``stop`` is set; the process's own signal handling stays in charge.
+
+    ``security`` and ``identity`` (the service's name) are required so that no service
+    can start its admin port without saying how: in secure mode it serves HTTPS only,
+    with ``identity``'s certificate (:func:`driftline.security.http_tls.server_options`).
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **http_tls.server_options(security, identity),
+    )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     waiter = asyncio.create_task(stop.wait())

@@ -74,6 +74,18 @@ class RedisSettings(_Section):
     """Logical database number."""
     startup_wait_s: float = Field(default=15.0, gt=0)
     """How long a service waits for Redis at start before exiting non-zero."""
+    cluster: bool = False
+    """The Redis at ``host:port`` is a node of a Redis Cluster: clients discover the
+    others from it (``CLUSTER SLOTS``) and follow its redirections; ``db`` must be 0."""
+
+    @model_validator(mode="after")
+    def _cluster_has_db_0(self) -> RedisSettings:
+        if self.cluster and self.db != 0:
+            raise ValueError(
+                "redis.db must be 0 when redis.cluster is true (a Redis Cluster "
+                "has database 0 only)"
+            )
+        return self
 
     @property
     def url(self) -> str:
@@ -191,6 +203,12 @@ class InfraSettings(_Section):
     """Maximum JVM heap of the local broker (``-Xmx``)."""
     redis_server: str = "redis-server"
     """The ``redis-server`` executable."""
+    redis_cli: str = "redis-cli"
+    """The ``redis-cli`` executable (``infra up --redis-cluster`` creates the cluster with it)."""
+    redis_cluster_ports: list[int] | None = Field(default=None, min_length=6, max_length=6)
+    """The six ports of the local Redis Cluster (``infra up --redis-cluster``: three masters,
+    then their three replicas); each node's cluster bus listens on its port + 10000. None:
+    ``redis.port`` and the five ports after it."""
     ready_timeout_s: float = Field(default=90.0, gt=0)
     """How long ``infra up`` waits for Kafka and Redis to answer."""
     ops: OpsSettings = OpsSettings()
@@ -217,6 +235,11 @@ class IngestionSettings(_ServiceSection):
     """Admin and public HTTP API (``POST /v1/events``, ``POST /v1/labels``)."""
     api_key: str | None = None
     """When set, HTTP callers must send it as ``X-API-Key``."""
+    api_keys_file: Path | None = None
+    """A file of accepted ``X-API-Key`` keys by hex SHA-256 digest, one a line with an
+    optional name (``<sha256> partner-a``), besides ``api_key``; unset in secure mode:
+    ``<credentials_dir>/ingestion/api-keys.sha256`` when present. In secure mode every
+    HTTP call needs an accepted key (see ``driftline.security.api_keys``)."""
     dedup_window_s: float = Field(default=3600.0, gt=0)
     """How long an event id is remembered to drop duplicates."""
     max_records_per_request: int = Field(default=10_000, ge=1)
@@ -319,7 +342,9 @@ class TrainingSettings(_ServiceSection):
     registry_target: str = "127.0.0.1:50052"
     """Registry gRPC address."""
     registry_token: str | None = None
-    """Bearer token sent with mutating registry RPCs, when the registry requires one."""
+    """Bearer token sent with mutating registry RPCs, when the registry requires one. In
+    secure mode the client certificate (identity ``training``: trainer and promoter by
+    default) is enough; a token sent overrides its roles."""
     registry_wait_s: float = Field(default=30.0, gt=0)
     """How long the service waits for the registry at start before exiting non-zero."""
     consumer_group: str = "driftline-training"
@@ -369,7 +394,18 @@ class RegistrySettings(_ServiceSection):
     signing_key: str = "driftline-dev-signing-key"
     """HMAC-SHA256 key artifacts are signed and verified with. Change it outside development."""
     token: str | None = None
-    """When set, mutating RPCs need ``authorization: Bearer <token>`` metadata."""
+    """When set, mutating RPCs need ``authorization: Bearer <token>`` metadata. With roles
+    (a roles file, or secure mode) it is one more token, with the admin role."""
+    roles_file: Path | None = None
+    """YAML binding certificate identities and tokens (by hex SHA-256 digest, never the
+    token) to the roles reader, trainer (RegisterVersion), promoter (aliases, rollback) and
+    admin: ``{promoter: {identities: [training], tokens: {ci: <sha256>}}, ...}`` (see
+    ``driftline.security.roles``). Unset in secure mode:
+    ``<credentials_dir>/registry/roles.yaml`` when present, else training is trainer and
+    promoter, admin admin, and features, serving, monitoring and client readers. A call's
+    roles are its bearer token's when it sends one, else its certificate identity's; in
+    secure mode reads need a role too. In plaintext mode a roles file binds tokens only,
+    and reads stay open."""
     max_artifact_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest artifact RegisterVersion accepts."""
     chunk_bytes: int = Field(default=1024 * 1024, gt=0, le=4 * 1024 * 1024)
@@ -398,6 +434,13 @@ class ServingSettings(_ServiceSection):
     """Registry gRPC address."""
     models: list[str] = Field(default_factory=list)
     """Names of the models to serve; empty serves every model the registry lists."""
+    api_keys_file: Path | None = None
+    """A file of accepted API keys by hex SHA-256 digest, one a line with an optional name
+    (``<sha256> partner-a``); unset in secure mode: ``<credentials_dir>/serving/
+    api-keys.sha256`` when present. When there is one, or in secure mode, callers send
+    their key as ``x-api-key`` gRPC metadata (tritonclient: ``headers={"x-api-key": KEY}``);
+    in secure mode a caller with a Driftline service's or the admin's client certificate
+    needs none, and only such a caller may SetCanary."""
     signing_key: str | None = None
     """HMAC key artifacts are verified with; unset uses ``registry.signing_key``."""
     feature_timeout_ms: float = Field(default=100.0, gt=0)

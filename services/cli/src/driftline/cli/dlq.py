@@ -21,6 +21,12 @@ from driftline.kafkaio.dlq import (
     read_dead_letters,
     replay_dead_letters,
 )
+from driftline.security.kafka_auth import KafkaAuth, kafka_auth
+from driftline.settings import KafkaSettings
+
+CLI_IDENTITY = "admin"
+"""Whose Kafka credentials the ``dlq`` commands use in secure mode (unless
+``security.identity`` names another)."""
 
 dlq_app = typer.Typer(
     help="Dead letters: what ingestion refused, why, and replaying them once fixed.",
@@ -34,14 +40,24 @@ ReasonOpt = Annotated[
 KindOpt = Annotated[str | None, typer.Option("--kind", help="Only 'event' or 'label' records.")]
 
 
+def _kafka(ctx: typer.Context) -> tuple[KafkaSettings, KafkaAuth | None]:
+    """The broker's settings and, in secure mode, the CLI's Kafka identity."""
+    settings = state(ctx).settings()
+    return settings.kafka, kafka_auth(settings.security, CLI_IDENTITY)
+
+
 def _read(
     ctx: typer.Context, reasons: list[DlqReason] | None, kind: str | None, limit: int | None
 ) -> list[StoredLetter]:
-    settings = state(ctx).settings().kafka
+    settings, security = _kafka(ctx)
     if kind not in (None, "event", "label"):
         err_console.print("driftline: --kind is 'event' or 'label'", style="red")
         raise typer.Exit(2)
-    return asyncio.run(read_dead_letters(settings, reasons=reasons or (), kind=kind, limit=limit))
+    return asyncio.run(
+        read_dead_letters(
+            settings, reasons=reasons or (), kind=kind, limit=limit, security=security
+        )
+    )
 
 
 def _preview(raw: bytes, width: int = 60) -> str:
@@ -124,11 +140,11 @@ def original(
             style="red",
         )
         raise typer.Exit(2) from None
-    settings = state(ctx).settings().kafka
+    settings, security = _kafka(ctx)
 
     async def read() -> Original:
-        stored = await read_dead_letter(settings, partition, offset)
-        return await fetch_original(settings, stored.letter)
+        stored = await read_dead_letter(settings, partition, offset, security=security)
+        return await fetch_original(settings, stored.letter, security=security)
 
     try:
         found = asyncio.run(read())
@@ -176,7 +192,8 @@ def replay(
     if dry_run or not letters:
         console.print(f"{len(letters)} dead letter(s) would be replayed")
         return
-    result = asyncio.run(replay_dead_letters(state(ctx).settings().kafka, letters))
+    settings, security = _kafka(ctx)
+    result = asyncio.run(replay_dead_letters(settings, letters, security=security))
     console.print(f"replayed {result.sent} record(s); watch them with `driftline dlq show`")
     for stored, problem in result.unavailable:
         err_console.print(

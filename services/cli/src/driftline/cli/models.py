@@ -1,7 +1,8 @@
 """``driftline models list | show | register | promote | rollback | history``: the model registry.
 
 Thin wiring over :mod:`driftline.cli.registry_views`; the registry is
-reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token``.
+reached at ``registry.grpc_host:registry.grpc_port`` with ``registry.token`` (in secure
+mode over mutual TLS as ``admin``, or ``security.identity``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ models_app = typer.Typer(
 
 def _ask(ctx: typer.Context, view: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call a registry view at the configured registry; a refusal exits 1 with its message."""
-    cfg = state(ctx).settings().registry
+    settings = state(ctx).settings()
+    cfg = settings.registry
+    target = f"{cfg.grpc_host}:{cfg.grpc_port}"
     try:
-        return view(f"{cfg.grpc_host}:{cfg.grpc_port}", *args, token=cfg.token, **kwargs)
+        return view(target, *args, token=cfg.token, security=settings.security, **kwargs)
     except DriftlineError as exc:
         err_console.print(f"driftline: {exc.message}", style="red", highlight=False, markup=False)
         raise typer.Exit(1) from None

@@ -1,8 +1,9 @@
 """What ``driftline models list | show | register | promote | rollback | history`` do, as
 plain functions.
 
-Each takes the registry's ``target`` (``host:port``) and optional bearer
-``token`` and returns rows (lists of string dicts, ready for a table) or text;
+Each takes the registry's ``target`` (``host:port``), an optional bearer ``token``
+and the ``security`` settings (secure mode: mutual TLS as ``admin``, or
+``security.identity``) and returns rows (lists of string dicts, ready for a table) or text;
 errors are :class:`driftline.contracts.errors.DriftlineError` subclasses with a
 message to print.  They are synchronous: each runs its own event loop.
 """
@@ -26,7 +27,7 @@ from driftline.registry_client.external import (
     prepare_artifact,
     register_prepared,
 )
-from driftline.settings import locate, read_yaml_with_lines
+from driftline.settings import SecuritySettings, locate, read_yaml_with_lines
 from driftline.specs import SpecError, load_model_spec
 
 __all__ = [
@@ -44,9 +45,15 @@ Row = dict[str, str]
 _T = TypeVar("_T")
 
 
-def _run(target: str, token: str | None, action: Callable[[RegistryClient], Awaitable[_T]]) -> _T:
+def _run(
+    target: str,
+    token: str | None,
+    action: Callable[[RegistryClient], Awaitable[_T]],
+    security: SecuritySettings | None = None,
+) -> _T:
     async def main() -> _T:
-        async with RegistryClient(target, token=token) as client:
+        client = RegistryClient(target, token=token, security=security, identity="admin")
+        async with client:
             return await action(client)
 
     return asyncio.run(main())
@@ -91,7 +98,12 @@ def _unserved_cell(m: ModelSummary) -> str:
     return f"{len(m.unserved_retrains)} (last {_time(last.at)}: {last.reason})"
 
 
-def models_list(target: str, name: str | None = None, token: str | None = None) -> list[Row]:
+def models_list(
+    target: str,
+    name: str | None = None,
+    token: str | None = None,
+    security: SecuritySettings | None = None,
+) -> list[Row]:
     """Without ``name``: one row per model.  With ``name``: one row per version."""
 
     async def action(client: RegistryClient) -> list[Row]:
@@ -108,7 +120,7 @@ def models_list(target: str, name: str | None = None, token: str | None = None) 
             ]
         return [_version_row(v) for v in await client.list_versions(name)]
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)
 
 
 def models_show(
@@ -117,6 +129,7 @@ def models_show(
     version: int | None = None,
     alias: str | None = None,
     token: str | None = None,
+    security: SecuritySettings | None = None,
 ) -> str:
     """Every recorded attribute of one version (latest when neither selector), as text."""
 
@@ -164,7 +177,7 @@ def models_show(
                 lines.append(f"          {_time(u.at)} {u.request_id}: {u.reason}{drift}")
         return "\n".join(lines)
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)
 
 
 def prepare_registration(
@@ -218,6 +231,7 @@ def models_register(
     metrics: dict[str, float] | None = None,
     actor: str = "cli",
     token: str | None = None,
+    security: SecuritySettings | None = None,
 ) -> str:
     """Upload a prepared version (and promote it); what was registered, as text."""
 
@@ -241,7 +255,7 @@ def models_register(
             lines.append(f"  {v.name}:{done.alias} -> v{v.version} (was {before})")
         return "\n".join(lines)
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)
 
 
 def models_promote(
@@ -253,6 +267,7 @@ def models_promote(
     actor: str = "cli",
     reason: str = "",
     token: str | None = None,
+    security: SecuritySettings | None = None,
 ) -> str:
     """Point ``alias`` at ``version``; returns a one-line summary."""
 
@@ -263,7 +278,7 @@ def models_promote(
         before = f"v{change.previous_version}" if change.previous_version else "unset"
         return f"{name}:{alias} -> v{change.version} (was {before})"
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)
 
 
 def models_rollback(
@@ -275,6 +290,7 @@ def models_rollback(
     actor: str = "cli",
     reason: str = "",
     token: str | None = None,
+    security: SecuritySettings | None = None,
 ) -> str:
     """Roll ``alias`` back (to its previous version, or where it pointed at ``as_of``)."""
 
@@ -284,15 +300,20 @@ def models_rollback(
         )
         return f"{name}:{alias} rolled back to v{change.version} (was v{change.previous_version})"
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)
 
 
 def models_history(
-    target: str, name: str, alias: str = "", limit: int = 0, token: str | None = None
+    target: str,
+    name: str,
+    alias: str = "",
+    limit: int = 0,
+    token: str | None = None,
+    security: SecuritySettings | None = None,
 ) -> list[Row]:
     """Alias changes of ``name``, oldest first."""
 
     async def action(client: RegistryClient) -> list[Row]:
         return [_change_row(c) for c in await client.history(name, alias, limit)]
 
-    return _run(target, token, action)
+    return _run(target, token, action, security)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driftline.devtools.infra import ManagedProcess, StartupError, StopOutcome
+from driftline.security import http_tls
 from driftline.settings import AdminSettings, PlatformSettings
 from driftline.settings.loader import CONFIG_ENV
 from driftline.settings.models import SERVICE_NAMES
@@ -75,9 +76,9 @@ class ServiceProcess:
             log_file=state_dir / "logs" / f"{name}.log",
         )
         admin: AdminSettings = getattr(settings, name).admin
-        host = "127.0.0.1" if admin.host in ("0.0.0.0", "", "::") else admin.host
         self.admin_port = admin.port
-        self.health_url = f"http://{host}:{admin.port}/healthz"
+        self.health_url = http_tls.url(admin.host, admin.port, settings.security, "/healthz")
+        self._security = settings.security
 
     @property
     def built(self) -> bool:
@@ -108,11 +109,16 @@ class ServiceProcess:
         return self.process.spawn(self.command(), cwd=Path.cwd(), env=env)
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
-        """Whether ``GET /healthz`` on its admin port answers 200."""
+        """Whether ``GET /healthz`` on its admin port answers 200 (in secure mode over
+        HTTPS, the service verified against the CA, as the admin identity)."""
         if self.admin_port == 0:
             return False
         try:
-            with urllib.request.urlopen(self.health_url, timeout=timeout_s) as response:
+            # Built per call: the credentials may appear after this object (`up --secure`).
+            context = http_tls.client_context(self._security, "admin")
+            with urllib.request.urlopen(
+                self.health_url, timeout=timeout_s, context=context
+            ) as response:
                 return int(response.status) == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False

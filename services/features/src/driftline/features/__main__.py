@@ -20,6 +20,7 @@ from driftline.features.worker import FeaturesWorker
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.online_store import create_online_store, wait_until_reachable
 from driftline.runtime import Health, build_admin_app, serve_http, service_main
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
 from driftline.telemetry import ConsumerHealth
@@ -35,17 +36,29 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     health = Health("features")
     store = create_online_store(settings)
     try:
-        await wait_for_kafka(settings.kafka)
+        kafka_security = kafka_auth(settings.security, "features")
+        await wait_for_kafka(settings.kafka, security=kafka_security)
         startup_wait_s = cfg.online_store.startup_wait_s or settings.redis.startup_wait_s
         await wait_until_reachable(store, startup_wait_s)
         health.set("online_store", True)
-        created = await provision_topics(settings.kafka)
+        created = await provision_topics(settings.kafka, security=kafka_security)
         if created:
             log.info("created topics %s", ", ".join(created))
         admin = build_admin_app(health, metrics)
-        http = asyncio.create_task(serve_http(admin, cfg.admin.host, cfg.admin.port, stop))
+        http = asyncio.create_task(
+            serve_http(
+                admin,
+                cfg.admin.host,
+                cfg.admin.port,
+                stop,
+                security=settings.security,
+                identity="features",
+            )
+        )
         lookup = OnlineFeatureLookup(catalog, store)
-        server, port = await start_grpc_server(lookup, metrics, cfg.grpc_host, cfg.grpc_port)
+        server, port = await start_grpc_server(
+            lookup, metrics, cfg.grpc_host, cfg.grpc_port, settings.security
+        )
         health.set("grpc", True)
         log.info("FeatureStore gRPC on %s:%d", cfg.grpc_host, port)
         worker = FeaturesWorker(
@@ -61,6 +74,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
             consumer_health=ConsumerHealth(
                 metrics.registry, stall_after_s=settings.kafka.stall_after_s
             ),
+            kafka_security=kafka_security,
         )
         # Start-up waits for the changelog topic and the group join; SIGTERM
         # must still be able to end it.

@@ -30,6 +30,8 @@ from driftline.edge.errors import STATUS_NUMBER
 from driftline.edge.server import RpcFailed, ServerEdge
 from driftline.features.columns import declared_types, online_features_response
 from driftline.features.lookup import OnlineFeatureLookup
+from driftline.security import grpc_tls
+from driftline.settings import SecuritySettings
 from driftline.telemetry import Children, ServiceMetrics, context_from_metadata
 from driftline.v1 import feature_store_pb2, feature_store_pb2_grpc
 
@@ -229,11 +231,17 @@ class FeatureStoreServicer(feature_store_pb2_grpc.FeatureStoreServicer):
 
 
 async def start_grpc_server(
-    lookup: OnlineFeatureLookup, metrics: ServiceMetrics, host: str, port: int
+    lookup: OnlineFeatureLookup,
+    metrics: ServiceMetrics,
+    host: str,
+    port: int,
+    security: SecuritySettings | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start the FeatureStore, health and reflection services; returns the server and port.
 
-    Raises :class:`RuntimeError` when the address cannot be bound.
+    In secure mode (``security``) the port is mutual TLS: only a client with a
+    certificate of the platform's CA is served. Raises :class:`RuntimeError` when the
+    address cannot be bound.
     """
     server = grpc.aio.server()
     feature_store_pb2_grpc.add_FeatureStoreServicer_to_server(
@@ -250,7 +258,7 @@ async def start_grpc_server(
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = grpc_tls.add_port(server, f"{host}:{port}", security, "features")
     if bound == 0:
         raise RuntimeError(f"cannot bind the FeatureStore gRPC server to {host}:{port}")
     await server.start()

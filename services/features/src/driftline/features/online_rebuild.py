@@ -9,11 +9,12 @@ would read MISSING for every quiet entity.
 
 :class:`OnlineRebuild` notices: the worker keeps a *generation marker* in the
 store (the store's optional :attr:`~driftline.online_store.OnlineStore.generation_marker`
-capability; Redis keeps it at ``dl:f:__generation__``) and checks it every few
-seconds.  When it is gone (or another worker replaced it after a wipe), the worker rewrites
-every entity it holds: aggregates from its table (as of the entity's newest
-event time, exactly what the batch loop writes) and raw values from the entity's
-newest vector on the feature log.  Writes are event-time monotonic, so anything
+capability; Redis keeps it at ``dl:f:__generation__``, a Redis Cluster one key per
+slot range: :class:`~driftline.online_store.redis_store.ClusterGenerationMarker`) and
+checks it every few seconds.  When it is gone (or another worker replaced it after a
+wipe), the worker rewrites every entity it holds: aggregates from its table (as of the
+entity's newest event time, exactly what the batch loop writes) and raw values from the
+entity's newest vector on the feature log.  Writes are event-time monotonic, so anything
 written by the live batch loop meanwhile is never replaced by an older value;
 the last step (reading the log's tail, snapshotting the table, writing) runs
 under :attr:`OnlineRebuild.lock`, which the batch loop holds per batch, so a
@@ -62,6 +63,7 @@ from driftline.online_store import (
     OnlineStore,
     StoreUnavailable,
 )
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.specs import FeatureSetCatalog
 
 __all__ = [
@@ -152,9 +154,12 @@ def rebuild_writes(
 class FeatureLogIndex:
     """Each entity's newest raw values, read from ``driftline.features`` from the start."""
 
-    def __init__(self, bootstrap_servers: str, client_id: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, client_id: str, security: KafkaAuth | None = None
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
+        self._security = security
         self.newest: dict[tuple[str, str], NewestRaw] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._parts: list[TopicPartition] = []
@@ -162,6 +167,7 @@ class FeatureLogIndex:
     async def open(self) -> None:
         """Connect and position at the start of every partition."""
         consumer = AIOKafkaConsumer(
+            **kafka_client_options(self._security),
             bootstrap_servers=self._bootstrap,
             client_id=f"{self._client_id}-features-rebuild",
             group_id=None,
@@ -235,6 +241,7 @@ class OnlineRebuild:
         client_id: str = "driftline",
         interval_s: float = 2.0,
         marker: GenerationMarker | None = None,
+        kafka_security: KafkaAuth | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -245,6 +252,7 @@ class OnlineRebuild:
         self.rebuilds = 0
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
+        self._kafka_security = kafka_security
         self._states = states
         self._ready = ready
         self._interval = interval_s
@@ -297,7 +305,7 @@ class OnlineRebuild:
 
     async def rebuild(self) -> int:
         """Rewrite every entity this worker holds; return how many were written."""
-        index = FeatureLogIndex(self._bootstrap, self._client_id)
+        index = FeatureLogIndex(self._bootstrap, self._client_id, self._kafka_security)
         await index.open()
         try:
             read = await index.catch_up()  # the bulk, while batches go on

@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from driftline.features.aggregates import DEFAULT_LATENESS_S, EntityState
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.specs import FeatureSetCatalog
 
 __all__ = ["StateCodec", "StateTable", "ensure_changelog", "read_changelog"]
@@ -165,10 +166,21 @@ class StateTable:
 
 
 async def ensure_changelog(
-    bootstrap_servers: str, topic: str, partitions: int, replication_factor: int
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    *,
+    security: KafkaAuth | None = None,
 ) -> bool:
-    """Create the compacted changelog topic unless it exists; return whether it was created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    """Create the compacted changelog topic unless it exists; return whether it was created.
+
+    In secure mode the features principal owns the topics of its prefix (CREATE included:
+    :data:`driftline.contracts.access.KAFKA_ACCESS`), so it makes its changelog itself.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, **kafka_client_options(security)
+    )
     await admin.start()
     try:
         await admin.create_topics(
@@ -182,7 +194,12 @@ async def ensure_changelog(
 
 
 async def read_changelog(
-    bootstrap_servers: str, topic: str, partitions: list[int], client_id: str
+    bootstrap_servers: str,
+    topic: str,
+    partitions: list[int],
+    client_id: str,
+    *,
+    security: KafkaAuth | None = None,
 ) -> dict[int, dict[str, bytes]]:
     """Replay ``partitions`` of the changelog to their current end: the newest value per key.
 
@@ -193,6 +210,7 @@ async def read_changelog(
         return out
     started = time.monotonic()
     consumer = AIOKafkaConsumer(
+        **kafka_client_options(security),
         bootstrap_servers=bootstrap_servers,
         client_id=f"{client_id}-features-recovery",
         group_id=None,

@@ -87,6 +87,7 @@ from driftline.kafkaio import (
 )
 from driftline.online_store import OnlineStore, StoreUnavailable
 from driftline.runtime import Health
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.settings import KafkaSettings
 from driftline.specs import FeatureSetCatalog
 from driftline.telemetry import ConsumerHealth, messaging_attributes
@@ -142,11 +143,13 @@ class FeaturesWorker:
         max_record_bytes: int = _KAFKA_DEFAULTS.max_record_bytes,
         max_message_bytes: int = _KAFKA_DEFAULTS.max_message_bytes,
         consumer_health: ConsumerHealth | None = None,
+        kafka_security: KafkaAuth | None = None,
     ) -> None:
         """``max_record_bytes`` / ``max_message_bytes`` are ``kafka.max_record_bytes`` and
         ``kafka.max_message_bytes`` (how much of a record a dead letter keeps; the
         producer's ``max_request_size``); ``consumer_health`` is the service's one
-        :class:`ConsumerHealth` (one on ``metrics.registry`` with a 60 s stall when None).
+        :class:`ConsumerHealth` (one on ``metrics.registry`` with a 60 s stall when None);
+        ``kafka_security`` is secure mode's identity of every Kafka client it makes.
         """
         self.catalog = catalog
         self.store = store
@@ -165,6 +168,7 @@ class FeaturesWorker:
         self._max_message_bytes = max_message_bytes
         self.table = StateTable(StateCodec(catalog, allowed_lateness_s))
         self._bootstrap = bootstrap_servers
+        self._kafka_security = kafka_security
         self._replication = replication_factor
         self._client_id = client_id
         self._batch_max = batch_max
@@ -186,6 +190,7 @@ class FeaturesWorker:
             states=self.table.items,
             ready=self.recovered,
             client_id=client_id,
+            kafka_security=kafka_security,
         )
 
     # -- lifecycle ----------------------------------------------------------------
@@ -198,10 +203,15 @@ class FeaturesWorker:
         """Create the changelog if needed, start the producer and join the group."""
         self.health.set("worker_started", False)
         if await ensure_changelog(
-            self._bootstrap, CHANGELOG_TOPIC, EVENTS_VALID.partitions, self._replication
+            self._bootstrap,
+            CHANGELOG_TOPIC,
+            EVENTS_VALID.partitions,
+            self._replication,
+            security=self._kafka_security,
         ):
             log.info("created changelog topic %s", CHANGELOG_TOPIC)
         self._producer = AIOKafkaProducer(
+            **kafka_client_options(self._kafka_security),
             bootstrap_servers=self._bootstrap,
             client_id=f"{self._client_id}-features-log",
             acks="all",
@@ -213,6 +223,7 @@ class FeaturesWorker:
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
+            **kafka_client_options(self._kafka_security),
             bootstrap_servers=self._bootstrap,
             group_id=APP_ID,
             client_id=f"{self._client_id}-features",
@@ -300,7 +311,11 @@ class FeaturesWorker:
         while True:
             try:
                 return await read_changelog(
-                    self._bootstrap, CHANGELOG_TOPIC, list(partitions), self._client_id
+                    self._bootstrap,
+                    CHANGELOG_TOPIC,
+                    list(partitions),
+                    self._client_id,
+                    security=self._kafka_security,
                 )
             except (KafkaError, OSError) as exc:
                 log.warning("changelog recovery failed (%s); retrying in 1s", exc)

@@ -15,7 +15,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from driftline.contracts.errors import UnavailableError
 
@@ -69,7 +70,9 @@ class InMemoryDedupStore(DedupStore):
 class RedisDedupStore(DedupStore):
     """Claims as ``SET key owner NX PX window`` in one pipeline per batch.
 
-    Shared by every ingestion replica and survives restarts.
+    Shared by every ingestion replica and survives restarts. ``redis`` may be a
+    :class:`~redis.asyncio.cluster.RedisCluster`: each claim and release touches one key,
+    and redis-py's cluster pipeline sends each master the commands of its keys.
     """
 
     # Delete the key only while this owner holds it: compare and delete in one step.
@@ -78,7 +81,9 @@ class RedisDedupStore(DedupStore):
         "return 0"
     )
 
-    def __init__(self, redis: Redis, window_s: float, prefix: str = "dl:dedup:") -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, window_s: float, prefix: str = "dl:dedup:"
+    ) -> None:
         super().__init__(window_s)
         self._redis = redis
         self._prefix = prefix
@@ -93,7 +98,7 @@ class RedisDedupStore(DedupStore):
                 for key, owner in claims:
                     pipe.set(self._prefix + key, owner, nx=True, px=px, get=True)
                 previous = await pipe.execute()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise UnavailableError(f"dedup store (Redis) failed: {exc}") from exc
         out = []
         for (_, owner), prev in zip(claims, previous, strict=True):
@@ -108,9 +113,33 @@ class RedisDedupStore(DedupStore):
         if not claims:
             return
         try:
+            if isinstance(self._redis, RedisCluster):
+                await self._release_on_cluster(self._redis, claims)
+                return
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, owner in claims:
                     await self._release(keys=[self._prefix + key], args=[owner], client=pipe)
                 await pipe.execute()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise UnavailableError(f"dedup store (Redis) failed: {exc}") from exc
+
+    async def _release_on_cluster(
+        self, redis: RedisCluster, claims: Sequence[tuple[str, str]]
+    ) -> None:
+        """The release script by ``EVALSHA`` in a cluster pipeline (whose ``evalsha()``
+        redis-py refuses: it cannot load a script on the node lacking it), loaded on every
+        master (``SCRIPT LOAD``) and run again on ``NOSCRIPT``: a new cluster, a promoted
+        replica."""
+        for attempt in (1, 2):
+            try:
+                async with redis.pipeline() as pipe:
+                    for key, owner in claims:
+                        pipe.execute_command(
+                            "EVALSHA", self._release.sha, 1, self._prefix + key, owner
+                        )
+                    await pipe.execute()
+                return
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await redis.script_load(self._RELEASE)

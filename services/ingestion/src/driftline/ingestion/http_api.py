@@ -11,6 +11,10 @@ gets 413 before it is parsed; an array of more than
 that cannot be parsed (too deep, a number too long …) or written (the producer
 refuses its size) is rejected with its reason like any other bad record.  Only
 the server's own faults answer 5xx: 503 when Kafka or Redis is unavailable.
+
+Callers may need an ``X-API-Key`` (401 without an accepted one): ``ingestion.api_key``,
+and the keys ``ingestion.api_keys_file`` lists by digest (secure mode always asks for
+one; see :func:`ingestion_api_keys`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import asyncio
 import json
 import logging
 import re
-import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,6 +46,9 @@ from driftline.ingestion.core import (
 )
 from driftline.ingestion.writer import OutcomeCounters, fault_letter, send_outcome
 from driftline.kafkaio import is_record_fault
+from driftline.security.api_keys import ApiKeys, HttpApiKeys
+from driftline.security.auth_files import API_KEYS_FILE, auth_file
+from driftline.settings import PlatformSettings
 from driftline.telemetry import HEAD_SAMPLED
 
 log = logging.getLogger(__name__)
@@ -124,26 +130,49 @@ class _Part:
     parsed: bool = False
 
 
+def ingestion_api_keys(settings: PlatformSettings) -> HttpApiKeys | None:
+    """The keys the HTTP API accepts (``ingestion.api_key`` and ``ingestion.api_keys_file``,
+    in secure mode ``<credentials_dir>/ingestion/api-keys.sha256`` when present), or None
+    when every caller is accepted (plaintext mode without either)."""
+    cfg, security = settings.ingestion, settings.security
+    path = auth_file(security, "ingestion", cfg.api_keys_file, API_KEYS_FILE)
+    if path is None and cfg.api_key is None and not security.enabled:
+        return None
+    keys = ApiKeys.load(path, setting="ingestion.api_keys_file") if path else ApiKeys()
+    if not keys and cfg.api_key is None:
+        log.warning(
+            "ingestion accepts no API key (ingestion.api_keys_file, or %s in its credentials "
+            "directory): every HTTP ingest call is refused",
+            API_KEYS_FILE,
+        )
+    return HttpApiKeys(keys, legacy=cfg.api_key)
+
+
 def add_ingest_routes(
     app: FastAPI,
     core: IngestionCore,
     producer: AIOKafkaProducer,
     counters: OutcomeCounters,
-    api_key: str | None,
+    api_key: HttpApiKeys | str | None,
     *,
     max_body_bytes: int,
     max_records: int,
 ) -> None:
     """Mount the ingest API on ``app`` (the service's admin app).
 
+    ``api_key``: the keys accepted in ``X-API-Key`` (a string: that one key), or None
+    when every caller is accepted.
+
     ``max_body_bytes`` is ``kafka.max_message_bytes``; ``max_records`` is
     ``ingestion.max_records_per_request``.
     """
 
+    keys = HttpApiKeys(legacy=api_key) if isinstance(api_key, str) else api_key
+
     async def ingest(
         kind: Literal["event", "label"], request: Request, key: str | None
     ) -> JSONResponse:
-        if api_key is not None and (key is None or not secrets.compare_digest(key, api_key)):
+        if keys is not None and not keys.accepts(key):
             return JSONResponse(
                 {"detail": "missing or wrong X-API-Key header; ask the operator for the key"},
                 status_code=401,

@@ -50,6 +50,7 @@ from driftline.kafkaio import (
     retry_io,
     traceparent_of,
 )
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
@@ -138,12 +139,14 @@ class KafkaIngestLoop:
         health.expect(SKIP_REASONS)
         self.batches = 0
         self._producer: AIOKafkaProducer | None = None
+        self._kafka_security = kafka_auth(settings.security, "ingestion")
 
     def _make_producer(self) -> AIOKafkaProducer:
         cfg = self.settings.ingestion
         return make_producer(
             self.settings.kafka,
             f"ingestion-{cfg.instance_id}",
+            security=self._kafka_security,
             transactional_id=f"driftline-ingestion-{cfg.instance_id}",
             linger_ms=2,
             max_batch_size=256 * 1024,
@@ -183,6 +186,7 @@ class KafkaIngestLoop:
             EVENTS,
             LABELS,
             group_id=cfg.consumer_group,
+            security=self._kafka_security,
             max_poll_records=cfg.batch_size,
         )
         await consumer.start()

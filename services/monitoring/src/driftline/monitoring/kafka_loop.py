@@ -61,6 +61,7 @@ from driftline.kafkaio import (
 )
 from driftline.monitoring.core import MonitorCore, Outputs, Refused
 from driftline.monitoring.monitor_metrics import MonitorMetrics
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import (
     ConsumerHealth,
@@ -273,6 +274,7 @@ class KafkaMonitorLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Process until ``stop`` is set."""
         cfg = self.settings.monitoring
+        security = kafka_auth(self.settings.security, "monitoring")
         data = make_consumer(
             self.settings.kafka,
             f"monitoring-{cfg.instance_id}",
@@ -280,12 +282,18 @@ class KafkaMonitorLoop:
             PREDICTIONS,
             LABELS_VALID,
             group_id=cfg.consumer_group,
+            security=security,
             max_poll_records=2000,
         )
         models: AIOKafkaConsumer = make_consumer(
-            self.settings.kafka, f"monitoring-{cfg.instance_id}-models", group_id=None
+            self.settings.kafka,
+            f"monitoring-{cfg.instance_id}-models",
+            group_id=None,
+            security=security,
         )
-        producer = make_producer(self.settings.kafka, f"monitoring-{cfg.instance_id}")
+        producer = make_producer(
+            self.settings.kafka, f"monitoring-{cfg.instance_id}", security=security
+        )
         await models.start()
         await data.start()
         await producer.start()

@@ -11,6 +11,7 @@ from driftline.monitoring.dashboard import ChartedMonitorCore, dashboard_snapsho
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
 from driftline.monitoring.monitor_metrics import MonitorMetrics
 from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
@@ -27,8 +28,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     health = Health("monitoring")
     health.set("kafka", False)
     core = ChartedMonitorCore(cfg)  # first: a bad ``monitoring.detector`` stops it at once
-    await wait_for_kafka(settings.kafka)
-    await provision_topics(settings.kafka)
+    kafka_security = kafka_auth(settings.security, "monitoring")
+    await wait_for_kafka(settings.kafka, security=kafka_security)
+    await provision_topics(settings.kafka, security=kafka_security)
     health.set("kafka", True)
     app = build_admin_app(health, metrics, title="Driftline monitoring")
 
@@ -42,5 +44,14 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics, consumers)
     log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
+        tg.create_task(
+            serve_http(
+                app,
+                cfg.admin.host,
+                cfg.admin.port,
+                stop,
+                security=settings.security,
+                identity="monitoring",
+            )
+        )
         tg.create_task(loop.run(stop))

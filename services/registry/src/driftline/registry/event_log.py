@@ -27,6 +27,7 @@ from driftline.kafkaio import (
 )
 from driftline.registry.core import RegistryCore
 from driftline.registry.registry_metrics import RegistryMetrics
+from driftline.security.kafka_auth import KafkaAuth
 from driftline.settings import KafkaSettings
 from driftline.telemetry import ConsumerHealth, messaging_attributes
 from driftline.telemetry.loop import model_event_attributes
@@ -58,8 +59,10 @@ class KafkaRegistryLog:
         health: ConsumerHealth,
         *,
         instance_id: str = "0",
+        security: KafkaAuth | None = None,
     ) -> None:
         self._kafka = kafka
+        self._security = security
         self._metrics = metrics
         self._health = health
         health.expect(SKIP_REASONS)
@@ -69,7 +72,9 @@ class KafkaRegistryLog:
 
     async def start(self) -> None:
         """Start the producer."""
-        self._producer = make_producer(self._kafka, f"registry-{self._instance}")
+        self._producer = make_producer(
+            self._kafka, f"registry-{self._instance}", security=self._security
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -102,6 +107,7 @@ class KafkaRegistryLog:
             self._kafka,
             f"registry-{self._instance}-follower",
             group_id=None,
+            security=self._security,
             fetch_max_wait_ms=100,
         )
         await consumer.start()

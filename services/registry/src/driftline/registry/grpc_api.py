@@ -3,7 +3,8 @@
 Every method goes through the shared edge (:class:`driftline.edge.server.ServerEdge`):
 it continues the caller's trace, refuses a call whose deadline has passed (a
 change above all must not be made for a caller that was told it failed), asks
-:meth:`RegistryServicer.authorize` before every change, answers a
+:meth:`RegistryServicer.authorize` before every call (the role each RPC needs is
+:data:`METHOD_ROLES`), answers a
 :class:`DriftlineError` from the core with its status and message and anything
 else with INTERNAL (logged), and times every call into
 ``driftline_request_latency_seconds{method, code}``.
@@ -12,7 +13,7 @@ else with INTERNAL (logged), and times every call into
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -33,15 +34,31 @@ from driftline.registry_api.convert import (
     version_to_pb,
 )
 from driftline.registry_api.models import AliasChange, ModelVersionInfo
+from driftline.security.roles import Role, RoleGuard
 from driftline.telemetry import Children, ServiceMetrics
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["RegistryServicer"]
+__all__ = ["METHOD_ROLES", "RegistryServicer"]
 
 _Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _EDGE = ServerEdge(
     "driftline.v1.Registry", trace.get_tracer("driftline.registry"), component="the registry"
 )
+
+METHOD_ROLES: Mapping[str, Role] = {
+    "GetVersion": "reader",
+    "ListVersions": "reader",
+    "ListModels": "reader",
+    "DownloadArtifact": "reader",
+    "GetAliasHistory": "reader",
+    "RegisterVersion": "trainer",
+    "RecordUnservedRetrain": "trainer",
+    "SetAlias": "promoter",
+    "DeleteAlias": "promoter",
+    "Rollback": "promoter",
+}
+"""The role each Registry RPC needs (``driftline.security.roles``: admin may do everything,
+every role may read)."""
 
 
 def _selector(request: Any) -> tuple[int | None, str | None]:
@@ -74,11 +91,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         *,
         token: str | None = None,
         chunk_bytes: int = 1024 * 1024,
+        roles: RoleGuard | None = None,
     ) -> None:
         self.core = core
         self.metrics = metrics
         self._latency = Children(metrics.request_latency)
         self._expected_auth = f"Bearer {token}" if token else None
+        self._roles = roles
         self._chunk = chunk_bytes
 
     def record_rpc(self, method: str, code: str, seconds: float) -> None:
@@ -86,11 +105,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._latency(method, code).observe(seconds)
 
     def authorize(self, method: str, context: _Ctx) -> None:
-        """Raise :class:`UnauthenticatedError` unless the call carries the configured token.
+        """Refuse the call unless the caller may make it.
 
-        The edge asks before every change (``guarded`` methods); reads are open.
+        The edge asks before every call. With ``roles`` (a roles file, or secure mode)
+        the caller's roles decide (PERMISSION_DENIED names the role needed); without,
+        reads are open and changes need the one configured token, when there is one.
         """
-        if self._expected_auth is None:
+        if self._roles is not None:
+            self._roles.authorize(method, context)
+            return
+        if self._expected_auth is None or METHOD_ROLES[method] == "reader":
             return
         sent = next(
             (str(v) for k, v in (context.invocation_metadata() or ()) if k == "authorization"),
@@ -156,7 +180,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         version, _created = await self.core.register(reg, b"".join(parts))
         return version_to_pb(version)
 
-    @_EDGE.unary("GetVersion")
+    @_EDGE.unary("GetVersion", guarded=True)
     async def GetVersion(
         self, request: registry_pb2.GetVersionRequest, context: _Ctx
     ) -> registry_pb2.ModelVersion:
@@ -164,7 +188,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         version, alias = _selector(request)
         return version_to_pb(self.core.get(request.name, version, alias))
 
-    @_EDGE.unary("ListVersions")
+    @_EDGE.unary("ListVersions", guarded=True)
     async def ListVersions(
         self, request: registry_pb2.ListVersionsRequest, context: _Ctx
     ) -> registry_pb2.ListVersionsResponse:
@@ -176,7 +200,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             versions=[version_to_pb(v) for v in page], next_page_token=nxt
         )
 
-    @_EDGE.unary("ListModels")
+    @_EDGE.unary("ListModels", guarded=True)
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: _Ctx
     ) -> registry_pb2.ListModelsResponse:
@@ -185,7 +209,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             models=[summary_to_pb(m) for m in self.core.list_models()]
         )
 
-    @_EDGE.server_stream("DownloadArtifact")
+    @_EDGE.server_stream("DownloadArtifact", guarded=True)
     async def DownloadArtifact(
         self,
         request: registry_pb2.DownloadArtifactRequest,
@@ -253,7 +277,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         )
         return _change_response(change, version)
 
-    @_EDGE.unary("GetAliasHistory")
+    @_EDGE.unary("GetAliasHistory", guarded=True)
     async def GetAliasHistory(
         self,
         request: registry_pb2.GetAliasHistoryRequest,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,14 +17,18 @@ from driftline.contracts.topics import MODELS
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.registry.core import RegistryCore
 from driftline.registry.event_log import KafkaRegistryLog
-from driftline.registry.grpc_api import RegistryServicer
+from driftline.registry.grpc_api import METHOD_ROLES, RegistryServicer
 from driftline.registry.registry_metrics import RegistryMetrics
 from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.security import grpc_tls
+from driftline.security.auth_files import ROLES_FILE, auth_file
+from driftline.security.kafka_auth import kafka_auth
+from driftline.security.roles import RoleBook, RoleGuard
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.v1 import registry_pb2, registry_pb2_grpc
 
-__all__ = ["RegistryService", "serve"]
+__all__ = ["RegistryService", "registry_roles", "serve", "start_grpc_server"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,13 @@ class RegistryService:
         self.consumer_health = ConsumerHealth(
             self.metrics.registry, stall_after_s=settings.kafka.stall_after_s
         )
+        self.kafka_security = kafka_auth(settings.security, "registry")
         self.log = KafkaRegistryLog(
-            settings.kafka, self.registry_metrics, self.consumer_health, instance_id=cfg.instance_id
+            settings.kafka,
+            self.registry_metrics,
+            self.consumer_health,
+            instance_id=cfg.instance_id,
+            security=self.kafka_security,
         )
         self.core = RegistryCore(
             ArtifactStore(cfg.artifact_dir),
@@ -69,8 +79,8 @@ class RegistryService:
     async def start(self) -> None:
         """Wait for Kafka, provision topics, replay the log, start serving gRPC."""
         kafka = self.settings.kafka
-        await wait_for_kafka(kafka)
-        await provision_topics(kafka)
+        await wait_for_kafka(kafka, security=self.kafka_security)
+        await provision_topics(kafka, security=self.kafka_security)
         self.health.set("kafka", True)
         await self.log.start()
         self._follower = asyncio.create_task(self.log.follow(self.core, self._stop))
@@ -88,29 +98,9 @@ class RegistryService:
         self.registry_metrics.models.set(len(self.core.state.models))
 
         cfg = self.settings.registry
-        max_msg = cfg.chunk_bytes * 2 + 1024 * 1024
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max(max_msg, 8 * 1024 * 1024)),
-                ("grpc.max_send_message_length", max(max_msg, 8 * 1024 * 1024)),
-            ]
+        self._server, self.grpc_port = await start_grpc_server(
+            self.core, self.metrics, self.settings, self._health_servicer
         )
-        registry_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryServicer(self.core, self.metrics, token=cfg.token, chunk_bytes=cfg.chunk_bytes),
-            server,
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health_servicer, server)
-        reflection.enable_server_reflection(
-            (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        address = f"{cfg.grpc_host}:{cfg.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
-        if self.grpc_port == 0:
-            raise UnavailableError(f"could not bind the registry's gRPC server to {address}")
-        await server.start()
-        self._server = server
-        for name in ("", _SERVICE_NAME):
-            await self._health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "registry ready on %s:%d: %d model(s), %d version(s)",
             cfg.grpc_host,
@@ -142,12 +132,80 @@ class RegistryService:
         await self.log.stop()
 
 
+def registry_roles(settings: PlatformSettings) -> RoleGuard | None:
+    """The registry's roles, or None for the plaintext registry without a roles file
+    (reads open, changes guarded by ``registry.token`` alone).
+
+    The roles file is ``registry.roles_file``, else in secure mode
+    ``<credentials_dir>/registry/roles.yaml`` when present, else (secure mode) the
+    default identity bindings; ``registry.token``, when set, is an admin token.
+    """
+    cfg, security = settings.registry, settings.security
+    path = auth_file(security, "registry", cfg.roles_file, ROLES_FILE)
+    if path is None and not security.enabled:
+        return None
+    book = RoleBook.load(path) if path is not None else RoleBook.defaults()
+    if cfg.token:
+        book = book.with_token("registry.token", cfg.token, {"admin"})
+    log.info(
+        "registry roles from %s: %d certificate identit(ies), %d token(s)",
+        path or "the secure-mode defaults",
+        len(book.identities),
+        len(book.tokens),
+    )
+    return RoleGuard(
+        book, METHOD_ROLES, certificates=security.enabled, open_reads=not security.enabled
+    )
+
+
+async def start_grpc_server(
+    core: RegistryCore,
+    metrics: ServiceMetrics,
+    settings: PlatformSettings,
+    health_servicer: Any,
+) -> tuple[grpc.aio.Server, int]:
+    """Serve the Registry, health and reflection on ``registry.grpc_host:grpc_port``
+    (mTLS in secure mode, with roles); the started server and its bound port."""
+    cfg = settings.registry
+    max_msg = cfg.chunk_bytes * 2 + 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max(max_msg, 8 * 1024 * 1024)),
+            ("grpc.max_send_message_length", max(max_msg, 8 * 1024 * 1024)),
+        ]
+    )
+    servicer = RegistryServicer(
+        core,
+        metrics,
+        token=cfg.token,
+        chunk_bytes=cfg.chunk_bytes,
+        roles=registry_roles(settings),
+    )
+    registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{cfg.grpc_host}:{cfg.grpc_port}"
+    port = grpc_tls.add_port(server, address, settings.security, "registry")
+    if port == 0:
+        raise UnavailableError(f"could not bind the registry's gRPC server to {address}")
+    await server.start()
+    for name in ("", _SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     """Run the registry until ``stop`` is set."""
     service = RegistryService(settings)
     app = build_admin_app(service.health, service.metrics, title="Driftline registry")
     admin = settings.registry.admin
-    http = asyncio.create_task(serve_http(app, admin.host, admin.port, stop))
+    http = asyncio.create_task(
+        serve_http(
+            app, admin.host, admin.port, stop, security=settings.security, identity="registry"
+        )
+    )
     try:
         await service.start()
         await service.wait(stop)

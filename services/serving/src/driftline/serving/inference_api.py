@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -33,6 +34,7 @@ from opentelemetry import trace
 from driftline.contracts.errors import InvalidArgumentError, NotFoundError, UnavailableError
 from driftline.edge.server import ServerEdge
 from driftline.model_runtimes import Predictions, TensorSpec
+from driftline.security.api_keys import ApiKeyGuard
 from driftline.serving.core import ServingCore
 from driftline.serving.loaded_model import LoadedModel
 from driftline.serving.serving_metrics import ServingMetrics
@@ -86,27 +88,35 @@ def _tensor_metadata(specs: list[TensorSpec]) -> list[oip.ModelMetadataResponse.
     return [tm(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
 
 
+def _open(method: str, context: Any) -> None:
+    """Every caller may call (no API keys)."""
+
+
 class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
     """OIP over the same core as the Predictor (same models, same scoring)."""
 
-    def __init__(self, core: ServingCore, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, core: ServingCore, metrics: ServingMetrics, keys: ApiKeyGuard | None = None
+    ) -> None:
         self.core = core
         self.metrics = metrics
         self.record_rpc = metrics.observe
+        # The edge asks before every call: the key check, or nothing (plaintext, no keys).
+        self.authorize: Callable[[str, Any], None] = keys.authorize if keys is not None else _open
 
-    @_EDGE.unary("ServerLive")
+    @_EDGE.unary("ServerLive", guarded=True)
     async def ServerLive(
         self, request: oip.ServerLiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerLiveResponse:
         return oip.ServerLiveResponse(live=True)
 
-    @_EDGE.unary("ServerReady")
+    @_EDGE.unary("ServerReady", guarded=True)
     async def ServerReady(
         self, request: oip.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=self.core.table.ready)
 
-    @_EDGE.unary("ModelReady")
+    @_EDGE.unary("ModelReady", guarded=True)
     async def ModelReady(
         self, request: oip.ModelReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelReadyResponse:
@@ -123,13 +133,13 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=True)
 
-    @_EDGE.unary("ServerMetadata")
+    @_EDGE.unary("ServerMetadata", guarded=True)
     async def ServerMetadata(
         self, request: oip.ServerMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
-    @_EDGE.unary("ModelMetadata")
+    @_EDGE.unary("ModelMetadata", guarded=True)
     async def ModelMetadata(
         self, request: oip.ModelMetadataRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelMetadataResponse:
@@ -143,7 +153,7 @@ class InferenceService(oip_grpc.GRPCInferenceServiceServicer):
             outputs=_tensor_metadata(model.runtime.outputs()),
         )
 
-    @_EDGE.unary("ModelInfer")
+    @_EDGE.unary("ModelInfer", guarded=True)
     async def ModelInfer(
         self, request: oip.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> oip.ModelInferResponse:

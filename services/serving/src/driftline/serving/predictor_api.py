@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -10,6 +11,7 @@ from opentelemetry import trace
 from driftline.contracts.errors import InvalidArgumentError
 from driftline.edge.server import ServerEdge, time_left
 from driftline.edge.values import set_value, value_from_pb
+from driftline.security.api_keys import ApiKeyGuard
 from driftline.serving.core import PredictCall, PredictOutcome, ServingCore
 from driftline.serving.model_table import ServedModel
 from driftline.serving.serving_metrics import ServingMetrics
@@ -83,20 +85,28 @@ def canary_of(served: ServedModel) -> predictor_pb2.CanaryConfig:
     return config
 
 
+def _open(method: str, context: Any) -> None:
+    """Every caller may call (no API keys)."""
+
+
 class PredictorService(predictor_pb2_grpc.PredictorServicer):
     """The Predictor servicer; all logic is in the core."""
 
-    def __init__(self, core: ServingCore, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, core: ServingCore, metrics: ServingMetrics, keys: ApiKeyGuard | None = None
+    ) -> None:
         self.core = core
         self.metrics = metrics
         self.record_rpc = metrics.observe
+        # The edge asks before every call: the key check, or nothing (plaintext, no keys).
+        self.authorize: Callable[[str, Any], None] = keys.authorize if keys is not None else _open
 
     def _count(self, outcomes: list[PredictOutcome]) -> None:
         predicted = self.metrics.predicted
         for o in outcomes:
             predicted(o.model.name, o.variant)
 
-    @_EDGE.unary("Predict")
+    @_EDGE.unary("Predict", guarded=True)
     async def Predict(
         self,
         request: predictor_pb2.PredictRequest,
@@ -106,7 +116,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         self._count(outcomes)
         return response_of(outcomes[0])
 
-    @_EDGE.unary("PredictBatch")
+    @_EDGE.unary("PredictBatch", guarded=True)
     async def PredictBatch(
         self,
         request: predictor_pb2.PredictBatchRequest,
@@ -117,7 +127,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         self._count(outcomes)
         return predictor_pb2.PredictBatchResponse(responses=[response_of(o) for o in outcomes])
 
-    @_EDGE.unary("SetCanary")
+    @_EDGE.unary("SetCanary", guarded=True)
     async def SetCanary(
         self,
         request: predictor_pb2.SetCanaryRequest,
@@ -134,7 +144,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         )
         return canary_of(served)
 
-    @_EDGE.unary("GetCanary")
+    @_EDGE.unary("GetCanary", guarded=True)
     async def GetCanary(
         self,
         request: predictor_pb2.GetCanaryRequest,

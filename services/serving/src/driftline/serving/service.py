@@ -6,15 +6,15 @@ import asyncio
 import logging
 import uuid
 
-import grpc
-
 from driftline.contracts.topics import PREDICTIONS
 from driftline.kafkaio import make_consumer, make_producer, provision_topics, wait_for_kafka
 from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.security import grpc_tls
+from driftline.security.kafka_auth import kafka_auth
 from driftline.serving.canary import CanarySetting
 from driftline.serving.core import ServingCore
 from driftline.serving.feature_transport import GrpcFeatureSource
-from driftline.serving.grpc_server import ServingServer
+from driftline.serving.grpc_server import ServingServer, api_key_guard
 from driftline.serving.kafka_loop import ModelFollower, PredictionLogWriter
 from driftline.serving.model_source import RegistryModelSource, limit_model_threads
 from driftline.serving.model_table import ModelTable
@@ -51,12 +51,18 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     health.set("kafka", False)
     health.set("model_loaded", False)
 
-    await wait_for_kafka(settings.kafka)
-    await provision_topics(settings.kafka)
+    kafka_security = kafka_auth(settings.security, "serving")
+    await wait_for_kafka(settings.kafka, security=kafka_security)
+    await provision_topics(settings.kafka, security=kafka_security)
     health.set("kafka", True)
 
-    features_channel = grpc.aio.insecure_channel(cfg.features_target, options=_CHANNEL_OPTIONS)
-    registry_channel = grpc.aio.insecure_channel(cfg.registry_target, options=_CHANNEL_OPTIONS)
+    security = settings.security
+    features_channel = grpc_tls.channel(
+        cfg.features_target, security, "serving", options=_CHANNEL_OPTIONS
+    )
+    registry_channel = grpc_tls.channel(
+        cfg.registry_target, security, "serving", options=_CHANNEL_OPTIONS
+    )
     features = GrpcFeatureSource(
         features_channel, cfg.features_target, stream=cfg.feature_reads == "stream"
     )
@@ -96,13 +102,17 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         feature_timeout_s=cfg.feature_timeout_ms / 1000.0,
         max_batch=cfg.max_batch,
     )
-    server = ServingServer(core, metrics)
+    server = ServingServer(core, metrics, security=security, keys=api_key_guard(settings))
     port = server.bind(cfg.grpc_host, cfg.grpc_port)
     await server.set_serving(False)
 
     instance = uuid.uuid4().hex[:8]
-    producer = make_producer(settings.kafka, f"serving-predictions-{instance}")
-    consumer = make_consumer(settings.kafka, f"serving-models-{instance}", group_id=None)
+    producer = make_producer(
+        settings.kafka, f"serving-predictions-{instance}", security=kafka_security
+    )
+    consumer = make_consumer(
+        settings.kafka, f"serving-models-{instance}", group_id=None, security=kafka_security
+    )
     await producer.start()
     await consumer.start()
     await server.start()
@@ -127,7 +137,16 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     writer_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
+            tg.create_task(
+                serve_http(
+                    app,
+                    cfg.admin.host,
+                    cfg.admin.port,
+                    stop,
+                    security=settings.security,
+                    identity="serving",
+                )
+            )
             tg.create_task(follower.run(stop))
             writer_task = tg.create_task(writer.run(writer_stop))
             await stop.wait()

@@ -44,6 +44,7 @@ from driftline.kafkaio import (
     is_record_fault,
     make_consumer,
 )
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics, messaging_attributes
 from driftline.telemetry.loop import MODEL_NAME, RETRAIN_ID
@@ -123,6 +124,7 @@ class KafkaTrainingLoop:
             FEATURES,
             LABELS_VALID,
             group_id=cfg.consumer_group,
+            security=kafka_auth(self.settings.security, "training"),
             max_poll_records=cfg.batch_size,
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
@@ -348,6 +350,7 @@ class KafkaRetrainLoop:
             f"training-retrain-{cfg.instance_id}",
             RETRAIN,
             group_id=f"{cfg.consumer_group}-retrain",
+            security=kafka_auth(self.settings.security, "training"),
             max_poll_records=10,
         )
         await consumer.start()

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from driftline.contracts.messages import FeatureVector, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID
 from driftline.kafkaio import make_consumer
+from driftline.security.kafka_auth import KafkaAuth
 from driftline.settings import KafkaSettings
 from driftline.training.label_join import JoinedExample, LabelJoin, Position
 from driftline.training.learner import Prediction
@@ -51,14 +52,19 @@ class KafkaReplay:
         settings: KafkaSettings,
         name: str = "training-replay",
         progress: ReplayProgress | None = None,
+        *,
+        security: KafkaAuth | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.bad_records = 0
         self.progress = progress
+        self.security = security
 
     async def __call__(self, plan: ReplayPlan) -> list[JoinedExample[Any]]:
-        consumer = make_consumer(self.settings, self.name, group_id=None, max_poll_records=5000)
+        consumer = make_consumer(
+            self.settings, self.name, group_id=None, security=self.security, max_poll_records=5000
+        )
         try:
             await consumer.start()
             return await self._read(consumer, plan)

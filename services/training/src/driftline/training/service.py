@@ -11,6 +11,7 @@ from driftline.contracts.errors import DriftlineError, UnavailableError
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings, TrainingSettings
 from driftline.specs import (
     FeatureSetCatalog,
@@ -127,15 +128,21 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     health = Health("training")
     health.set("kafka", False)
     health.set("registry", False)
-    await wait_for_kafka(settings.kafka)
-    await provision_topics(settings.kafka)
+    kafka_security = kafka_auth(settings.security, "training")
+    await wait_for_kafka(settings.kafka, security=kafka_security)
+    await provision_topics(settings.kafka, security=kafka_security)
     health.set("kafka", True)
-    client = RegistryClient(cfg.registry_target, token=cfg.registry_token)
+    client = RegistryClient(
+        cfg.registry_target,
+        token=cfg.registry_token,
+        security=settings.security,
+        identity="training",
+    )
     try:
         await wait_for_registry(client, cfg.registry_wait_s)
         health.set("registry", True)
         sink = RegistrySink(client, settings.registry.signing_key)
-        replay = KafkaReplay(settings.kafka)
+        replay = KafkaReplay(settings.kafka, security=kafka_security)
         cores = [
             TrainingCore(
                 spec,
@@ -159,7 +166,16 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
                  f"; not retrainable here: {', '.join(unservable)}" if unservable else "",
                  cfg.admin.host, cfg.admin.port)  # fmt: skip
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(serve_http(app, cfg.admin.host, cfg.admin.port, stop))
+            tg.create_task(
+                serve_http(
+                    app,
+                    cfg.admin.host,
+                    cfg.admin.port,
+                    stop,
+                    security=settings.security,
+                    identity="training",
+                )
+            )
             tg.create_task(online.run(stop))
             tg.create_task(retrain.run(stop))
     finally:

@@ -8,6 +8,8 @@ and the ops stack: Prometheus, Alertmanager with a local alert sink, Jaeger).
 - :class:`KafkaNode` and :class:`RedisNode` run standalone with any state
   directory and ports (the test harness and benchmarks use free ports in a
   temporary directory);
+- :class:`RedisCluster` is six ``redis-server`` processes joined into a Redis Cluster
+  (three masters, a replica each), for ``infra up --redis-cluster``;
 - :func:`kafka_answers` / :func:`redis_answers` are what the launcher polls (a
   service waits with ``driftline.kafkaio.wait_for_kafka`` and
   ``driftline.runtime.wait_for_redis``);
@@ -58,7 +60,13 @@ from driftline.devtools.infra.prometheus_node import (
     render_prometheus_config,
     service_targets,
 )
-from driftline.devtools.infra.readiness import http_answers, kafka_answers, redis_answers
+from driftline.devtools.infra.readiness import (
+    http_answers,
+    kafka_answers,
+    redis_answers,
+    redis_cluster_ok,
+)
+from driftline.devtools.infra.redis_cluster import RedisCluster, free_cluster_ports
 from driftline.devtools.infra.redis_node import RedisNode
 from driftline.devtools.infra.templates import TemplateError, render_template
 from driftline.devtools.infra.tools import require_tool
@@ -84,6 +92,7 @@ __all__ = [
     "PortClaim",
     "PortInUseError",
     "PrometheusNode",
+    "RedisCluster",
     "RedisNode",
     "StartOutcome",
     "StartupError",
@@ -99,6 +108,7 @@ __all__ = [
     "fetch_jaeger",
     "fetch_kafka_jars",
     "find_infra_dir",
+    "free_cluster_ports",
     "free_port",
     "free_ports",
     "helm_binary",
@@ -112,6 +122,7 @@ __all__ = [
     "port_is_free",
     "read_pid_file",
     "redis_answers",
+    "redis_cluster_ok",
     "render_prometheus_config",
     "render_template",
     "require_tool",

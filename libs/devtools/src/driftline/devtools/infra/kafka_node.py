@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
 import uuid
@@ -12,11 +13,20 @@ from pathlib import Path
 from driftline.devtools.infra.component import LocalComponent, PortClaim
 from driftline.devtools.infra.errors import StartupError
 from driftline.devtools.infra.jars import Progress, _stderr, fetch_kafka_jars
+from driftline.devtools.infra.kafka_security import (
+    BROKER_IDENTITY,
+    acl_bindings,
+    create_acls,
+    ensure_broker_identity,
+    scram_users,
+)
 from driftline.devtools.infra.layout import find_infra_dir
 from driftline.devtools.infra.ports import parse_host_port
-from driftline.devtools.infra.readiness import kafka_answers
-from driftline.devtools.infra.templates import render_template_file
+from driftline.devtools.infra.readiness import _run_sync, kafka_answers
+from driftline.devtools.infra.templates import render_template, render_template_file
 from driftline.devtools.infra.tools import require_tool
+from driftline.security.credentials import CA_FILE, Credentials
+from driftline.security.kafka_auth import KafkaAuth, kafka_auth_of
 from driftline.settings import InfraSettings, PlatformSettings
 
 __all__ = ["DEFAULT_JVM_OPTIONS", "KafkaNode", "new_cluster_id"]
@@ -43,6 +53,10 @@ def new_cluster_id() -> str:
             return text
 
 
+SECURITY_MODE_FILE = "security-mode"
+"""Written next to the storage when it is formatted: ``secure`` or ``plaintext``."""
+
+
 class KafkaNode(LocalComponent):
     """One KRaft node (``process.roles=broker,controller``) with all state under ``state_dir``.
 
@@ -52,6 +66,18 @@ class KafkaNode(LocalComponent):
         node.start()
         ... node.bootstrap_servers ...
         node.stop()
+
+    With ``secure_credentials`` (the credentials directory ``pki.write_credentials``
+    fills) it runs secure (``server.secure.properties.template``): the client listener
+    is SASL_SSL (SCRAM-SHA-512/256) over TLS with client certificates required, every
+    identity with a ``kafka.password`` is a SCRAM user from the start, and nothing is
+    allowed that an ACL does not grant (``admin`` and the broker itself are super
+    users). Once it answers, :meth:`apply_acls` creates the ACLs of
+    :data:`driftline.contracts.access.KAFKA_ACCESS`::
+
+        node = KafkaNode(tmp, port=19092, controller_port=19093, secure_credentials=creds)
+        node.start()        # answers a metadata request as admin
+        node.apply_acls()   # each service's ACLs (idempotent; run after every start)
     """
 
     name = "kafka"
@@ -70,6 +96,7 @@ class KafkaNode(LocalComponent):
         java: str = "java",
         jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
         progress: Progress = _stderr,
+        secure_credentials: Path | None = None,
     ) -> None:
         super().__init__(state_dir)
         defaults = InfraSettings()
@@ -87,6 +114,10 @@ class KafkaNode(LocalComponent):
         self.data_dir = self.node_dir / "data"
         self.config_file = self.node_dir / "server.properties"
         self.log4j_file = self.node_dir / "log4j2.yaml"
+        self.secure_credentials = (
+            secure_credentials.expanduser().absolute() if secure_credentials else None
+        )
+        self.mode_file = self.node_dir / SECURITY_MODE_FILE
 
     @classmethod
     def from_settings(
@@ -96,8 +127,10 @@ class KafkaNode(LocalComponent):
         infra_dir: Path | None = None,
         progress: Progress = _stderr,
     ) -> KafkaNode:
-        """The node ``driftline infra up`` runs for ``settings``."""
+        """The node ``driftline infra up`` runs for ``settings`` (secure when
+        ``security.enabled``, with the credentials of ``security.credentials_dir``)."""
         host, port = parse_host_port(settings.kafka.bootstrap_servers)
+        security = settings.security
         return cls(
             settings.infra.state_dir,
             host=host,
@@ -108,6 +141,28 @@ class KafkaNode(LocalComponent):
             heap=settings.infra.kafka_heap,
             infra_dir=infra_dir,
             progress=progress,
+            secure_credentials=security.credentials_dir if security.enabled else None,
+        )
+
+    @property
+    def secure(self) -> bool:
+        """Whether the node runs in secure mode."""
+        return self.secure_credentials is not None
+
+    def admin_auth(self) -> KafkaAuth | None:
+        """How ``admin`` (a super user) logs in; ``None`` when plaintext."""
+        if self.secure_credentials is None:
+            return None
+        return kafka_auth_of(Credentials(self.secure_credentials, "admin"))
+
+    def apply_acls(self, timeout_s: float = 30.0) -> int:
+        """Create, as ``admin``, the ACLs the access table gives each service (secure mode
+        only; returns how many: 0 when plaintext). Idempotent: run it after each start."""
+        auth = self.admin_auth()
+        if auth is None:
+            return 0
+        return _run_sync(
+            lambda: create_acls(self.bootstrap_servers, auth, acl_bindings(), timeout_s)
         )
 
     @property
@@ -133,7 +188,7 @@ class KafkaNode(LocalComponent):
         ]
 
     def answering(self) -> bool:
-        return kafka_answers(self.bootstrap_servers)
+        return kafka_answers(self.bootstrap_servers, security=self.admin_auth())
 
     @property
     def formatted(self) -> bool:
@@ -149,17 +204,49 @@ class KafkaNode(LocalComponent):
         """Render ``server.properties`` and copy ``log4j2.yaml`` into the node directory."""
         infra = find_infra_dir(self.infra_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        render_template_file(
-            infra / "kafka" / "server.properties.template",
-            self.config_file,
+        if self.secure_credentials is not None:
+            self._write_secure_config(infra / "kafka" / "server.secure.properties.template")
+        else:
+            render_template_file(
+                infra / "kafka" / "server.properties.template",
+                self.config_file,
+                {
+                    "host": self.host,
+                    "port": self.port,
+                    "controller_port": self.controller_port,
+                    "log_dir": self.data_dir,
+                },
+            )
+        shutil.copyfile(infra / "kafka" / "log4j2.yaml", self.log4j_file)
+
+    def _write_secure_config(self, template: Path) -> None:
+        """Render the secure template with the broker's identity into a ``0600`` file."""
+        root = self.secure_credentials
+        assert root is not None
+        broker = ensure_broker_identity(root, [self.host])
+        text = render_template(
+            template.read_text(encoding="utf-8"),
             {
                 "host": self.host,
                 "port": self.port,
                 "controller_port": self.controller_port,
                 "log_dir": self.data_dir,
+                "keystore": broker.directory / "tls.p12",
+                "keystore_password": broker.secret("tls.p12.password").get_secret_value(),
+                "truststore": broker.ca_file,
+                "broker_user": BROKER_IDENTITY,
+                "broker_password": broker.secret("kafka.password").get_secret_value(),
+                "super_users": f"User:admin;User:{BROKER_IDENTITY}",
             },
+            source=str(template),
         )
-        shutil.copyfile(infra / "kafka" / "log4j2.yaml", self.log4j_file)
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_file.with_name(self.config_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        tmp.chmod(0o600)
+        tmp.replace(self.config_file)
 
     def _jvm(self, libs: Path, heap: str) -> list[str]:
         return [
@@ -188,22 +275,71 @@ class KafkaNode(LocalComponent):
             "--config",
             str(self.config_file),
         ]
+        # Secure mode: every identity's SCRAM user exists from the first start (the tool
+        # takes them only as arguments; its output is scrubbed of them before logging).
+        passwords: list[str] = []
+        if self.secure_credentials is not None:
+            for user, secret in scram_users(self.secure_credentials):
+                password = secret.get_secret_value()
+                passwords.append(password)
+                for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                    cmd += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        output = result.stdout + result.stderr
+        for password in passwords:
+            output = output.replace(password, "**********")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("a", encoding="utf-8") as log:
             log.write(f"\n=== driftline: formatting storage (cluster id {cluster_id}) ===\n")
-            log.write(result.stdout + result.stderr)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-30:])
+            log.write(output)
+        if result.returncode == 0:
+            self.mode_file.write_text(self._mode + "\n", encoding="utf-8")
+        else:
+            tail = "\n".join(output.strip().splitlines()[-30:])
             raise StartupError(
                 f"formatting Kafka storage in {self.data_dir} failed "
                 f"(exit {result.returncode}):\n{tail}"
             )
         return cluster_id
 
+    @property
+    def _mode(self) -> str:
+        return "secure" if self.secure else "plaintext"
+
+    def _check_mode(self) -> None:
+        """Storage formatted in the other mode has no SCRAM users (or has them for
+        nothing): refuse to start rather than run a broker nobody can log in to."""
+        formatted = (
+            self.mode_file.read_text(encoding="utf-8").strip()
+            if self.mode_file.is_file()
+            else "plaintext"
+        )
+        if formatted != self._mode:
+            raise StartupError(
+                f"the Kafka storage in {self.data_dir} was formatted for {formatted} mode, "
+                f"not {self._mode} (security.enabled); remove {self.node_dir} (its topics "
+                "and records go with it) or switch security.enabled back"
+            )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until it answers; in secure mode then create the access table's ACLs (every
+        start path does this: ``infra up``, ``up``, the demo, tests)."""
+        super().wait_ready(timeout_s)
+        self.apply_acls()
+
     def prepare(self) -> list[str]:
         libs = self.libs_dir()
+        if (
+            self.secure_credentials is not None
+            and not (self.secure_credentials / CA_FILE).is_file()
+        ):
+            raise StartupError(
+                f"secure Kafka: no CA certificate in {self.secure_credentials}; run "
+                "`driftline infra up --secure` to write the local credentials"
+            )
         self.write_config()
-        if not self.formatted:
+        if self.formatted:
+            self._check_mode()
+        else:
             self.format_storage(libs)
         return [*self._jvm(libs, self.heap), "kafka.Kafka", str(self.config_file)]

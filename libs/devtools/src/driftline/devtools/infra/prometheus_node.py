@@ -5,6 +5,12 @@ the scrape jobs, which the alert rules select by ``job``) with what the settings
 decide put in: each ``driftline-<service>`` job's target is that service's admin
 port, the rule files are the repository's (absolute paths), alerts go to the local
 Alertmanager and both intervals are ``infra.ops.scrape_interval_s``.
+
+In secure mode the services' admin ports speak HTTPS only, so the ``driftline-*`` jobs
+scrape with ``scheme: https`` and a ``tls_config`` from
+:func:`driftline.security.http_tls.prometheus_tls_config` (the CA, and the ``admin``
+identity's certificate and key: paths, not contents). Prometheus itself stays plain
+HTTP on loopback: it is the local dev ops stack.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from driftline.devtools.infra.errors import InfraError
 from driftline.devtools.infra.http_component import PrometheusProjectServer
 from driftline.devtools.infra.layout import find_infra_dir
 from driftline.devtools.infra.templates import write_yaml
+from driftline.security import http_tls
 from driftline.settings import AdminSettings, PlatformSettings
 from driftline.settings.models import SERVICE_NAMES
 
@@ -32,6 +39,9 @@ __all__ = [
 
 JOB_PREFIX = "driftline-"
 """Scrape job ``driftline-<service>`` scrapes service ``<service>``."""
+
+SCRAPE_IDENTITY = "admin"
+"""Whose client certificate Prometheus presents to the services in secure mode."""
 
 MAX_SCRAPE_TIMEOUT_S = 10.0
 """Scrape timeout (``prometheus.yml``'s), or the interval when that is shorter."""
@@ -72,12 +82,14 @@ def render_prometheus_config(
     targets: Mapping[str, str | None],
     alertmanager: str | None,
     interval_s: float,
+    tls_config: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``base`` (the parsed ``prometheus.yml``) with targets, rule paths, alerting and intervals.
 
     A ``driftline-<service>`` job whose service has no target (admin port 0) keeps
     its name and scrapes nothing; a job of another name is kept as it is. Relative
-    ``rule_files`` are resolved against ``base_dir``.
+    ``rule_files`` are resolved against ``base_dir``. With ``tls_config`` (secure mode)
+    every ``driftline-<service>`` job scrapes over HTTPS with it.
     """
     config = dict(base)
     glob = dict(config.get("global") or {})
@@ -99,6 +111,9 @@ def render_prometheus_config(
             target = targets[service]
             if target is not None:
                 job["static_configs"] = [{"targets": [target]}]
+            if tls_config is not None:
+                job["scheme"] = "https"
+                job["tls_config"] = dict(tls_config)
         jobs.append(job)
     named = {str(job.get("job_name", "")).removeprefix(JOB_PREFIX) for job in jobs}
     missing = sorted(set(targets) - named)
@@ -134,9 +149,11 @@ class PrometheusNode(PrometheusProjectServer):
         retention: str = "2d",
         executable: str = "prometheus",
         infra_dir: Path | None = None,
+        tls_config: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(state_dir, host=host, port=port, executable=executable)
         self.targets = dict(targets)
+        self.tls_config = None if tls_config is None else dict(tls_config)
         self.alertmanager = alertmanager
         self.scrape_interval_s = scrape_interval_s
         self.retention = retention
@@ -161,6 +178,7 @@ class PrometheusNode(PrometheusProjectServer):
             retention=ops.retention,
             executable=ops.prometheus,
             infra_dir=infra_dir,
+            tls_config=http_tls.prometheus_tls_config(settings.security, SCRAPE_IDENTITY),
         )
 
     def write_config(self) -> Path:
@@ -173,6 +191,7 @@ class PrometheusNode(PrometheusProjectServer):
             targets=self.targets,
             alertmanager=self.alertmanager,
             interval_s=self.scrape_interval_s,
+            tls_config=self.tls_config,
         )
         return write_yaml(self.config_file, config, header=RENDERED_HEADER)
 

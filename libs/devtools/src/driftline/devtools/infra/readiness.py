@@ -21,7 +21,10 @@ import redis
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["http_answers", "kafka_answers", "poll_until", "redis_answers"]
+from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
+from driftline.security.redis_auth import RedisAuth
+
+__all__ = ["http_answers", "kafka_answers", "poll_until", "redis_answers", "redis_cluster_ok"]
 
 T = TypeVar("T")
 
@@ -50,13 +53,16 @@ def _run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-async def _broker_count(bootstrap_servers: str, timeout_s: float) -> int:
+async def _broker_count(
+    bootstrap_servers: str, timeout_s: float, security: KafkaAuth | None
+) -> int:
     """Brokers listed by one metadata request to ``bootstrap_servers``; 0 if it fails."""
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap_servers,
         client_id="driftline-readiness",
         request_timeout_ms=max(100, int(timeout_s * 1000)),
         retry_backoff_ms=50,
+        **kafka_client_options(security),
     )
     try:
         with _quiet_aiokafka():
@@ -69,15 +75,28 @@ async def _broker_count(bootstrap_servers: str, timeout_s: float) -> int:
             await client.close()
 
 
-def kafka_answers(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
-    """Whether a metadata request to ``bootstrap_servers`` succeeds and lists a broker."""
-    return _run_sync(lambda: _broker_count(bootstrap_servers, timeout_s)) > 0
+def kafka_answers(
+    bootstrap_servers: str, timeout_s: float = 2.0, *, security: KafkaAuth | None = None
+) -> bool:
+    """Whether a metadata request to ``bootstrap_servers`` succeeds and lists a broker.
+
+    In secure mode (``security``: e.g. admin's identity) the request goes over SASL_SSL,
+    so it answers only once TLS, the SCRAM login and the request all work.
+    """
+    return _run_sync(lambda: _broker_count(bootstrap_servers, timeout_s, security)) > 0
 
 
-def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """Whether ``PING`` to ``host:port`` returns ``PONG`` (a loading server does not count)."""
+def redis_answers(
+    host: str, port: int, timeout_s: float = 1.0, *, auth: RedisAuth | None = None
+) -> bool:
+    """Whether ``PING`` to ``host:port`` returns ``PONG`` (a loading server does not count).
+
+    ``auth``: a secure server's TLS and login (:func:`driftline.security.redis_auth.
+    redis_auth`, the ``admin`` identity for ops); a refused one counts as not answering.
+    """
+    secure = {} if auth is None else auth.redis_kwargs()
     client = redis.Redis(
-        host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **secure
     )
     try:
         return bool(client.ping())
@@ -85,6 +104,29 @@ def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def redis_cluster_ok(
+    host: str, port: int, timeout_s: float = 1.0, *, auth: RedisAuth | None = None
+) -> bool:
+    """Whether the Redis Cluster node at ``host:port`` answers ``CLUSTER INFO`` with
+    ``cluster_state:ok`` (every slot served by a reachable master, as this node sees it).
+
+    A node that answers ``PING`` is not enough: until the cluster is created, and while
+    a dead master's replica is not yet promoted, it refuses commands on keys
+    (``CLUSTERDOWN``). ``auth`` as for :func:`redis_answers`.
+    """
+    secure = {} if auth is None else auth.redis_kwargs()
+    client = redis.Redis(
+        host=host, port=port, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **secure
+    )
+    try:
+        info = client.cluster("INFO")  # parsed by redis-py into a dict
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+    return isinstance(info, dict) and info.get("cluster_state") == "ok"
 
 
 def http_answers(url: str, timeout_s: float = 1.0) -> bool:

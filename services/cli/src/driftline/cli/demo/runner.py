@@ -48,6 +48,8 @@ from driftline.devtools.infra import OTLP_ENDPOINT_ENV, InfraError
 from driftline.devtools.scenario import Application, ScenarioConfig, schedule
 from driftline.edge.values import value_from_pb, values_to_pb
 from driftline.kafkaio import make_consumer, make_producer, send_model
+from driftline.security import grpc_tls
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import configure_tracing, messaging_attributes, rpc_attributes
 from driftline.v1 import (
@@ -124,6 +126,7 @@ class DemoRun:
             self.settings.kafka,
             f"demo-{self.run_id}",
             group_id=None,
+            security=kafka_auth(self.settings.security, "admin"),
             isolation_level="read_uncommitted",
         )
         await consumer.start()
@@ -259,7 +262,11 @@ class DemoRun:
 
     async def stream(self) -> None:
         """Produce the scenario at the rate, asking for a prediction per event."""
-        producer = make_producer(self.settings.kafka, f"demo-{self.run_id}")
+        producer = make_producer(
+            self.settings.kafka,
+            f"demo-{self.run_id}",
+            security=kafka_auth(self.settings.security, "admin"),
+        )
         await producer.start()
         gate = asyncio.Semaphore(self.options.concurrency)
         tasks: set[asyncio.Task[None]] = set()
@@ -365,13 +372,17 @@ class DemoRun:
             featureset="loans", entity_ids=[probe.entity_id], feature_names=[feature]
         )
         started = time.monotonic()
-        producer = make_producer(self.settings.kafka, f"demo-{self.run_id}-probe")
+        producer = make_producer(
+            self.settings.kafka,
+            f"demo-{self.run_id}-probe",
+            security=kafka_auth(self.settings.security, "admin"),
+        )
         await producer.start()
         try:
             await (await send_model(producer, EVENTS, probe.entity_id, probe.raw_event()))
         finally:
             await producer.stop()
-        async with grpc.aio.insecure_channel(features) as channel:
+        async with grpc_tls.channel(features, self.settings.security, "admin") as channel:
             stub: Any = feature_store_pb2_grpc.FeatureStoreStub(channel)
             while True:
                 try:
@@ -391,7 +402,7 @@ class DemoRun:
 
     async def run(self) -> None:
         """Stream, then wait (probing serving) until the loop closes or time runs out."""
-        channel = grpc.aio.insecure_channel(self.target)
+        channel = grpc_tls.channel(self.target, self.settings.security, "admin")
         self._predictor = predictor_pb2_grpc.PredictorStub(channel)
         tracing = demo_tracing(self.settings)
         self.tracer = tracing.get_tracer("driftline.demo")
