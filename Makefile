@@ -61,8 +61,8 @@ down: ## Stop whatever `make up` / `driftline up --detach` started
 	$(RUN) driftline down
 
 .PHONY: demo
-demo: install ## Run the whole loop on a scenario with a known concept drift
-	$(RUN) driftline demo
+demo: install ## Run the whole loop on a scenario with a known concept drift (SECURE=1: in secure mode)
+	$(RUN) driftline demo $(if $(SECURE),--secure,)
 
 .PHONY: bench
 bench: install ## Run the benchmarks and write bench/report.md + bench/report.json

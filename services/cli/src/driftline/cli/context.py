@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,6 +34,64 @@ class CliState:
                 err_console.print(f"driftline: {exc}", style="red", highlight=False, markup=False)
                 raise typer.Exit(2) from None
         return self._settings
+
+
+SECURE_ENV = "DRIFTLINE_SECURITY__ENABLED"
+"""The variable ``--secure`` sets, so the services a command starts inherit secure mode."""
+
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="Secure mode (security.enabled): make the local CA, certificates and secrets "
+        "under security.credentials_dir if missing, run Kafka (SASL_SSL, ACLs) and Redis "
+        "(TLS, ACL users) secure, and start services with TLS/mTLS, registry roles and API "
+        "keys. See docs/security.md.",
+    ),
+]
+"""``--secure`` of every command that starts the platform."""
+
+
+CLUSTER_ENV = "DRIFTLINE_REDIS__CLUSTER"
+"""The variable ``--redis-cluster`` sets, so the services a command starts inherit it."""
+
+RedisClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--redis-cluster",
+        help="Run Redis as a local Redis Cluster (six redis-server processes: three masters "
+        "with a replica each, on redis.port and the five ports after it) and give the "
+        "services redis.cluster=true. See docs/scaling.md.",
+    ),
+]
+"""``--redis-cluster`` of the commands that start the platform."""
+
+
+def use_redis_cluster(cli: CliState, cluster: bool) -> None:
+    """With ``cluster``, use a Redis Cluster in this process and every process it starts."""
+    if cluster:
+        os.environ[CLUSTER_ENV] = "true"
+        cli._settings = None
+
+
+def use_secure_mode(cli: CliState, secure: bool) -> None:
+    """With ``secure``, turn secure mode on for this process and every process it starts
+    (before the settings are read)."""
+    if secure:
+        os.environ[SECURE_ENV] = "true"
+        cli._settings = None
+
+
+def write_secure_env(settings: PlatformSettings) -> Path:
+    """``<state_dir>/secure.env``: the variables that put a process in this platform's
+    secure mode (no secret in it: the credentials stay in their files)."""
+    root = settings.security.credentials_dir.expanduser().absolute()
+    path = settings.infra.state_dir / "secure.env"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"{SECURE_ENV}=true\nDRIFTLINE_SECURITY__CREDENTIALS_DIR={root}\n", encoding="utf-8"
+    )
+    return path
 
 
 def state(ctx: typer.Context) -> CliState:

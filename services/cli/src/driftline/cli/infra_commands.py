@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from driftline.cli.context import console, err_console, progress, state
+from driftline.cli.context import (
+    RedisClusterOption,
+    SecureOption,
+    console,
+    err_console,
+    progress,
+    state,
+    use_redis_cluster,
+    use_secure_mode,
+    write_secure_env,
+)
 from driftline.cli.status_view import infra_table
 from driftline.contracts.topics import ALL_TOPICS
 from driftline.devtools.infra import (
@@ -18,6 +28,7 @@ from driftline.devtools.infra import (
     ensure_kafka_jars,
 )
 from driftline.kafkaio import provision_topics
+from driftline.security.kafka_auth import kafka_auth
 
 infra_app = typer.Typer(
     help=(
@@ -55,13 +66,18 @@ def infra_up(
         typer.Option(help="Seconds to wait for all to answer (default: infra.ready_timeout_s)."),
     ] = None,
     ops: OpsOption = None,
+    secure: SecureOption = False,
+    redis_cluster: RedisClusterOption = False,
 ) -> None:
     """Start Kafka, Redis and the ops stack (in the background) and wait until all answer.
 
     A component that is already running is reported and not started twice.
     The first start builds Jaeger with Go (minutes; `driftline infra fetch` does it
-    ahead).
+    ahead).  With --secure, Kafka and Redis run in secure mode and
+    <state_dir>/secure.env holds what puts other processes in it.
     """
+    use_secure_mode(state(ctx), secure)
+    use_redis_cluster(state(ctx), redis_cluster)
     platform = LocalPlatform(state(ctx).settings(), progress=progress, ops=ops)
     try:
         outcomes = platform.up(timeout)
@@ -70,11 +86,19 @@ def infra_up(
     for outcome in outcomes:
         console.print(outcome.describe(), highlight=False)
     settings = state(ctx).settings()
-    created = asyncio.run(provision_topics(settings.kafka))
+    admin = kafka_auth(settings.security, settings.security.identity or "admin")
+    created = asyncio.run(provision_topics(settings.kafka, security=admin))
     console.print(
         f"topics: {len(created)} created, {len(ALL_TOPICS) - len(created)} already there",
         highlight=False,
     )
+    if settings.security.enabled:
+        env_file = write_secure_env(settings)
+        console.print(
+            f"secure mode: credentials in {settings.security.credentials_dir}; other processes "
+            f"join it with the variables in {env_file} (set -a; . {env_file}; set +a)",
+            highlight=False,
+        )
 
 
 @infra_app.command("down")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -12,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from driftline.cli.context import CliState, console, err_console, progress, state
+from driftline.cli.context import (
+    CliState,
+    RedisClusterOption,
+    SecureOption,
+    console,
+    err_console,
+    progress,
+    state,
+    use_redis_cluster,
+    use_secure_mode,
+)
 from driftline.cli.infra_commands import OpsOption, fail
 from driftline.cli.status_view import infra_table, services_table
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
@@ -25,6 +36,8 @@ from driftline.devtools.infra import (
     dashboard_links_env,
     trace_export_env,
 )
+from driftline.kafkaio import provision_topics
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings.loader import CONFIG_ENV
 
 SERVICES_HELP = ", ".join(SERVICE_NAMES)
@@ -149,6 +162,8 @@ def up(
         float, typer.Option(help="Seconds to wait for each service's /healthz.")
     ] = 60.0,
     ops: OpsOption = None,
+    secure: SecureOption = False,
+    redis_cluster: RedisClusterOption = False,
 ) -> None:
     """Start Kafka, Redis, the ops stack and every built service, each as its own process.
 
@@ -157,13 +172,19 @@ def up(
     Logs go to <state_dir>/logs/<service>.log.  In the foreground, Ctrl-C or
     SIGTERM stops what this command started, and so does `driftline down` from
     another terminal (this command then exits, status 0); with --detach, use
-    `driftline down`.
+    `driftline down`.  With --secure (or security.enabled) everything runs in secure
+    mode: topics are then created here, as admin (services may not).
     """
     cli = state(ctx)
+    use_secure_mode(cli, secure)
+    use_redis_cluster(cli, redis_cluster)
     settings = cli.settings()
     platform = LocalPlatform(settings, progress=progress, ops=ops)
     try:
         outcomes = platform.up()
+        if settings.security.enabled:
+            admin = kafka_auth(settings.security, settings.security.identity or "admin")
+            asyncio.run(provision_topics(settings.kafka, security=admin))
     except InfraError as exc:
         raise fail(exc) from None
     for outcome in outcomes:

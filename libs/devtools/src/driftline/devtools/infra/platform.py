@@ -10,8 +10,11 @@ from driftline.devtools.infra.errors import InfraError
 from driftline.devtools.infra.jars import Progress, _stderr
 from driftline.devtools.infra.kafka_node import KafkaNode
 from driftline.devtools.infra.ops import OpsStack
+from driftline.devtools.infra.pki import WrittenCredentials, write_credentials
 from driftline.devtools.infra.process import StopOutcome
+from driftline.devtools.infra.redis_cluster import RedisCluster
 from driftline.devtools.infra.redis_node import RedisNode
+from driftline.security.auth_files import write_auth_files
 from driftline.settings import PlatformSettings
 
 __all__ = ["LocalPlatform"]
@@ -37,7 +40,12 @@ class LocalPlatform:
     ) -> None:
         self.settings = settings
         self.kafka = KafkaNode.from_settings(settings, infra_dir=infra_dir, progress=progress)
-        self.redis = RedisNode.from_settings(settings, infra_dir=infra_dir)
+        # One redis-server, or (redis.cluster) six joined into a Redis Cluster.
+        self.redis: RedisNode | RedisCluster = (
+            RedisCluster.from_settings(settings, infra_dir=infra_dir)
+            if settings.redis.cluster
+            else RedisNode.from_settings(settings, infra_dir=infra_dir)
+        )
         self.ops = OpsStack(settings, infra_dir=infra_dir, progress=progress)
         self.ops_enabled = settings.infra.ops.enabled if ops is None else ops
 
@@ -46,6 +54,19 @@ class LocalPlatform:
         """Redis, Kafka, then the ops stack when it is enabled."""
         core: list[LocalComponent] = [self.redis, self.kafka]
         return core + self.ops.components if self.ops_enabled else core
+
+    def prepare_credentials(self) -> WrittenCredentials | None:
+        """In secure mode, make what is missing of the local credentials (the CA, each
+        identity's certificate and secrets: :mod:`~driftline.devtools.infra.pki`) and
+        rewrite the registry's roles file and the API keys files from them; None when
+        secure mode is off. Existing credentials are kept, so a restart changes nothing."""
+        security = self.settings.security
+        if not security.enabled:
+            return None
+        root = security.credentials_dir.expanduser()
+        written = write_credentials(root)
+        write_auth_files(root)
+        return written
 
     def _launch_order(self, components: list[LocalComponent]) -> list[LocalComponent]:
         """Kafka first (it takes seconds to answer), then the others in their order."""
@@ -61,6 +82,7 @@ class LocalPlatform:
         of the one that failed.
         """
         timeout = timeout_s if timeout_s is not None else self.settings.infra.ready_timeout_s
+        self.prepare_credentials()
         running = {c.name: c.running_pid() for c in self.components}
         to_start = [c for c in self.components if running[c.name] is None]
         for component in to_start:
@@ -99,7 +121,16 @@ class LocalPlatform:
         started by an earlier ``up``.
         """
         ops = [c.stop(timeout_s) for c in reversed(self.ops.components)]
-        return [*ops, self.kafka.stop(timeout_s), self.redis.stop(timeout_s)]
+        # Whichever Redis an earlier ``up`` started (one node or a cluster) is stopped.
+        redis = [self.redis.stop(timeout_s)]
+        other: RedisNode | RedisCluster | None = None
+        if isinstance(self.redis, RedisCluster):
+            other = RedisNode.from_settings(self.settings)
+        elif not self.settings.security.enabled:  # a cluster never runs secure
+            other = RedisCluster.from_settings(self.settings)
+        if other is not None and other.running_pid() is not None:
+            redis.append(other.stop(timeout_s))
+        return [*ops, self.kafka.stop(timeout_s), *redis]
 
     def status(self) -> list[ComponentStatus]:
         """Each component (an ops one also while disabled if it runs): state, pid, address."""

@@ -13,7 +13,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from driftline.cli.context import console, err_console, state
+from driftline.cli.context import SecureOption, console, err_console, state, use_secure_mode
 from driftline.cli.demo.live_view import live_view
 from driftline.cli.demo.ops_check import OpsOutcome, collect_ops
 from driftline.cli.demo.options import DemoOptions
@@ -90,6 +90,7 @@ def demo(
         float, typer.Option(help="Seconds to wait for each service's /healthz.")
     ] = 90.0,
     ops: OpsOption = None,
+    secure: SecureOption = False,
     ops_wait: Annotated[
         float,
         typer.Option(
@@ -122,6 +123,10 @@ def demo(
     once a couple of hundred labels of it are in, long before a retrained
     candidate could be.
 
+    With --secure the whole platform runs in secure mode (mTLS between services,
+    Kafka SASL_SSL with per-service ACLs, Redis ACL users over TLS, registry roles,
+    API keys); the demo's own clients are the admin identity.
+
     Exits 1 when the loop did not close: no drift detected, no retraining
     requested, the new champion not the retraining's candidate or not serving,
     failed requests, or (with --return-at) the old champion not restored.
@@ -133,6 +138,7 @@ def demo(
         err_console.print("driftline demo: --return-at must lie between --drift-at and --events")
         raise typer.Exit(2)
     cli = state(ctx)
+    use_secure_mode(cli, secure)
     settings = cli.settings()
     options = DemoOptions(
         events=events,

@@ -25,6 +25,7 @@ from driftline.devtools.infra import (
     trace_export_env,
 )
 from driftline.kafkaio import provision_topics
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 
 __all__ = ["Started", "ensure_platform", "stop_started"]
@@ -55,6 +56,9 @@ def ensure_platform(
     """
     started = Started()
     platform = LocalPlatform(settings, progress=progress, ops=ops)
+    written = platform.prepare_credentials()
+    if written is not None and written.created:
+        say(f"secure mode: wrote the local CA and credentials to {written.root}")
     try:
         for component in platform.components:
             pid = component.running_pid()
@@ -64,7 +68,8 @@ def ensure_platform(
             outcome = component.start(timeout_s=settings.infra.ready_timeout_s)
             started.infra.append(component)
             say(outcome.describe())
-        asyncio.run(provision_topics(settings.kafka))
+        admin = kafka_auth(settings.security, settings.security.identity or "admin")
+        asyncio.run(provision_topics(settings.kafka, security=admin))
         if platform.ops_enabled:
             started.ops = platform.ops
             traces = trace_export_env(settings, platform.ops.jaeger)
