@@ -59,9 +59,16 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "byom.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import ENTITIES, _metric, fill_online_store  # noqa: E402 - same online store
+from bench_serving import (  # noqa: E402 - same online store, same security
+    ENTITIES,
+    SECURITY,
+    _metric,
+    fill_online_store,
+)
 from local_platform import serving_stack_env, stop_processes, wait_http  # noqa: E402
 from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
+
+from driftline.security import grpc_tls  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key"
 FIELDS = (
@@ -312,7 +319,7 @@ async def wait_served(target: str, model: str, version: int, timeout_s: float = 
     """Seconds until serving answers ``model``'s Predict with ``version`` (polled every 10 ms)."""
     from driftline.v1 import predictor_pb2_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc_tls.channel(target, SECURITY, "admin") as channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         started = time.perf_counter()
         while time.perf_counter() - started < timeout_s:
@@ -329,7 +336,7 @@ async def register(
     from driftline.registry_client import RegistryClient
     from driftline.registry_client.external import register_model
 
-    async with RegistryClient(registry) as client:
+    async with RegistryClient(registry, security=SECURITY, identity="admin") as client:
         done = await register_model(
             client,
             name,
@@ -350,7 +357,7 @@ async def register_river(registry: str) -> tuple[int, float]:
     from driftline.registry_client import RegistryClient
 
     spec = {"featureset": "loans", "task": "binary", "features": list(FIELDS)}
-    async with RegistryClient(registry) as client:
+    async with RegistryClient(registry, security=SECURITY, identity="admin") as client:
         version = await client.register(RIVER_MODEL, model=river_model(), spec=spec, actor="bench")
         await client.set_alias(
             RIVER_MODEL, "champion", version.version, actor="bench", reason="byom bench"
@@ -363,7 +370,7 @@ async def predict_c1(target: str, models: list[str], n: int, rounds: int) -> dic
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     lat: dict[str, list[float]] = {m: [] for m in models}
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc_tls.channel(target, SECURITY, "admin") as channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         for m in models:
             for i in range(200):

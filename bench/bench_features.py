@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -44,6 +43,7 @@ from driftline.contracts.topics import EVENTS_VALID, FEATURES
 from driftline.devtools.infra import free_port
 from driftline.kafkaio import provision_topics
 from driftline.online_store.redis_store import entity_key
+from driftline.security import grpc_tls, http_tls
 from driftline.settings import load_settings
 from driftline.specs import load_featuresets
 from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
@@ -54,6 +54,9 @@ from local_platform import wait_ready  # noqa: E402 - bench/ holds the helpers
 from measure import cpu_seconds, latency, pct  # noqa: E402 - bench/ holds the helpers
 
 OUT = ROOT / "bench" / "out" / "features.json"
+SECURITY = load_settings().security
+"""The bench's clients: plaintext, like the figures, unless the environment
+(``DRIFTLINE_SECURITY__ENABLED``, ...) turns secure mode on for the run."""
 
 
 def event_bytes(i: int, entity: str, rng: random.Random, run: str) -> tuple[bytes, bytes]:
@@ -206,7 +209,9 @@ async def consume_baselines(bootstrap: str, n: int, run: str) -> dict[str, Any]:
 
 
 def processed(admin_port: int) -> int:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).read()
+    url = http_tls.url("127.0.0.1", admin_port, SECURITY, "/metrics")
+    context = http_tls.client_context(SECURITY, "admin")
+    text = urllib.request.urlopen(url, timeout=5, context=context).read()
     m = re.search(
         rb'driftline_messages_out_total\{topic="' + FEATURES.name.encode() + rb'"\} ([0-9.e+]+)',
         text,
@@ -272,7 +277,7 @@ async def freshness(bootstrap: str, grpc_port: int, seconds: float, run: str) ->
     rng = random.Random(2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
     await producer.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    channel = grpc_tls.channel(f"127.0.0.1:{grpc_port}", SECURITY, "admin")
     stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
     lat: list[float] = []
 
@@ -313,7 +318,7 @@ async def freshness(bootstrap: str, grpc_port: int, seconds: float, run: str) ->
 
 
 async def read_latency(grpc_port: int, entities: list[str], n: int) -> dict[str, Any]:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    channel = grpc_tls.channel(f"127.0.0.1:{grpc_port}", SECURITY, "admin")
     stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
     req = feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
     result = await latency(lambda: stub.GetOnlineFeatures(req), n)

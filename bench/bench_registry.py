@@ -165,7 +165,9 @@ async def run(bootstrap: str, rounds: int, size: int, large_rounds: int = 5) -> 
         register_s: list[float] = []
         download_s: list[float] = []
         try:
-            async with RegistryClient(f"127.0.0.1:{service.grpc_port}") as client:
+            async with RegistryClient(
+                f"127.0.0.1:{service.grpc_port}", security=settings.security, identity="admin"
+            ) as client:
                 for i in range(rounds):
                     payload = {"round": i, "weights": os.urandom(size)}
                     t0 = time.perf_counter()

@@ -40,15 +40,30 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serving.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_platform import serving_stack_env, stop_processes, wait_ready  # noqa: E402 - bench/ holds the helpers
+from local_platform import (  # noqa: E402 - bench/ holds the helpers
+    Caller,
+    serving_stack_env,
+    stop_processes,
+    wait_ready,
+)
 from measure import cpu_seconds, pct  # noqa: E402 - bench/ holds the helpers
+
+from driftline.security import grpc_tls, http_tls  # noqa: E402
+from driftline.security.redis_auth import RedisAuth  # noqa: E402
+from driftline.settings import SecuritySettings, load_settings  # noqa: E402
+
+SECURITY = load_settings().security
+"""The bench's clients and stand-in servers: plaintext, like the figures, unless the
+environment (``DRIFTLINE_SECURITY__ENABLED``, ...) turns secure mode on for the run."""
+ADMIN = Caller(SECURITY, "admin")
+"""The bench's own client: ``admin``, which needs no API key in secure mode."""
 
 SIGNING_KEY = "bench-signing-key"
 MODEL = "loans-risk"
@@ -95,7 +110,7 @@ async def _serve(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, por
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Echo", {"Stream": stream}),)
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    grpc_tls.add_port(server, f"127.0.0.1:{port}", SECURITY, "serving")
     await server.start()
     await server.wait_for_termination()
 
@@ -122,7 +137,7 @@ async def run_relay(port: int, echo_port: int) -> None:
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     uvloop.install()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}")
+    channel = grpc_tls.channel(f"127.0.0.1:{echo_port}", SECURITY, "admin")
     stub = predictor_pb2_grpc.PredictorStub(channel)
 
     class Relay(predictor_pb2_grpc.PredictorServicer):
@@ -143,7 +158,7 @@ async def run_stream_relay(port: int, echo_port: int) -> None:
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     uvloop.install()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}")
+    channel = grpc_tls.channel(f"127.0.0.1:{echo_port}", SECURITY, "admin")
     call: Any = None
     lock = asyncio.Lock()
 
@@ -176,7 +191,9 @@ async def run_fetch_relay(port: int, features_port: int, reads: str) -> None:
 
     uvloop.install()
     target = f"127.0.0.1:{features_port}"
-    source = GrpcFeatureSource(grpc.aio.insecure_channel(target), target, stream=reads == "stream")
+    source = GrpcFeatureSource(
+        grpc_tls.channel(target, SECURITY, "admin"), target, stream=reads == "stream"
+    )
 
     class FetchRelay(predictor_pb2_grpc.PredictorServicer):
         async def Predict(self, request: Any, context: Any) -> Any:
@@ -200,7 +217,9 @@ AGRAWAL_FIELDS = (
 """The champion's inputs: the loans feature set's raw fields."""
 
 
-async def register_champion(registry_target: str) -> int:
+async def register_champion(
+    registry_target: str, security: SecuritySettings | None = SECURITY
+) -> int:
     """Register one signed champion on the real registry service; its version.
 
     A Hoeffding tree trained on Agrawal, uploaded and promoted over the
@@ -216,7 +235,7 @@ async def register_champion(registry_target: str) -> int:
     for x, y in synth.Agrawal(seed=1).take(5000):
         model.learn_one(x, y)
     spec = {"featureset": "loans", "task": "binary", "features": list(AGRAWAL_FIELDS)}
-    async with RegistryClient(registry_target) as registry:
+    async with RegistryClient(registry_target, security=security, identity="admin") as registry:
         version = await registry.register(MODEL, model=model, spec=spec, actor="bench")
         await registry.set_alias(
             MODEL, "champion", version.version, actor="bench", reason="serving bench"
@@ -224,8 +243,9 @@ async def register_champion(registry_target: str) -> int:
     return version.version
 
 
-async def fill_online_store(redis_url: str) -> None:
-    """Online values of all 16 loans features for ``ENTITIES`` entities, as the worker writes."""
+async def fill_online_store(redis_url: str, auth: RedisAuth | None = None) -> None:
+    """Online values of all 16 loans features for ``ENTITIES`` entities, as the worker writes
+    (``auth``: the login to a secure redis-server)."""
     from river.datasets import synth
 
     from driftline.online_store import EntityWrite
@@ -240,25 +260,64 @@ async def fill_online_store(redis_url: str) -> None:
         for name in spec.feature_names:
             values.setdefault(name, (float(i % 7), now_us))  # the aggregates
         writes.append(EntityWrite(f"bench-{i}", values))
-    store = RedisOnlineStore(redis_url)
+    store = RedisOnlineStore(redis_url, auth=auth)
     try:
         await store.write("loans", writes)
     finally:
         await store.close()
 
 
+async def start_serving_stack(
+    servings: dict[str, dict[str, str]],
+    log: Path,
+    out: IO[bytes],
+    procs: list[subprocess.Popen[bytes]],
+    security: SecuritySettings | None = SECURITY,
+) -> tuple[int, dict[str, subprocess.Popen[bytes]]]:
+    """Start the registry and the features service (in the first environment of
+    ``servings``), register the champion (as ``admin`` under ``security``), then one serving
+    per entry of ``servings`` (name: its environment) and wait until each is ready.
+
+    Returns the champion's version and the serving processes by name. Each process is
+    appended to ``procs`` as it starts, so the caller's ``finally`` stops whatever did
+    start when a later one fails.
+    """
+    env = next(iter(servings.values()))
+
+    def start(module: str, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", module], env=environ, stdout=out, stderr=out)
+        procs.append(proc)
+        return proc
+
+    registry = start("driftline.registry", env)
+    features = start("driftline.features", env)
+    wait_ready(int(env["DRIFTLINE_REGISTRY__ADMIN__PORT"]), registry, log, "registry", security)
+    champion = await register_champion(env["DRIFTLINE_SERVING__REGISTRY_TARGET"], security)
+    # Serving asks the feature store for the feature types as soon as the
+    # registry answers: the feature store first.
+    wait_ready(int(env["DRIFTLINE_FEATURES__ADMIN__PORT"]), features, log, "features", security)
+    started = {name: start("driftline.serving", environ) for name, environ in servings.items()}
+    for name, proc in started.items():
+        port = int(servings[name]["DRIFTLINE_SERVING__ADMIN__PORT"])
+        wait_ready(port, proc, log, name, security)
+    return champion, started
+
+
 # -- the load ----------------------------------------------------------------------------
 
 
 async def latency(
-    targets: dict[str, tuple[str, int]], n: int, rounds: int = 5
+    targets: dict[str, tuple[str, int]],
+    n: int,
+    rounds: int = 5,
+    callers: dict[str, Caller] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Sequential Predicts (concurrency 1) to each of ``targets`` (name: address, server pid).
 
     The targets take turns, ``n / rounds`` requests each per round, so that a
     slow spell of the shared machine falls on all of them alike rather than on
     whichever was measured then: the ratios between them are what the bench
-    reports.
+    reports. ``callers``: who calls each target (default :data:`ADMIN`).
     """
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -267,23 +326,25 @@ async def latency(
         for i in range(n)
     ]
     per_round = max(1, n // rounds)
-    channels = {name: grpc.aio.insecure_channel(addr) for name, (addr, _) in targets.items()}
+    who = {name: (callers or {}).get(name, ADMIN) for name in targets}
+    channels = {name: who[name].channel(addr) for name, (addr, _) in targets.items()}
     lat: dict[str, list[float]] = {name: [] for name in targets}
     cpu_s: dict[str, float] = dict.fromkeys(targets, 0.0)
     try:
         stubs = {name: predictor_pb2_grpc.PredictorStub(ch) for name, ch in channels.items()}
-        for stub in stubs.values():
+        for name, stub in stubs.items():
             for r in reqs[:200]:
-                await stub.Predict(r, timeout=5)
+                await stub.Predict(r, timeout=5, metadata=who[name].call_metadata)
         for k in range(rounds):
             batch = reqs[k * per_round : (k + 1) * per_round]
             for name, stub in stubs.items():
                 pid = targets[name][1]
                 before = cpu_seconds(pid)
                 times = lat[name]
+                metadata = who[name].call_metadata
                 for r in batch:
                     t = time.perf_counter()
-                    await stub.Predict(r, timeout=5)
+                    await stub.Predict(r, timeout=5, metadata=metadata)
                     times.append(time.perf_counter() - t)
                 cpu_s[name] += cpu_seconds(pid) - before
     finally:
@@ -301,14 +362,14 @@ async def latency(
 
 
 async def throughput(
-    target: str, concurrency: int, seconds: float, server_pid: int
+    target: str, concurrency: int, seconds: float, server_pid: int, caller: Caller = ADMIN
 ) -> dict[str, Any]:
-    """``concurrency`` clients on one channel sending Predicts for ``seconds``."""
+    """``concurrency`` clients on one channel sending Predicts for ``seconds`` (as ``caller``)."""
     from driftline.v1 import predictor_pb2, predictor_pb2_grpc
 
     lat: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with caller.channel(target) as channel:
         stub = predictor_pb2_grpc.PredictorStub(channel)
         end = time.perf_counter() + seconds
 
@@ -320,7 +381,7 @@ async def throughput(
                 )
                 t = time.perf_counter()
                 try:
-                    await stub.Predict(r, timeout=5)
+                    await stub.Predict(r, timeout=5, metadata=caller.call_metadata)
                 except grpc.aio.AioRpcError as exc:
                     what = f"{exc.code().name}: {exc.details()}"
                     errors[what] = errors.get(what, 0) + 1
@@ -359,7 +420,7 @@ async def infer_rows(
         request.inputs.add(name=name, datatype=dt, shape=[rows_per_request, 1])
         request.raw_input_contents.append(encode_raw(dt, [r[name] for r in rows]))
     lat = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc_tls.channel(target, SECURITY, "admin") as channel:
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(5):
             await stub.ModelInfer(request, timeout=10)
@@ -382,7 +443,9 @@ async def infer_rows(
 
 
 def _metric(admin_port: int, prefix: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+    url = http_tls.url("127.0.0.1", admin_port, SECURITY, "/metrics")
+    context = http_tls.client_context(SECURITY, "admin")
+    with urllib.request.urlopen(url, timeout=5, context=context) as r:
         text = r.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
@@ -466,28 +529,11 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int) -> 
         "DRIFTLINE_SERVING__ADMIN__PORT": str(unary_admin_port),
         "DRIFTLINE_SERVING__FEATURE_READS": "unary",
     }
-    registry = subprocess.Popen(
-        [sys.executable, "-m", "driftline.registry"], env=env, stdout=out, stderr=out
-    )
-    features = subprocess.Popen(
-        [sys.executable, "-m", "driftline.features"], env=env, stdout=out, stderr=out
-    )
-    procs += [registry, features]
     try:
-        wait_ready(reg_admin, registry, log, "registry")
-        champion = await register_champion(f"127.0.0.1:{reg_port}")
-        # Serving asks the feature store for the feature types as soon as the
-        # registry answers: the feature store first.
-        wait_ready(fs_admin, features, log, "features")
-        serving = subprocess.Popen(
-            [sys.executable, "-m", "driftline.serving"], env=env, stdout=out, stderr=out
+        champion, servings = await start_serving_stack(
+            {"serving": env, "serving (unary reads)": unary_env}, log, out, procs
         )
-        serving_unary = subprocess.Popen(
-            [sys.executable, "-m", "driftline.serving"], env=unary_env, stdout=out, stderr=out
-        )
-        procs += [serving, serving_unary]
-        wait_ready(admin_port, serving, log, "serving")
-        wait_ready(unary_admin_port, serving_unary, log, "serving (unary reads)")
+        serving, serving_unary = servings["serving"], servings["serving (unary reads)"]
         target, echo = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{echo_port}"
         echo_pid, serving_pid = peer["echo"].pid, serving.pid
         port_of = {

@@ -116,7 +116,12 @@ async def bench_retrain(settings: PlatformSettings, n: int) -> dict[str, Any]:
         )  # fmt: skip
         registry = RegistryService(reg_settings)
         await registry.start()
-        client = RegistryClient(f"127.0.0.1:{registry.grpc_port}", timeout_s=60)
+        client = RegistryClient(
+            f"127.0.0.1:{registry.grpc_port}",
+            timeout_s=60,
+            security=reg_settings.security,
+            identity="training",
+        )
         try:
             core = TrainingCore(spec, RegistrySink(client, reg_settings.registry.signing_key))
             request = RetrainRequest(

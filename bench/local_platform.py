@@ -2,7 +2,8 @@
 
 Benchmarks measure against the real parts, like the integration tests, and tear
 them down afterwards.  Set ``DRIFTLINE_BENCH_BOOTSTRAP`` / ``DRIFTLINE_BENCH_REDIS_PORT``
-to measure against an already running platform instead.
+to measure against an already running platform instead (plaintext only: a secure
+platform is always started here, with the credentials the bench wrote).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import grpc
 
 from driftline.devtools.infra import KafkaNode, RedisNode, free_port
+from driftline.security import grpc_tls, http_tls
+from driftline.settings import SecuritySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120
@@ -31,12 +37,22 @@ class BenchPlatform:
     bootstrap_servers: str
     redis_host: str
     redis_port: int
+    redis: RedisNode | None = None
+    """The redis-server started here (None when reused): its ``auth(identity)`` is how a
+    client logs in to it in secure mode."""
 
 
 @contextlib.contextmanager
-def local_platform(*, redis: bool = True) -> Iterator[BenchPlatform]:
-    """Start (or reuse, see module doc) a broker and redis-server; stop what was started."""
-    if os.environ.get("DRIFTLINE_BENCH_BOOTSTRAP"):
+def local_platform(
+    *, redis: bool = True, secure_credentials: Path | None = None
+) -> Iterator[BenchPlatform]:
+    """Start (or reuse, see module doc) a broker and redis-server; stop what was started.
+
+    ``secure_credentials``: start both in secure mode with that credentials directory
+    (what ``pki.write_credentials`` wrote): Kafka SASL_SSL with the access table's ACLs
+    (applied once it answers), Redis TLS only with its ACL users.
+    """
+    if os.environ.get("DRIFTLINE_BENCH_BOOTSTRAP") and secure_credentials is None:
         yield BenchPlatform(
             os.environ["DRIFTLINE_BENCH_BOOTSTRAP"],
             "127.0.0.1",
@@ -44,14 +60,23 @@ def local_platform(*, redis: bool = True) -> Iterator[BenchPlatform]:
         )
         return
     with tempfile.TemporaryDirectory(prefix="driftline-bench-") as tmp:
-        kafka = KafkaNode(Path(tmp) / "kafka", port=free_port(), controller_port=free_port())
-        node = RedisNode(Path(tmp) / "redis", port=free_port()) if redis else None
+        kafka = KafkaNode(
+            Path(tmp) / "kafka",
+            port=free_port(),
+            controller_port=free_port(),
+            secure_credentials=secure_credentials,
+        )
+        node = (
+            RedisNode(Path(tmp) / "redis", port=free_port(), secure_credentials=secure_credentials)
+            if redis
+            else None
+        )
         kafka.start()
         try:
             if node is not None:
                 node.start()
             yield BenchPlatform(
-                kafka.bootstrap_servers, "127.0.0.1", node.port if node is not None else 0
+                kafka.bootstrap_servers, "127.0.0.1", node.port if node is not None else 0, node
             )
         finally:
             if node is not None:
@@ -59,18 +84,26 @@ def local_platform(*, redis: bool = True) -> Iterator[BenchPlatform]:
             kafka.stop()
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    name: str,
+    security: SecuritySettings | None = None,
+) -> None:
     """Block until ``url`` answers 200 (and, for a ``/readyz``, says ready).
 
     Exits the benchmark with the log's path when the process dies or 120 s pass,
     so that a service that cannot start is reported, not waited on forever.
+    ``security``: an ``https://`` URL of a secure-mode service is read as ``admin``.
     """
+    context = http_tls.client_context(security, "admin")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{name} exited ({proc.returncode}); see {log}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 body = r.read()
                 if not url.endswith("/readyz") or json.loads(body)["ready"]:
                     return
@@ -80,9 +113,16 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, name: str) -> 
     raise SystemExit(f"{name} not ready in {READY_TIMEOUT_S} s; see {log}")
 
 
-def wait_ready(admin_port: int, proc: subprocess.Popen[bytes], log: Path, name: str) -> None:
-    """:func:`wait_http` on a Driftline service's ``/readyz``."""
-    wait_http(f"http://127.0.0.1:{admin_port}/readyz", proc, log, name)
+def wait_ready(
+    admin_port: int,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    name: str,
+    security: SecuritySettings | None = None,
+) -> None:
+    """:func:`wait_http` on a Driftline service's ``/readyz`` (HTTPS in secure mode)."""
+    url = http_tls.url("127.0.0.1", admin_port, security, "/readyz")
+    wait_http(url, proc, log, name, security)
 
 
 def serving_stack_env(
@@ -134,3 +174,24 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], grace_s: float = 30) ->
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a benchmark's gRPC client is: plaintext (``security`` None or off) or mutual TLS
+    with ``identity``'s certificate, and the metadata sent with every call (a public
+    caller's API key), so one load generator measures either platform."""
+
+    security: SecuritySettings | None
+    identity: str = "admin"
+    metadata: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """Sent with every call; may hold an API key, so never in a repr."""
+
+    def channel(self, target: str, options: Any = None) -> grpc.aio.Channel:
+        """A channel to ``target`` built by the platform's one gRPC factory."""
+        return grpc_tls.channel(target, self.security, self.identity, options=options)
+
+    @property
+    def call_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """What to pass as a call's ``metadata`` (None: none, as a plain call sends)."""
+        return self.metadata or None

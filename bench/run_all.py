@@ -32,6 +32,7 @@ BENCHES = {
     "registry": "bench_registry.py",
     "serving": "bench_serving.py",
     "byom": "bench_byom.py",
+    "security": "bench_security.py",
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
@@ -248,6 +249,36 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         add("#15", f"registry: register a {_fmt(mb)} MB {fmt_name} model trained elsewhere, p50",
             (large.get("register_ms") or {}).get("p50"), "ms", "—",
             f"a 1 MB River artifact p50 {_fmt(small, 'ms')}", None)  # fmt: skip
+
+    # -- the cost of secure mode (#20): mTLS + the client's API key vs plaintext, same run
+    def sec(*path: str) -> Any:
+        return _get(report, "security", *path)
+
+    bar = "our bar; the issue sets none"
+    ratios = sec("ratios_secure_to_plaintext") or {}
+    refused = sec("secure_serving_refuses") or {}
+    for q in ("p50", "p99"):
+        r = ratios.get(f"predict_c1_{q}")
+        plain = _fmt(sec("predict_c1", "plaintext", f"{q}_ms"), "ms")
+        add("#20", f"Predict c=1 {q}, mTLS + API key vs plaintext", sec("predict_c1", "secure",
+            f"{q}_ms"), "ms", f"ratio <= 1.5x ({bar})" if q == "p50" else "— (ratio reported)",
+            f"plaintext {plain} (ratio {_fmt(r)})" + ("" if q == "p99" else "; the secure "
+            f"serving answers a plaintext client {refused.get('plaintext_client')}, a "
+            f"certificate without a key {refused.get('client_certificate_without_api_key')}"),
+            None if r is None or q == "p99" else r <= 1.5)  # fmt: skip
+    r = ratios.get("predict_c16_requests_per_s")
+    plain = _fmt(sec("predict_c16", "plaintext", "requests_per_s"), "req/s")
+    add("#20", "Predict c=16 throughput, mTLS + API key vs plaintext",
+        sec("predict_c16", "secure", "requests_per_s"), "req/s",
+        f"ratio >= 0.67x, i.e. <= 1.5x the cost ({bar})", f"plaintext {plain} (ratio {_fmt(r)}); "
+        f"failed calls: secure {_fmt(sec('predict_c16', 'secure', 'errors'))}, plaintext "
+        f"{_fmt(sec('predict_c16', 'plaintext', 'errors'))}",
+        None if r is None else r >= 0.67)  # fmt: skip
+    plain = _fmt(sec("new_channel_first_answer", "plaintext", "p50_ms"), "ms")
+    add("#20", "a new channel's first Predict answer (connect + TLS handshake), p50",
+        sec("new_channel_first_answer", "secure", "p50_ms"), "ms", "— (ratio reported)",
+        f"plaintext {plain} (ratio {_fmt(ratios.get('new_channel_first_answer_p50'))})",
+        None)  # fmt: skip
 
     # -- drift (#7, #18)
     for t in _get(report, "drift", "eval", "targets") or []:
