@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from driftline.security import http_tls
-from driftline.settings import SecuritySettings
+from driftline.settings import PlatformSettings, SecuritySettings
 from driftline.telemetry import ServiceMetrics
 
 
@@ -81,6 +81,17 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+async def serve_admin(
+    app: FastAPI, settings: PlatformSettings, service: str, stop: asyncio.Event
+) -> None:
+    """:func:`serve_http` of ``service``'s admin endpoint: its ``<service>.admin`` host and
+    port, and in secure mode its own certificate (the identity is the service's name)."""
+    admin = getattr(settings, service).admin
+    await serve_http(
+        app, admin.host, admin.port, stop, security=settings.security, identity=service
+    )
 
 
 async def serve_http(

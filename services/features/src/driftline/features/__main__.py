@@ -19,7 +19,7 @@ from driftline.features.metrics import FeaturesMetrics
 from driftline.features.worker import FeaturesWorker
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.online_store import create_online_store, wait_until_reachable
-from driftline.runtime import Health, build_admin_app, serve_http, service_main
+from driftline.runtime import Health, build_admin_app, serve_admin, service_main
 from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.specs import load_featuresets
@@ -45,16 +45,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         if created:
             log.info("created topics %s", ", ".join(created))
         admin = build_admin_app(health, metrics)
-        http = asyncio.create_task(
-            serve_http(
-                admin,
-                cfg.admin.host,
-                cfg.admin.port,
-                stop,
-                security=settings.security,
-                identity="features",
-            )
-        )
+        http = asyncio.create_task(serve_admin(admin, settings, "features", stop))
         lookup = OnlineFeatureLookup(catalog, store)
         server, port = await start_grpc_server(
             lookup, metrics, cfg.grpc_host, cfg.grpc_port, settings.security

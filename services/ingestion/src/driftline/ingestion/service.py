@@ -15,7 +15,7 @@ from driftline.ingestion.http_api import add_ingest_routes, ingestion_api_keys
 from driftline.ingestion.kafka_loop import KafkaIngestLoop
 from driftline.ingestion.writer import OutcomeCounters
 from driftline.kafkaio import make_producer, provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, serve_http, wait_for_redis
+from driftline.runtime import Health, build_admin_app, serve_admin, wait_for_redis
 from driftline.security.kafka_auth import kafka_auth
 from driftline.security.redis_auth import redis_auth, redis_connection
 from driftline.settings import PlatformSettings
@@ -80,16 +80,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     )
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                serve_http(
-                    app,
-                    cfg.admin.host,
-                    cfg.admin.port,
-                    stop,
-                    security=settings.security,
-                    identity="ingestion",
-                )
-            )
+            tg.create_task(serve_admin(app, settings, "ingestion", stop))
             tg.create_task(loop.run(stop))
     finally:
         await http_producer.stop()

@@ -10,7 +10,7 @@ from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.monitoring.dashboard import ChartedMonitorCore, dashboard_snapshot, mount_dashboard
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
 from driftline.monitoring.monitor_metrics import MonitorMetrics
-from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
@@ -44,14 +44,5 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics, consumers)
     log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(
-            serve_http(
-                app,
-                cfg.admin.host,
-                cfg.admin.port,
-                stop,
-                security=settings.security,
-                identity="monitoring",
-            )
-        )
+        tg.create_task(serve_admin(app, settings, "monitoring", stop))
         tg.create_task(loop.run(stop))

@@ -19,7 +19,7 @@ from driftline.registry.core import RegistryCore
 from driftline.registry.event_log import KafkaRegistryLog
 from driftline.registry.grpc_api import METHOD_ROLES, RegistryServicer
 from driftline.registry.registry_metrics import RegistryMetrics
-from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security import grpc_tls
 from driftline.security.auth_files import ROLES_FILE, auth_file
 from driftline.security.kafka_auth import kafka_auth
@@ -200,12 +200,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     """Run the registry until ``stop`` is set."""
     service = RegistryService(settings)
     app = build_admin_app(service.health, service.metrics, title="Driftline registry")
-    admin = settings.registry.admin
-    http = asyncio.create_task(
-        serve_http(
-            app, admin.host, admin.port, stop, security=settings.security, identity="registry"
-        )
-    )
+    http = asyncio.create_task(serve_admin(app, settings, "registry", stop))
     try:
         await service.start()
         await service.wait(stop)

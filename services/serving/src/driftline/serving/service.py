@@ -8,7 +8,7 @@ import uuid
 
 from driftline.contracts.topics import PREDICTIONS
 from driftline.kafkaio import make_consumer, make_producer, provision_topics, wait_for_kafka
-from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security import grpc_tls
 from driftline.security.kafka_auth import kafka_auth
 from driftline.serving.canary import CanarySetting
@@ -137,16 +137,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     writer_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                serve_http(
-                    app,
-                    cfg.admin.host,
-                    cfg.admin.port,
-                    stop,
-                    security=settings.security,
-                    identity="serving",
-                )
-            )
+            tg.create_task(serve_admin(app, settings, "serving", stop))
             tg.create_task(follower.run(stop))
             writer_task = tg.create_task(writer.run(writer_stop))
             await stop.wait()

@@ -10,7 +10,7 @@ from pathlib import Path
 from driftline.contracts.errors import DriftlineError, UnavailableError
 from driftline.kafkaio import provision_topics, wait_for_kafka
 from driftline.registry_client import RegistryClient
-from driftline.runtime import Health, build_admin_app, serve_http
+from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings, TrainingSettings
 from driftline.specs import (
@@ -166,16 +166,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
                  f"; not retrainable here: {', '.join(unservable)}" if unservable else "",
                  cfg.admin.host, cfg.admin.port)  # fmt: skip
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(
-                serve_http(
-                    app,
-                    cfg.admin.host,
-                    cfg.admin.port,
-                    stop,
-                    security=settings.security,
-                    identity="training",
-                )
-            )
+            tg.create_task(serve_admin(app, settings, "training", stop))
             tg.create_task(online.run(stop))
             tg.create_task(retrain.run(stop))
     finally:
