@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from functools import cache
 from ssl import SSLContext
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError, RedisError, ResponseError
 
-from driftline.online_store.resp import PipelinedRedis
+from driftline.online_store.resp import PipelinedRedis, RedisUrl
 
 __all__ = ["ClusterPipelinedRedis", "SlotRange", "slot_of", "tag_for_slot"]
 
@@ -94,18 +93,15 @@ class ClusterPipelinedRedis:
         username: str | None = None,
         password: str | None = None,
     ) -> None:
-        parts = urlparse(url)
-        if parts.scheme not in ("redis", "rediss", ""):
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        if int(parts.path.lstrip("/") or 0) != 0:
+        where = RedisUrl.parse(url)
+        if where.db != 0:
             raise ValueError("a Redis Cluster has database 0 only: the URL must name /0")
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
+        self.host, self.port = where.host, where.port
         self._options: dict[str, Any] = {
             "timeout_s": timeout_s,
             "ssl": ssl,
-            "username": username or (unquote(parts.username) if parts.username else None),
-            "password": password or (unquote(parts.password) if parts.password else None),
+            "username": username or where.username,
+            "password": password or where.password,
         }
         self._seeds: list[str] = [f"{self.host}:{self.port}"]
         self._nodes: dict[str, PipelinedRedis] = {}

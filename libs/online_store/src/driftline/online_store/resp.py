@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 from itertools import repeat
 from ssl import SSLContext
 from typing import Any, cast
@@ -83,6 +84,34 @@ class _Batch:
 
     def exception(self) -> BaseException | None:
         return self.future.exception() if self.future.done() else None
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """What a ``redis://`` or ``rediss://`` URL names (the one parser of both readers)."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> RedisUrl:
+        """Parse ``url``; :class:`ValueError` (without the URL: it may hold a password) for
+        another scheme."""
+        parts = urlparse(url)
+        if parts.scheme not in ("redis", "rediss", ""):
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or 6379,
+            db=int(parts.path.lstrip("/") or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+        )
 
 
 class _Protocol(asyncio.Protocol):
@@ -160,17 +189,12 @@ class PipelinedRedis:
         username: str | None = None,
         password: str | None = None,
     ) -> None:
-        parts = urlparse(url)
-        if parts.scheme not in ("redis", "rediss", ""):
-            # Not the URL itself: it may hold a password.
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        if parts.scheme == "rediss" and ssl is None:
+        where = RedisUrl.parse(url)
+        if where.tls and ssl is None:
             raise ValueError("a rediss:// URL needs an ssl context (see driftline.security)")
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
-        self.db = int(parts.path.lstrip("/") or 0)
-        self.username = username or (unquote(parts.username) if parts.username else None)
-        self.password = password or (unquote(parts.password) if parts.password else None)
+        self.host, self.port, self.db = where.host, where.port, where.db
+        self.username = username or where.username
+        self.password = password or where.password
         self.timeout_s = timeout_s
         self._ssl = ssl
         self._where = f"{self.host}:{self.port}"
