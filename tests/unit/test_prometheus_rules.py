@@ -31,6 +31,7 @@ from driftline.settings import (
     TrainingSettings,
 )
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
+from driftline.training.training_metrics import TrainingCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
@@ -57,6 +58,8 @@ SLO_ALERTS = (
     "ConsumerLagBudgetBurn",
     # Issue 18: the label-free accuracy estimate (CBPE) fell below its floor.
     "EstimatedAccuracyDrop",
+    # Issue 19: training's label join dropped waiting records at its memory cap.
+    "LabelJoinOverCap",
 )
 
 # The burn-rate alerts: each SLO's (error budget, recorded ratio), per the workbook's table.
@@ -148,6 +151,9 @@ def _exposed_series() -> dict[str, set[str]]:
         base = ServiceMetrics(service)
         extra(base)
         registries.append(base.registry)
+    training = ServiceMetrics("training")
+    training.registry.register(TrainingCollector([]))
+    registries.append(training.registry)
     ingestion = ServiceMetrics("ingestion")
     OutcomeCounters(ingestion.registry)
     ConsumerHealth(ingestion.registry, stall_after_s=60)

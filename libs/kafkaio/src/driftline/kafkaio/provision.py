@@ -16,6 +16,20 @@ _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_AUTHORIZATION_FAILED = 29
 
 
+def replication_config(replication_factor: int) -> dict[str, str]:
+    """Topic configuration that follows from the replication factor: with three replicas
+    or more, ``min.insync.replicas=2``, so an ``acks=all`` write is on two brokers before
+    it is acknowledged and losing any one broker neither fails writes nor loses one; with
+    fewer, nothing (the broker's default: 1 on the single local node).
+
+    >>> replication_config(3)
+    {'min.insync.replicas': '2'}
+    >>> replication_config(1)
+    {}
+    """
+    return {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
+
+
 async def provision_topics(
     settings: KafkaSettings,
     topics: Iterable[Topic] = ALL_TOPICS,
@@ -25,7 +39,8 @@ async def provision_topics(
     """Create every topic that does not exist yet; returns the names it created.
 
     Safe to run any number of times, from any number of processes at once.  Topics
-    are created with ``max.message.bytes`` = ``settings.max_message_bytes``; a topic
+    are created with ``settings.default_replication_factor`` replicas (and
+    :func:`replication_config`) and ``max.message.bytes`` = ``settings.max_message_bytes``; a topic
     that already exists keeps its configuration (change it with
     ``kafka-configs.sh --alter`` when ``kafka.max_record_bytes`` is raised).
 
@@ -51,7 +66,10 @@ async def provision_topics(
                     name=t.name,
                     num_partitions=t.partitions,
                     replication_factor=settings.default_replication_factor,
-                    topic_configs=t.topic_config(settings.max_message_bytes),
+                    topic_configs={
+                        **replication_config(settings.default_replication_factor),
+                        **t.topic_config(settings.max_message_bytes),
+                    },
                 )
                 for t in missing
             ]

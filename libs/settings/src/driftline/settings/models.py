@@ -200,7 +200,8 @@ class InfraSettings(_Section):
     jar_cache: Path = Path("~/.cache/driftline/kafka").expanduser()
     """Where the Kafka jars are cached, outside the repo, fetched once per version."""
     kafka_heap: str = "512m"
-    """Maximum JVM heap of the local broker (``-Xmx``)."""
+    """Maximum JVM heap of the local broker (``-Xmx``); of each node of the three-node
+    cluster (``kafka_brokers`` 3) only when set, 384m there otherwise."""
     redis_server: str = "redis-server"
     """The ``redis-server`` executable."""
     redis_cli: str = "redis-cli"
@@ -209,10 +210,41 @@ class InfraSettings(_Section):
     """The six ports of the local Redis Cluster (``infra up --redis-cluster``: three masters,
     then their three replicas); each node's cluster bus listens on its port + 10000. None:
     ``redis.port`` and the five ports after it."""
+    kafka_brokers: int = 1
+    """How many KRaft nodes ``infra up`` runs: 1 (one combined broker + controller) or 3
+    (``infra up --brokers 3``: a local cluster, each node a broker and a voter of the
+    controller quorum). Topics on three brokers want ``kafka.default_replication_factor``
+    3, which ``--brokers 3`` sets too."""
+    kafka_cluster_ports: list[int] | None = Field(default=None, min_length=3, max_length=3)
+    """Client ports of the three nodes of the local Kafka cluster (``kafka_brokers`` 3),
+    node 1 first: it must be the port of ``kafka.bootstrap_servers``' first address. None:
+    that port, then that port + 100 and + 200."""
+    kafka_cluster_controller_ports: list[int] | None = Field(
+        default=None, min_length=3, max_length=3
+    )
+    """Controller (KRaft quorum) ports of the three nodes of the local Kafka cluster, node 1
+    first: it must be ``kafka.controller_port``. None: ``kafka.controller_port``, then it +
+    100 and + 200."""
     ready_timeout_s: float = Field(default=90.0, gt=0)
     """How long ``infra up`` waits for Kafka and Redis to answer."""
     ops: OpsSettings = OpsSettings()
     """Prometheus, Alertmanager and Jaeger of the local platform."""
+
+    @model_validator(mode="after")
+    def _kafka_cluster_shape(self) -> InfraSettings:
+        # One combined node, or three: two voters cannot lose one, four add nothing here.
+        if self.kafka_brokers not in (1, 3):
+            raise ValueError(
+                f"infra.kafka_brokers must be 1 (one node) or 3 (a local cluster whose "
+                f"controller quorum survives losing a node), not {self.kafka_brokers}"
+            )
+        for name in ("kafka_cluster_ports", "kafka_cluster_controller_ports"):
+            ports = getattr(self, name)
+            if ports is not None and (
+                len(set(ports)) != len(ports) or not all(0 < p < 65536 for p in ports)
+            ):
+                raise ValueError(f"infra.{name} must be three distinct ports, not {ports}")
+        return self
 
 
 class AdminSettings(_Section):
@@ -362,6 +394,16 @@ class TrainingSettings(_ServiceSection):
     """How long (event time, past the watermark) a label whose vector is unknown waits for it."""
     expired_capacity: int = Field(default=100_000, ge=0)
     """Evicted (never labeled) vectors kept so that a label arriving after eviction still joins."""
+    label_join_max_pending: int = Field(default=200_000, ge=1)
+    """Most feature vectors the label join holds waiting for their labels, per model (and,
+    separately, most labels waiting for their vectors): without it the join holds rate times
+    ``allowed_lateness_s`` vectors (18 million an hour at 5,000 events/s).  A waiting vector
+    of 16 features takes ~0.5 KB, plus ~0.2 KB for a classifier's prediction of it, and a
+    waiting label ~0.35 KB: the default caps one model's join at ~140 MB of vectors and
+    ~70 MB of labels (plus ~50 MB for the ``expired_capacity`` evicted ones).  Past it
+    the oldest (by event time) are dropped, counted in
+    ``driftline_training_join_records_total{outcome="vectors_over_cap"|"orphans_over_cap"}``
+    and logged at most once a minute; a dropped vector's label never joins."""
     eval_window: int = Field(default=2000, ge=1)
     """Most recent joined examples kept to compare a candidate with the champion."""
     actor: str = "driftline-training"

@@ -74,6 +74,46 @@ def use_redis_cluster(cli: CliState, cluster: bool) -> None:
         cli._settings = None
 
 
+BROKERS_ENV = "DRIFTLINE_INFRA__KAFKA_BROKERS"
+"""The variable ``--brokers`` sets, so the services a command starts inherit it."""
+REPLICATION_ENV = "DRIFTLINE_KAFKA__DEFAULT_REPLICATION_FACTOR"
+"""Set with :data:`BROKERS_ENV`: topics are provisioned with one replica per broker."""
+BOOTSTRAP_ENV = "DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"
+"""Set to every node of the local Kafka cluster once it is known (:func:`use_bootstrap`)."""
+
+BrokersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--brokers",
+        min=1,
+        max=3,
+        help="Run Kafka as 1 node or as a local cluster of 3 KRaft nodes (each a broker and "
+        "a controller; node 1 on kafka.bootstrap_servers, nodes 2 and 3 on its port + 100 "
+        "and + 200) whose topics have 3 replicas and min.insync.replicas=2 "
+        "(default: infra.kafka_brokers, 1). See docs/scaling.md.",
+        show_default=False,
+    ),
+]
+"""``--brokers`` of the commands that start the platform."""
+
+
+def use_kafka_brokers(cli: CliState, brokers: int | None) -> None:
+    """With ``brokers``, run that many Kafka nodes and provision topics with that many
+    replicas, in this process and every process it starts."""
+    if brokers is not None:
+        os.environ[BROKERS_ENV] = str(brokers)
+        os.environ[REPLICATION_ENV] = str(brokers)
+        cli._settings = None
+
+
+def use_bootstrap(cli: CliState, bootstrap_servers: str) -> None:
+    """Give this process and every process it starts ``bootstrap_servers`` (all nodes of
+    the local Kafka cluster: a client starting while node 1 is down still finds it)."""
+    if cli.settings().kafka.bootstrap_servers != bootstrap_servers:
+        os.environ[BOOTSTRAP_ENV] = bootstrap_servers
+        cli._settings = None
+
+
 def use_secure_mode(cli: CliState, secure: bool) -> None:
     """With ``secure``, turn secure mode on for this process and every process it starts
     (before the settings are read)."""

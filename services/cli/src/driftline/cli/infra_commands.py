@@ -8,12 +8,15 @@ from typing import Annotated
 import typer
 
 from driftline.cli.context import (
+    BrokersOption,
     RedisClusterOption,
     SecureOption,
     console,
     err_console,
     progress,
     state,
+    use_bootstrap,
+    use_kafka_brokers,
     use_redis_cluster,
     use_secure_mode,
     write_secure_env,
@@ -22,6 +25,7 @@ from driftline.cli.status_view import infra_table
 from driftline.contracts.topics import ALL_TOPICS
 from driftline.devtools.infra import (
     InfraError,
+    KafkaCluster,
     LocalPlatform,
     ensure_helm,
     ensure_jaeger,
@@ -68,6 +72,7 @@ def infra_up(
     ops: OpsOption = None,
     secure: SecureOption = False,
     redis_cluster: RedisClusterOption = False,
+    brokers: BrokersOption = None,
 ) -> None:
     """Start Kafka, Redis and the ops stack (in the background) and wait until all answer.
 
@@ -78,11 +83,14 @@ def infra_up(
     """
     use_secure_mode(state(ctx), secure)
     use_redis_cluster(state(ctx), redis_cluster)
-    platform = LocalPlatform(state(ctx).settings(), progress=progress, ops=ops)
+    use_kafka_brokers(state(ctx), brokers)
     try:
+        platform = LocalPlatform(state(ctx).settings(), progress=progress, ops=ops)
         outcomes = platform.up(timeout)
     except InfraError as exc:
         raise fail(exc) from None
+    if isinstance(platform.kafka, KafkaCluster):
+        use_bootstrap(state(ctx), platform.kafka.bootstrap_servers)
     for outcome in outcomes:
         console.print(outcome.describe(), highlight=False)
     settings = state(ctx).settings()

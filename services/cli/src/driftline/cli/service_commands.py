@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from driftline.cli.context import (
+    BrokersOption,
     CliState,
     RedisClusterOption,
     SecureOption,
@@ -21,6 +22,8 @@ from driftline.cli.context import (
     err_console,
     progress,
     state,
+    use_bootstrap,
+    use_kafka_brokers,
     use_redis_cluster,
     use_secure_mode,
 )
@@ -29,6 +32,7 @@ from driftline.cli.status_view import infra_table, services_table
 from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
 from driftline.devtools.infra import (
     InfraError,
+    KafkaCluster,
     LocalComponent,
     LocalPlatform,
     ManagedProcess,
@@ -164,6 +168,7 @@ def up(
     ops: OpsOption = None,
     secure: SecureOption = False,
     redis_cluster: RedisClusterOption = False,
+    brokers: BrokersOption = None,
 ) -> None:
     """Start Kafka, Redis, the ops stack and every built service, each as its own process.
 
@@ -178,10 +183,14 @@ def up(
     cli = state(ctx)
     use_secure_mode(cli, secure)
     use_redis_cluster(cli, redis_cluster)
+    use_kafka_brokers(cli, brokers)
     settings = cli.settings()
-    platform = LocalPlatform(settings, progress=progress, ops=ops)
     try:
+        platform = LocalPlatform(settings, progress=progress, ops=ops)
         outcomes = platform.up()
+        if isinstance(platform.kafka, KafkaCluster):
+            use_bootstrap(cli, platform.kafka.bootstrap_servers)  # inherited by the services
+            settings = cli.settings()
         if settings.security.enabled:
             admin = kafka_auth(settings.security, settings.security.identity or "admin")
             asyncio.run(provision_topics(settings.kafka, security=admin))
@@ -204,7 +213,7 @@ def up(
             console.print("detached; `driftline down` stops everything", highlight=False)
             return
         watched = [svc.process for svc in started]
-        watched += [c.process for c in components if c.name in infra_started]
+        watched += [p for c in components if c.name in infra_started for p in _processes(c)]
         if _wait_for_signal(watched):
             console.print(
                 "everything this command started was stopped (`driftline down`); exiting",
@@ -223,6 +232,13 @@ def up(
             console.print(component.stop().describe(), highlight=False)
         else:
             console.print(f"{component.name}: left running (it was up before)", highlight=False)
+
+
+def _processes(component: LocalComponent) -> list[ManagedProcess]:
+    """The processes of ``component``: its nodes' for a cluster (KafkaCluster, RedisCluster:
+    the component's own process never runs), else its own."""
+    nodes: list[LocalComponent] = getattr(component, "nodes", [component])
+    return [node.process for node in nodes]
 
 
 def down(

@@ -117,6 +117,8 @@ class CoreConfig:
     allowed_lateness_s: float = 3600.0
     orphan_retention_s: float = 3600.0
     expired_capacity: int = 100_000
+    label_join_max_pending: int | None = 200_000
+    """Most vectors (and, separately, labels) the join holds waiting (None: no cap)."""
     eval_window: int = 2000
     actor: str = "driftline-training"
     reference_bins: int = 10
@@ -284,6 +286,8 @@ class TrainingCore:
             allowed_lateness_s=self.config.allowed_lateness_s,
             orphan_retention_s=self.config.orphan_retention_s,
             expired_capacity=self.config.expired_capacity,
+            max_pending=self.config.label_join_max_pending,
+            name=spec.name,
         )
         self.learner: OnlineLearner | BatchLearner
         if spec.online:

@@ -23,7 +23,7 @@ from driftline.training.label_join import JoinedExample, Position
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """What a model said about one input: the label and, for classifiers, probabilities."""
 

@@ -8,6 +8,8 @@ and the ops stack: Prometheus, Alertmanager with a local alert sink, Jaeger).
 - :class:`KafkaNode` and :class:`RedisNode` run standalone with any state
   directory and ports (the test harness and benchmarks use free ports in a
   temporary directory);
+- :class:`KafkaCluster` is three KRaft nodes (each a broker and a controller voter)
+  forming one Kafka cluster, for ``infra up --brokers 3``;
 - :class:`RedisCluster` is six ``redis-server`` processes joined into a Redis Cluster
   (three masters, a replica each), for ``infra up --redis-cluster``;
 - :func:`kafka_answers` / :func:`redis_answers` are what the launcher polls (a
@@ -36,6 +38,11 @@ from driftline.devtools.infra.http_component import HttpComponent
 from driftline.devtools.infra.jaeger_build import ensure_jaeger, fetch_jaeger, jaeger_binary
 from driftline.devtools.infra.jaeger_node import JaegerNode
 from driftline.devtools.infra.jars import ensure_kafka_jars, fetch_kafka_jars, kafka_libs_dir
+from driftline.devtools.infra.kafka_cluster import (
+    KafkaCluster,
+    KafkaClusterNode,
+    free_kafka_cluster_ports,
+)
 from driftline.devtools.infra.kafka_node import DEFAULT_JVM_OPTIONS, KafkaNode, new_cluster_id
 from driftline.devtools.infra.layout import INFRA_DIR_ENV, find_infra_dir
 from driftline.devtools.infra.ops import (
@@ -82,6 +89,8 @@ __all__ = [
     "HttpComponent",
     "InfraError",
     "JaegerNode",
+    "KafkaCluster",
+    "KafkaClusterNode",
     "KafkaNode",
     "LocalComponent",
     "LocalPlatform",
@@ -109,6 +118,7 @@ __all__ = [
     "fetch_kafka_jars",
     "find_infra_dir",
     "free_cluster_ports",
+    "free_kafka_cluster_ports",
     "free_port",
     "free_ports",
     "helm_binary",

@@ -263,13 +263,14 @@ class KafkaNode(LocalComponent):
         ]
 
     def format_storage(self, libs: Path) -> str:
-        """Format the storage directory as a new single-node cluster; return the cluster id."""
-        cluster_id = new_cluster_id()
+        """Format the storage directory (for the cluster :meth:`_format_identity` names: a new
+        single-node one here); return the cluster id."""
+        cluster_id, quorum_args = self._format_identity()
         cmd = [
             *self._jvm(libs, "256m"),
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *quorum_args,
             "--cluster-id",
             cluster_id,
             "--config",
@@ -301,6 +302,11 @@ class KafkaNode(LocalComponent):
                 f"(exit {result.returncode}):\n{tail}"
             )
         return cluster_id
+
+    def _format_identity(self) -> tuple[str, list[str]]:
+        """The cluster id to format with and how the controller quorum forms: a new id, and
+        this node alone (``--standalone``). A node of a larger cluster overrides it."""
+        return new_cluster_id(), ["--standalone"]
 
     @property
     def _mode(self) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from driftline.devtools.infra.component import ComponentStatus, LocalComponent, StartOutcome
 from driftline.devtools.infra.errors import InfraError
 from driftline.devtools.infra.jars import Progress, _stderr
+from driftline.devtools.infra.kafka_cluster import KafkaCluster
 from driftline.devtools.infra.kafka_node import KafkaNode
 from driftline.devtools.infra.ops import OpsStack
 from driftline.devtools.infra.pki import WrittenCredentials, write_credentials
@@ -39,7 +41,12 @@ class LocalPlatform:
         ops: bool | None = None,
     ) -> None:
         self.settings = settings
-        self.kafka = KafkaNode.from_settings(settings, infra_dir=infra_dir, progress=progress)
+        # One KRaft node, or (infra.kafka_brokers 3) a cluster of three.
+        self.kafka: KafkaNode | KafkaCluster = (
+            KafkaCluster.from_settings(settings, infra_dir=infra_dir, progress=progress)
+            if settings.infra.kafka_brokers == 3
+            else KafkaNode.from_settings(settings, infra_dir=infra_dir, progress=progress)
+        )
         # One redis-server, or (redis.cluster) six joined into a Redis Cluster.
         self.redis: RedisNode | RedisCluster = (
             RedisCluster.from_settings(settings, infra_dir=infra_dir)
@@ -130,12 +137,36 @@ class LocalPlatform:
             other = RedisCluster.from_settings(self.settings)
         if other is not None and other.running_pid() is not None:
             redis.append(other.stop(timeout_s))
-        return [*ops, self.kafka.stop(timeout_s), *redis]
+        # Likewise whichever Kafka (one node or the three-node cluster).
+        kafka = [self.kafka.stop(timeout_s)]
+        other_kafka = self._other_kafka()
+        if other_kafka is not None:
+            kafka.append(other_kafka.stop(timeout_s))
+        return [*ops, *kafka, *redis]
+
+    def _other_kafka(self) -> KafkaNode | KafkaCluster | None:
+        """The Kafka these settings do not select (the single node when they select the
+        cluster, and the other way round) if any of its processes runs: an earlier ``up``
+        with another ``--brokers`` started it."""
+        other: KafkaNode | KafkaCluster | None = None
+        if isinstance(self.kafka, KafkaCluster):
+            other = KafkaNode.from_settings(self.settings)
+        elif not self.settings.security.enabled:  # the cluster never runs secure
+            with contextlib.suppress(InfraError):  # ports settings that fit no cluster
+                other = KafkaCluster.from_settings(self.settings)
+        if other is None:
+            return None
+        # A cluster with a node down still has nodes to stop.
+        nodes = other.nodes if isinstance(other, KafkaCluster) else [other]
+        return other if any(node.running_pid() is not None for node in nodes) else None
 
     def status(self) -> list[ComponentStatus]:
-        """Each component (an ops one also while disabled if it runs): state, pid, address."""
+        """Each component (an ops one also while disabled if it runs, and the Kafka of an
+        earlier ``up --brokers`` that is not the one selected now): state, pid, address."""
         shown = self.components
         shown += [c for c in self.ops.components if c not in shown and c.running_pid()]
+        other_kafka = self._other_kafka()
+        shown += [other_kafka] if other_kafka is not None else []
         return [c.status() for c in shown]
 
     def running(self) -> bool:

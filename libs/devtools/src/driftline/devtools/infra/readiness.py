@@ -24,7 +24,14 @@ from aiokafka.errors import KafkaError
 from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.security.redis_auth import RedisAuth
 
-__all__ = ["http_answers", "kafka_answers", "poll_until", "redis_answers", "redis_cluster_ok"]
+__all__ = [
+    "http_answers",
+    "kafka_answers",
+    "kafka_broker_count",
+    "poll_until",
+    "redis_answers",
+    "redis_cluster_ok",
+]
 
 T = TypeVar("T")
 
@@ -73,6 +80,14 @@ async def _broker_count(
     finally:
         with _quiet_aiokafka(), contextlib.suppress(Exception):
             await client.close()
+
+
+def kafka_broker_count(
+    bootstrap_servers: str, timeout_s: float = 2.0, *, security: KafkaAuth | None = None
+) -> int:
+    """How many brokers one metadata request to ``bootstrap_servers`` lists (0 when it
+    fails): a fenced or dead broker is not listed, so a cluster is whole when it says all."""
+    return _run_sync(lambda: _broker_count(bootstrap_servers, timeout_s, security))
 
 
 def kafka_answers(

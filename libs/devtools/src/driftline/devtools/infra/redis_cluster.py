@@ -17,7 +17,6 @@ listens on its port + 10000.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -26,15 +25,13 @@ from typing import Any
 import redis
 
 from driftline.devtools.infra.component import (
-    ComponentStatus,
     LocalComponent,
     PortClaim,
-    StartOutcome,
 )
 from driftline.devtools.infra.errors import InfraError, StartupError
 from driftline.devtools.infra.layout import find_infra_dir
+from driftline.devtools.infra.node_group import NodeGroup
 from driftline.devtools.infra.ports import free_port, port_is_free
-from driftline.devtools.infra.process import StopOutcome
 from driftline.devtools.infra.readiness import poll_until, redis_answers, redis_cluster_ok
 from driftline.devtools.infra.templates import render_template_file, write_atomic
 from driftline.devtools.infra.tools import require_tool
@@ -144,7 +141,7 @@ class RedisClusterNode(LocalComponent):
         return [executable, str(self.config_file)]
 
 
-class RedisCluster(LocalComponent):
+class RedisCluster(NodeGroup[RedisClusterNode]):
     """Six :class:`RedisClusterNode` processes joined into one Redis Cluster.
 
     It is one component for the platform (``start``, ``stop``, ``status``, ``launch``,
@@ -252,22 +249,6 @@ class RedisCluster(LocalComponent):
         raise InfraError("no node of the Redis Cluster answered CLUSTER NODES")
 
     # -- LocalComponent ---------------------------------------------------------------------
-    def port_claims(self) -> list[PortClaim]:
-        return [claim for node in self.nodes for claim in node.port_claims()]
-
-    def check_ports(self) -> None:
-        for node in self.nodes:
-            if node.running_pid() is None:
-                node.check_ports()
-
-    def prepare(self) -> list[str]:
-        raise InfraError("RedisCluster launches its nodes itself: call launch() or start()")
-
-    def running_pid(self) -> int | None:
-        """The first node's pid when every node runs, else None (``up`` starts the rest)."""
-        pids = [node.running_pid() for node in self.nodes]
-        return pids[0] if all(pid is not None for pid in pids) else None
-
     def answering(self) -> bool:
         """Every node says ``cluster_state:ok``, and there are three masters, each with a
         replica connected (right after ``--cluster create`` the state is ok while the
@@ -292,33 +273,19 @@ class RedisCluster(LocalComponent):
             client.close()
         return int(info.get("connected_slaves", 0))
 
-    def launch(self) -> int:
-        """Spawn the nodes that are not running; the first node's pid."""
-        pids = [node.running_pid() or node.launch() for node in self.nodes]
-        return pids[0]
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Wait for every node, create the cluster on the first start, then wait until
-        every node says ``cluster_state:ok``; on failure the nodes are stopped and
-        :class:`StartupError` says why (with a node's log tail or redis-cli's output)."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            for node in self.nodes:
-                node.wait_ready(max(1.0, deadline - time.monotonic()))
-            if not any(self._slots_assigned(node) for node in self.nodes):
-                self._create(max(1.0, deadline - time.monotonic()))
-            if not poll_until(self.answering, max(1.0, deadline - time.monotonic())):
-                states = ", ".join(
-                    f"{n.address}: {self._info(n).get('cluster_state', '?')}" for n in self.nodes
-                )
-                raise StartupError(
-                    f"the Redis Cluster did not reach cluster_state:ok within "
-                    f"{timeout_s:g}s ({states}); see the logs under "
-                    f"{self.state_dir / 'logs'}"
-                )
-        except (InfraError, OSError):
-            self.stop(timeout_s=10.0)
-            raise
+    def when_nodes_answer(self, deadline: float, timeout_s: float) -> None:
+        """Create the cluster on the first start, then wait until every node says
+        ``cluster_state:ok`` (with redis-cli's output when the creation fails)."""
+        if not any(self._slots_assigned(node) for node in self.nodes):
+            self._create(max(1.0, deadline - time.monotonic()))
+        if not poll_until(self.answering, max(1.0, deadline - time.monotonic())):
+            states = ", ".join(
+                f"{n.address}: {self._info(n).get('cluster_state', '?')}" for n in self.nodes
+            )
+            raise StartupError(
+                f"the Redis Cluster did not reach cluster_state:ok within {timeout_s:g}s "
+                f"({states}); see the logs under {self.state_dir / 'logs'}"
+            )
 
     def _info(self, node: RedisClusterNode) -> dict[str, str]:
         client = self.client(node)
@@ -356,37 +323,3 @@ class RedisCluster(LocalComponent):
             raise StartupError(
                 f"`{' '.join(argv)}` failed (exit status {done.returncode}):\n" + "\n".join(output)
             )
-
-    def start(self, timeout_s: float = 90.0) -> StartOutcome:
-        started = time.monotonic()
-        pid = self.running_pid()
-        if pid is not None and self.answering():
-            return StartOutcome(self.name, pid, self.address, True, 0.0)
-        self.check_ports()
-        pid = self.launch()
-        self.wait_ready(timeout_s)
-        return StartOutcome(self.name, pid, self.address, False, time.monotonic() - started)
-
-    def stop(self, timeout_s: float = 30.0) -> StopOutcome:
-        """Stop every node: all are sent SIGTERM at once (one by one, a master stopped
-        before its replica would be failed over on the way down), then each is waited for."""
-        first = self.nodes[0].running_pid()
-        for node in self.nodes:
-            node.process.signal(signal.SIGTERM)
-        outcomes = [node.stop(timeout_s) for node in self.nodes]
-        return StopOutcome(
-            self.name,
-            first if first is not None else next((o.pid for o in outcomes if o.pid), None),
-            forced=any(o.forced for o in outcomes),
-        )
-
-    def status(self) -> ComponentStatus:
-        pid = self.running_pid()
-        return ComponentStatus(
-            name=self.name,
-            running=pid is not None,
-            pid=pid,
-            address=self.address,
-            answering=self.answering(),
-            log_file=self.nodes[0].log_file,
-        )
