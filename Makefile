@@ -46,7 +46,7 @@ lint: ## ruff (lint + format check), mypy, stale-proto check
 
 .PHONY: test
 test: install helm lint ## Everything: lint, types, stale proto, the chart, unit and integration tests
-	$(RUN) pytest -q
+	$(RUN) pytest -q --durations=40
 
 .PHONY: unit
 unit: ## Unit tests only (no sockets)
