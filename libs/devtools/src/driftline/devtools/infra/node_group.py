@@ -13,10 +13,10 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from driftline.devtools.infra.component import (
-    ComponentStatus,
     LocalComponent,
     PortClaim,
     StartOutcome,
@@ -33,6 +33,11 @@ class NodeGroup(LocalComponent, Generic[N]):
     """Several node processes (of type ``N``) started, stopped and reported as one component."""
 
     nodes: Sequence[N]
+
+    @property
+    def log_file(self) -> Path:
+        """The first node's log (each node has its own; ``status`` shows this one)."""
+        return self.nodes[0].log_file
 
     def port_claims(self) -> list[PortClaim]:
         return [claim for node in self.nodes for claim in node.port_claims()]
@@ -94,15 +99,4 @@ class NodeGroup(LocalComponent, Generic[N]):
             self.name,
             first if first is not None else next((o.pid for o in outcomes if o.pid), None),
             forced=any(o.forced for o in outcomes),
-        )
-
-    def status(self) -> ComponentStatus:
-        pid = self.running_pid()
-        return ComponentStatus(
-            name=self.name,
-            running=pid is not None,
-            pid=pid,
-            address=self.address,
-            answering=self.answering(),
-            log_file=self.nodes[0].log_file,
         )
