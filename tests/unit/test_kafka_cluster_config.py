@@ -164,6 +164,10 @@ def test_three_replicas_make_two_in_sync_topics() -> None:
 def test_brokers_flag_sets_brokers_and_replication_for_every_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The flag writes os.environ (for the processes a command starts): give the test its
+    # own copy, so nothing it sets outlives it (a missing variable deleted with
+    # monkeypatch.delenv is not restored as missing).
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     monkeypatch.delenv("DRIFTLINE_INFRA__KAFKA_BROKERS", raising=False)
     monkeypatch.delenv("DRIFTLINE_KAFKA__DEFAULT_REPLICATION_FACTOR", raising=False)
     cli = CliState()

@@ -104,7 +104,7 @@ def test_the_loop_closes_in_secure_mode_and_no_secret_leaks(tmp_path: Path) -> N
         demo = cli(
             *("demo", "--secure", "--events", "8000", "--rate", "100"),
             *("--drift-at", str(DRIFT_AT), "--label-delay", "50", "--seed", "7"),
-            *("--timeout", "600", "--ops-wait", "30", "--report", str(report)),
+            *("--timeout", "600", "--ops-wait", "5", "--report", str(report)),
         )
         assert demo.returncode == 0, f"{demo.stdout}\n{demo.stderr}\n{logs()}"
         assert "the loop closed" in demo.stdout
