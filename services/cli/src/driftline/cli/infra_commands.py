@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -30,9 +29,8 @@ from driftline.devtools.infra import (
     ensure_helm,
     ensure_jaeger,
     ensure_kafka_jars,
+    provision_platform_topics,
 )
-from driftline.kafkaio import provision_topics
-from driftline.security.kafka_auth import kafka_auth
 
 infra_app = typer.Typer(
     help=(
@@ -94,8 +92,7 @@ def infra_up(
     for outcome in outcomes:
         console.print(outcome.describe(), highlight=False)
     settings = state(ctx).settings()
-    admin = kafka_auth(settings.security, settings.security.identity or "admin")
-    created = asyncio.run(provision_topics(settings.kafka, security=admin))
+    created = provision_platform_topics(settings)
     console.print(
         f"topics: {len(created)} created, {len(ALL_TOPICS) - len(created)} already there",
         highlight=False,

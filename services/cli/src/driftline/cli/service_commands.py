@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -38,10 +37,9 @@ from driftline.devtools.infra import (
     ManagedProcess,
     StartupError,
     dashboard_links_env,
+    provision_platform_topics,
     trace_export_env,
 )
-from driftline.kafkaio import provision_topics
-from driftline.security.kafka_auth import kafka_auth
 from driftline.settings.loader import CONFIG_ENV
 
 SERVICES_HELP = ", ".join(SERVICE_NAMES)
@@ -192,8 +190,7 @@ def up(
             use_bootstrap(cli, platform.kafka.bootstrap_servers)  # inherited by the services
             settings = cli.settings()
         if settings.security.enabled:
-            admin = kafka_auth(settings.security, settings.security.identity or "admin")
-            asyncio.run(provision_topics(settings.kafka, security=admin))
+            provision_platform_topics(settings)
     except InfraError as exc:
         raise fail(exc) from None
     for outcome in outcomes:

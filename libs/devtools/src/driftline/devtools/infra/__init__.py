@@ -53,7 +53,7 @@ from driftline.devtools.infra.ops import (
     trace_export_env,
 )
 from driftline.devtools.infra.pidfile import PidRecord, parse_pid_file, read_pid_file, running_pid
-from driftline.devtools.infra.platform import LocalPlatform
+from driftline.devtools.infra.platform import LocalPlatform, provision_platform_topics
 from driftline.devtools.infra.ports import (
     ensure_port_free,
     free_port,
@@ -130,6 +130,7 @@ __all__ = [
     "parse_host_port",
     "parse_pid_file",
     "port_is_free",
+    "provision_platform_topics",
     "read_pid_file",
     "redis_answers",
     "redis_cluster_ok",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -16,10 +17,12 @@ from driftline.devtools.infra.pki import WrittenCredentials, write_credentials
 from driftline.devtools.infra.process import StopOutcome
 from driftline.devtools.infra.redis_cluster import RedisCluster
 from driftline.devtools.infra.redis_node import RedisNode
+from driftline.kafkaio import provision_topics
 from driftline.security.auth_files import write_auth_files
+from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 
-__all__ = ["LocalPlatform"]
+__all__ = ["LocalPlatform", "provision_platform_topics"]
 
 
 class LocalPlatform:
@@ -172,3 +175,10 @@ class LocalPlatform:
     def running(self) -> bool:
         """Whether every component is running."""
         return all(c.running_pid() is not None for c in self.components)
+
+
+def provision_platform_topics(settings: PlatformSettings) -> list[str]:
+    """Create every declared topic that is missing, as ``admin`` in secure mode (services
+    may not create topics then); the names created."""
+    admin = kafka_auth(settings.security, "admin")
+    return asyncio.run(provision_topics(settings.kafka, security=admin))

@@ -8,7 +8,6 @@ recorded in :class:`Started` so that :func:`stop_started` stops exactly that
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +21,9 @@ from driftline.devtools.infra import (
     LocalPlatform,
     OpsStack,
     dashboard_links_env,
+    provision_platform_topics,
     trace_export_env,
 )
-from driftline.kafkaio import provision_topics
-from driftline.security.kafka_auth import kafka_auth
 from driftline.settings import PlatformSettings
 
 __all__ = ["Started", "ensure_platform", "stop_started"]
@@ -68,8 +66,7 @@ def ensure_platform(
             outcome = component.start(timeout_s=settings.infra.ready_timeout_s)
             started.infra.append(component)
             say(outcome.describe())
-        admin = kafka_auth(settings.security, settings.security.identity or "admin")
-        asyncio.run(provision_topics(settings.kafka, security=admin))
+        provision_platform_topics(settings)
         if platform.ops_enabled:
             started.ops = platform.ops
             traces = trace_export_env(settings, platform.ops.jaeger)
