@@ -40,8 +40,10 @@ KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 """The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest whose
 schemas kubernetes-validate ships."""
 DEFAULTS = PlatformSettings()
-SINGLE_WRITERS = ("training", "monitoring")
+SINGLE_WRITERS = ("monitoring",)
 """Services docs/scaling.md allows one replica of (nothing fences a second one yet)."""
+STANDBYS = {"training": 3}
+"""Services with one active replica and standbys: the most replicas the chart allows."""
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +188,7 @@ def test_workloads_follow_the_scaling_model(
     assert kinds == {
         "ingestion": "StatefulSet",  # stable instance ids: transactional ids that fence
         "features": "Deployment",
-        "training": "StatefulSet",  # single active writers: at most one pod at a time
+        "training": "StatefulSet",  # one active writer: stable names are its claims' holders
         "registry": "StatefulSet",
         "serving": "Deployment",
         "monitoring": "StatefulSet",
@@ -194,6 +196,8 @@ def test_workloads_follow_the_scaling_model(
     for docs in (default_docs, cluster_docs):
         for service in SINGLE_WRITERS:
             assert workload(docs, service)["spec"]["replicas"] == 1
+    assert workload(default_docs, "training")["spec"]["replicas"] == 1
+    assert workload(cluster_docs, "training")["spec"]["replicas"] == 2  # active + standby
     assert workload(default_docs, "registry")["spec"]["replicas"] == 1
     # Several registry replicas share one ReadWriteMany artifact volume.
     registry = workload(cluster_docs, "registry")
@@ -384,7 +388,7 @@ def test_specs_given_in_the_values_replace_the_shipped_ones(
         ("image.tag=", "/image/tag"),
         ("kafka.bootstrapServers=kafka", "/kafka/bootstrapServers"),
         (f"features.replicas={EVENTS_VALID.partitions + 1}", "/features/replicas"),
-        ("training.replicas=2", "/training/replicas"),
+        ("training.replicas=4", "/training/replicas"),
         ("monitoring.replicas=2", "/monitoring/replicas"),
         ("registry.replicas=2", "/registry/persistence/accessMode"),
         ("redis.port=0", "/redis/port"),
@@ -465,6 +469,8 @@ def test_the_schema_agrees_with_the_settings_and_the_topics() -> None:
     assert props["features"]["properties"]["replicas"]["maximum"] == EVENTS_VALID.partitions
     for service in SINGLE_WRITERS:
         assert props[service]["properties"]["replicas"]["maximum"] == 1
+    for service, most in STANDBYS.items():
+        assert props[service]["properties"]["replicas"]["maximum"] == most
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(SERVICE_NAMES) <= set(values)
 

@@ -199,10 +199,13 @@ class TrainingProcess:
     """``python -m driftline.training`` on free ports, against the test's broker and registry."""
 
     def __init__(self, settings: PlatformSettings, registry_target: str, tmp: Path,
-                 spec: ModelSpec) -> None:  # fmt: skip
+                 spec: ModelSpec, *, instance_id: str = "0",
+                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.instance_id = instance_id
+        tmp = tmp / f"training-{instance_id}"
         models, featuresets = tmp / "models", tmp / "featuresets"
-        models.mkdir()
-        featuresets.mkdir()
+        models.mkdir(parents=True, exist_ok=True)
+        featuresets.mkdir(exist_ok=True)
         # The demo's model and feature set under this test's names (no other test's records).
         model_text = (ROOT / "examples" / "models" / "loans.yaml").read_text()
         fs_text = (ROOT / "examples" / "featuresets" / "loans.yaml").read_text()
@@ -229,7 +232,9 @@ class TrainingProcess:
             DRIFTLINE_TRAINING__SNAPSHOT_EVERY="1000",
             DRIFTLINE_TRAINING__BATCH_SIZE="200",
             DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
+            DRIFTLINE_TRAINING__INSTANCE_ID=instance_id,
         )
+        env.update(extra_env or {})
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "driftline.training"], env=env, cwd=ROOT, stdout=out,

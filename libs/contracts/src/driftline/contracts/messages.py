@@ -477,6 +477,11 @@ class RegistryEventKind(StrEnum):
     ``trigger`` is the request id, ``reason`` why, ``version`` the latest version then; the
     request's drift ids travel in ``spec["_registry"]["drift_ids"]``.  Kept on the model
     until a newer version is registered.  Readers that do not act on it ignore it."""
+    WRITER_CLAIMED = "writer_claimed"
+    """A claim of a one-writer role (``trigger`` names the role, ``actor`` the holder): its
+    epoch is one more than the role's last claim, and from it on the log every event made
+    under an older epoch of the role (``spec["_registry"]["writer"]``) is ignored.  The
+    claim names no model (``model_name`` is empty, ``version`` 0)."""
 
 
 class RegistryEvent(_Strict):

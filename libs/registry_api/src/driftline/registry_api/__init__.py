@@ -24,6 +24,8 @@ from driftline.registry_api.models import (
     ParamValue,
     UnservedRetrain,
     VersionStatus,
+    WriterClaim,
+    WriterLease,
 )
 from driftline.registry_api.promotion import (
     LOWER_IS_BETTER,
@@ -47,6 +49,8 @@ __all__ = [
     "PromotionPolicy",
     "UnservedRetrain",
     "VersionStatus",
+    "WriterClaim",
+    "WriterLease",
     "decide_promotion",
     "higher_is_better",
 ]

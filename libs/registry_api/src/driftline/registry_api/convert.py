@@ -22,6 +22,8 @@ from driftline.registry_api.models import (
     ModelSummary,
     ModelVersionInfo,
     UnservedRetrain,
+    WriterClaim,
+    WriterLease,
 )
 from driftline.v1 import common_pb2, registry_pb2
 
@@ -45,6 +47,10 @@ __all__ = [
     "summary_to_pb",
     "version_from_pb",
     "version_to_pb",
+    "writer_claim_from_pb",
+    "writer_claim_to_pb",
+    "writer_lease_from_pb",
+    "writer_lease_to_pb",
 ]
 
 _STATUS_TO_PB: dict[VersionStatus, int] = {
@@ -296,4 +302,33 @@ def summary_from_pb(pb: registry_pb2.ModelSummary) -> ModelSummary:
             )
             for u in pb.unserved_retrains
         ],
+    )
+
+
+def writer_lease_to_pb(lease: WriterLease | None) -> registry_pb2.WriterLease | None:
+    """A mutation's writer role on the wire (``None``: the mutation is not fenced)."""
+    return None if lease is None else registry_pb2.WriterLease(role=lease.role, epoch=lease.epoch)
+
+
+def writer_lease_from_pb(message: Any) -> WriterLease | None:
+    """The ``writer`` field of a mutation request; ``None`` when it is not set."""
+    if not message.HasField("writer"):
+        return None
+    return WriterLease(role=message.writer.role, epoch=message.writer.epoch)
+
+
+def writer_claim_to_pb(claim: WriterClaim) -> registry_pb2.WriterClaim:
+    """A claim of a one-writer role, for the ``ClaimWriter`` answer."""
+    return registry_pb2.WriterClaim(
+        role=claim.role,
+        epoch=claim.epoch,
+        holder=claim.holder,
+        previous_holder=claim.previous_holder,
+    )
+
+
+def writer_claim_from_pb(pb: registry_pb2.WriterClaim) -> WriterClaim:
+    """The ``ClaimWriter`` answer as a :class:`WriterClaim`."""
+    return WriterClaim(
+        role=pb.role, epoch=pb.epoch, holder=pb.holder, previous_holder=pb.previous_holder
     )

@@ -20,6 +20,8 @@ __all__ = [
     "ParamValue",
     "UnservedRetrain",
     "VersionStatus",
+    "WriterClaim",
+    "WriterLease",
 ]
 
 ALIASES: tuple[str, ...] = ("champion", "challenger", "shadow")
@@ -123,3 +125,27 @@ class ModelSummary(_Frozen):
     """The latest version's framework."""
     unserved_retrains: list[UnservedRetrain] = Field(default_factory=list)
     """Oldest first; cleared when a newer version is registered."""
+
+
+class WriterLease(_Frozen):
+    """The one-writer role a mutation is made under: refused once a later claim of ``role``
+    is on the log (see :class:`WriterClaim`)."""
+
+    role: str
+    epoch: int
+
+
+class WriterClaim(_Frozen):
+    """The current claim of a one-writer role (e.g. ``training``), as the log decided it."""
+
+    role: str
+    epoch: int
+    """1 for the role's first claim, one more for each later one."""
+    holder: str
+    previous_holder: str = ""
+    claimed_at: datetime | None = None
+
+    @property
+    def lease(self) -> WriterLease:
+        """What a mutation made under this claim carries."""
+        return WriterLease(role=self.role, epoch=self.epoch)

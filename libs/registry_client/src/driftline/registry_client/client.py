@@ -32,6 +32,8 @@ from driftline.registry_api.convert import (
     struct_from_dict,
     summary_from_pb,
     version_from_pb,
+    writer_claim_from_pb,
+    writer_lease_to_pb,
 )
 from driftline.registry_api.models import (
     AliasChange,
@@ -39,6 +41,8 @@ from driftline.registry_api.models import (
     ModelSummary,
     ModelVersionInfo,
     ParamValue,
+    WriterClaim,
+    WriterLease,
 )
 from driftline.security import grpc_tls
 from driftline.settings import SecuritySettings
@@ -143,6 +147,7 @@ class RegistryClient:
         artifact_format: str | None = None,
         framework: str | None = None,
         library_versions: Mapping[str, str] | None = None,
+        writer: WriterLease | None = None,
     ) -> ModelVersionInfo:
         """Upload a new version: ``model_bytes``, or a ``model`` object serialised by its
         framework's runtime (``river-pickle`` for River).
@@ -161,6 +166,10 @@ class RegistryClient:
         ``trigger_id`` is recorded in the lineage (it overrides ``lineage.trigger_id``)
         and, without an ``idempotency_key``, is the dedup key: registering the
         same trigger twice returns the version the first call created.
+
+        ``writer`` is the one-writer role the registration is made under (see
+        :meth:`claim_writer`): refused with :class:`FailedPreconditionError` once a later
+        claim of the role is on the log.
         """
         if (model_bytes is None) == (model is None):
             raise InvalidArgumentError("pass exactly one of model_bytes or model")
@@ -193,6 +202,7 @@ class RegistryClient:
             tags=dict(tags or {}),
             framework=framework or "",
             library_versions=dict(library_versions or {}),
+            writer=writer_lease_to_pb(writer),
         )
         chunk = self.chunk_bytes
 
@@ -316,13 +326,14 @@ class RegistryClient:
         reason: str,
         actor: str = "",
         drift_ids: Sequence[str] = (),
+        writer: WriterLease | None = None,
     ) -> int:
         """Record on ``name`` that retrain request ``request_id`` cannot be served, and why
         (recording the same request twice is a no-op); returns how many unserved requests
         the model now has."""
         req = registry_pb2.RecordUnservedRetrainRequest(
             model_name=name, request_id=request_id, reason=reason, actor=actor,
-            drift_ids=list(drift_ids),
+            drift_ids=list(drift_ids), writer=writer_lease_to_pb(writer),
         )  # fmt: skip
         resp = await self._call(
             lambda: self._stub.RecordUnservedRetrain(
@@ -330,6 +341,22 @@ class RegistryClient:
             )
         )
         return int(resp.unserved)
+
+    # -- one-writer roles -----------------------------------------------------------
+
+    async def claim_writer(self, role: str, holder: str) -> WriterClaim:
+        """Claim one-writer role ``role`` (e.g. ``training``) for ``holder``.
+
+        The answer's :attr:`WriterClaim.lease` goes on every later mutation; once another
+        holder claims the role, those mutations are refused (FAILED_PRECONDITION, raised as
+        :class:`FailedPreconditionError`).  The latest claim wins: claim only once the
+        caller is the one candidate (training: the holder of ``driftline.retrain``).
+        """
+        req = registry_pb2.ClaimWriterRequest(role=role, holder=holder)
+        resp = await self._call(
+            lambda: self._stub.ClaimWriter(req, metadata=self._metadata(), timeout=self.timeout_s)
+        )
+        return writer_claim_from_pb(resp)
 
     # -- aliases ------------------------------------------------------------------
 
@@ -343,11 +370,13 @@ class RegistryClient:
         reason: str = "",
         expected_version: int | None = None,
         trigger_id: str = "",
+        writer: WriterLease | None = None,
     ) -> AliasChangeResult:
-        """Point ``alias`` at ``version``; ``expected_version`` makes it compare-and-set."""
+        """Point ``alias`` at ``version``; ``expected_version`` makes it compare-and-set;
+        ``writer`` fences it (see :meth:`claim_writer`)."""
         req = registry_pb2.SetAliasRequest(
             name=name, alias=alias, version=version, actor=actor, reason=reason,
-            trigger_id=trigger_id,
+            trigger_id=trigger_id, writer=writer_lease_to_pb(writer),
         )  # fmt: skip
         if expected_version is not None:
             req.expected_version = expected_version

@@ -69,6 +69,89 @@ ALIAS_CHANGE_KIND_DELETED: AliasChangeKind.ValueType  # 3
 Global___AliasChangeKind: _TypeAlias = AliasChangeKind  # noqa: Y015
 
 @_typing.final
+class ClaimWriterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """The one-writer role, e.g. "training"."""
+    holder: _builtins.str
+    """Who claims it (an instance id), for a person reading the log."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        holder: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder", b"holder", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimWriterRequest: _TypeAlias = ClaimWriterRequest  # noqa: Y015
+
+@_typing.final
+class WriterClaim(_message.Message):
+    """The current claim of a one-writer role."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HOLDER_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    epoch: _builtins.int
+    """1 for the first claim of the role, one more for each later claim."""
+    holder: _builtins.str
+    previous_holder: _builtins.str
+    """Who held the role before this claim (empty for the first)."""
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        holder: _builtins.str = ...,
+        previous_holder: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "holder", b"holder", "previous_holder", b"previous_holder", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriterClaim: _TypeAlias = WriterClaim  # noqa: Y015
+
+@_typing.final
+class WriterLease(_message.Message):
+    """The writer role a mutation is made under. Unset: the mutation is not fenced
+    (a person, the CLI). Set: refused with FAILED_PRECONDITION once a later claim of
+    the role has been applied.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    epoch: _builtins.int
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriterLease: _TypeAlias = WriterLease  # noqa: Y015
+
+@_typing.final
 class Lineage(_message.Message):
     """Where a model version came from."""
 
@@ -224,6 +307,7 @@ class RegisterVersionMetadata(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     FRAMEWORK_FIELD_NUMBER: _builtins.int
     LIBRARY_VERSIONS_FIELD_NUMBER: _builtins.int
+    WRITER_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     artifact_format: _builtins.str
     """Serialization of the artifact, e.g. "river-pickle"."""
@@ -258,6 +342,10 @@ class RegisterVersionMetadata(_message.Message):
     def library_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Versions of the libraries that wrote the artifact ("scikit-learn" -> "1.9.1")."""
 
+    @_builtins.property
+    def writer(self) -> Global___WriterLease:
+        """The writer role this registration is made under (see ClaimWriter)."""
+
     def __init__(
         self,
         *,
@@ -274,10 +362,11 @@ class RegisterVersionMetadata(_message.Message):
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         framework: _builtins.str = ...,
         library_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        writer: Global___WriterLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "spec", b"spec", "writer", b"writer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "artifact_format", b"artifact_format", "framework", b"framework", "idempotency_key", b"idempotency_key", "library_versions", b"library_versions", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "sha256", b"sha256", "size_bytes", b"size_bytes", "spec", b"spec", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "artifact_format", b"artifact_format", "framework", b"framework", "idempotency_key", b"idempotency_key", "library_versions", b"library_versions", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "sha256", b"sha256", "size_bytes", b"size_bytes", "spec", b"spec", "tags", b"tags", "writer", b"writer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -666,6 +755,7 @@ class RecordUnservedRetrainRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     DRIFT_IDS_FIELD_NUMBER: _builtins.int
+    WRITER_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     request_id: _builtins.str
     """The retrain request's id (recording it twice is a no-op)."""
@@ -674,6 +764,10 @@ class RecordUnservedRetrainRequest(_message.Message):
     actor: _builtins.str
     @_builtins.property
     def drift_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def writer(self) -> Global___WriterLease:
+        """The writer role this record is made under (see ClaimWriter)."""
+
     def __init__(
         self,
         *,
@@ -682,10 +776,11 @@ class RecordUnservedRetrainRequest(_message.Message):
         reason: _builtins.str = ...,
         actor: _builtins.str = ...,
         drift_ids: _abc.Iterable[_builtins.str] | None = ...,
+        writer: Global___WriterLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["writer", b"writer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "drift_ids", b"drift_ids", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "drift_ids", b"drift_ids", "model_name", b"model_name", "reason", b"reason", "request_id", b"request_id", "writer", b"writer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -833,6 +928,7 @@ class SetAliasRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     TRIGGER_ID_FIELD_NUMBER: _builtins.int
+    WRITER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     alias: _builtins.str
     version: _builtins.int
@@ -842,6 +938,10 @@ class SetAliasRequest(_message.Message):
     """Compare-and-set: only move the alias if it currently points here (0: unset)."""
     trigger_id: _builtins.str
     """The retrain request / drift id that led to this change, if any."""
+    @_builtins.property
+    def writer(self) -> Global___WriterLease:
+        """The writer role this change is made under (see ClaimWriter)."""
+
     def __init__(
         self,
         *,
@@ -852,10 +952,11 @@ class SetAliasRequest(_message.Message):
         reason: _builtins.str = ...,
         expected_version: _builtins.int | None = ...,
         trigger_id: _builtins.str = ...,
+        writer: Global___WriterLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "writer", b"writer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "actor", b"actor", "alias", b"alias", "expected_version", b"expected_version", "name", b"name", "reason", b"reason", "trigger_id", b"trigger_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "actor", b"actor", "alias", b"alias", "expected_version", b"expected_version", "name", b"name", "reason", b"reason", "trigger_id", b"trigger_id", "version", b"version", "writer", b"writer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015

@@ -84,6 +84,11 @@ class RegistryStub:
                 request_serializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.SerializeToString,
                 response_deserializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.FromString,
                 _registered_method=True)
+        self.ClaimWriter = channel.unary_unary(
+                '/driftline.v1.Registry/ClaimWriter',
+                request_serializer=driftline_dot_v1_dot_registry__pb2.ClaimWriterRequest.SerializeToString,
+                response_deserializer=driftline_dot_v1_dot_registry__pb2.WriterClaim.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -172,6 +177,18 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimWriter(self, request, context):
+        """Claim the one-writer role `role` (e.g. "training") for `holder`. The claim is an
+        event on the driftline.models log: its epoch is one more than the last claim's,
+        and from the moment it is applied every replica refuses (FAILED_PRECONDITION)
+        a mutation made under an older epoch of that role, so a trainer that lost its
+        role (paused, cut off, replaced by its standby) can no longer register or
+        promote. Errors: INVALID_ARGUMENT (empty role or holder), UNAUTHENTICATED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +241,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.RecordUnservedRetrain,
                     request_deserializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.FromString,
                     response_serializer=driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.SerializeToString,
+            ),
+            'ClaimWriter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimWriter,
+                    request_deserializer=driftline_dot_v1_dot_registry__pb2.ClaimWriterRequest.FromString,
+                    response_serializer=driftline_dot_v1_dot_registry__pb2.WriterClaim.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -496,6 +518,33 @@ class Registry:
             '/driftline.v1.Registry/RecordUnservedRetrain',
             driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainRequest.SerializeToString,
             driftline_dot_v1_dot_registry__pb2.RecordUnservedRetrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimWriter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftline.v1.Registry/ClaimWriter',
+            driftline_dot_v1_dot_registry__pb2.ClaimWriterRequest.SerializeToString,
+            driftline_dot_v1_dot_registry__pb2.WriterClaim.FromString,
             options,
             channel_credentials,
             insecure,

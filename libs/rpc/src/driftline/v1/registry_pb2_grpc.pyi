@@ -71,6 +71,14 @@ class RegistryStub:
     ListModels, until a new version of it is registered.
     Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
     """
+    ClaimWriter: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ClaimWriterRequest, _registry_pb2.WriterClaim]
+    """Claim the one-writer role `role` (e.g. "training") for `holder`. The claim is an
+    event on the driftline.models log: its epoch is one more than the last claim's,
+    and from the moment it is applied every replica refuses (FAILED_PRECONDITION)
+    a mutation made under an older epoch of that role, so a trainer that lost its
+    role (paused, cut off, replaced by its standby) can no longer register or
+    promote. Errors: INVALID_ARGUMENT (empty role or holder), UNAUTHENTICATED.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -112,6 +120,14 @@ class RegistryAsyncStub(RegistryStub):
     in training's model specs). The request is kept on the model, shown by
     ListModels, until a new version of it is registered.
     Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+    """
+    ClaimWriter: _aio.UnaryUnaryMultiCallable[_registry_pb2.ClaimWriterRequest, _registry_pb2.WriterClaim]  # type: ignore[assignment]
+    """Claim the one-writer role `role` (e.g. "training") for `holder`. The claim is an
+    event on the driftline.models log: its epoch is one more than the last claim's,
+    and from the moment it is applied every replica refuses (FAILED_PRECONDITION)
+    a mutation made under an older epoch of that role, so a trainer that lost its
+    role (paused, cut off, replaced by its standby) can no longer register or
+    promote. Errors: INVALID_ARGUMENT (empty role or holder), UNAUTHENTICATED.
     """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -211,6 +227,20 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         in training's model specs). The request is kept on the model, shown by
         ListModels, until a new version of it is registered.
         Errors: NOT_FOUND (no such model), INVALID_ARGUMENT, UNAUTHENTICATED.
+        """
+
+    @_abc_1.abstractmethod
+    def ClaimWriter(
+        self,
+        request: _registry_pb2.ClaimWriterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.WriterClaim, _abc.Awaitable[_registry_pb2.WriterClaim]]:
+        """Claim the one-writer role `role` (e.g. "training") for `holder`. The claim is an
+        event on the driftline.models log: its epoch is one more than the last claim's,
+        and from the moment it is applied every replica refuses (FAILED_PRECONDITION)
+        a mutation made under an older epoch of that role, so a trainer that lost its
+        role (paused, cut off, replaced by its standby) can no longer register or
+        promote. Errors: INVALID_ARGUMENT (empty role or holder), UNAUTHENTICATED.
         """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -382,7 +382,12 @@ class TrainingSettings(_ServiceSection):
     consumer_group: str = "driftline-training"
     """Kafka consumer group of the online learners (features, labels, retrain requests)."""
     instance_id: str = "0"
-    """Stable id of this replica, used in client ids."""
+    """Stable id of this replica: names its Kafka clients, its claim of the ``training``
+    writer role in the registry and the versions it registers (tag ``driftline.trainer``).
+    Two replicas must not share one."""
+    session_timeout_s: float = Field(default=10.0, ge=1, le=300)
+    """How long the active trainer may stop answering its consumer groups before a standby
+    replica takes over (Kafka's ``session.timeout.ms``; heartbeats every fifth of it)."""
     batch_size: int = Field(default=1000, ge=1)
     """Most records taken from Kafka in one poll."""
     snapshot_every: int = Field(default=5000, ge=1)

@@ -40,6 +40,8 @@ from driftline.registry_api.models import (
     ModelSummary,
     ModelVersionInfo,
     ParamValue,
+    WriterClaim,
+    WriterLease,
 )
 from driftline.registry_api.promotion import Decision, PromotionPolicy, decide_promotion
 
@@ -56,6 +58,9 @@ __all__ = [
 _MAX_REQUEST_ID = 256
 _MAX_REASON = 2000
 _MAX_DRIFT_IDS = 100
+
+_MAX_ROLE = 64
+_MAX_HOLDER = 256
 
 Publish = Callable[[RegistryEvent], Awaitable[None]]
 """Writes one event durably to the log (``acks=all``); returns once it is written."""
@@ -103,6 +108,8 @@ class Registration:
     framework: str = ""
     """The runtime that serves it; empty: the spec's ``framework``, else ``river``."""
     library_versions: dict[str, str] = field(default_factory=dict)
+    writer: WriterLease | None = None
+    """The one-writer role it is registered under (refused once a later claim is on the log)."""
 
     @property
     def dedup_key(self) -> str | None:
@@ -190,6 +197,48 @@ class RegistryCore:
             ) from exc
         finally:
             self._waiters.pop(event.event_id, None)
+
+    def _check_writer(self, writer: WriterLease | None) -> dict[str, Any]:
+        """Refuse a mutation under a writer role another claim has taken since; else the
+        extras that carry the role on its event (empty when it has none)."""
+        fenced = self.state.fenced(writer)
+        if fenced is not None:
+            raise FailedPreconditionError(fenced)
+        return {} if writer is None else {"writer": writer.model_dump()}
+
+    @staticmethod
+    def _raise_if_fenced(outcome: ApplyOutcome) -> None:
+        # A claim applied between our check and our event: the log refused it.
+        if not outcome.applied and outcome.reason.startswith("fenced:"):
+            raise FailedPreconditionError(outcome.reason)
+
+    async def claim_writer(self, role: str, holder: str) -> WriterClaim:
+        """Claim one-writer role ``role`` for ``holder``: the claim the log applied.
+
+        Every mutation made under an older claim of the role is refused from then on (see
+        :mod:`driftline.registry.state`).  Claiming is not a lock: the latest claim wins, so
+        the caller must already be the only candidate (training: the member of its consumer
+        group that holds ``driftline.retrain``).
+        """
+        if not role or len(role) > _MAX_ROLE:
+            raise InvalidArgumentError(f"role must be 1-{_MAX_ROLE} characters, got {role!r:.80}")
+        if not holder or len(holder) > _MAX_HOLDER:
+            raise InvalidArgumentError(
+                f"holder must be 1-{_MAX_HOLDER} characters (an instance id), got {holder!r:.80}"
+            )
+        async with self._lock:
+            event = self._event(
+                RegistryEventKind.WRITER_CLAIMED, "", 0, actor=holder, trigger=role,
+                reason=f"{holder} claims writer role {role}",
+            )  # fmt: skip
+            outcome = await self._commit(event)
+            if not outcome.applied:
+                raise UnavailableError(f"the claim of {role!r} was not applied ({outcome.reason})")
+            return self.state.writers[role]
+
+    def writer(self, role: str) -> WriterClaim | None:
+        """The current claim of ``role``, if any."""
+        return self.state.writers.get(role)
 
     def _event(self, kind: RegistryEventKind, name: str, version: int, **kw: Any) -> RegistryEvent:
         actor = kw.pop("actor", "") or "anonymous"
@@ -336,6 +385,7 @@ class RegistryCore:
                 existing = self._deduplicated(reg.name, key)
                 if existing is not None:
                     return existing, False
+                extras.update(self._check_writer(reg.writer))
                 model = self.state.models.get(reg.name)
                 number = (model.latest if model else 0) + 1
                 event = self._event(
@@ -355,6 +405,7 @@ class RegistryCore:
                 outcome = await self._commit(event)
                 if outcome.applied:
                     return self.get(reg.name, number), True
+                self._raise_if_fenced(outcome)
                 # Another replica took this number (or this key) first: re-read and retry.
         raise UnavailableError(
             f"could not register a version of {reg.name!r} after {self._max_attempts} attempts "
@@ -382,8 +433,10 @@ class RegistryCore:
         reason: str = "",
         expected_version: int | None = None,
         trigger_id: str = "",
+        writer: WriterLease | None = None,
     ) -> tuple[AliasChange, ModelVersionInfo]:
-        """Point ``alias`` at ``version``; compare-and-set when ``expected_version`` is given."""
+        """Point ``alias`` at ``version``; compare-and-set when ``expected_version`` is given;
+        refused once a later claim of ``writer``'s role is on the log."""
         validate_alias(alias)
         self.get(name, version)
         async with self._lock:
@@ -395,6 +448,7 @@ class RegistryCore:
                         f"{name}:{alias} points at {current or 'nothing'}, not "
                         f"{expected_version or 'nothing'} as expected; re-read and retry"
                     )
+                fence = self._check_writer(writer)
                 event = self._event(
                     RegistryEventKind.ALIAS_SET,
                     name,
@@ -404,9 +458,12 @@ class RegistryCore:
                     actor=actor,
                     reason=reason,
                     trigger=trigger_id or None,
+                    spec={EXTRAS_KEY: fence} if fence else {},
                 )
-                if (await self._commit(event)).applied:
+                outcome = await self._commit(event)
+                if outcome.applied:
                     return self._change(model, event.event_id), self.get(name, version)
+                self._raise_if_fenced(outcome)
         raise UnavailableError(f"could not move {name}:{alias}: concurrent changes; retry")
 
     async def delete_alias(
@@ -513,6 +570,7 @@ class RegistryCore:
         *,
         actor: str = "",
         drift_ids: list[str] | None = None,
+        writer: WriterLease | None = None,
     ) -> int:
         """Record that retrain request ``request_id`` for ``name`` was not served; how many
         unserved requests the model has now.
@@ -539,6 +597,7 @@ class RegistryCore:
             model = self.model(name)
             if request_id in model.unserved_seen:
                 return len(model.unserved)
+            fence = self._check_writer(writer)
             event = self._event(
                 RegistryEventKind.RETRAIN_UNSERVED,
                 name,
@@ -546,9 +605,10 @@ class RegistryCore:
                 actor=actor,
                 reason=reason or "Driftline has no trainer for this model",
                 trigger=request_id,
-                spec={EXTRAS_KEY: {"drift_ids": ids}},
+                spec={EXTRAS_KEY: {"drift_ids": ids, **fence}},
             )
             outcome = await self._commit(event)
+            self._raise_if_fenced(outcome)
             model = self.model(name)
             # Not applied: another replica recorded the same request first, or a newer
             # version was registered ahead of it (that version answers the request).

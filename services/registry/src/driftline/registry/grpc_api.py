@@ -32,6 +32,8 @@ from driftline.registry_api.convert import (
     struct_to_dict,
     summary_to_pb,
     version_to_pb,
+    writer_claim_to_pb,
+    writer_lease_from_pb,
 )
 from driftline.registry_api.models import AliasChange, ModelVersionInfo
 from driftline.security.roles import Role, RoleGuard
@@ -53,6 +55,7 @@ METHOD_ROLES: Mapping[str, Role] = {
     "GetAliasHistory": "reader",
     "RegisterVersion": "trainer",
     "RecordUnservedRetrain": "trainer",
+    "ClaimWriter": "trainer",
     "SetAlias": "promoter",
     "DeleteAlias": "promoter",
     "Rollback": "promoter",
@@ -173,6 +176,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             tags=dict(meta.tags),
             library_versions=dict(meta.library_versions),
             framework=meta.framework,
+            writer=writer_lease_from_pb(meta),
             **same_named(
                 meta, ("artifact_format", "sha256", "size_bytes", "actor", "idempotency_key")
             ),
@@ -249,6 +253,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 request.expected_version if request.HasField("expected_version") else None
             ),
             trigger_id=request.trigger_id,
+            writer=writer_lease_from_pb(request),
         )
         return _change_response(change, version)
 
@@ -304,5 +309,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             request.reason,
             actor=request.actor,
             drift_ids=list(request.drift_ids),
+            writer=writer_lease_from_pb(request),
         )
         return registry_pb2.RecordUnservedRetrainResponse(unserved=unserved)
+
+    @_EDGE.unary("ClaimWriter", guarded=True)
+    async def ClaimWriter(
+        self, request: registry_pb2.ClaimWriterRequest, context: _Ctx
+    ) -> registry_pb2.WriterClaim:
+        """Claim a one-writer role; later mutations under its older claims are refused."""
+        return writer_claim_to_pb(await self.core.claim_writer(request.role, request.holder))

@@ -23,6 +23,12 @@ Encodings on top of :class:`RegistryEvent` (kept here, in one place):
   request's drift ids in ``spec["_registry"]["drift_ids"]``.  It is kept on the model
   until a newer version is registered; one written before a version that the log
   registered ahead of it is stale and ignored.  A request id is recorded once per model.
+* ``writer_claimed`` claims a one-writer role (``trigger`` is the role, ``actor`` the
+  holder; no model): the role's epoch becomes one more than before.  An event of any
+  kind made under a writer role carries ``spec["_registry"]["writer"] = {"role", "epoch"}``
+  and is ignored ("fenced: …") unless that epoch is the role's current one — so once a
+  standby trainer's claim is on the log, nothing the trainer it replaced writes applies,
+  on any replica, whatever the order in which the two reached the registry.
 * any other kind (one a newer registry writes) is ignored, not an error.
 """
 
@@ -42,6 +48,8 @@ from driftline.registry_api.models import (
     ModelSummary,
     ModelVersionInfo,
     UnservedRetrain,
+    WriterClaim,
+    WriterLease,
 )
 
 __all__ = [
@@ -54,6 +62,7 @@ __all__ = [
     "dedup_key_of",
     "split_spec",
     "unserved_of",
+    "writer_of",
 ]
 
 EXTRAS_KEY = "_registry"
@@ -146,6 +155,18 @@ def unserved_of(event: RegistryEvent) -> UnservedRetrain:
     )
 
 
+def writer_of(event: RegistryEvent) -> WriterLease | None:
+    """The writer role an event was made under, if any (``None`` also when malformed)."""
+    extras = event.spec.get(EXTRAS_KEY)
+    writer = extras.get("writer") if isinstance(extras, dict) else None
+    if not isinstance(writer, dict):
+        return None
+    role, epoch = writer.get("role"), writer.get("epoch")
+    if not isinstance(role, str) or not isinstance(epoch, int) or isinstance(epoch, bool):
+        return None
+    return WriterLease(role=role, epoch=epoch)
+
+
 def dedup_key_of(event: RegistryEvent) -> str | None:
     """The key that makes a registration idempotent: idempotency key, else trigger id."""
     _, extras = split_spec(event.spec)
@@ -161,6 +182,10 @@ class RegistryState:
         self.applied_events: set[str] = set()
         self.events_seen = 0
         self.alias_changes = 0
+        self.writers: dict[str, WriterClaim] = {}
+        """Each one-writer role's current claim."""
+        self.fenced_events = 0
+        """Events ignored because they were made under an older claim of their role."""
 
     # -- the state machine ---------------------------------------------------------
 
@@ -175,6 +200,12 @@ class RegistryState:
         return outcome
 
     def _dispatch(self, event: RegistryEvent) -> ApplyOutcome:
+        if event.kind is RegistryEventKind.WRITER_CLAIMED:
+            return self._claim(event)
+        fenced = self.fenced(writer_of(event))
+        if fenced is not None:
+            self.fenced_events += 1
+            return ApplyOutcome(event.event_id, False, fenced)
         if event.kind is RegistryEventKind.REGISTERED:
             return self._register(event)
         on_model = {
@@ -193,6 +224,40 @@ class RegistryState:
                 event.event_id, False, f"unknown model {event.model_name!r}", "unknown_model"
             )
         return on_model(event, model)
+
+    def fenced(self, lease: WriterLease | None) -> str | None:
+        """Why a mutation made under ``lease`` is refused now; ``None`` when it may apply."""
+        if lease is None:
+            return None
+        claim = self.writers.get(lease.role)
+        if claim is not None and claim.epoch == lease.epoch:
+            return None
+        if claim is None or lease.epoch > claim.epoch:
+            return (
+                f"fenced: no claim {lease.epoch} of writer role {lease.role!r} is on the log "
+                f"(its epoch is {claim.epoch if claim else 0}); claim the role first"
+            )
+        return (
+            f"fenced: writer role {lease.role!r} was claimed by {claim.holder!r} "
+            f"(epoch {claim.epoch}) after this writer's epoch {lease.epoch}; "
+            "this writer no longer holds the role"
+        )
+
+    def _claim(self, event: RegistryEvent) -> ApplyOutcome:
+        role, holder = event.trigger or "", event.actor
+        if not role or not holder:
+            return ApplyOutcome(
+                event.event_id, False, "invalid: writer claim without role or holder", "invalid"
+            )
+        before = self.writers.get(role)
+        self.writers[role] = WriterClaim(
+            role=role,
+            epoch=(before.epoch if before else 0) + 1,
+            holder=holder,
+            previous_holder=before.holder if before else "",
+            claimed_at=event.at,
+        )
+        return ApplyOutcome(event.event_id, True)
 
     def _register(self, event: RegistryEvent) -> ApplyOutcome:
         if not MODEL_NAME.match(event.model_name):
@@ -372,7 +437,7 @@ class RegistryState:
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable picture of the whole state (for tests and debugging)."""
-        return {
+        models = {
             name: {
                 "versions": [v.model_dump(mode="json") for v in m.versions],
                 "aliases": dict(m.aliases),
@@ -383,3 +448,8 @@ class RegistryState:
             }
             for name, m in sorted(self.models.items())
         }
+        if not self.writers:
+            return models
+        # "_" cannot start a model name.
+        writers = {r: c.model_dump(mode="json") for r, c in sorted(self.writers.items())}
+        return {**models, "_writers": writers}

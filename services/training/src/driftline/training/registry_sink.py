@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 from driftline.artifacts import verify
-from driftline.contracts.errors import NotFoundError
+from driftline.contracts.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from driftline.model_runtimes import runtime_for
-from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo
+from driftline.registry_api.models import SKLEARN_INPUT_TAG, ModelVersionInfo, WriterLease
 from driftline.registry_client import RegistryClient
 from driftline.training.candidates import NewVersion, RegisteredVersion, VerifiedArtifact
 from driftline.training.recurring import ChampionChange
+
+_T = TypeVar("_T")
+
+WRITER_ROLE = "training"
+"""The one-writer role the active trainer claims in the registry."""
+
+TRAINER_TAG = "driftline.trainer"
+"""Tag of every version training registers: the instance id of the trainer that did."""
 
 
 def _registered(info: ModelVersionInfo) -> RegisteredVersion:
@@ -33,11 +41,46 @@ class RegistrySink:
     ``river-pickle``, ``sklearn-pickle``).  A
     champion is downloaded and its digest and HMAC signature verified (under
     ``signing_key``) before anything deserialises it.
+
+    With ``fenced=True`` (the service) every change is made under :attr:`writer`, the
+    claim of the ``training`` role this trainer made when it became the active one; before
+    that claim a change is refused as :class:`UnavailableError` (retried later), and once
+    the registry refuses one because another trainer claimed the role since,
+    :attr:`deposed` is set (the service then stops this trainer).
     """
 
-    def __init__(self, client: RegistryClient, signing_key: str) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        signing_key: str,
+        *,
+        fenced: bool = False,
+        instance_id: str = "",
+    ) -> None:
         self.client = client
         self.signing_key = signing_key
+        self.fenced = fenced
+        self.instance_id = instance_id
+        self.writer: WriterLease | None = None
+        """The claim this trainer's changes are made under (set once it is active)."""
+        self.deposed = asyncio.Event()
+        """Set when the registry refused a change: another trainer holds the role."""
+
+    def _lease(self) -> WriterLease | None:
+        if self.fenced and self.writer is None:
+            raise UnavailableError(
+                "this trainer is a standby: it changes the registry only once it holds "
+                f"the {WRITER_ROLE!r} writer role"
+            )
+        return self.writer
+
+    async def _guarded(self, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except FailedPreconditionError as exc:
+            if str(exc).startswith("fenced:"):
+                self.deposed.set()
+            raise
 
     async def register(self, name: str, model: Any, new: NewVersion) -> RegisteredVersion:
         framework = new.framework
@@ -49,7 +92,11 @@ class RegistrySink:
         else:
             # A batch fit is nobody else's; pickling an ensemble takes a while.
             data = await asyncio.to_thread(runtime.dump, model)
-        info = await self.client.register(
+        lease = self._lease()
+        tags = {SKLEARN_INPUT_TAG: "array"} if framework == "sklearn" else {}
+        if self.instance_id:
+            tags[TRAINER_TAG] = self.instance_id
+        call = self.client.register(
             name,
             data,
             metrics=new.metrics,
@@ -63,9 +110,10 @@ class RegistrySink:
             framework=framework,
             library_versions=new.library_versions,
             # Training fits estimators on the float matrix in the spec's feature order.
-            tags={SKLEARN_INPUT_TAG: "array"} if framework == "sklearn" else None,
+            tags=tags or None,
+            writer=lease,
         )
-        return _registered(info)
+        return _registered(await self._guarded(call))
 
     async def champion_version(self, name: str) -> RegisteredVersion | None:
         try:
@@ -93,9 +141,13 @@ class RegistrySink:
     async def set_alias(
         self, name: str, alias: str, version: int, *, actor: str, reason: str, trigger_id: str
     ) -> None:
-        await self.client.set_alias(
-            name, alias, version, actor=actor, reason=reason, trigger_id=trigger_id
-        )
+        lease = self._lease()
+        await self._guarded(
+            self.client.set_alias(
+                name, alias, version, actor=actor, reason=reason, trigger_id=trigger_id,
+                writer=lease,
+            )
+        )  # fmt: skip
 
     async def find_by_trigger(self, name: str, trigger_id: str) -> RegisteredVersion | None:
         try:
@@ -120,6 +172,9 @@ class RegistrySink:
     async def record_unserved_retrain(
         self, name: str, request_id: str, *, reason: str, actor: str, drift_ids: Sequence[str]
     ) -> int:
-        return await self.client.record_unserved_retrain(
-            name, request_id, reason=reason, actor=actor, drift_ids=drift_ids
+        lease = self._lease()
+        return await self._guarded(
+            self.client.record_unserved_retrain(
+                name, request_id, reason=reason, actor=actor, drift_ids=drift_ids, writer=lease
+            )
         )

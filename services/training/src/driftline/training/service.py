@@ -6,9 +6,12 @@ import asyncio
 import logging
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
+
+from prometheus_client import Gauge
 
 from driftline.contracts.errors import DriftlineError, UnavailableError
-from driftline.kafkaio import provision_topics, wait_for_kafka
+from driftline.kafkaio import backoff, delay_before, provision_topics, wait_for_kafka
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security.kafka_auth import kafka_auth
@@ -23,9 +26,9 @@ from driftline.specs import (
 )
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
-from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
+from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop, Leadership
 from driftline.training.recurring import RecurringConfig
-from driftline.training.registry_sink import RegistrySink
+from driftline.training.registry_sink import WRITER_ROLE, RegistrySink
 from driftline.training.replay import KafkaReplay
 from driftline.training.training_metrics import TrainingCollector
 
@@ -108,6 +111,101 @@ async def wait_for_registry(client: RegistryClient, wait_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` (awaitables or tasks) is done; cancel the others
+    it created (a task passed in is left alone)."""
+    tasks = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task, given in zip(tasks, aws, strict=True):
+            if task is not given:
+                task.cancel()
+
+
+class ActiveTrainer:
+    """Runs the online loop only while this replica is the one active trainer.
+
+    Each trainer is a member of ``driftline-training-retrain``; the one holding
+    ``driftline.retrain``'s partition (:class:`Leadership`) claims the ``training`` writer
+    role in the registry — an event on ``driftline.models`` that fences every change the
+    previous holder makes from then on — and only then joins ``driftline-training`` to
+    learn and register.  The others are standbys: when the active trainer dies or stops
+    answering, the group hands the partition to one of them, which claims the role and
+    replays from the offsets the previous one committed.  A trainer that loses the
+    partition, or whose change the registry refuses as fenced, stops (:meth:`run` returns
+    why) so that it restarts as a clean standby instead of learning on alongside the new
+    one.
+    """
+
+    def __init__(
+        self,
+        leadership: Leadership,
+        client: RegistryClient,
+        sink: RegistrySink,
+        online: KafkaTrainingLoop,
+        metrics: ServiceMetrics,
+        instance_id: str,
+    ) -> None:
+        self.leadership = leadership
+        self.client = client
+        self.sink = sink
+        self.online = online
+        self.instance_id = instance_id
+        self.active = Gauge(
+            "driftline_training_active",
+            "1 while this trainer is the active one (holds the training writer role), "
+            "0 while it is a standby",
+            registry=metrics.registry,
+        )
+        self.epoch = Gauge(
+            "driftline_training_writer_epoch",
+            "The epoch of the training writer role this trainer claimed (0: none yet)",
+            registry=metrics.registry,
+        )
+
+    async def _claim(self, stop: asyncio.Event) -> bool:
+        wait, failures = backoff(first_s=0.5, max_s=5.0), 0
+        while not stop.is_set():
+            try:
+                claim = await self.client.claim_writer(WRITER_ROLE, self.instance_id)
+            except UnavailableError as exc:
+                log.warning("claiming the training writer role failed (%s); retrying", exc)
+                failures += 1
+                await _first(asyncio.sleep(delay_before(wait, failures)), stop.wait())
+                continue
+            self.sink.writer = claim.lease
+            self.leadership.epoch = claim.epoch
+            self.epoch.set(claim.epoch)
+            since = f" (from {claim.previous_holder})" if claim.previous_holder else ""
+            log.info("active trainer: claimed the %s writer role, epoch %d%s",
+                     WRITER_ROLE, claim.epoch, since)  # fmt: skip
+            return True
+        return False
+
+    async def run(self, stop: asyncio.Event) -> str | None:
+        """Wait to become active, train while active; ``None`` on ``stop``, else why this
+        trainer stopped being the active one."""
+        log.info("standby: waiting to hold driftline.retrain (the active trainer's partition)")
+        await _first(self.leadership.held.wait(), stop.wait())
+        if stop.is_set() or not await self._claim(stop):
+            return None
+        self.active.set(1)
+        online_stop = asyncio.Event()
+        online = asyncio.create_task(self.online.run(online_stop), name="online-training")
+        try:
+            await _first(stop.wait(), self.leadership.lost.wait(), self.sink.deposed.wait(), online)
+        finally:
+            online_stop.set()
+            await online  # re-raises what made the loop fail
+            self.active.set(0)
+        if stop.is_set():
+            return None
+        if self.sink.deposed.is_set():
+            return "the registry refused its change: another trainer claimed the writer role"
+        return "the group moved driftline.retrain to another trainer (this one stopped answering)"
+
+
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     """Run training until ``stop`` is set."""
     cfg = settings.training
@@ -141,7 +239,9 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     try:
         await wait_for_registry(client, cfg.registry_wait_s)
         health.set("registry", True)
-        sink = RegistrySink(client, settings.registry.signing_key)
+        sink = RegistrySink(
+            client, settings.registry.signing_key, fenced=True, instance_id=cfg.instance_id
+        )
         replay = KafkaReplay(settings.kafka, security=kafka_security)
         cores = [
             TrainingCore(
@@ -158,16 +258,32 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         metrics.registry.register(TrainingCollector(cores))
         app = build_admin_app(health, metrics, title="Driftline training")
         online = KafkaTrainingLoop(cores, settings, metrics, consumers)
+        leadership = Leadership()
         retrain = KafkaRetrainLoop(
-            cores, settings, metrics, replay, consumers, unserved=sink, unservable=unservable
-        )
+            cores, settings, metrics, replay, consumers, unserved=sink, unservable=unservable,
+            leadership=leadership,
+        )  # fmt: skip
+        active = ActiveTrainer(leadership, client, sink, online, metrics, cfg.instance_id)
+        stepped_down: list[str] = []
+
+        async def train() -> None:
+            why = await active.run(stop)
+            if why is not None:
+                stepped_down.append(why)
+                stop.set()
+
         log.info("training ready: model(s) %s%s, admin on %s:%d",
                  ", ".join(f"{n} ({s.framework})" for n, s in trained.items()),
                  f"; not retrainable here: {', '.join(unservable)}" if unservable else "",
                  cfg.admin.host, cfg.admin.port)  # fmt: skip
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_admin(app, settings, "training", stop))
-            tg.create_task(online.run(stop))
+            tg.create_task(train())
             tg.create_task(retrain.run(stop))
     finally:
         await client.close()
+    if stepped_down:
+        raise UnavailableError(
+            f"training {cfg.instance_id} is no longer the active trainer ({stepped_down[0]}); "
+            "it exits so that it restarts as a standby"
+        )
