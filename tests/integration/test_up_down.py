@@ -2,12 +2,13 @@
 
 Both run as subprocesses (``python -m driftline.cli``) on a state directory and
 ports of their own: ``up`` starts a real Kafka, a real redis-server and the six
-services.  Every log already holds lines of an "earlier run", so a report that
-shows them is caught.
+services, three of them as two replicas (``--replicas``).  Every log already holds
+lines of an "earlier run", so a report that shows them is caught.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,9 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
-from driftline.cli.supervisor import SERVICE_NAMES
+from driftline.cli.supervisor import REPLICA_PORT_STEP, SERVICE_NAMES
 from driftline.devtools.demo_env import isolated_platform_env
 from driftline.devtools.infra import read_pid_file
 
@@ -43,12 +47,63 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
         time.sleep(0.5)
 
 
+REPLICATED = ("features", "training", "serving")
+"""The services this test runs as two replicas."""
+
+
+def _metric(url: str, name: str) -> float | None:
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
+async def _group_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+        return len(described.groups[0][5])  # (error, id, state, protocol_type, protocol, members)
+    finally:
+        await admin.close()
+
+
+def _check_replicas(env: dict[str, str], output: Callable[[], str]) -> None:
+    """The second replicas run beside the first, each doing its share."""
+    for name in REPLICATED:
+        assert f"{name}-1: healthy" in output(), output()
+    admin = {n: int(env[f"DRIFTLINE_{n.upper()}__ADMIN__PORT"]) for n in REPLICATED}
+    serving = int(env["DRIFTLINE_SERVING__ADMIN__PORT"]) + REPLICA_PORT_STEP
+    assert httpx.get(f"http://127.0.0.1:{serving}/healthz", timeout=5).status_code == 200
+    # one active trainer, one standby
+    trainers = [f"http://127.0.0.1:{admin['training'] + i * REPLICA_PORT_STEP}/metrics"
+                for i in (0, 1)]  # fmt: skip
+    _wait_for(
+        lambda: sorted(_metric(u, "driftline_training_active") or 0 for u in trainers) == [0, 1],
+        60,
+        "one active trainer and one standby",
+    )
+    # both features workers share driftline.events.valid in one group
+    bootstrap = env["DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS"]
+    _wait_for(
+        lambda: asyncio.run(_group_members(bootstrap, "driftline-features")) == 2,
+        60,
+        "two members of the features group",
+    )
+
+
 def test_foreground_up_exits_when_down_stops_what_it_started(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = isolated_platform_env(state)
     logs = state / "logs"
     logs.mkdir(parents=True)
-    for name in (*SERVICE_NAMES, "kafka", "redis"):
+    replicas = [f"{name}-1" for name in REPLICATED]
+    for name in (*SERVICE_NAMES, *replicas, "kafka", "redis"):
         (logs / f"{name}.log").write_text("".join(f"{STALE} ({name} {i})\n" for i in range(40)))
 
     out_file, err_file = tmp_path / "up.out", tmp_path / "up.err"
@@ -58,7 +113,11 @@ def test_foreground_up_exits_when_down_stops_what_it_started(tmp_path: Path) -> 
 
     with out_file.open("w") as out, err_file.open("w") as err:
         up = subprocess.Popen(
-            _cli("up", "--timeout", "180"), cwd=ROOT, env=env, stdout=out, stderr=err
+            _cli("up", "--timeout", "180", "--replicas", ",".join(f"{n}=2" for n in REPLICATED)),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
         )
     down: subprocess.CompletedProcess[str] | None = None
     try:
@@ -67,6 +126,7 @@ def test_foreground_up_exits_when_down_stops_what_it_started(tmp_path: Path) -> 
         )
         assert up.poll() is None, f"`driftline up` exited with {up.returncode}:\n{output()}"
         assert "healthy" in output() and "exited" not in output(), output()
+        _check_replicas(env, output)
 
         # a service that dies on its own is reported, with the lines of this run only
         record = read_pid_file(state / "run" / "monitoring.pid")
@@ -107,5 +167,5 @@ def test_foreground_up_exits_when_down_stops_what_it_started(tmp_path: Path) -> 
     assert "monitoring exited with status -9" in text
     assert "driftline: starting monitoring" in text
     assert "shutting down" not in text  # `down` stopped everything; `up` stopped nothing
-    for name in (*SERVICE_NAMES, "kafka", "redis"):
+    for name in (*SERVICE_NAMES, *replicas, "kafka", "redis"):
         assert read_pid_file(state / "run" / f"{name}.pid") is None, name

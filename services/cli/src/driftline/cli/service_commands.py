@@ -28,7 +28,15 @@ from driftline.cli.context import (
 )
 from driftline.cli.infra_commands import OpsOption, fail
 from driftline.cli.status_view import infra_table, services_table
-from driftline.cli.supervisor import SERVICE_NAMES, ServiceProcess, service_built, service_module
+from driftline.cli.supervisor import (
+    MAX_REPLICAS,
+    SERVICE_NAMES,
+    ServiceProcess,
+    parse_replicas,
+    running_replicas,
+    service_built,
+    service_module,
+)
 from driftline.devtools.infra import (
     InfraError,
     KafkaCluster,
@@ -69,9 +77,36 @@ def run(
     os.execv(sys.executable, argv)
 
 
-def _services(cli: CliState) -> list[ServiceProcess]:
+def _services(cli: CliState, replicas: dict[str, int] | None = None) -> list[ServiceProcess]:
+    """Every replica of every service: ``replicas`` of each (default 1), or with ``None``
+    as many as have pid files (what an earlier ``up`` started)."""
     settings = cli.settings()
-    return [ServiceProcess(name, settings, cli.config) for name in SERVICE_NAMES]
+    counts = {
+        name: (replicas or {}).get(name, 1) if replicas is not None
+        else running_replicas(settings, name)
+        for name in SERVICE_NAMES
+    }  # fmt: skip
+    return [
+        ServiceProcess(name, settings, cli.config, replica=i)
+        for name in SERVICE_NAMES
+        for i in range(counts[name])
+    ]
+
+
+REPLICAS_HELP = (
+    "Replicas of services, e.g. features=2,serving=2,training=2 (default 1 each). Replica i "
+    "of a service is <service>-<i>: its ports are the service's + 100·i, its instance_id "
+    "the service's + -<i>, its log <state_dir>/logs/<service>-<i>.log. At most: "
+    + ", ".join(f"{name} {most}" for name, most in MAX_REPLICAS.items())
+    + " (docs/scaling.md)."
+)
+
+
+def _replicas(text: str | None) -> dict[str, int]:
+    try:
+        return parse_replicas(text or "")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--replicas'") from None
 
 
 def _start_services(services: list[ServiceProcess], timeout: float) -> list[ServiceProcess]:
@@ -167,6 +202,7 @@ def up(
     secure: SecureOption = False,
     redis_cluster: RedisClusterOption = False,
     brokers: BrokersOption = None,
+    replicas: Annotated[str | None, typer.Option(help=REPLICAS_HELP)] = None,
 ) -> None:
     """Start Kafka, Redis, the ops stack and every built service, each as its own process.
 
@@ -179,6 +215,7 @@ def up(
     mode: topics are then created here, as admin (services may not).
     """
     cli = state(ctx)
+    counts = _replicas(replicas)
     use_secure_mode(cli, secure)
     use_redis_cluster(cli, redis_cluster)
     use_kafka_brokers(cli, brokers)
@@ -201,7 +238,7 @@ def up(
             os.environ[key] = value  # inherited by the services started below
             console.print(f"services export traces to Jaeger: {key}={value}", highlight=False)
         os.environ.update(dashboard_links_env(settings, platform.ops))
-    services = _services(cli)
+    services = _services(cli, counts)
     started: list[ServiceProcess] = []
     components: list[LocalComponent] = platform.components
     try:

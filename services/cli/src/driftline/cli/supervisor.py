@@ -3,17 +3,21 @@
 Each service runs as ``python -m driftline.cli run <service>`` (which execs
 ``python -m driftline.<service>``, so the pid stays the same) in its own
 session, with its log in ``<state_dir>/logs/<service>.log`` and its pid file in
-``<state_dir>/run/<service>.pid``.
+``<state_dir>/run/<service>.pid``.  Replica *i* ≥ 1 of a service (``driftline up
+--replicas``) is ``<service>-<i>``: its own log and pid file, its ports (admin, gRPC)
+those of the service + 100·*i*, and its ``instance_id`` the service's + ``-<i>``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +28,67 @@ from driftline.settings.loader import CONFIG_ENV
 from driftline.settings.models import SERVICE_NAMES
 
 __all__ = [
+    "MAX_REPLICAS",
+    "REPLICA_PORT_STEP",
     "SERVICE_NAMES",
     "ServiceProcess",
     "ServiceStatus",
+    "parse_replicas",
+    "running_replicas",
     "service_built",
     "service_module",
 ]
+
+REPLICA_PORT_STEP = 100
+"""Replica *i* of a service listens on the service's ports + this·*i*."""
+
+MAX_REPLICAS: Mapping[str, int] = {
+    "ingestion": 12,  # the partitions of driftline.events and driftline.labels
+    "features": 6,  # the partitions of driftline.events.valid
+    "training": 3,  # one active trainer, the others standbys
+    "registry": 3,
+    "serving": 8,
+    "monitoring": 1,  # one active monitor, not fenced yet (docs/scaling.md)
+}
+"""The most replicas ``driftline up --replicas`` runs of each service (docs/scaling.md)."""
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``features=2,serving=2`` → ``{"features": 2, "serving": 2}``; ValueError naming the
+    part at fault.
+
+    >>> parse_replicas("features=2, serving=3")
+    {'features': 2, 'serving': 3}
+    >>> parse_replicas("monitoring=2")
+    Traceback (most recent call last):
+    ...
+    ValueError: monitoring=2: monitoring runs at most 1 replica (docs/scaling.md)
+    """
+    counts: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, count = part.partition("=")
+        name = name.strip()
+        if name not in SERVICE_NAMES:
+            raise ValueError(f"{part}: unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"{part}: expected <service>=<count>, a count of 1 or more")
+        if int(count) > MAX_REPLICAS[name]:
+            raise ValueError(
+                f"{part}: {name} runs at most {MAX_REPLICAS[name]} "
+                f"replica{'s' if MAX_REPLICAS[name] > 1 else ''} (docs/scaling.md)"
+            )
+        counts[name] = int(count)
+    return counts
+
+
+def running_replicas(settings: PlatformSettings, name: str) -> int:
+    """How many replicas of ``name`` have pid files (so ``down`` stops them all)."""
+    run_dir = settings.infra.state_dir.expanduser().absolute() / "run"
+    pattern = re.compile(rf"^{re.escape(name)}-(\d+)\.pid$")
+    found = [int(m.group(1)) for f in run_dir.glob(f"{name}-*.pid") if (m := pattern.match(f.name))]
+    return max(found, default=0) + 1
 
 
 def service_module(name: str) -> str:
@@ -64,26 +123,49 @@ class ServiceStatus:
 class ServiceProcess:
     """One service process managed by ``driftline up`` / ``down``."""
 
-    def __init__(self, name: str, settings: PlatformSettings, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        config: Path | None = None,
+        *,
+        replica: int = 0,
+    ) -> None:
         if name not in SERVICE_NAMES:
             raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICE_NAMES)}")
-        self.name = name
+        self.service = name
+        self.replica = replica
+        self.name = name if replica == 0 else f"{name}-{replica}"
+        """The process's name: the service's, ``<service>-<i>`` for replica *i* ≥ 1."""
         self.config = config
         state_dir = settings.infra.state_dir.expanduser().absolute()
         self.process = ManagedProcess(
-            name,
-            pid_file=state_dir / "run" / f"{name}.pid",
-            log_file=state_dir / "logs" / f"{name}.log",
+            self.name,
+            pid_file=state_dir / "run" / f"{self.name}.pid",
+            log_file=state_dir / "logs" / f"{self.name}.log",
         )
-        admin: AdminSettings = getattr(settings, name).admin
-        self.admin_port = admin.port
-        self.health_url = http_tls.url(admin.host, admin.port, settings.security, "/healthz")
+        section = getattr(settings, name)
+        admin: AdminSettings = section.admin
+        shift = REPLICA_PORT_STEP * replica
+        self.admin_port = admin.port + shift if admin.port else 0
+        self.env: dict[str, str] = {}
+        """Settings of this replica that differ from the service's (as variables)."""
+        if replica:
+            prefix = f"DRIFTLINE_{name.upper()}__"
+            if admin.port:
+                self.env[f"{prefix}ADMIN__PORT"] = str(self.admin_port)
+            grpc_port = getattr(section, "grpc_port", 0)
+            if grpc_port:
+                self.env[f"{prefix}GRPC_PORT"] = str(grpc_port + shift)
+            if hasattr(section, "instance_id"):
+                self.env[f"{prefix}INSTANCE_ID"] = f"{section.instance_id}-{replica}"
+        self.health_url = http_tls.url(admin.host, self.admin_port, settings.security, "/healthz")
         self._security = settings.security
 
     @property
     def built(self) -> bool:
         """Whether the service's module exists."""
-        return service_built(self.name)
+        return service_built(self.service)
 
     @property
     def log_file(self) -> Path:
@@ -99,11 +181,11 @@ class ServiceProcess:
         argv = [sys.executable, "-m", "driftline.cli"]
         if self.config is not None:
             argv += ["--config", str(self.config.absolute())]
-        return [*argv, "run", self.name]
+        return [*argv, "run", self.service]
 
     def start(self) -> int:
         """Spawn it detached (cwd = the current directory); return its pid."""
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         if self.config is not None:
             env[CONFIG_ENV] = str(self.config.absolute())
         return self.process.spawn(self.command(), cwd=Path.cwd(), env=env)
