@@ -40,9 +40,7 @@ KUBE_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 """The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest whose
 schemas kubernetes-validate ships."""
 DEFAULTS = PlatformSettings()
-SINGLE_WRITERS = ("monitoring",)
-"""Services docs/scaling.md allows one replica of (nothing fences a second one yet)."""
-STANDBYS = {"training": 3}
+STANDBYS = {"training": 3, "monitoring": 3}
 """Services with one active replica and standbys: the most replicas the chart allows."""
 
 
@@ -193,11 +191,9 @@ def test_workloads_follow_the_scaling_model(
         "serving": "Deployment",
         "monitoring": "StatefulSet",
     }
-    for docs in (default_docs, cluster_docs):
-        for service in SINGLE_WRITERS:
-            assert workload(docs, service)["spec"]["replicas"] == 1
-    assert workload(default_docs, "training")["spec"]["replicas"] == 1
-    assert workload(cluster_docs, "training")["spec"]["replicas"] == 2  # active + standby
+    for service in STANDBYS:
+        assert workload(default_docs, service)["spec"]["replicas"] == 1
+        assert workload(cluster_docs, service)["spec"]["replicas"] == 2  # active + standby
     assert workload(default_docs, "registry")["spec"]["replicas"] == 1
     # Several registry replicas share one ReadWriteMany artifact volume.
     registry = workload(cluster_docs, "registry")
@@ -389,7 +385,7 @@ def test_specs_given_in_the_values_replace_the_shipped_ones(
         ("kafka.bootstrapServers=kafka", "/kafka/bootstrapServers"),
         (f"features.replicas={EVENTS_VALID.partitions + 1}", "/features/replicas"),
         ("training.replicas=4", "/training/replicas"),
-        ("monitoring.replicas=2", "/monitoring/replicas"),
+        ("monitoring.replicas=4", "/monitoring/replicas"),
         ("registry.replicas=2", "/registry/persistence/accessMode"),
         ("redis.port=0", "/redis/port"),
         ("ingestion.autoscaling.enabled=yes", "/ingestion/autoscaling/enabled"),
@@ -467,8 +463,6 @@ def test_the_schema_agrees_with_the_settings_and_the_topics() -> None:
     props = schema["properties"]
     assert set(props["config"]["propertyNames"]["enum"]) == set(PlatformSettings.model_fields)
     assert props["features"]["properties"]["replicas"]["maximum"] == EVENTS_VALID.partitions
-    for service in SINGLE_WRITERS:
-        assert props[service]["properties"]["replicas"]["maximum"] == 1
     for service, most in STANDBYS.items():
         assert props[service]["properties"]["replicas"]["maximum"] == most
     values = yaml.safe_load((CHART / "values.yaml").read_text())

@@ -44,46 +44,68 @@ T0 = datetime(2026, 5, 1, tzinfo=UTC)
 BEFORE, AFTER = 2_000, 1_500
 
 
+def launch_monitor(
+    bootstrap: str,
+    log: Path,
+    *,
+    port: int,
+    group: str,
+    instance: str,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``python -m driftline.monitoring`` on ``port``, in consumer group ``group``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(
+        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+        DRIFTLINE_MONITORING__ADMIN__PORT=str(port),
+        DRIFTLINE_MONITORING__CONSUMER_GROUP=group,
+        DRIFTLINE_MONITORING__INSTANCE_ID=instance,
+        DRIFTLINE_MONITORING__DETECTOR__WARMUP="500",
+        DRIFTLINE_MONITORING__PUBLISH_INTERVAL_S="0.5",
+        DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
+    )
+    env.update(extra_env or {})
+    out = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "driftline.monitoring"], env=env, stdout=out, stderr=out, cwd=ROOT
+    )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    # Generous: the shared 2-core machine can take long to import River under load.
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, f"monitoring exited:\n{log.read_text()}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"monitoring not ready:\n{log.read_text()}"
+        time.sleep(0.2)
+
+
+def stop_monitor(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 @pytest.fixture
 def monitor(kafka: Any, tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
     run = uuid.uuid4().hex[:8]
     port = free_port()
     group = f"monitoring-{run}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-    env.update(
-        DRIFTLINE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        DRIFTLINE_MONITORING__ADMIN__PORT=str(port),
-        DRIFTLINE_MONITORING__CONSUMER_GROUP=group,
-        DRIFTLINE_MONITORING__INSTANCE_ID=run,
-        DRIFTLINE_MONITORING__DETECTOR__WARMUP="500",
-        DRIFTLINE_MONITORING__PUBLISH_INTERVAL_S="0.5",
-        DRIFTLINE_TELEMETRY__LOG_FORMAT="text",
-    )
     log = tmp_path / "monitoring.log"
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.monitoring"], env=env, stdout=out, stderr=out, cwd=ROOT
-    )
-    # Generous: the shared 2-core machine can take long to import River under load.
-    deadline = time.monotonic() + 180
+    proc = launch_monitor(kafka.bootstrap_servers, log, port=port, group=group, instance=run)
     try:
-        while True:
-            assert proc.poll() is None, f"monitoring exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"monitoring not ready:\n{log.read_text()}"
-            time.sleep(0.2)
+        wait_ready(proc, port, log)
         yield f"http://127.0.0.1:{port}", group, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_monitor(proc)
 
 
 async def produce_story(bootstrap: str, model: str, featureset: str) -> None:
@@ -187,9 +209,13 @@ async def caught_up(bootstrap: str, group: str, timeout: float = 120) -> None:
 
 
 async def read_all(bootstrap: str, topic: Any, model: str) -> list[Any]:
-    """Every record of ``topic`` keyed by ``model``, up to the current end."""
+    """Every committed record of ``topic`` keyed by ``model``, up to the current end."""
     consumer = AIOKafkaConsumer(
-        topic.name, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        topic.name,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

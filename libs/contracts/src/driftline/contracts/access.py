@@ -116,6 +116,8 @@ KAFKA_ACCESS: tuple[KafkaAccess, ...] = (
         produces=(DRIFT.name, RETRAIN.name),
         consumes=(FEATURES.name, PREDICTIONS.name, LABELS_VALID.name, MODELS.name),
         groups=("driftline-monitoring",),
+        # The active monitor's producer: one id for all replicas fences the previous one.
+        transactional_ids=("driftline-monitoring-",),
     ),
     # A public producer of raw events and labels (what ingestion validates).
     KafkaAccess(

@@ -13,6 +13,7 @@ from driftline.kafkaio.clients import (
     send_model,
     wait_for_kafka,
 )
+from driftline.kafkaio.leadership import Leadership, assign_to_holder, first_done
 from driftline.kafkaio.provision import provision_topics
 from driftline.kafkaio.record_faults import (
     RECORD_KAFKA_ERRORS,
@@ -24,13 +25,16 @@ from driftline.kafkaio.tracing import context_from_headers, headers_from_context
 
 __all__ = [
     "RECORD_KAFKA_ERRORS",
+    "Leadership",
     "OutRecord",
     "RecordBatch",
+    "assign_to_holder",
     "backoff",
     "batch_records",
     "context_from_headers",
     "delay_before",
     "encode_value",
+    "first_done",
     "headers_from_context",
     "is_record_fault",
     "make_consumer",

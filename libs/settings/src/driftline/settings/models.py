@@ -572,9 +572,14 @@ class MonitoringSettings(_ServiceSection):
     request in the dashboard links to Jaeger's search for its trace.  The local platform
     sets its ops stack's."""
     consumer_group: str = "driftline-monitoring"
-    """Kafka consumer group of the monitor (one replica per group holds all detector state)."""
+    """Kafka consumer group of the active monitor (it holds every model's detector state);
+    its replicas elect the active one in ``<group>-leader`` and it writes under the
+    transactional id ``<group>-writer``."""
     instance_id: str = "0"
     """Stable id of this replica, used in client ids."""
+    session_timeout_s: float = Field(default=10.0, ge=1, le=300)
+    """How long the active monitor may stop answering its consumer groups before a standby
+    replica takes over (Kafka's ``session.timeout.ms``; heartbeats every fifth of it)."""
     trigger_kinds: list[Literal["data", "prediction", "concept"]] = ["concept"]
     """Drift kinds that may cause a retraining request; the others are only reported."""
     retrain_min_severity: Literal["info", "warning", "critical"] = "warning"

@@ -48,7 +48,7 @@ MAX_REPLICAS: Mapping[str, int] = {
     "training": 3,  # one active trainer, the others standbys
     "registry": 3,
     "serving": 8,
-    "monitoring": 1,  # one active monitor, not fenced yet (docs/scaling.md)
+    "monitoring": 3,  # one active monitor, the others standbys
 }
 """The most replicas ``driftline up --replicas`` runs of each service (docs/scaling.md)."""
 
@@ -59,10 +59,10 @@ def parse_replicas(text: str) -> dict[str, int]:
 
     >>> parse_replicas("features=2, serving=3")
     {'features': 2, 'serving': 3}
-    >>> parse_replicas("monitoring=2")
+    >>> parse_replicas("monitoring=4")
     Traceback (most recent call last):
     ...
-    ValueError: monitoring=2: monitoring runs at most 1 replica (docs/scaling.md)
+    ValueError: monitoring=4: monitoring runs at most 3 replicas (docs/scaling.md)
     """
     counts: dict[str, int] = {}
     for part in (p.strip() for p in text.split(",")):

@@ -28,6 +28,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext
@@ -50,6 +51,7 @@ from driftline.contracts.topics import (
     Topic,
 )
 from driftline.kafkaio import (
+    Leadership,
     is_record_fault,
     make_consumer,
     make_producer,
@@ -118,6 +120,27 @@ def trace_id_of(headers: Any) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
+_FENCED = (ProducerFenced, InvalidProducerEpoch)
+"""What a producer whose transactional id another monitor took over gets."""
+
+
+def _retryable(exc: Exception) -> bool:
+    return not isinstance(exc, _FENCED) and not is_record_fault(exc)
+
+
+async def transactional_epoch(producer: AIOKafkaProducer) -> int:
+    """A started transactional producer's (producer id, epoch) as one growing number.
+
+    Each start of a transactional id gets a higher epoch (or, once the epoch is spent, a new
+    and higher producer id) from the transaction coordinator, so the number orders the
+    monitors that held the id.  aiokafka exposes them only on its transaction manager.
+    """
+    manager = producer._txn_manager  # no public accessor
+    await manager.wait_for_pid()
+    # + 1: the first holder (producer id 0, epoch 0) must outrank a standby's 0.
+    return int(manager.producer_id) * 65536 + int(manager.producer_epoch) + 1
+
+
 class KafkaMonitorLoop:
     """Feeds :class:`MonitorCore` from Kafka and publishes its outputs."""
 
@@ -128,9 +151,18 @@ class KafkaMonitorLoop:
         metrics: ServiceMetrics,
         monitor_metrics: MonitorMetrics,
         health: ConsumerHealth,
+        *,
+        leadership: Leadership | None = None,
     ) -> None:
         self.core = core
         self.settings = settings
+        self.leadership = leadership
+        """With one, the monitor is one of several replicas: it writes in Kafka transactions
+        under the one transactional id of ``monitoring.consumer_group`` (``<group>-writer``),
+        so starting it fences the previous active monitor's producer, and it tells the
+        election its producer's epoch."""
+        self.deposed = asyncio.Event()
+        """Set when the broker fenced this monitor's producer: another one is active."""
         self.metrics = metrics
         self.monitor_metrics = monitor_metrics
         self.health = health
@@ -227,6 +259,14 @@ class KafkaMonitorLoop:
         return self.core.on_registry(value)
 
     async def _publish(self, producer: AIOKafkaProducer, out: Outputs) -> None:
+        if self.leadership is None:
+            await self._send(producer, out)
+            return
+        # One transaction per batch of outputs: a fenced producer can write nothing.
+        async with producer.transaction():
+            await self._send(producer, out)
+
+    async def _send(self, producer: AIOKafkaProducer, out: Outputs) -> None:
         futures = []
         for ev in out.drift:
             # A detection starts a trace of its own, linked to the traces of the
@@ -284,6 +324,8 @@ class KafkaMonitorLoop:
             group_id=cfg.consumer_group,
             security=security,
             max_poll_records=2000,
+            session_timeout_ms=int(cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(int(cfg.session_timeout_s * 200), 300),
         )
         models: AIOKafkaConsumer = make_consumer(
             self.settings.kafka,
@@ -291,12 +333,20 @@ class KafkaMonitorLoop:
             group_id=None,
             security=security,
         )
+        writer: dict[str, Any] = {}
+        if self.leadership is not None:
+            writer = {"transactional_id": f"{cfg.consumer_group}-writer"}
         producer = make_producer(
-            self.settings.kafka, f"monitoring-{cfg.instance_id}", security=security
+            self.settings.kafka, f"monitoring-{cfg.instance_id}", security=security, **writer
         )
+        # The producer first: as the one transactional id, it fences the previous monitor.
+        await producer.start()
+        if self.leadership is not None:
+            self.leadership.epoch = await transactional_epoch(producer)
+            log.info("active monitor: writing under %s, producer epoch %d",
+                     writer["transactional_id"], self.leadership.epoch)  # fmt: skip
         await models.start()
         await data.start()
-        await producer.start()
         next_refresh = time.monotonic()
         try:
             await self._read_models_log(models, stop)
@@ -327,13 +377,29 @@ class KafkaMonitorLoop:
                 positions = {
                     (tp.topic, tp.partition): recs[0].offset for tp, recs in batch.items() if recs
                 }
-                await self.publish_with_retry(producer, out, stop, data, positions)
+                try:
+                    await self.publish_with_retry(producer, out, stop, data, positions)
+                except (ProducerFenced, InvalidProducerEpoch) as exc:
+                    log.error("this monitor's producer was fenced (%s): another monitor is "
+                              "active; nothing of this batch was written", exc)  # fmt: skip
+                    self.deposed.set()
+                    return
                 if batch:
-                    await data.commit()
+                    await self._commit(data)
         finally:
             await data.stop()
             await models.stop()
             await producer.stop()
+
+    async def _commit(self, data: AIOKafkaConsumer) -> None:
+        try:
+            await data.commit()
+        except KafkaError as exc:
+            # The group rebalanced under us (a replica joined or left): the records are
+            # read again by whoever holds their partitions now; the detections they caused
+            # are already written.
+            self.metrics.errors.labels(kind="commit").inc()
+            log.warning("offset commit failed (the records will be read again): %s", exc)
 
     async def _read_models_log(self, models: AIOKafkaConsumer, stop: asyncio.Event) -> None:
         """Apply ``driftline.models`` from its start to its end as of now, before any data.
@@ -389,10 +455,11 @@ class KafkaMonitorLoop:
                 first_s=0.2,
                 max_s=5.0,
                 on_retry=report,
+                retryable=_retryable,
                 stop=stop,
             )
         except Exception as exc:
-            if not is_record_fault(exc):
+            if not is_record_fault(exc) or isinstance(exc, _FENCED):
                 raise
             # One of the records cannot be published (the broker refuses it for itself):
             # they go one by one, and only those that fail so are dropped.

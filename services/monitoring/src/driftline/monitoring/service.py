@@ -6,7 +6,17 @@ import asyncio
 import logging
 from typing import Any
 
-from driftline.kafkaio import provision_topics, wait_for_kafka
+from prometheus_client import Gauge
+
+from driftline.contracts.errors import UnavailableError
+from driftline.contracts.topics import MODELS
+from driftline.kafkaio import (
+    Leadership,
+    first_done,
+    make_consumer,
+    provision_topics,
+    wait_for_kafka,
+)
 from driftline.monitoring.dashboard import ChartedMonitorCore, dashboard_snapshot, mount_dashboard
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
 from driftline.monitoring.monitor_metrics import MonitorMetrics
@@ -17,7 +27,79 @@ from driftline.telemetry import ConsumerHealth, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["serve"]
+__all__ = ["ActiveMonitor", "serve"]
+
+
+class ActiveMonitor:
+    """Runs the monitor loop only while this replica is the one active monitor.
+
+    Every replica joins group ``<monitoring.consumer_group>-leader`` on ``driftline.models``
+    (one partition, paused: the election reads nothing); the holder of its partition
+    (:class:`Leadership`) starts the loop, whose transactional producer — one transactional
+    id for all replicas — fences the previous active monitor's at the broker, and whose
+    epoch the election then prefers.  The others are standbys.  A monitor that loses the
+    partition, or whose producer is fenced, stops (:meth:`run` returns why) so that it
+    restarts as a standby; the new active monitor's detectors start afresh.
+    """
+
+    def __init__(
+        self, settings: PlatformSettings, loop: KafkaMonitorLoop, metrics: ServiceMetrics
+    ) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.leadership = Leadership(MODELS.name)
+        loop.leadership = self.leadership
+        self.active = Gauge(
+            "driftline_monitoring_active",
+            "1 while this replica is the active monitor, 0 while it is a standby",
+            registry=metrics.registry,
+        )
+
+    async def elect(self, stop: asyncio.Event) -> None:
+        """Be a member of the election group until ``stop`` (heartbeats, rebalances)."""
+        cfg = self.settings.monitoring
+        timeout_ms = int(cfg.session_timeout_s * 1000)
+        consumer = make_consumer(
+            self.settings.kafka,
+            f"monitoring-{cfg.instance_id}-leader",
+            group_id=f"{cfg.consumer_group}-leader",
+            security=kafka_auth(self.settings.security, "monitoring"),
+            partition_assignment_strategy=(self.leadership.assignor(),),
+            session_timeout_ms=timeout_ms,
+            heartbeat_interval_ms=max(timeout_ms // 5, 300),
+        )
+        self.leadership.consumer = consumer
+        consumer.subscribe([MODELS.name], listener=self.leadership)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                await consumer.getmany(timeout_ms=500)  # paused: only group traffic
+        finally:
+            await consumer.stop()
+
+    async def run(self, stop: asyncio.Event) -> str | None:
+        """Wait to become active, monitor while active; ``None`` on ``stop``, else why this
+        replica stopped being the active monitor."""
+        log.info("standby: waiting to hold the monitoring election's partition")
+        await first_done(self.leadership.held.wait(), stop.wait())
+        if stop.is_set():
+            return None
+        self.active.set(1)
+        loop_stop = asyncio.Event()
+        task = asyncio.create_task(self.loop.run(loop_stop), name="monitor-loop")
+        try:
+            await first_done(
+                stop.wait(), self.leadership.lost.wait(), self.loop.deposed.wait(), task
+            )
+        finally:
+            loop_stop.set()
+            await task
+            self.active.set(0)
+        if stop.is_set():
+            return None
+        if self.loop.deposed.is_set():
+            return "its producer was fenced: another monitor started under the writer id"
+        return "the election moved to another monitor (this one stopped answering)"
 
 
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
@@ -43,6 +125,21 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
     consumers = ConsumerHealth(metrics.registry, stall_after_s=settings.kafka.stall_after_s)
     loop = KafkaMonitorLoop(core, settings, metrics, monitor_metrics, consumers)
     log.info("monitoring ready: admin HTTP on %s:%d", cfg.admin.host, cfg.admin.port)
+    active = ActiveMonitor(settings, loop, metrics)
+    stepped_down: list[str] = []
+
+    async def monitor() -> None:
+        why = await active.run(stop)
+        if why is not None:
+            stepped_down.append(why)
+            stop.set()
+
     async with asyncio.TaskGroup() as tg:
         tg.create_task(serve_admin(app, settings, "monitoring", stop))
-        tg.create_task(loop.run(stop))
+        tg.create_task(active.elect(stop))
+        tg.create_task(monitor())
+    if stepped_down:
+        raise UnavailableError(
+            f"monitoring {cfg.instance_id} is no longer the active monitor ({stepped_down[0]}); "
+            "it exits so that it restarts as a standby"
+        )

@@ -27,14 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.cluster import ClusterMetadata
-from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.protocol import (
-    ConsumerProtocolMemberAssignment,
-    ConsumerProtocolMemberMetadata,
-)
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from prometheus_client import Counter
@@ -44,6 +38,7 @@ from driftline.contracts.errors import DriftlineError
 from driftline.contracts.messages import FeatureVector, RetrainRequest, ValidLabel
 from driftline.contracts.topics import FEATURES, LABELS_VALID, RETRAIN
 from driftline.kafkaio import (
+    Leadership,
     backoff,
     context_from_headers,
     delay_before,
@@ -267,105 +262,6 @@ class KafkaTrainingLoop:
             log.warning("offset commit failed (records will be replayed): %s", exc)
 
 
-class Leadership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Whether this trainer is the active one: the member of ``driftline-training-retrain``
-    that holds ``driftline.retrain``'s one partition.
-
-    Every trainer joins that group; the group gives the partition to one member, and to
-    another only once that one has left or stopped answering (its session timed out).
-    :attr:`held` is set while the partition is assigned here; :attr:`lost` once it was
-    held and a later assignment left it out.
-
-    The group's assignor is :meth:`assignor`: each member tells the group the epoch of the
-    writer role it holds (0 for a standby; :attr:`epoch`, set once the claim is made), and
-    the partition goes to the member with the highest — the trainer the registry
-    recognises.  So a standby joining leaves the role where it is, and a paused trainer
-    coming back (it still believes it holds epoch *n*) does not take it from the one that
-    claimed *n + 1* meanwhile.  Without a holder, the lowest member id gets it.  (aiokafka's
-    sticky assignor was tried first: it hands the partition back to the resumed trainer,
-    logging "assigned to multiple consumers following sticky assignment generation -1".)
-
-    Every rebalance first revokes all partitions (the classic, eager protocol), so a
-    revocation alone means nothing: the assignment that follows says whether the
-    partition stayed.  A member the group dropped for silence gets its next assignment
-    only after the partition went to another member.
-    """
-
-    def __init__(self) -> None:
-        self.held = asyncio.Event()
-        self.lost = asyncio.Event()
-        self.epoch = 0
-        """The writer-role epoch this trainer claimed while holding the partition."""
-
-    def assignor(self) -> type[AbstractPartitionAssignor]:
-        """The group's partition assignor, speaking for this member (see the class)."""
-        leadership = self
-
-        class HolderKeepsTheRole(AbstractPartitionAssignor):  # type: ignore[misc]
-            name = "driftline-writer-epoch"
-            version = 0
-
-            @classmethod
-            def metadata(cls, topics: Any) -> ConsumerProtocolMemberMetadata:
-                epoch = leadership.epoch if leadership.held.is_set() else 0
-                return ConsumerProtocolMemberMetadata(
-                    cls.version, sorted(topics), str(epoch).encode("ascii")
-                )
-
-            @classmethod
-            def assign(
-                cls, cluster: ClusterMetadata, members: Mapping[str, Any]
-            ) -> dict[str, ConsumerProtocolMemberAssignment]:
-                return {
-                    member: ConsumerProtocolMemberAssignment(cls.version, topics, b"")
-                    for member, topics in assign_to_holder(cluster, members).items()
-                }
-
-            @classmethod
-            def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
-                return None
-
-        return HolderKeepsTheRole
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if any(tp.topic == RETRAIN.name for tp in assigned):
-            self.held.set()
-        elif self.held.is_set():
-            self.held.clear()
-            self.lost.set()
-
-
-def _epoch_of(metadata: Any) -> int:
-    try:
-        return int(bytes(metadata.user_data or b"0").decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return 0  # a member that says nothing readable holds nothing
-
-
-def assign_to_holder(
-    cluster: ClusterMetadata, members: Mapping[str, Any]
-) -> dict[str, list[tuple[str, list[int]]]]:
-    """Every partition of the members' topics to the member naming the highest writer-role
-    epoch in its metadata (ties and no holder: the lowest member id); the others get none.
-
-    >>> class M:
-    ...     def __init__(self, epoch): self.user_data, self.subscription = epoch, ["t"]
-    >>> class C:
-    ...     def partitions_for_topic(self, topic): return {0}
-    >>> assign_to_holder(C(), {"m-1": M(b"1"), "m-2": M(b"2"), "m-0": M(b"0")})
-    {'m-1': [], 'm-2': [('t', [0])], 'm-0': []}
-    >>> assign_to_holder(C(), {"m-b": M(b"0"), "m-a": M(b"")})
-    {'m-b': [], 'm-a': [('t', [0])]}
-    """
-    chosen = min(members, key=lambda m: (-_epoch_of(members[m]), m))
-    topics = sorted({t for meta in members.values() for t in meta.subscription})
-    owned = [(t, sorted(cluster.partitions_for_topic(t) or ())) for t in topics]
-    return {m: (owned if m == chosen else []) for m in members}
-
-
 class UnservedRecorder(Protocol):
     """Where a retrain request that training cannot serve is recorded (the registry)."""
 
@@ -435,7 +331,7 @@ class KafkaRetrainLoop:
         leadership: Leadership | None = None,
     ) -> None:
         self.cores = cores
-        self.leadership = leadership or Leadership()
+        self.leadership = leadership or Leadership(RETRAIN.name)
         self.settings = settings
         self.metrics = metrics
         self.replay = replay

@@ -6,12 +6,19 @@ import asyncio
 import logging
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import Gauge
 
 from driftline.contracts.errors import DriftlineError, UnavailableError
-from driftline.kafkaio import backoff, delay_before, provision_topics, wait_for_kafka
+from driftline.contracts.topics import RETRAIN
+from driftline.kafkaio import (
+    Leadership,
+    backoff,
+    delay_before,
+    first_done,
+    provision_topics,
+    wait_for_kafka,
+)
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_admin
 from driftline.security.kafka_auth import kafka_auth
@@ -26,7 +33,7 @@ from driftline.specs import (
 )
 from driftline.telemetry import ConsumerHealth, ServiceMetrics
 from driftline.training.core import CoreConfig, TrainingCore
-from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop, Leadership
+from driftline.training.kafka_loop import KafkaRetrainLoop, KafkaTrainingLoop
 from driftline.training.recurring import RecurringConfig
 from driftline.training.registry_sink import WRITER_ROLE, RegistrySink
 from driftline.training.replay import KafkaReplay
@@ -111,18 +118,6 @@ async def wait_for_registry(client: RegistryClient, wait_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _first(*aws: Any) -> None:
-    """Wait until the first of ``aws`` (awaitables or tasks) is done; cancel the others
-    it created (a task passed in is left alone)."""
-    tasks = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task, given in zip(tasks, aws, strict=True):
-            if task is not given:
-                task.cancel()
-
-
 class ActiveTrainer:
     """Runs the online loop only while this replica is the one active trainer.
 
@@ -172,7 +167,7 @@ class ActiveTrainer:
             except UnavailableError as exc:
                 log.warning("claiming the training writer role failed (%s); retrying", exc)
                 failures += 1
-                await _first(asyncio.sleep(delay_before(wait, failures)), stop.wait())
+                await first_done(asyncio.sleep(delay_before(wait, failures)), stop.wait())
                 continue
             self.sink.writer = claim.lease
             self.leadership.epoch = claim.epoch
@@ -187,14 +182,16 @@ class ActiveTrainer:
         """Wait to become active, train while active; ``None`` on ``stop``, else why this
         trainer stopped being the active one."""
         log.info("standby: waiting to hold driftline.retrain (the active trainer's partition)")
-        await _first(self.leadership.held.wait(), stop.wait())
+        await first_done(self.leadership.held.wait(), stop.wait())
         if stop.is_set() or not await self._claim(stop):
             return None
         self.active.set(1)
         online_stop = asyncio.Event()
         online = asyncio.create_task(self.online.run(online_stop), name="online-training")
         try:
-            await _first(stop.wait(), self.leadership.lost.wait(), self.sink.deposed.wait(), online)
+            await first_done(
+                stop.wait(), self.leadership.lost.wait(), self.sink.deposed.wait(), online
+            )
         finally:
             online_stop.set()
             await online  # re-raises what made the loop fail
@@ -258,7 +255,7 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
         metrics.registry.register(TrainingCollector(cores))
         app = build_admin_app(health, metrics, title="Driftline training")
         online = KafkaTrainingLoop(cores, settings, metrics, consumers)
-        leadership = Leadership()
+        leadership = Leadership(RETRAIN.name)
         retrain = KafkaRetrainLoop(
             cores, settings, metrics, replay, consumers, unserved=sink, unservable=unservable,
             leadership=leadership,
