@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +44,28 @@ LABEL_LAG = 5
 """A label is sent this many events after its event."""
 
 
+_RETRYING_CHANNEL = [
+    ("grpc.enable_retries", 1),
+    (
+        "grpc.service_config",
+        json.dumps({
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [{
+                "name": [{"service": "driftline.v1.Predictor"}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }],
+        }),
+    ),
+]  # fmt: skip
+"""A Predict client's channel to several serving replicas (``LiveStream.retry_unavailable``)."""
+
+
 @dataclass
 class LiveStream:
     """Events + labels at ``rate`` per second with a Predict call per event, in the background."""
@@ -53,6 +76,12 @@ class LiveStream:
     entities: int = 30
     concurrency: int = 8
     seed: int = 3
+    retry_unavailable: bool = False
+    """Predict like a client of replicated serving: round robin over its addresses, and
+    gRPC's own retry of a call that failed UNAVAILABLE (on a killed replica)."""
+    concept: int = 0
+    """Agrawal's classification function of the events sent from now on (0-9): set it to
+    change the concept mid-stream."""
     events: list[dict[str, Any]] = field(default_factory=list)
     labels_sent: int = 0
     predict_ok: int = 0
@@ -99,11 +128,17 @@ class LiveStream:
             request_timeout_ms=180_000,
         )
         await producer.start()
-        channel = grpc.aio.insecure_channel(self.platform.serving_target)
+        channel = grpc.aio.insecure_channel(
+            self.platform.serving_target,
+            options=_RETRYING_CHANNEL if self.retry_unavailable else None,
+        )
         stub = predictor_pb2_grpc.PredictorStub(channel)
         gate = asyncio.Semaphore(self.concurrency)
         calls: set[asyncio.Task[None]] = set()
-        rows = synth.Agrawal(seed=self.seed).take(10**9)
+        concepts = {
+            fn: iter(synth.Agrawal(classification_function=fn, seed=self.seed).take(10**9))
+            for fn in range(10)
+        }
         base_ms = int(time.time() * 1000)
         pending_labels: list[tuple[dict[str, Any], int]] = []
         t0 = time.monotonic()
@@ -113,7 +148,7 @@ class LiveStream:
                 due = t0 + i / self.rate
                 if due > time.monotonic():
                     await asyncio.sleep(due - time.monotonic())
-                x, y = next(rows)
+                x, y = next(concepts[self.concept])
                 event = {
                     "event_id": f"{self.run}-e{i}",
                     "entity_id": f"{self.run}-c{i % self.entities}",
@@ -443,3 +478,42 @@ async def serving_answers(target: str, entity_id: str, timeout_s: float = 60.0) 
                     f"{exc.code().name}: {exc.details()}"
                 ) from exc
         await asyncio.sleep(0.5)
+
+
+# -- the outcome of a stream -------------------------------------------------------------
+
+
+async def check_stream_outcome(platform: LivePlatform, stream: LiveStream) -> None:
+    """Every event sent is on driftline.events.valid exactly once (none dead-lettered), and
+    the online aggregates of ten entities equal a brute-force recomputation."""
+    sent = [e["event_id"] for e in stream.events]
+    books = await account_until_complete(platform.kafka.bootstrap_servers, f"{stream.run}-", sent)
+    missing = books.missing(sent)
+    assert not missing, f"{len(missing)} of {len(sent)} events lost, e.g. {missing[:5]}\n" + (
+        platform.logs()
+    )
+    twice = {e: n for e, n in books.valid.items() if n > 1}
+    if twice:
+        raw = Counter(
+            eid
+            for r in await read_topic(platform.kafka.bootstrap_servers, EVENTS)
+            if (eid := _event_id(r.value)) in twice
+        )
+        where = [
+            (e.event_id, e.ingested_at.isoformat()) for e in books.valid_events
+            if e.event_id in twice
+        ]  # fmt: skip
+        raise AssertionError(
+            f"events written to driftline.events.valid more than once: {twice}; copies on "
+            f"driftline.events (as produced): {dict(raw)}; valid copies ingested at {where}"
+        )
+    assert not books.dead, f"valid events were dead-lettered: {dict(list(books.dead.items())[:5])}"
+    assert set(books.valid) == set(sent)
+
+    sample = sorted({e.entity_id for e in books.valid_events})
+    sample = random.Random(0).sample(sample, min(10, len(sample)))
+    want = expected_online([e for e in books.valid_events if e.entity_id in sample])
+    problems = await converged_online(platform.features_target, want)
+    assert not problems, "online aggregates differ from the recomputation:\n" + "\n".join(
+        problems[:20]
+    )

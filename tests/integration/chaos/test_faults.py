@@ -10,15 +10,13 @@ the registry's versions and alias history intact, serving answering.
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 import redis
 from integration.chaos.chaos_stream import (
     LiveStream,
-    account_until_complete,
+    check_stream_outcome,
     converged_online,
-    expected_online,
     online_features,
     registry_view,
     serving_answers,
@@ -27,27 +25,6 @@ from integration.chaos.chaos_stream import (
 from support.platform import SERVICES, LivePlatform
 
 pytestmark = pytest.mark.timeout(600)
-
-
-async def _check_stream_outcome(platform: LivePlatform, stream: LiveStream) -> None:
-    sent = [e["event_id"] for e in stream.events]
-    books = await account_until_complete(platform.kafka.bootstrap_servers, f"{stream.run}-", sent)
-    missing = books.missing(sent)
-    assert not missing, f"{len(missing)} of {len(sent)} events lost, e.g. {missing[:5]}\n" + (
-        platform.logs()
-    )
-    twice = {e: n for e, n in books.valid.items() if n > 1}
-    assert not twice, f"events written to driftline.events.valid more than once: {twice}"
-    assert not books.dead, f"valid events were dead-lettered: {dict(list(books.dead.items())[:5])}"
-    assert set(books.valid) == set(sent)
-
-    sample = sorted({e.entity_id for e in books.valid_events})
-    sample = random.Random(0).sample(sample, min(10, len(sample)))
-    want = expected_online([e for e in books.valid_events if e.entity_id in sample])
-    problems = await converged_online(platform.features_target, want)
-    assert not problems, "online aggregates differ from the recomputation:\n" + "\n".join(
-        problems[:20]
-    )
 
 
 async def test_sigkill_each_service_mid_stream(platform: LivePlatform) -> None:
@@ -71,7 +48,7 @@ async def test_sigkill_each_service_mid_stream(platform: LivePlatform) -> None:
     finally:
         await stream.stop()
 
-    await _check_stream_outcome(platform, stream)
+    await check_stream_outcome(platform, stream)
     answer = await serving_answers(platform.serving_target, stream.events[-1]["entity_id"])
     view = await registry_view(platform.registry_target)
     assert answer.model_version == view.champion()
@@ -90,7 +67,7 @@ async def test_broker_restart_mid_stream(platform: LivePlatform) -> None:
     finally:
         await stream.stop()
 
-    await _check_stream_outcome(platform, stream)
+    await check_stream_outcome(platform, stream)
     # Nobody was restarted: every service reconnected by itself and is healthy.
     assert platform.pids() == pids, platform.logs()
     unhealthy = {n: platform.http_status(n) for n in SERVICES if platform.http_status(n) != 200}
@@ -105,7 +82,7 @@ async def test_redis_wipe_rebuilds_the_online_store(platform: LivePlatform) -> N
         await stream.wait_sent(300)
     finally:
         await stream.stop()
-    await _check_stream_outcome(platform, stream)
+    await check_stream_outcome(platform, stream)
     entities = sorted({e["entity_id"] for e in stream.events})
     before = await online_features(platform.features_target, entities)
     assert all(v is not None for row in before.values() for v in row.values()), before

@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -120,6 +126,29 @@ class _Fault:
 _Result = Literal["done", "lost", "stopped"] | _Fault
 
 
+class _FinishBeforeRevoking(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Holds a revocation until the batch being written is committed (or given up).
+
+    aiokafka's transactional offsets carry no group generation (KIP-447's fence), so the
+    broker would accept a batch's commit after its partitions moved to another replica —
+    which, having read the older committed offsets, writes the same records again (seen:
+    one event on ``driftline.events.valid`` twice, 45 ms apart, when a broker's death
+    moved the group coordinator).  The group cannot finish a rebalance before this member
+    rejoins, and it rejoins only after this callback: so the partitions move only once
+    their batch is committed, and the next owner starts after it.
+    """
+
+    def __init__(self, writing: asyncio.Lock) -> None:
+        self.writing = writing
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.writing:
+            return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
 class KafkaIngestLoop:
     """The Kafka transport of ingestion."""
 
@@ -140,6 +169,8 @@ class KafkaIngestLoop:
         self.batches = 0
         self._producer: AIOKafkaProducer | None = None
         self._kafka_security = kafka_auth(settings.security, "ingestion")
+        self._writing = asyncio.Lock()
+        """Held while a batch is written: a revocation waits for it."""
 
     def _make_producer(self) -> AIOKafkaProducer:
         cfg = self.settings.ingestion
@@ -183,11 +214,12 @@ class KafkaIngestLoop:
         consumer = make_consumer(
             self.settings.kafka,
             f"ingestion-{cfg.instance_id}",
-            EVENTS,
-            LABELS,
             group_id=cfg.consumer_group,
             security=self._kafka_security,
             max_poll_records=cfg.batch_size,
+        )
+        consumer.subscribe(
+            [EVENTS.name, LABELS.name], listener=_FinishBeforeRevoking(self._writing)
         )
         await consumer.start()
         try:
@@ -210,7 +242,8 @@ class KafkaIngestLoop:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), 1.0)
                 elif batch:
-                    await self._handle(consumer, batch, stop)
+                    async with self._writing:
+                        await self._handle(consumer, batch, stop)
         finally:
             await consumer.stop()
             if self._producer is not None:
