@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,26 +209,34 @@ async def consume_baselines(bootstrap: str, n: int, run: str) -> dict[str, Any]:
     }
 
 
-def processed(admin_port: int) -> int:
-    url = http_tls.url("127.0.0.1", admin_port, SECURITY, "/metrics")
-    context = http_tls.client_context(SECURITY, "admin")
-    text = urllib.request.urlopen(url, timeout=5, context=context).read()
-    m = re.search(
-        rb'driftline_messages_out_total\{topic="' + FEATURES.name.encode() + rb'"\} ([0-9.e+]+)',
-        text,
-    )
-    return int(float(m.group(1))) if m else 0
+def processed(*admin_ports: int) -> int:
+    """Feature vectors the workers on ``admin_ports`` have written, together."""
+    total = 0
+    for admin_port in admin_ports:
+        url = http_tls.url("127.0.0.1", admin_port, SECURITY, "/metrics")
+        context = http_tls.client_context(SECURITY, "admin")
+        text = urllib.request.urlopen(url, timeout=5, context=context).read()
+        sample = rb'driftline_messages_out_total\{topic="' + FEATURES.name.encode() + rb'"\} '
+        m = re.search(sample + rb"([0-9.e+]+)", text)
+        total += int(float(m.group(1))) if m else 0
+    return total
 
 
 async def sustained(
-    bootstrap: str, admin_port: int, duration: float, rate: int, run: str, worker_pid: int
+    bootstrap: str,
+    admin_ports: Sequence[int],
+    duration: float,
+    rate: int,
+    run: str,
+    worker_pids: Sequence[int],
 ) -> dict[str, Any]:
-    """Produce at ``rate`` events/s for ``duration`` s; processed rate and backlog over time."""
+    """Produce at ``rate`` events/s for ``duration`` s; processed rate and backlog over time
+    (the workers on ``admin_ports``, members of one group, together)."""
     rng = random.Random(1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
-    start_count = processed(admin_port)
-    cpu_start = cpu_seconds(worker_pid)
+    start_count = processed(*admin_ports)
+    cpu_start = sum(cpu_seconds(pid) for pid in worker_pids)
     sent = 0
     backlog: list[int] = []
     t0 = time.perf_counter()
@@ -246,19 +255,19 @@ async def sustained(
             await producer.send(EVENTS_VALID.name, v, key=keys[slot])
             sent += 1
         if now >= next_sample:
-            backlog.append(sent - (processed(admin_port) - start_count))
+            backlog.append(sent - (processed(*admin_ports) - start_count))
             next_sample += 1
         await asyncio.sleep(0.005)
     await producer.flush()
     produced_at = time.perf_counter()
-    while processed(admin_port) - start_count < sent:
+    while processed(*admin_ports) - start_count < sent:
         await asyncio.sleep(0.05)
         if time.perf_counter() - produced_at > 120:
             break
     done = time.perf_counter()
-    cpu = cpu_seconds(worker_pid) - cpu_start
+    cpu = sum(cpu_seconds(pid) for pid in worker_pids) - cpu_start
     await producer.stop()
-    total = processed(admin_port) - start_count
+    total = processed(*admin_ports) - start_count
     return {
         "target_rate": rate,
         "events": sent,
@@ -377,11 +386,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"baseline {base:,.0f} records/s", flush=True)
         consume = await consume_baselines(bootstrap, args.consume_events, run)
         print(f"consume-only baselines {consume}", flush=True)
-        sus = await sustained(bootstrap, admin_port, args.duration, args.rate, run, proc.pid)
+        sus = await sustained(bootstrap, [admin_port], args.duration, args.rate, run, [proc.pid])
         print(f"sustained {sus}", flush=True)
         # The lag bar: a steady 5,000 events/s (the issue's floor) for ten minutes.
         lag = await sustained(
-            bootstrap, admin_port, args.lag_duration, args.lag_rate, run + "l", proc.pid
+            bootstrap, [admin_port], args.lag_duration, args.lag_rate, run + "l", [proc.pid]
         )
         print(f"steady {lag}", flush=True)
         fresh = await freshness(bootstrap, grpc_port, args.freshness_seconds, run)

@@ -243,9 +243,12 @@ async def register_champion(
     return version.version
 
 
-async def fill_online_store(redis_url: str, auth: RedisAuth | None = None) -> None:
+async def fill_online_store(
+    redis_url: str, auth: RedisAuth | None = None, *, cluster: bool = False
+) -> None:
     """Online values of all 16 loans features for ``ENTITIES`` entities, as the worker writes
-    (``auth``: the login to a secure redis-server)."""
+    (``auth``: the login to a secure redis-server; ``cluster``: ``redis_url`` is a node of a
+    Redis Cluster)."""
     from river.datasets import synth
 
     from driftline.online_store import EntityWrite
@@ -260,7 +263,7 @@ async def fill_online_store(redis_url: str, auth: RedisAuth | None = None) -> No
         for name in spec.feature_names:
             values.setdefault(name, (float(i % 7), now_us))  # the aggregates
         writes.append(EntityWrite(f"bench-{i}", values))
-    store = RedisOnlineStore(redis_url, auth=auth)
+    store = RedisOnlineStore(redis_url, auth=auth, cluster=cluster)
     try:
         await store.write("loans", writes)
     finally:

@@ -33,6 +33,7 @@ BENCHES = {
     "serving": "bench_serving.py",
     "byom": "bench_byom.py",
     "security": "bench_security.py",
+    "cluster": "bench_cluster.py",
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
@@ -279,6 +280,36 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         sec("new_channel_first_answer", "secure", "p50_ms"), "ms", "— (ratio reported)",
         f"plaintext {plain} (ratio {_fmt(ratios.get('new_channel_first_answer_p50'))})",
         None)  # fmt: skip
+
+    # -- scale-out (#19): the cluster beside the single node, one and two workers, same run
+    def clu(*path: str) -> Any:
+        return _get(report, "cluster", *path)
+
+    limits = clu("limits") or ""
+    infra_names = {"single": "one broker + one redis-server",
+                   "cluster": "three brokers + Redis Cluster"}  # fmt: skip
+    for kind in ("single", "cluster"):
+        for workers, key in ((1, "features_1_worker"), (2, "features_2_workers")):
+            other = "cluster" if kind == "single" else "single"
+            plural = "s" if workers > 1 else ""
+            figure = f"features sustained events/s, {infra_names[kind]}, {workers} worker{plural}"
+            add("#19", figure,
+                clu(kind, key, "events_per_s"), "ev/s", "— (ratios reported)",
+                f"{other}: {_fmt(clu(other, key, 'events_per_s'), 'ev/s')}; offered "
+                f"{_fmt(clu(kind, key, 'target_rate'), '/s')}; worker RSS "
+                f"{clu(kind, key, 'rss_mb')} MB", None)  # fmt: skip
+        add("#19", f"Predict c=16 with feature fetch, {kind}", clu(kind, "predict_c16",
+            "requests_per_s"), "req/s", "— (ratios reported)",
+            f"p99 {_fmt(clu(kind, 'predict_c16', 'p99_ms'), 'ms')}, errors "
+            f"{clu(kind, 'predict_c16', 'errors')}; RSS MB "
+            f"{clu(kind, 'predict_c16', 'rss_mb')}", None)  # fmt: skip
+    ratios = clu("ratios_cluster_to_single") or {}
+    scale = clu("ratios_2_workers_to_1") or {}
+    add("#19", "cluster / single ratios (features 1 worker, 2 workers, Predict c=16)",
+        f"{_fmt(ratios.get('features_1_worker'))}, {_fmt(ratios.get('features_2_workers'))}, "
+        f"{_fmt(ratios.get('predict_c16'))}", "", "— (reported)",
+        f"2 workers / 1: single {_fmt(scale.get('single'))}, cluster "
+        f"{_fmt(scale.get('cluster'))}. {limits}", None)  # fmt: skip
 
     # -- drift (#7, #18)
     for t in _get(report, "drift", "eval", "targets") or []:
