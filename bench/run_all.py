@@ -34,6 +34,7 @@ BENCHES = {
     "byom": "bench_byom.py",
     "security": "bench_security.py",
     "cluster": "bench_cluster.py",
+    "failover": "bench_failover.py",
     "drift": "bench_drift.py",
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
@@ -310,6 +311,21 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         f"{_fmt(ratios.get('predict_c16'))}", "", "— (reported)",
         f"2 workers / 1: single {_fmt(scale.get('single'))}, cluster "
         f"{_fmt(scale.get('cluster'))}. {limits}", None)  # fmt: skip
+
+    for what, rec in (_get(report, "failover", "recoveries") or {}).items():
+        taken = rec.get("role_taken_over_s")
+        role = "" if taken is None else f"; -> the standby active {_fmt(taken, 's')}"
+        add("#19", f"cluster, 2 replicas each: kill {what} -> first event processed",
+            rec.get("first_event_processed_s"), "s", "— (reported)",
+            f"-> first Predict answered {_fmt(rec.get('first_predict_answered_s'), 's')}{role}",
+            None)  # fmt: skip
+    failed = _get(report, "failover", "predicts_failed_after_first_champion")
+    if failed is not None:
+        rss = _get(report, "failover", "rss_mb_after_run") or {}
+        add("#19", "cluster failover run: Predicts failed after the first champion",
+            sum(failed.values()), "", "0 (UNAVAILABLE retried on the other replica)",
+            f"{_get(report, 'failover', 'events_sent')} events; RSS MB after the run: {rss}",
+            not failed)  # fmt: skip
 
     # -- drift (#7, #18)
     for t in _get(report, "drift", "eval", "targets") or []:

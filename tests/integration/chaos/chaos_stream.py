@@ -87,6 +87,10 @@ class LiveStream:
     predict_ok: int = 0
     predict_failed: Counter[str] = field(default_factory=Counter)
     versions_answered: Counter[int] = field(default_factory=Counter)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    """Event id -> when the broker acknowledged it (``time.monotonic()``)."""
+    answered_at: list[tuple[float, float]] = field(default_factory=list)
+    """(started, answered) of every Predict that succeeded (``time.monotonic()``)."""
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -162,6 +166,7 @@ class LiveStream:
                     key=event["entity_id"].encode(),
                 )
                 await fut
+                self.sent_at[event["event_id"]] = time.monotonic()
                 self.events.append(event)
                 pending_labels.append((event, int(y)))
                 if len(pending_labels) > LABEL_LAG:
@@ -194,6 +199,7 @@ class LiveStream:
         self.labels_sent += 1
 
     async def _predict(self, stub: Any, event: dict[str, Any], gate: asyncio.Semaphore) -> None:
+        started = time.monotonic()
         try:
             response = await stub.Predict(
                 predictor_pb2.PredictRequest(
@@ -206,6 +212,7 @@ class LiveStream:
             )
             self.predict_ok += 1
             self.versions_answered[int(response.model_version)] += 1
+            self.answered_at.append((started, time.monotonic()))
         except grpc.aio.AioRpcError as exc:
             self.predict_failed[exc.code().name] += 1
         finally:
