@@ -77,6 +77,10 @@ def _check_replicas(env: dict[str, str], output: Callable[[], str]) -> None:
     """The second replicas run beside the first, each doing its share."""
     for name in REPLICATED:
         assert f"{name}-1: healthy" in output(), output()
+    # serving reaches both features replicas (pick_first moves on when one stops answering)
+    port = int(env["DRIFTLINE_FEATURES__GRPC_PORT"])
+    both = f"ipv4:127.0.0.1:{port},127.0.0.1:{port + REPLICA_PORT_STEP}"
+    assert f"DRIFTLINE_SERVING__FEATURES_TARGET={both}" in output(), output()
     admin = {n: int(env[f"DRIFTLINE_{n.upper()}__ADMIN__PORT"]) for n in REPLICATED}
     serving = int(env["DRIFTLINE_SERVING__ADMIN__PORT"]) + REPLICA_PORT_STEP
     assert httpx.get(f"http://127.0.0.1:{serving}/healthz", timeout=5).status_code == 200

@@ -33,6 +33,7 @@ from driftline.cli.supervisor import (
     SERVICE_NAMES,
     ServiceProcess,
     parse_replicas,
+    replica_targets,
     running_replicas,
     service_built,
     service_module,
@@ -238,6 +239,9 @@ def up(
             os.environ[key] = value  # inherited by the services started below
             console.print(f"services export traces to Jaeger: {key}={value}", highlight=False)
         os.environ.update(dashboard_links_env(settings, platform.ops))
+    for key, value in replica_targets(settings, counts).items():
+        os.environ[key] = value  # inherited by the services started below
+        console.print(f"clients reach every replica: {key}={value}", highlight=False)
     services = _services(cli, counts)
     started: list[ServiceProcess] = []
     components: list[LocalComponent] = platform.components

@@ -34,6 +34,7 @@ __all__ = [
     "ServiceProcess",
     "ServiceStatus",
     "parse_replicas",
+    "replica_targets",
     "running_replicas",
     "service_built",
     "service_module",
@@ -81,6 +82,38 @@ def parse_replicas(text: str) -> dict[str, int]:
             )
         counts[name] = int(count)
     return counts
+
+
+_CLIENTS: tuple[tuple[str, str, str], ...] = (
+    ("serving", "features_target", "features"),
+    ("serving", "registry_target", "registry"),
+    ("training", "registry_target", "registry"),
+)
+"""(client service, its target setting, the service it reaches)."""
+
+
+def replica_targets(settings: PlatformSettings, counts: Mapping[str, int]) -> dict[str, str]:
+    """Variables that give each gRPC client every replica of the service it reaches.
+
+    A target still at that service's replica 0 (``host:port`` of its own ``grpc_port``)
+    becomes ``ipv4:host:port,host:port+100,…``: gRPC's default ``pick_first`` moves to the
+    next address when one stops answering.  A target set to anything else is left alone.
+
+    >>> from driftline.settings import PlatformSettings
+    >>> replica_targets(PlatformSettings(), {"registry": 2})["DRIFTLINE_TRAINING__REGISTRY_TARGET"]
+    'ipv4:127.0.0.1:50052,127.0.0.1:50152'
+    """
+    env: dict[str, str] = {}
+    for client, setting, service in _CLIENTS:
+        count = counts.get(service, 1)
+        target = str(getattr(getattr(settings, client), setting))
+        port = int(getattr(settings, service).grpc_port)
+        host, _, at = target.rpartition(":")
+        if count < 2 or not port or at != str(port) or host.startswith("ipv4:"):
+            continue
+        addresses = [f"{host}:{port + REPLICA_PORT_STEP * i}" for i in range(count)]
+        env[f"DRIFTLINE_{client.upper()}__{setting.upper()}"] = "ipv4:" + ",".join(addresses)
+    return env
 
 
 def running_replicas(settings: PlatformSettings, name: str) -> int:
