@@ -13,7 +13,12 @@ from driftline.kafkaio.clients import (
     send_model,
     wait_for_kafka,
 )
-from driftline.kafkaio.leadership import Leadership, assign_to_holder, first_done
+from driftline.kafkaio.leadership import (
+    Leadership,
+    assign_to_holder,
+    first_done,
+    work_while_held,
+)
 from driftline.kafkaio.provision import provision_topics
 from driftline.kafkaio.record_faults import (
     RECORD_KAFKA_ERRORS,
@@ -48,4 +53,5 @@ __all__ = [
     "traceparent_of",
     "unreadable_detail",
     "wait_for_kafka",
+    "work_while_held",
 ]

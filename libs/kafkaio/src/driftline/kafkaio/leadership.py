@@ -20,8 +20,8 @@ replica, logging "assigned to multiple consumers following sticky assignment gen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Literal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.cluster import ClusterMetadata
@@ -31,7 +31,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 
-__all__ = ["Leadership", "assign_to_holder", "first_done"]
+__all__ = ["Leadership", "assign_to_holder", "first_done", "work_while_held"]
 
 
 class Leadership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -138,3 +138,37 @@ async def first_done(*aws: Any) -> None:
         for task, given in zip(tasks, aws, strict=True):
             if task is not given:
                 task.cancel()
+
+
+async def work_while_held(
+    leadership: Leadership,
+    stop: asyncio.Event,
+    work: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    *,
+    deposed: asyncio.Event,
+    active: Callable[[float], None],
+    claim: Callable[[], Awaitable[bool]] | None = None,
+) -> Literal["deposed", "lost"] | None:
+    """Wait until this replica holds the role, then run ``work(its_stop)`` until ``stop``,
+    the role moving elsewhere (``"lost"``) or the fence refusing a write (``deposed`` set:
+    ``"deposed"``); ``None`` when ``stop`` ended it.
+
+    ``claim`` (training's registry claim) runs once the role is held and must return True
+    before the work starts; ``active`` is told 1 while the work runs, 0 after (a gauge's
+    ``set``).  ``work``'s own failure is re-raised.
+    """
+    await first_done(leadership.held.wait(), stop.wait())
+    if stop.is_set() or (claim is not None and not await claim()):
+        return None
+    active(1)
+    work_stop = asyncio.Event()
+    task = asyncio.create_task(work(work_stop), name="active-work")
+    try:
+        await first_done(stop.wait(), leadership.lost.wait(), deposed.wait(), task)
+    finally:
+        work_stop.set()
+        await task
+        active(0)
+    if stop.is_set():
+        return None
+    return "deposed" if deposed.is_set() else "lost"

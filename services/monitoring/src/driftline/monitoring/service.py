@@ -12,10 +12,10 @@ from driftline.contracts.errors import UnavailableError
 from driftline.contracts.topics import MODELS
 from driftline.kafkaio import (
     Leadership,
-    first_done,
     make_consumer,
     provision_topics,
     wait_for_kafka,
+    work_while_held,
 )
 from driftline.monitoring.dashboard import ChartedMonitorCore, dashboard_snapshot, mount_dashboard
 from driftline.monitoring.kafka_loop import KafkaMonitorLoop
@@ -81,25 +81,15 @@ class ActiveMonitor:
         """Wait to become active, monitor while active; ``None`` on ``stop``, else why this
         replica stopped being the active monitor."""
         log.info("standby: waiting to hold the monitoring election's partition")
-        await first_done(self.leadership.held.wait(), stop.wait())
-        if stop.is_set():
-            return None
-        self.active.set(1)
-        loop_stop = asyncio.Event()
-        task = asyncio.create_task(self.loop.run(loop_stop), name="monitor-loop")
-        try:
-            await first_done(
-                stop.wait(), self.leadership.lost.wait(), self.loop.deposed.wait(), task
-            )
-        finally:
-            loop_stop.set()
-            await task
-            self.active.set(0)
-        if stop.is_set():
-            return None
-        if self.loop.deposed.is_set():
+        ended = await work_while_held(
+            self.leadership, stop, self.loop.run, deposed=self.loop.deposed,
+            active=self.active.set,
+        )  # fmt: skip
+        if ended == "deposed":
             return "its producer was fenced: another monitor started under the writer id"
-        return "the election moved to another monitor (this one stopped answering)"
+        if ended == "lost":
+            return "the election moved to another monitor (this one stopped answering)"
+        return None
 
 
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:

@@ -18,6 +18,7 @@ from driftline.kafkaio import (
     first_done,
     provision_topics,
     wait_for_kafka,
+    work_while_held,
 )
 from driftline.registry_client import RegistryClient
 from driftline.runtime import Health, build_admin_app, serve_admin
@@ -182,25 +183,17 @@ class ActiveTrainer:
         """Wait to become active, train while active; ``None`` on ``stop``, else why this
         trainer stopped being the active one."""
         log.info("standby: waiting to hold driftline.retrain (the active trainer's partition)")
-        await first_done(self.leadership.held.wait(), stop.wait())
-        if stop.is_set() or not await self._claim(stop):
-            return None
-        self.active.set(1)
-        online_stop = asyncio.Event()
-        online = asyncio.create_task(self.online.run(online_stop), name="online-training")
-        try:
-            await first_done(
-                stop.wait(), self.leadership.lost.wait(), self.sink.deposed.wait(), online
-            )
-        finally:
-            online_stop.set()
-            await online  # re-raises what made the loop fail
-            self.active.set(0)
-        if stop.is_set():
-            return None
-        if self.sink.deposed.is_set():
+        ended = await work_while_held(
+            self.leadership, stop, self.online.run, deposed=self.sink.deposed,
+            active=self.active.set, claim=lambda: self._claim(stop),
+        )  # fmt: skip
+        if ended == "deposed":
             return "the registry refused its change: another trainer claimed the writer role"
-        return "the group moved driftline.retrain to another trainer (this one stopped answering)"
+        if ended == "lost":
+            return (
+                "the group moved driftline.retrain to another trainer (this one stopped answering)"
+            )
+        return None
 
 
 async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
