@@ -3,6 +3,7 @@ served once enough labelled examples after its ``since`` have been joined."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -133,6 +134,61 @@ async def test_a_request_waits_for_labels_after_its_onset_and_holds_snapshot_pro
     again = await core.attempt_retrain(request, replay, now=now + timedelta(seconds=60))
     assert again.status is RetrainStatus.DUPLICATE
     assert sum(1 for s in sink.versions["loans"] if s.key == "rr-early") == 1
+
+
+async def test_a_request_holds_snapshot_promotion_while_its_window_is_replayed(
+    spec: ModelSpec,
+    make_vector: Callable[..., FeatureVector],
+    make_label: Callable[..., ValidLabel],
+) -> None:
+    """A slow replay (it took 30 s once, on a busy machine) must not let the schedule
+    promote the online model before the request counts as pending."""
+    sink = InMemorySink()
+    core = TrainingCore(spec, sink, CoreConfig(snapshot_every=1000, eval_window=600))
+    stream = Stream(core, make_vector, make_label)
+    for _ in range(2):
+        stream.feed(1000, function=0, seed=1 + stream.sent)
+        if core.snapshot_due:
+            await core.snapshot()
+    champion = sink.aliases["loans"]["champion"]
+    onset = stream.sent
+    request = RetrainRequest(
+        request_id="rr-slow", model_name="loans", reason="concept drift",
+        since_event_time=stream.time_of(onset), requested_at=stream.time_of(onset),
+    )  # fmt: skip
+    replaying, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_replay(plan: ReplayPlan) -> list[JoinedExample[Any]]:
+        replaying.set()
+        await release.wait()
+        return await stream.replay(plan)
+
+    attempt = asyncio.create_task(
+        core.attempt_retrain(request, slow_replay, now=request.requested_at)
+    )
+    await replaying.wait()
+    assert "rr-slow" in core.pending_retrains  # pending before its window is known
+    # The new concept makes the online model better than the champion: a snapshot now
+    # would be promoted, were the request not pending.
+    stream.feed(1000, function=2, seed=78)
+    while not core.snapshot_due:
+        stream.feed(10, function=2, seed=stream.sent)
+    held = await core.snapshot()
+    assert held.alias == "challenger" and "rr-slow" in held.decision.reason
+    assert sink.aliases["loans"]["champion"] == champion
+    release.set()
+    first = await attempt
+    assert first.status is RetrainStatus.WAITING and core.retrains.deferred == 1
+
+    # A replay that fails leaves nothing pending (the loop retries or drops the request).
+    core2 = TrainingCore(spec, InMemorySink(), CoreConfig())
+
+    async def broken(plan: ReplayPlan) -> list[JoinedExample[Any]]:
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        await core2.attempt_retrain(request, broken, now=request.requested_at)
+    assert core2.pending_retrains == {}
 
 
 def _examples(

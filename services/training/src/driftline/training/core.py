@@ -829,11 +829,35 @@ class TrainingCore:
             self.retrains.duplicates += 1
             log.info("retrain %s already produced %s v%d", rid, self.spec.name, existing.version)
             return RetrainAttempt(RetrainStatus.DUPLICATE)
+        needed = examples_needed(self.spec)
+        was_pending = rid in self.pending_retrains
+        if not was_pending:
+            # Pending from the moment it is read: a scheduled snapshot promoted while the
+            # window is replayed would pre-empt it (a replay once took 30 s on a busy
+            # machine, and the schedule promoted the online model meanwhile).
+            self.pending_retrains[rid] = PendingRetrain(request, 0, needed)
+        try:
+            return await self._attempt_window(request, replay, now, wait, needed, was_pending)
+        except BaseException:
+            if not was_pending:
+                self.pending_retrains.pop(rid, None)  # the caller tries again, or drops it
+            raise
+
+    async def _attempt_window(
+        self,
+        request: RetrainRequest,
+        replay: ReplayFn,
+        now: datetime | None,
+        wait: bool,
+        needed: int,
+        was_pending: bool,
+    ) -> RetrainAttempt:
+        """:meth:`attempt_retrain` from the replay on (the request is pending meanwhile)."""
+        rid = request.request_id
         examples = await self.window_for(request, replay)
         restored = await self.check_recurring(request, examples)
-        needed = examples_needed(self.spec)
         if len(examples) < needed and wait and not self.retrain_deadline_passed(request, now):
-            if rid not in self.pending_retrains:
+            if not was_pending:
                 self.retrains.deferred += 1
                 log.info(
                     "retrain %s for %s waits: %d labelled examples after %s, %d needed",
