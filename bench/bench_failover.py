@@ -46,9 +46,6 @@ from integration.chaos.chaos_stream import LiveStream, wait_champion  # noqa: E4
 from integration.cluster.test_cluster_chaos import (  # noqa: E402 - the test's scenario
     REGISTRY_TOKEN,
     SESSION_S,
-    _active,
-    _busiest_broker,
-    _metric,
 )
 from support.platform import SERVICES, LivePlatform, fast_loop_env  # noqa: E402
 
@@ -137,7 +134,7 @@ async def scenario(platform: LivePlatform, args: argparse.Namespace) -> dict[str
         # Until serving has the first champion, Predict answers NOT_FOUND: not a failure.
         failed_before_kills = Counter(stream.predict_failed)
 
-        victim, led = _busiest_broker(kafka)
+        victim, led = platform.busiest_broker()
         print(f"SIGKILL Kafka node {victim} (leads {led} partitions)", flush=True)
         kafka.node(victim).process.signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -155,7 +152,7 @@ async def scenario(platform: LivePlatform, args: argparse.Namespace) -> dict[str
 
         for service in SERVICES:
             instance = (
-                _active(platform, service) if service in ("training", "monitoring") else service
+                platform.active(service) if service in ("training", "monitoring") else service
             )
             role = ROLES.get(service, "")
             print(f"SIGKILL {instance} {role}".rstrip(), flush=True)
@@ -166,7 +163,7 @@ async def scenario(platform: LivePlatform, args: argparse.Namespace) -> dict[str
             if service in ("training", "monitoring"):
                 other = service if instance != service else f"{service}-1"
                 gauge = f"driftline_{service}_active"
-                while _metric(platform, other, gauge) != 1 and time.monotonic() - killed < 120:
+                while platform.metric(other, gauge) != 1 and time.monotonic() - killed < 120:
                     await asyncio.sleep(0.1)
                 recoveries[name]["role_taken_over_s"] = round(time.monotonic() - killed, 2)
             await stream.wait_sent(args.settle_events)

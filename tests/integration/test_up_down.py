@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
+from support.platform import metric_value
 
 from driftline.cli.supervisor import REPLICA_PORT_STEP, SERVICE_NAMES
 from driftline.devtools.demo_env import isolated_platform_env
@@ -51,18 +51,6 @@ REPLICATED = ("features", "training", "serving")
 """The services this test runs as two replicas."""
 
 
-def _metric(url: str, name: str) -> float | None:
-    try:
-        text = httpx.get(url, timeout=5).text
-    except httpx.HTTPError:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return None
-
-
 async def _group_members(bootstrap: str, group: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -88,7 +76,9 @@ def _check_replicas(env: dict[str, str], output: Callable[[], str]) -> None:
     trainers = [f"http://127.0.0.1:{admin['training'] + i * REPLICA_PORT_STEP}/metrics"
                 for i in (0, 1)]  # fmt: skip
     _wait_for(
-        lambda: sorted(_metric(u, "driftline_training_active") or 0 for u in trainers) == [0, 1],
+        lambda: (
+            sorted(metric_value(u, "driftline_training_active") or 0 for u in trainers) == [0, 1]
+        ),
         60,
         "one active trainer and one standby",
     )

@@ -18,14 +18,19 @@ next address when one stops answering).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftline.devtools.demo_env import isolated_env
 from driftline.devtools.infra import (
@@ -46,6 +51,21 @@ from driftline.settings.models import InfraSettings
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ingestion", "features", "training", "registry", "serving", "monitoring")
 """Start order: the registry comes before training and serving would wait for it anyway."""
+
+
+def metric_value(url: str, name: str) -> float | None:
+    """The value of the unlabelled sample ``name`` on the ``/metrics`` page at ``url``;
+    None while the page does not answer or has no such sample."""
+    try:
+        with urllib.request.urlopen(url, timeout=5.0) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
 
 
 def wait_until(
@@ -228,6 +248,35 @@ class LivePlatform:
             return int(exc.code)
         except (urllib.error.URLError, OSError):
             return None
+
+    def metric(self, name: str, sample: str) -> float | None:
+        """The value of ``sample`` on instance ``name``'s ``/metrics`` (None if absent)."""
+        return metric_value(self.admin_url(name, "/metrics"), sample)
+
+    def active(self, service: str) -> str:
+        """The instance of ``service`` (training, monitoring) that is the active one now."""
+        gauge = f"driftline_{service}_active"
+        found = [i for i in self.instances if i.split("-")[0] == service
+                 and self.metric(i, gauge) == 1]  # fmt: skip
+        assert len(found) == 1, f"{service}: active instances {found}\n{self.logs(10)}"
+        return found[0]
+
+    def busiest_broker(self) -> tuple[int, int]:
+        """The cluster node leading the most partitions of the platform's topics (``kcat
+        -L``), and how many."""
+        assert isinstance(self.kafka, KafkaCluster)
+        live = next(n for n in self.kafka.nodes if n.running_pid() is not None)
+        done = subprocess.run(
+            ["kcat", "-b", live.bootstrap_servers, "-L", "-J", "-m", "10"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        leaders = Counter(
+            int(p["leader"])
+            for t in json.loads(done.stdout)["topics"]
+            if not t["topic"].startswith("__")
+            for p in t["partitions"]
+        )
+        return leaders.most_common(1)[0]
 
     def wait_healthy(self, name: str, timeout_s: float = 90.0) -> None:
         """Wait for ``/healthz`` → 200; fail with the log's tail if it exits or never answers."""

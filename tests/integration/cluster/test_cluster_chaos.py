@@ -16,11 +16,8 @@ answers with it.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,45 +59,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePlatform]
         live.stop()
 
 
-def _busiest_broker(kafka: KafkaCluster) -> tuple[int, int]:
-    """The node leading the most partitions of the platform's topics, and how many."""
-    live = next(n for n in kafka.nodes if n.running_pid() is not None)
-    done = subprocess.run(
-        ["kcat", "-b", live.bootstrap_servers, "-L", "-J", "-m", "10"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    leaders = Counter(
-        int(p["leader"])
-        for t in json.loads(done.stdout)["topics"]
-        if not t["topic"].startswith("__")
-        for p in t["partitions"]
-    )
-    return leaders.most_common(1)[0]
-
-
-def _metric(platform: LivePlatform, instance: str, name: str) -> float | None:
-    try:
-        with urllib.request.urlopen(platform.admin_url(instance, "/metrics"), timeout=3) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
-def _active(platform: LivePlatform, service: str) -> str:
-    """The instance of ``service`` (training, monitoring) that is the active one now."""
-    gauge = f"driftline_{service}_active"
-    found = [i for i in (service, f"{service}-1") if _metric(platform, i, gauge) == 1]
-    assert len(found) == 1, f"{service}: active instances {found}\n{platform.logs(10)}"
-    return found[0]
-
-
 async def test_kills_on_the_cluster_lose_nothing_and_the_loop_still_closes(
     platform: LivePlatform,
 ) -> None:
@@ -115,7 +73,7 @@ async def test_kills_on_the_cluster_lose_nothing_and_the_loop_still_closes(
         # Until serving has the first champion, Predict answers NOT_FOUND: not a failure.
         failed_before_kills = Counter(stream.predict_failed)
 
-        victim, led = _busiest_broker(kafka)
+        victim, led = platform.busiest_broker()
         print(f"\nSIGKILL Kafka node {victim} (leads {led} partitions)")
         sent = stream.sent
         kafka.node(victim).process.signal(signal.SIGKILL)
@@ -140,7 +98,7 @@ async def test_kills_on_the_cluster_lose_nothing_and_the_loop_still_closes(
 
         for service in SERVICES:
             instance = (
-                _active(platform, service)
+                platform.active(service)
                 if service in ("training", "monitoring")
                 else f"{service}"  # the first address every client tries
             )
@@ -150,16 +108,16 @@ async def test_kills_on_the_cluster_lose_nothing_and_the_loop_still_closes(
 
         # Every killed role has a survivor holding it.
         await await_until(
-            lambda: (
-                _metric(platform, "training-1", "driftline_training_active") == 1
-                or _metric(platform, "training", "driftline_training_active") == 1
+            lambda: any(
+                platform.metric(i, "driftline_training_active") == 1
+                for i in ("training", "training-1")
             ),
             60,
             "a trainer active after the kill",
         )
         await await_until(
             lambda: any(
-                _metric(platform, i, "driftline_monitoring_active") == 1
+                platform.metric(i, "driftline_monitoring_active") == 1
                 for i in ("monitoring", "monitoring-1")
             ),
             60,

@@ -15,9 +15,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.platform import metric_value
 
 from driftline.contracts.messages import RetrainRequest
 from driftline.contracts.topics import RETRAIN
@@ -40,15 +39,7 @@ SESSION_S = "6"
 
 
 def _active(port: int) -> float | None:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "driftline_monitoring_active":
-                return float(sample.value)
-    return None
+    return metric_value(f"http://127.0.0.1:{port}/metrics", "driftline_monitoring_active")
 
 
 def _wait(condition: Any, what: str, timeout: float = 90) -> None:

@@ -7,6 +7,7 @@ consuming extracts it again so the next hop continues the same trace.
 from driftline.kafkaio.batching import OutRecord, RecordBatch, batch_records, send_batched
 from driftline.kafkaio.clients import (
     encode_value,
+    group_session,
     make_consumer,
     make_producer,
     read_from_start,
@@ -40,6 +41,7 @@ __all__ = [
     "delay_before",
     "encode_value",
     "first_done",
+    "group_session",
     "headers_from_context",
     "is_record_fault",
     "make_consumer",

@@ -51,6 +51,17 @@ def make_producer(
     return AIOKafkaProducer(**options)
 
 
+def group_session(timeout_s: float) -> dict[str, int]:
+    """Consumer options: the group drops a member silent for ``timeout_s`` (Kafka's
+    ``session.timeout.ms``), heartbeats every fifth of it.
+
+    >>> group_session(6)
+    {'session_timeout_ms': 6000, 'heartbeat_interval_ms': 1200}
+    """
+    ms = int(timeout_s * 1000)
+    return {"session_timeout_ms": ms, "heartbeat_interval_ms": max(ms // 5, 300)}
+
+
 def make_consumer(
     settings: KafkaSettings,
     name: str,

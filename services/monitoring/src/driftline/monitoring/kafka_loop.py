@@ -52,6 +52,7 @@ from driftline.contracts.topics import (
 )
 from driftline.kafkaio import (
     Leadership,
+    group_session,
     is_record_fault,
     make_consumer,
     make_producer,
@@ -324,8 +325,7 @@ class KafkaMonitorLoop:
             group_id=cfg.consumer_group,
             security=security,
             max_poll_records=2000,
-            session_timeout_ms=int(cfg.session_timeout_s * 1000),
-            heartbeat_interval_ms=max(int(cfg.session_timeout_s * 200), 300),
+            **group_session(cfg.session_timeout_s),
         )
         models: AIOKafkaConsumer = make_consumer(
             self.settings.kafka,

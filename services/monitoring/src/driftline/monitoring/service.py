@@ -12,6 +12,7 @@ from driftline.contracts.errors import UnavailableError
 from driftline.contracts.topics import MODELS
 from driftline.kafkaio import (
     Leadership,
+    group_session,
     make_consumer,
     provision_topics,
     wait_for_kafka,
@@ -58,15 +59,13 @@ class ActiveMonitor:
     async def elect(self, stop: asyncio.Event) -> None:
         """Be a member of the election group until ``stop`` (heartbeats, rebalances)."""
         cfg = self.settings.monitoring
-        timeout_ms = int(cfg.session_timeout_s * 1000)
         consumer = make_consumer(
             self.settings.kafka,
             f"monitoring-{cfg.instance_id}-leader",
             group_id=f"{cfg.consumer_group}-leader",
             security=kafka_auth(self.settings.security, "monitoring"),
             partition_assignment_strategy=(self.leadership.assignor(),),
-            session_timeout_ms=timeout_ms,
-            heartbeat_interval_ms=max(timeout_ms // 5, 300),
+            **group_session(cfg.session_timeout_s),
         )
         self.leadership.consumer = consumer
         consumer.subscribe([MODELS.name], listener=self.leadership)

@@ -42,6 +42,7 @@ from driftline.kafkaio import (
     backoff,
     context_from_headers,
     delay_before,
+    group_session,
     is_record_fault,
     make_consumer,
 )
@@ -72,12 +73,6 @@ RETRAIN_SKIP_REASONS: dict[str, tuple[str, ...]] = {
     )
 }
 """The same for the retrain loop."""
-
-
-def _session(timeout_s: float) -> dict[str, int]:
-    """Consumer options: the group drops a member silent for ``timeout_s``."""
-    ms = int(timeout_s * 1000)
-    return {"session_timeout_ms": ms, "heartbeat_interval_ms": max(ms // 5, 300)}
 
 
 def _describe(exc: BaseException) -> str:
@@ -134,7 +129,7 @@ class KafkaTrainingLoop:
             security=kafka_auth(self.settings.security, "training"),
             max_poll_records=cfg.batch_size,
             partition_assignment_strategy=(RangePartitionAssignor,),
-            **_session(cfg.session_timeout_s),
+            **group_session(cfg.session_timeout_s),
         )
         await consumer.start()
         try:
@@ -362,7 +357,7 @@ class KafkaRetrainLoop:
             security=kafka_auth(self.settings.security, "training"),
             max_poll_records=10,
             partition_assignment_strategy=(self.leadership.assignor(),),
-            **_session(cfg.session_timeout_s),
+            **group_session(cfg.session_timeout_s),
         )
         consumer.subscribe([RETRAIN.name], listener=self.leadership)
         await consumer.start()
