@@ -52,7 +52,7 @@ from driftline.v1 import common_pb2, feature_store_pb2, feature_store_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from local_platform import wait_ready  # noqa: E402 - bench/ holds the helpers
-from measure import cpu_seconds, latency, pct  # noqa: E402 - bench/ holds the helpers
+from measure import cpu_seconds, interleaved, pct  # noqa: E402 - bench/ holds the helpers
 
 OUT = ROOT / "bench" / "out" / "features.json"
 SECURITY = load_settings().security
@@ -326,36 +326,69 @@ async def freshness(bootstrap: str, grpc_port: int, seconds: float, run: str) ->
     }
 
 
-async def read_latency(grpc_port: int, entities: list[str], n: int) -> dict[str, Any]:
+async def seed(bootstrap: str, grpc_port: int, entities: list[str], run: str) -> None:
+    """Give each of ``entities`` values (one event each) and wait until the store serves them."""
+    rng = random.Random(3)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    for i, entity in enumerate(entities):
+        k, v = event_bytes(i, entity, rng, run + "r")
+        await producer.send(EVENTS_VALID.name, v, key=k)
+    await producer.stop()
     channel = grpc_tls.channel(f"127.0.0.1:{grpc_port}", SECURITY, "admin")
     stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
-    req = feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
-    result = await latency(lambda: stub.GetOnlineFeatures(req), n)
+    req = feature_store_pb2.GetOnlineFeaturesRequest(
+        featureset="loans", entity_ids=entities, feature_names=["salary"]
+    )
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        resp = await stub.GetOnlineFeatures(req)
+        if all(s == common_pb2.FEATURE_STATUS_PRESENT for s in resp.features[0].status):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise SystemExit("the read entities' values did not reach the online store in 60 s")
     await channel.close()
-    return {"entities": len(entities), **result}
 
 
-async def raw_redis_latency(
-    redis_url: str, entities: list[str], names: list[str], n: int
-) -> dict[str, Any]:
-    """The floor under GetOnlineFeatures: redis-py (hiredis) reading the same hashes in-process.
+async def reads(
+    grpc_port: int, redis_url: str, entities: list[str], names: list[str], n: int
+) -> dict[str, dict[str, Any]]:
+    """GetOnlineFeatures of ``entities`` (every feature) beside its two floors, in turns.
 
-    One pipelined ``HMGET`` per entity, values left as bytes (no parsing, no gRPC).
+    - ``grpc_health_check``: the same server's ``grpc.health.v1.Health/Check``
+      over the same channel, the cost of one gRPC call in this server and client;
+    - ``raw_redis``: redis-py (hiredis) reading the same hashes in-process, one
+      pipelined ``HMGET`` per entity, values left as bytes (no parsing, no gRPC).
     """
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
     from redis.asyncio import Redis
 
+    channel = grpc_tls.channel(f"127.0.0.1:{grpc_port}", SECURITY, "admin")
+    stub = feature_store_pb2_grpc.FeatureStoreStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    req = feature_store_pb2.GetOnlineFeaturesRequest(featureset="loans", entity_ids=entities)
+    check = health_pb2.HealthCheckRequest()
     redis = Redis.from_url(redis_url)
     keys = [entity_key("loans", e) for e in entities]
 
-    async def once() -> None:
+    async def raw() -> None:
         pipe = redis.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, names)
         await pipe.execute()
 
-    result = await latency(once, n)
+    result = await interleaved(
+        {
+            "get_online_features": lambda: stub.GetOnlineFeatures(req),
+            "grpc_health_check": lambda: health.Check(check),
+            "raw_redis": raw,
+        },
+        n,
+    )
     await redis.aclose()
-    return {"entities": len(entities), **result}
+    await channel.close()
+    return {name: {"entities": len(entities), **r} for name, r in result.items()}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -395,14 +428,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"steady {lag}", flush=True)
         fresh = await freshness(bootstrap, grpc_port, args.freshness_seconds, run)
         print(f"freshness {fresh}", flush=True)
+        # Reads of entities that have values, once the worker is idle again.
         ents = [f"bench-{run}-{i}" for i in range(100)]
-        one = await read_latency(grpc_port, ents[:1], 2000)
-        hundred = await read_latency(grpc_port, ents, 1000)
-        print(f"reads {one} {hundred}", flush=True)
+        await seed(bootstrap, grpc_port, ents, run)
+        while (now := processed(admin_port)) != before:
+            before = now
+            await asyncio.sleep(2)
         names = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans").feature_names
-        raw_one = await raw_redis_latency(settings.redis.url, ents[:1], names, 2000)
-        raw_hundred = await raw_redis_latency(settings.redis.url, ents, names, 1000)
-        print(f"raw redis-py {raw_one} {raw_hundred}", flush=True)
+        one = await reads(grpc_port, settings.redis.url, ents[:1], names, 2000)
+        hundred = await reads(grpc_port, settings.redis.url, ents, names, 1000)
+        print(f"reads {one} {hundred}", flush=True)
     finally:
         proc.terminate()
         try:
@@ -419,11 +454,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "steady_at_lag_rate": lag,
         "ratio_to_baseline": round(sus["events_per_s"] / base, 3),
         "freshness_at_1000_per_s": fresh,
-        "get_online_features_1_entity": one,
-        "get_online_features_100_entities": hundred,
+        "get_online_features_1_entity": one["get_online_features"],
+        "get_online_features_100_entities": hundred["get_online_features"],
         "features_per_entity": len(names),
-        "raw_redis_1_entity": raw_one,
-        "raw_redis_100_entities": raw_hundred,
+        "raw_redis_1_entity": one["raw_redis"],
+        "raw_redis_100_entities": hundred["raw_redis"],
+        "grpc_health_check_1_entity": one["grpc_health_check"],
+        "grpc_health_check_100_entities": hundred["grpc_health_check"],
+        "reads_measured": (
+            "in turns (5 rounds) with the same server's Health/Check over the same channel "
+            "and redis-py reading the same hashes; entities seeded, worker idle"
+        ),
     }
 
 

@@ -26,17 +26,32 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def latency(call: Callable[[], Awaitable[Any]], n: int, warmup: int = 50) -> dict[str, Any]:
-    """Await ``call`` ``warmup`` times, then ``n`` times timed: request count, p50 and p99 (ms)."""
-    for _ in range(warmup):
-        await call()
-    lat = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await call()
-        lat.append(time.perf_counter() - t)
+async def interleaved(
+    calls: dict[str, Callable[[], Awaitable[Any]]], n: int, rounds: int = 5, warmup: int = 50
+) -> dict[str, dict[str, Any]]:
+    """Each of ``calls`` awaited ``n`` times, one after another (concurrency 1), in turns.
+
+    The calls take turns, ``n / rounds`` each per round, so that a slow spell of
+    the shared machine falls on all of them alike rather than on whichever was
+    measured then: the ratios between them hold even when the absolute times do
+    not. Per call: request count, p50 and p99 (ms).
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            await call()
+    lat: dict[str, list[float]] = {name: [] for name in calls}
+    per_round = max(1, n // rounds)
+    for r in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round if r < rounds - 1 else n - per_round * (rounds - 1)):
+                t = time.perf_counter()
+                await call()
+                lat[name].append(time.perf_counter() - t)
     return {
-        "requests": n,
-        "p50_ms": round(statistics.median(lat) * 1000, 3),
-        "p99_ms": round(pct(lat, 0.99) * 1000, 3),
+        name: {
+            "requests": len(xs),
+            "p50_ms": round(statistics.median(xs) * 1000, 3),
+            "p99_ms": round(pct(xs, 0.99) * 1000, 3),
+        }
+        for name, xs in lat.items()
     }

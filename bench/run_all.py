@@ -39,6 +39,7 @@ BENCHES = {
     "loop": "bench_loop.py",
     "poison": "bench_poison.py",
     "ops": "bench_ops.py",
+    "memory": "bench_memory.py",
 }
 
 
@@ -158,11 +159,15 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
         ("get_online_features_100_entities", 100, 5, 20),
     ):
         raw = _get(report, "features", key.replace("get_online_features", "raw_redis"), "p50_ms")
+        check = _get(report, "features", key.replace("get_online_features", "grpc_health_check"),
+                     "p50_ms")  # fmt: skip
+        floors = f"raw redis-py pipeline p50 {_fmt(raw, 'ms')}" + (
+            "" if check is None else f"; same server's Health/Check p50 {_fmt(check, 'ms')}"
+        )
         for q, limit in (("p50_ms", l50), ("p99_ms", l99)):
             v = _get(report, "features", key, q)
             add("#4", f"GetOnlineFeatures over gRPC, {n} entit{'y' if n == 1 else 'ies'}, {q[:3]}",
-                v, "ms", f"<= {limit} ms", f"raw redis-py pipeline p50 {_fmt(raw, 'ms')}",
-                None if v is None else v <= limit)  # fmt: skip
+                v, "ms", f"<= {limit} ms", floors, None if v is None else v <= limit)  # fmt: skip
 
     # -- serving (#6)
     echo = _get(report, "serving", "echo_c1", "p50_ms")
@@ -326,6 +331,54 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
             sum(failed.values()), "", "0 (UNAVAILABLE retried on the other replica)",
             f"{_get(report, 'failover', 'events_sent')} events; RSS MB after the run: {rss}",
             not failed)  # fmt: skip
+
+    # -- memory at a sustained rate (#19): every process's RSS at idle, after 200k, 400k events
+    def mem(*path: str) -> Any:
+        return _get(report, "memory", *path)
+
+    totals = mem("rss_mb_total") or {}
+    stages = list(totals)
+    growth = mem("growth_mb") or {}
+    cap = mem("label_join_max_pending")
+    add("#19", f"whole platform RSS after {', '.join(stages[1:]) or 'the run'} events at "
+        f"{_fmt(mem('events_per_s_fed'), 'ev/s')} (kcat), vs idle",
+        totals.get(stages[-1]) if stages else None, "MiB", "— (reported)",
+        "; ".join(f"{k} {_fmt(v, 'MiB')}" for k, v in totals.items()) + f"; growth "
+        f"{mem('growth_window')}: " + ", ".join(f"{p} {v:+.0f}" for p, v in growth.items())
+        + " MiB (the issue: 1.05 GB idle, 1.79 GB after 200k)", None)  # fmt: skip
+    # The bar: a quarter of what the last phase's unlabelled vectors would add to training
+    # if the join held them all (the watermark passes none: the run spans minutes of event
+    # time, the allowed lateness is an hour), at ~0.7 KB a waiting vector with its
+    # prediction (docs/runbooks/LabelJoinOverCap.md); capped, the join is already full.
+    bar_mb, uncapped = mem("training_growth_bar_mb"), mem("training_uncapped_growth_mb_estimate")
+    tr_growth = growth.get("training")
+    rss = mem("rss_mb") or {}
+    add("#19", f"training RSS growth over {mem('growth_window')} events, label join capped "
+        f"at {_fmt(cap)} (DRIFTLINE_TRAINING__LABEL_JOIN_MAX_PENDING)", tr_growth, "MiB",
+        f"<= {_fmt(bar_mb, 'MiB')}: a quarter of the ~{_fmt(uncapped, 'MiB')} the phase's "
+        "unlabelled vectors would add uncapped (~0.7 KB each)",
+        "training " + ", ".join(f"{k} {_fmt(v.get('training'), 'MiB')}" for k, v in rss.items())
+        + " (the issue, uncapped: 161 -> 666 MB after 200k)",
+        None if tr_growth is None or bar_mb is None else tr_growth <= bar_mb)  # fmt: skip
+    ev = mem("evictions") or {}
+    unlabelled = mem("unlabelled_vectors_sent")
+    joined = (mem("training_join") or {}).get(stages[-1] if stages else "", {})
+    add("#19", "label join: vectors dropped over the cap, counted "
+        "(driftline_training_join_records_total{outcome=\"vectors_over_cap\"})",
+        ev.get("vectors_over_cap"), "", "> 0 once the cap is below the vectors held",
+        f"cap {_fmt(cap)}; {_fmt(unlabelled)} unlabelled vectors sent; waiting at the end "
+        f"{_fmt(joined.get('waiting_vectors'))} vectors, {_fmt(joined.get('waiting_labels'))} "
+        f"labels; orphans over the cap {_fmt(ev.get('orphans_over_cap'))}",
+        None if unlabelled is None or cap is None or not ev or unlabelled <= cap
+        else ev["vectors_over_cap"] > 0)  # fmt: skip
+    phases = mem("phases") or []
+    add("#19", "memory bench: events/s fed with kcat, both phases", mem("events_per_s_fed"),
+        "ev/s", "— (the rate the platform sustains: small backlog and drain)",
+        f"offered {_fmt(mem('rate_offered'), 'ev/s')}; per phase: " + "; ".join(
+            f"fed {_fmt(p['events_per_s_fed'], 'ev/s')}, end to end "
+            f"{_fmt(p['events_per_s_end_to_end'], 'ev/s')}, largest backlog "
+            f"{_fmt(p['largest_backlog_events'])} events, drained {_fmt(p['drain_s'], 's')} "
+            "after the last" for p in phases), None)  # fmt: skip
 
     # -- drift (#7, #18)
     for t in _get(report, "drift", "eval", "targets") or []:
