@@ -21,7 +21,7 @@ from support.platform import metric_value
 from driftline.contracts.messages import RetrainRequest
 from driftline.contracts.topics import RETRAIN
 from driftline.devtools.infra import free_port
-from driftline.kafkaio import make_producer, provision_topics
+from driftline.kafkaio import provision_topics
 from driftline.settings import KafkaSettings
 
 from .test_monitoring_service import (
@@ -55,11 +55,6 @@ async def test_a_standby_monitor_takes_over_and_the_paused_one_steps_down(
     bootstrap = kafka.bootstrap_servers
     settings = KafkaSettings(bootstrap_servers=bootstrap)
     await provision_topics(settings)
-    # The broker's first transactional producer creates __transaction_state (seconds on a
-    # busy machine, during which group heartbeats go unanswered): not this test's subject.
-    warm = make_producer(settings, "warm-up", transactional_id=f"warm-{uuid.uuid4().hex}")
-    await warm.start()
-    await warm.stop()
     group = f"monitoring-{uuid.uuid4().hex[:8]}"
     env = {"DRIFTLINE_MONITORING__SESSION_TIMEOUT_S": SESSION_S}
     ports = {"a": free_port(), "b": free_port()}

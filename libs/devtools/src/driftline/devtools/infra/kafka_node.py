@@ -6,6 +6,7 @@ import base64
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from driftline.devtools.infra.kafka_security import (
 )
 from driftline.devtools.infra.layout import find_infra_dir
 from driftline.devtools.infra.ports import parse_host_port
-from driftline.devtools.infra.readiness import _run_sync, kafka_answers
+from driftline.devtools.infra.readiness import _run_sync, coordinators_ready, kafka_answers
 from driftline.devtools.infra.templates import render_template, render_template_file
 from driftline.devtools.infra.tools import require_tool
 from driftline.security.credentials import CA_FILE, Credentials
@@ -329,9 +330,26 @@ class KafkaNode(LocalComponent):
 
     def wait_ready(self, timeout_s: float) -> None:
         """Wait until it answers; in secure mode then create the access table's ACLs (every
-        start path does this: ``infra up``, ``up``, the demo, tests)."""
+        start path does this: ``infra up``, ``up``, the demo, tests); then
+        :meth:`check_coordinators`."""
+        deadline = time.monotonic() + timeout_s
         super().wait_ready(timeout_s)
         self.apply_acls()
+        self.check_coordinators(max(1.0, deadline - time.monotonic()))
+
+    def check_coordinators(self, timeout_s: float) -> None:
+        """Wait until the transaction and group coordinators answer
+        (:func:`coordinators_ready`).
+
+        Services join groups and write transactions the moment they are up; this way
+        the broker has created ``__transaction_state`` and ``__consumer_offsets`` before,
+        not while they start.
+        """
+        if not coordinators_ready(self.bootstrap_servers, timeout_s, security=self.admin_auth()):
+            raise StartupError(
+                f"the Kafka broker at {self.bootstrap_servers} answers, but its transaction "
+                f"or group coordinator did not within {timeout_s:.0f}s; see {self.log_file}"
+            )
 
     def prepare(self) -> list[str]:
         libs = self.libs_dir()

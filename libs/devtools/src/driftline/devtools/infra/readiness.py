@@ -18,13 +18,15 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import redis
-from aiokafka.client import AIOKafkaClient
+from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.errors import KafkaError
 
 from driftline.security.kafka_auth import KafkaAuth, kafka_client_options
 from driftline.security.redis_auth import RedisAuth
 
 __all__ = [
+    "coordinators_ready",
     "http_answers",
     "kafka_answers",
     "kafka_broker_count",
@@ -36,6 +38,10 @@ __all__ = [
 T = TypeVar("T")
 
 POLL_INTERVAL_S = 0.25
+
+
+COORDINATOR_PROBE_ID = "driftline-readiness"
+"""The transactional id and group :func:`coordinators_ready` asks about."""
 
 
 @contextlib.contextmanager
@@ -80,6 +86,55 @@ async def _broker_count(
     finally:
         with _quiet_aiokafka(), contextlib.suppress(Exception):
             await client.close()
+
+
+async def _coordinators_answer(
+    bootstrap_servers: str, timeout_s: float, security: KafkaAuth | None
+) -> bool:
+    """Whether a transactional producer gets its producer id (``InitProducerId``), and
+    then a group's coordinator is found, before ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        client_id="driftline-readiness",
+        transactional_id=COORDINATOR_PROBE_ID,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        **kafka_client_options(security),
+    )
+    try:
+        with _quiet_aiokafka():
+            await asyncio.wait_for(producer.start(), timeout_s)
+            while True:
+                try:
+                    await producer.client.coordinator_lookup(
+                        CoordinationType.GROUP, COORDINATOR_PROBE_ID
+                    )
+                    return True
+                except KafkaError:  # not available while __consumer_offsets is created
+                    if loop.time() > deadline:
+                        return False
+                    await asyncio.sleep(POLL_INTERVAL_S)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with _quiet_aiokafka(), contextlib.suppress(Exception):
+            await producer.stop()
+
+
+def coordinators_ready(
+    bootstrap_servers: str, timeout_s: float = 30.0, *, security: KafkaAuth | None = None
+) -> bool:
+    """Whether the broker's transaction and group coordinators answer.
+
+    A transactional producer starts (``InitProducerId``), which it can only once
+    ``__transaction_state`` exists and the partition holding :data:`COORDINATOR_PROBE_ID`
+    is loaded; then ``FindCoordinator`` for a group succeeds, which it does once
+    ``__consumer_offsets`` exists. A broker creates each topic when it is first asked
+    (a busy machine takes seconds over it, while group heartbeats and transactional
+    writes wait), so the local platform asks once at start-up, before any service does.
+    """
+    return _run_sync(lambda: _coordinators_answer(bootstrap_servers, timeout_s, security))
 
 
 def kafka_broker_count(
