@@ -336,15 +336,16 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     def mem(*path: str) -> Any:
         return _get(report, "memory", *path)
 
-    totals = mem("rss_mb_total") or {}
+    totals = {k.removeprefix("after_"): v for k, v in (mem("rss_mb_total") or {}).items()}
     stages = list(totals)
+    window = str(mem("growth_window")).replace("after_", "")
     growth = mem("growth_mb") or {}
     cap = mem("label_join_max_pending")
-    add("#19", f"whole platform RSS after {', '.join(stages[1:]) or 'the run'} events at "
+    add("#19", f"whole platform RSS after {stages[-1] if stages else '?'} loan events at "
         f"{_fmt(mem('events_per_s_fed'), 'ev/s')} (kcat), vs idle",
         totals.get(stages[-1]) if stages else None, "MiB", "— (reported)",
-        "; ".join(f"{k} {_fmt(v, 'MiB')}" for k, v in totals.items()) + f"; growth "
-        f"{mem('growth_window')}: " + ", ".join(f"{p} {v:+.0f}" for p, v in growth.items())
+        "; ".join(f"{k} {_fmt(v, 'MiB')}" for k, v in totals.items()) + f"; growth {window}: "
+        + ", ".join(f"{p} {v:+.0f}" for p, v in growth.items())
         + " MiB (the issue: 1.05 GB idle, 1.79 GB after 200k)", None)  # fmt: skip
     # The bar: a quarter of what the last phase's unlabelled vectors would add to training
     # if the join held them all (the watermark passes none: the run spans minutes of event
@@ -353,16 +354,17 @@ def headline(report: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]
     bar_mb, uncapped = mem("training_growth_bar_mb"), mem("training_uncapped_growth_mb_estimate")
     tr_growth = growth.get("training")
     rss = mem("rss_mb") or {}
-    add("#19", f"training RSS growth over {mem('growth_window')} events, label join capped "
+    add("#19", f"training RSS growth from {window} events, label join capped "
         f"at {_fmt(cap)} (DRIFTLINE_TRAINING__LABEL_JOIN_MAX_PENDING)", tr_growth, "MiB",
         f"<= {_fmt(bar_mb, 'MiB')}: a quarter of the ~{_fmt(uncapped, 'MiB')} the phase's "
         "unlabelled vectors would add uncapped (~0.7 KB each)",
-        "training " + ", ".join(f"{k} {_fmt(v.get('training'), 'MiB')}" for k, v in rss.items())
+        "training " + ", ".join(f"{k.removeprefix('after_')} {_fmt(v.get('training'), 'MiB')}"
+                                for k, v in rss.items())
         + " (the issue, uncapped: 161 -> 666 MB after 200k)",
         None if tr_growth is None or bar_mb is None else tr_growth <= bar_mb)  # fmt: skip
     ev = mem("evictions") or {}
     unlabelled = mem("unlabelled_vectors_sent")
-    joined = (mem("training_join") or {}).get(stages[-1] if stages else "", {})
+    joined = list((mem("training_join") or {"": {}}).values())[-1]
     add("#19", "label join: vectors dropped over the cap, counted "
         "(driftline_training_join_records_total{outcome=\"vectors_over_cap\"})",
         ev.get("vectors_over_cap"), "", "> 0 once the cap is below the vectors held",
