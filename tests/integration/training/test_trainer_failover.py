@@ -142,8 +142,10 @@ async def test_a_standby_takes_over_from_a_paused_and_a_killed_trainer_and_fence
             lambda: registered_by("a", after=last_of_b), "a version registered by a again"
         )
     finally:
+        # In a thread: the registry serves from this test's event loop, and a trainer
+        # told to stop first finishes the registration it may have under way.
         for service in started:
-            service.stop()
+            await asyncio.to_thread(service.stop)
 
     versions = await _by_trainer(registry, spec.name)
     numbers = [n for n, _ in versions]

@@ -78,20 +78,99 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run_service(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+SHUTDOWN_GRACE_S = 20.0
+"""How long a service may take to stop once told to (SIGTERM): below Kubernetes' default
+``terminationGracePeriodSeconds`` of 30, so what it was still waiting on is logged
+before the kubelet's SIGKILL would cut it short without a word."""
+
+EXIT_FORCED_STOP = 1
+"""Exit status when the service had to be cancelled after :data:`SHUTDOWN_GRACE_S`."""
+
+
+def awaiting(task: asyncio.Task[object]) -> str:
+    """Where ``task`` is suspended: its chain of awaits, outermost first
+    (``Task.get_stack`` shows only the outermost coroutine's frame)."""
+    where: list[str] = []
+    step: object = task.get_coro()
+    while step is not None:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            where.append(f"{code.co_qualname} ({code.co_filename}:{frame.f_lineno})")
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return " -> ".join(where) or repr(task)
+
+
+async def _stop_within(
+    name: str,
+    stop: asyncio.Event,
+    work: asyncio.Future[None],
+    grace_s: float,
+    forcing: Callable[[], None],
+) -> None:
+    """Once ``stop`` is set, give ``work`` ``grace_s`` to finish; past that, log every
+    task still pending and where it waits, call ``forcing`` and cancel ``work``."""
+    await stop.wait()
+    done, _ = await asyncio.wait({work}, timeout=grace_s)
+    if done:
+        return
+    pending = sorted(
+        (t for t in asyncio.all_tasks() if not t.done() and t is not asyncio.current_task()),
+        key=lambda t: t.get_name(),
+    )
+    log.error(
+        "%s did not stop within %gs of being told to; cancelling it. Still waiting:\n%s",
+        name,
+        grace_s,
+        "\n".join(f"  {t.get_name()}: {awaiting(t)}" for t in pending),
+    )
+    forcing()
+    work.cancel()
+    await asyncio.wait({work}, timeout=5.0)
+    if not work.done():
+        log.error("%s did not stop when cancelled either; exiting", name)
+        logging.shutdown()
+        os._exit(EXIT_FORCED_STOP)
+
+
+def run_service(
+    name: str,
+    main: Callable[[asyncio.Event], Awaitable[None]],
+    *,
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+) -> int:
     """Run ``main(stop)`` until it returns; SIGINT / SIGTERM set ``stop``.
 
     A :class:`DriftlineError` that escapes (typically a dependency that never
     answered during the start-up wait) is printed as one clear line and gives
-    a non-zero exit status instead of a traceback.
+    a non-zero exit status instead of a traceback. A service that has not
+    returned ``shutdown_grace_s`` after ``stop`` is cancelled, with every task it
+    was still waiting on logged, and exits with :data:`EXIT_FORCED_STOP`.
     """
+    forced = False
+
+    def forcing() -> None:
+        nonlocal forced
+        forced = True
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        work = asyncio.ensure_future(main(stop))
+        if isinstance(work, asyncio.Task):
+            work.set_name(name)
+        watchdog = asyncio.create_task(
+            _stop_within(name, stop, work, shutdown_grace_s, forcing), name="shutdown-watchdog"
+        )
+        try:
+            await work
+        except asyncio.CancelledError:
+            if not forced:
+                raise
+        finally:
+            watchdog.cancel()
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:
@@ -100,7 +179,7 @@ def run_service(name: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> 
         log.error("%s cannot run: %s", name, exc.message)
         print(f"driftline {name}: {exc.message}", file=sys.stderr)
         return EXIT_DEPENDENCY if exc.retriable else 2
-    return 0
+    return EXIT_FORCED_STOP if forced else 0
 
 
 def service_main(
@@ -109,6 +188,7 @@ def service_main(
     *,
     quiet_loggers: Sequence[str] = (),
     gc_thresholds: tuple[int, int, int] = GC_THRESHOLDS,
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S,
 ) -> int:
     """The whole ``python -m driftline.<name>``: settings, logs, traces, run, exit status.
 
@@ -116,7 +196,8 @@ def service_main(
     model-spec errors are) print the file and line at fault and exit 2 before
     anything starts; ``quiet_loggers`` are held at WARNING (chatty libraries);
     ``gc_thresholds`` trade collector CPU (:data:`GC_THRESHOLDS`) against the
-    longest pause (:data:`LATENCY_GC_THRESHOLDS`).
+    longest pause (:data:`LATENCY_GC_THRESHOLDS`); ``shutdown_grace_s`` as for
+    :func:`run_service`.
     """
     try:
         settings = load_settings()
@@ -130,7 +211,9 @@ def service_main(
     configure_tracing(name, settings.telemetry)
     gc.set_threshold(*gc_thresholds)
     try:
-        return run_service(name, lambda stop: serve(settings, stop))
+        return run_service(
+            name, lambda stop: serve(settings, stop), shutdown_grace_s=shutdown_grace_s
+        )
     except ConfigError as exc:
         print(f"driftline {name}: {exc}", file=sys.stderr)
         return 2

@@ -95,7 +95,11 @@ async def serve(settings: PlatformSettings, stop: asyncio.Event) -> None:
 
 def main() -> int:
     """Build settings, set up logs and traces, run until SIGTERM; the exit status."""
-    return service_main("features", serve, quiet_loggers=("aiokafka", "kafka"))
+    # A batch in flight when partitions are revoked finishes and commits first (the
+    # chart gives the pod 60 s).
+    return service_main(
+        "features", serve, quiet_loggers=("aiokafka", "kafka"), shutdown_grace_s=50.0
+    )
 
 
 if __name__ == "__main__":
