@@ -180,3 +180,43 @@ def test_window_of_examples_keeps_the_newest_by_event_time(
     assert [e.event_id for e in select_window(examples, plan)] == ["e5", "e9"]
     by_time = ReplayPlan(None, {}, None, keep_examples=None, keep_seconds=4)
     assert [e.event_id for e in select_window(examples, by_time)] == ["e5", "e9"]
+
+
+async def test_a_snapshot_is_not_judged_on_predictions_made_before_it_learned_anything(
+    spec: ModelSpec,
+    make_vector: Callable[..., FeatureVector],
+    make_label: Callable[..., ValidLabel],
+) -> None:
+    """A standby taking over reads its backlog's vectors before any label: the empty
+    model's predictions are no evidence, so the first snapshot has no evaluation window
+    to be judged on (it was registered with "accuracy 0.0000" on 600 of them)."""
+    sink = InMemorySink()
+    config = CoreConfig(snapshot_every=1000, eval_window=600)
+    active = TrainingCore(spec, sink, config)
+    rows = list(synth.Agrawal(seed=4).take(4000))
+    for i, (x, y) in enumerate(rows[:1200]):
+        active.on_vector(make_vector(i, values=x), Position("driftline.features", 0, i))
+        active.on_label(make_label(i, y=y), Position("driftline.labels.valid", 0, i))
+    champion = await active.snapshot()
+    assert champion is not None and champion.alias == "champion"
+
+    standby = TrainingCore(spec, sink, config)
+    backlog = range(1200, 2400)
+    for i in backlog:
+        standby.on_vector(make_vector(i, values=rows[i][0]), Position("driftline.features", 0, i))
+    for i in backlog:
+        standby.on_label(make_label(i, y=rows[i][1]), Position("driftline.labels.valid", 0, i))
+    assert standby.snapshot_due
+    first = await standby.snapshot()
+    assert first is not None and first.alias == "challenger"
+    assert first.version.metrics["holdout_examples"] == 0
+    assert "the evaluation window has 0 examples" in first.decision.reason
+
+    # Once it predicts with what it learned, its predictions are judged again.
+    for i in range(2400, 3600):
+        standby.on_vector(make_vector(i, values=rows[i][0]), Position("driftline.features", 0, i))
+        standby.on_label(make_label(i, y=rows[i][1]), Position("driftline.labels.valid", 0, i))
+    second = await standby.snapshot()
+    assert second is not None
+    assert second.version.metrics["holdout_examples"] == 600
+    assert second.version.metrics["holdout_accuracy"] > 0.8

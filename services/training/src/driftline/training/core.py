@@ -573,10 +573,16 @@ class TrainingCore:
             assert isinstance(learner, OnlineLearner)
             champion = await self._champion()
             promo = self.spec.promotion.metric
+            # Only a prediction made by a model that had learned something is evidence
+            # of it: a standby that takes over observes its backlog's vectors before it
+            # has learned one label, and those predictions would read as all wrong.
+            measured = [
+                e for e in learner.recent if e.prediction.measures(learner.promotion_metric)
+            ]
             cand, champ, decision = self._compare(
                 champion,
                 lambda fair: score_recorded(fair, self.spec, [promo]),
-                list(learner.recent),
+                measured,
                 learner.learned,
             )
             if decision.promote and champion is not None and self.pending_retrains:
