@@ -171,6 +171,13 @@ class KafkaIngestLoop:
         self._kafka_security = kafka_auth(settings.security, "ingestion")
         self._writing = asyncio.Lock()
         """Held while a batch is written: a revocation waits for it."""
+        self._committed_to: dict[TopicPartition, int] = {}
+        """The next offset of each partition after the last batch this replica committed.
+
+        The group's committed offset can lag it: aiokafka's ``OffsetFetch`` (v1-v3,
+        before KIP-447's ``require_stable``) reads the offset of the last *completed*
+        transaction, and a commit returns before its markers are written.
+        """
 
     def _make_producer(self) -> AIOKafkaProducer:
         cfg = self.settings.ingestion
@@ -268,11 +275,15 @@ class KafkaIngestLoop:
         # dropped with the exception: every partition is read again from its committed
         # offset (all that was handled is committed before the next poll).
         for tp in consumer.assignment():
-            committed = await consumer.committed(tp)
-            if committed is None:
+            # Where this replica's own last commit left it, unless the group's offset
+            # is further (another member committed since): read back right after our
+            # commit, the group's can still be the one before it, and seeking there
+            # would write that batch twice.
+            known = [o for o in (await consumer.committed(tp), self._committed_to.get(tp)) if o]
+            if not known:
                 await consumer.seek_to_beginning(tp)  # as auto_offset_reset=earliest does
             else:
-                consumer.seek(tp, committed)
+                consumer.seek(tp, max(known))
         for tp in sorted(consumer.assignment()):
             start = await consumer.position(tp)
             end = consumer.highwater(tp)
@@ -468,6 +479,8 @@ class KafkaIngestLoop:
                     # wait for each, so the commit covers only what was written.
                     await asyncio.gather(*futures)
                     await producer.send_offsets_to_transaction(offsets, group)
+                for tp, offset in offsets.items():
+                    self._committed_to[tp] = max(offset, self._committed_to.get(tp, 0))
             except _GROUP_LOST as exc:
                 log.warning("batch dropped after a rebalance: %s", exc)
                 self.metrics.errors.labels(kind="rebalance").inc()
