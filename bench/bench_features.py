@@ -209,6 +209,14 @@ async def consume_baselines(bootstrap: str, n: int, run: str) -> dict[str, Any]:
     }
 
 
+async def until_idle(admin_port: int) -> None:
+    """Return once the worker's written count stops moving (two reads 2 s apart agree)."""
+    before = -1
+    while (now := processed(admin_port)) != before:
+        before = now
+        await asyncio.sleep(2)
+
+
 def processed(*admin_ports: int) -> int:
     """Feature vectors the workers on ``admin_ports`` have written, together."""
     total = 0
@@ -411,10 +419,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             wait_ready, admin_port, proc, ROOT / "bench" / "out" / "features-worker.log", "features"
         )
         # Let the worker catch up with whatever the topic already holds.
-        before = -1
-        while (now := processed(admin_port)) != before:
-            before = now
-            await asyncio.sleep(2)
+        await until_idle(admin_port)
         base = await baseline(bootstrap, args.baseline_events)
         print(f"baseline {base:,.0f} records/s", flush=True)
         consume = await consume_baselines(bootstrap, args.consume_events, run)
@@ -431,9 +436,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # Reads of entities that have values, once the worker is idle again.
         ents = [f"bench-{run}-{i}" for i in range(100)]
         await seed(bootstrap, grpc_port, ents, run)
-        while (now := processed(admin_port)) != before:
-            before = now
-            await asyncio.sleep(2)
+        await until_idle(admin_port)
         names = load_featuresets(ROOT / "examples" / "featuresets").resolve("loans").feature_names
         one = await reads(grpc_port, settings.redis.url, ents[:1], names, 2000)
         hundred = await reads(grpc_port, settings.redis.url, ents, names, 1000)

@@ -129,9 +129,7 @@ class KafkaClusterNode(KafkaNode):
         self.log4j_file = self.node_dir / "log4j2.yaml"
         self.mode_file = self.node_dir / SECURITY_MODE_FILE
 
-    def check_coordinators(self, timeout_s: float) -> None:
-        """Not per node: ``__transaction_state`` needs all three brokers, so
-        :meth:`KafkaCluster.when_nodes_answer` asks once they are."""
+    standalone = False  # KafkaCluster.when_nodes_answer checks the coordinators
 
     def port_claims(self) -> list[PortClaim]:
         return [
@@ -343,8 +341,8 @@ class KafkaCluster(NodeGroup[KafkaClusterNode]):
         return super().launch()
 
     def when_nodes_answer(self, deadline: float, timeout_s: float) -> None:
-        """The metadata lists three brokers (none fenced), then the transaction
-        coordinator answers (:meth:`KafkaNode.check_coordinators`)."""
+        """The metadata lists three brokers (none fenced), then the transaction and group
+        coordinators answer (:meth:`KafkaNode.check_coordinators`)."""
         if not poll_until(
             lambda: self.live_brokers() == CLUSTER_BROKERS, max(1.0, deadline - time.monotonic())
         ):
@@ -352,7 +350,7 @@ class KafkaCluster(NodeGroup[KafkaClusterNode]):
                 f"the Kafka cluster listed {self.live_brokers()} of {CLUSTER_BROKERS} "
                 f"brokers after {timeout_s:g}s; see the logs under {self.state_dir / 'logs'}"
             )
-        KafkaNode.check_coordinators(self.nodes[0], max(1.0, deadline - time.monotonic()))
+        self.nodes[0].check_coordinators(max(1.0, deadline - time.monotonic()))
 
     def start(self, timeout_s: float = 120.0) -> StartOutcome:
         return super().start(timeout_s)

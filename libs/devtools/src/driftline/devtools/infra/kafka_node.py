@@ -328,14 +328,20 @@ class KafkaNode(LocalComponent):
                 "and records go with it) or switch security.enabled back"
             )
 
+    standalone = True
+    """Whether this node is a broker by itself, so that its start waits for the
+    coordinators (a cluster's node leaves that to the cluster: ``__transaction_state``
+    needs all its brokers)."""
+
     def wait_ready(self, timeout_s: float) -> None:
         """Wait until it answers; in secure mode then create the access table's ACLs (every
-        start path does this: ``infra up``, ``up``, the demo, tests); then
-        :meth:`check_coordinators`."""
+        start path does this: ``infra up``, ``up``, the demo, tests); then, when
+        :attr:`standalone`, :meth:`check_coordinators`."""
         deadline = time.monotonic() + timeout_s
         super().wait_ready(timeout_s)
         self.apply_acls()
-        self.check_coordinators(max(1.0, deadline - time.monotonic()))
+        if self.standalone:
+            self.check_coordinators(max(1.0, deadline - time.monotonic()))
 
     def check_coordinators(self, timeout_s: float) -> None:
         """Wait until the transaction and group coordinators answer
@@ -347,8 +353,8 @@ class KafkaNode(LocalComponent):
         """
         if not coordinators_ready(self.bootstrap_servers, timeout_s, security=self.admin_auth()):
             raise StartupError(
-                f"the Kafka broker at {self.bootstrap_servers} answers, but its transaction "
-                f"or group coordinator did not within {timeout_s:.0f}s; see {self.log_file}"
+                f"Kafka at {self.bootstrap_servers} answers, but its transaction or group "
+                f"coordinator did not within {timeout_s:.0f}s; see {self.log_file}"
             )
 
     def prepare(self) -> list[str]:
